@@ -1,0 +1,1 @@
+"""fedlab attacks package."""

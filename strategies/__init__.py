@@ -1,0 +1,1 @@
+"""fedlab strategies package."""
