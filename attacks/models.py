@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+
+from fedlab.registry import Registry
 
 
 class LeNet(nn.Module):
@@ -25,7 +29,9 @@ class LeNet(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> None:
         super().__init__()
         if image_size % 4:
-            raise ValueError(f"image_size {image_size} must be a multiple of 4 (two stride-2 convs)")
+            raise ValueError(
+                f"image_size {image_size} must be a multiple of 4 (two stride-2 convs)"
+            )
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, 12, kernel_size=5, padding=2, stride=2),
             nn.Sigmoid(),
@@ -46,3 +52,21 @@ def dlg_uniform_init_(model: nn.Module, low: float = -0.5, high: float = 0.5) ->
         for p in model.parameters():
             p.uniform_(low, high)
     return model
+
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("models", ("attacks.models",))
+"""Victim-model builders by name; a trace's model spec names one of these (or ``module:attr``)."""
+
+
+@MODELS.register("lenet")
+def build_lenet(
+    num_classes: int = 10, in_channels: int = 3, image_size: int = 32, init: str = "default"
+) -> nn.Module:
+    """DLG's LeNet; ``init="dlg-uniform"`` applies :func:`dlg_uniform_init_`.
+
+    Weights matter only until the trace's global parameters are loaded into the model.
+    """
+    if init not in ("default", "dlg-uniform"):
+        raise ValueError(f"init {init!r} is not one of 'default', 'dlg-uniform'")
+    model = LeNet(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    return dlg_uniform_init_(model) if init == "dlg-uniform" else model
