@@ -138,5 +138,7 @@ class Registry(Generic[T]):
 STRATEGIES: Registry[Any] = Registry("strategies", ("strategies.fedavg",))
 WORKLOADS: Registry[Any] = Registry("workloads", ("clients.supervised.workload",))
 DATASETS: Registry[Any] = Registry("datasets", ("fedlab.data.datasets",))
-ATTACKS: Registry[Any] = Registry("attacks", ())
+ATTACKS: Registry[Any] = Registry(
+    "attacks", ("attacks.dlg", "attacks.idlg", "attacks.inverting")
+)
 DENOISERS: Registry[Any] = Registry("denoisers", ())
