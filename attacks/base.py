@@ -152,8 +152,9 @@ class AttackInput:
         if self.gradients is not None:
             return [g.detach().float() for g in self.gradients]
         if self.local_steps != 1:
+            steps = "an unknown number of" if self.local_steps < 1 else str(self.local_steps)
             raise FedlabError(
-                f"cannot convert an update of {self.local_steps} local steps into one gradient "
+                f"cannot convert an update of {steps} local steps into one gradient "
                 "(only FedSGD, local_steps=1, is exact); record traces in FedSGD mode"
             )
         if self.lr is None or not math.isfinite(self.lr) or self.lr <= 0:
