@@ -138,7 +138,5 @@ class Registry(Generic[T]):
 STRATEGIES: Registry[Any] = Registry("strategies", ("strategies.fedavg",))
 WORKLOADS: Registry[Any] = Registry("workloads", ("clients.supervised.workload",))
 DATASETS: Registry[Any] = Registry("datasets", ("fedlab.data.datasets",))
-ATTACKS: Registry[Any] = Registry(
-    "attacks", ("attacks.dlg", "attacks.idlg", "attacks.inverting")
-)
+ATTACKS: Registry[Any] = Registry("attacks", ("attacks.dlg", "attacks.idlg", "attacks.inverting"))
 DENOISERS: Registry[Any] = Registry("denoisers", ())

@@ -1,1 +1,1 @@
-"""fedlab strategies package."""
+"""Flower strategies and strategy wrappers (Message API), one file each."""

@@ -1,0 +1,10 @@
+"""The named apps: ``flower-simulation --app fedlab.apps:<name>``.
+
+Each is an :class:`~fedlab.appspec.AppSpec`; a researcher's own module can define one the same
+way and pass ``--app mymodule:myapp``.
+"""
+
+from clients.supervised.app import fedavg
+from fedlab.appspec import AppSpec
+
+__all__ = ["AppSpec", "fedavg"]

@@ -1,0 +1,85 @@
+"""AppSpec: a named federated app = typed config + ServerApp main + ClientApp handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from fedlab.config import RunConfig
+from fedlab.run_folder import RunFolder, default_run_dir
+
+log = logging.getLogger("fedlab")
+
+ServerFn = Callable[[Grid, RunConfig, RunFolder], dict[str, Any]]
+Handler = Callable[[Message, Context, RunConfig], Message]
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """Everything ``flower-simulation --app module:attr`` and ``flwr run .`` need to run an app.
+
+    Parameters
+    ----------
+    name : str
+        Short name; run folders are ``runs/<name>-<timestamp>``.
+    config_cls : type of RunConfig
+        The app's typed config; its defaults, overridden by ``defaults``, are the app's defaults.
+    server_fn : callable
+        ``(grid, config, run_folder) -> summary``: builds the strategy and runs the rounds.
+    client_handlers : mapping
+        Message type (``query``, ``train``, ``evaluate``) ->
+        ``(message, context, config) -> reply``.
+    defaults : mapping
+        Run-config values that differ from ``config_cls``'s defaults for this app.
+    description : str
+    """
+
+    name: str
+    config_cls: type[RunConfig]
+    server_fn: ServerFn
+    client_handlers: Mapping[str, Handler]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def resolve_config(self, *layers: Mapping[str, Any]) -> RunConfig:
+        """Defaults, then each layer in order (TOML files, key=value pairs), validated."""
+        merged: dict[str, Any] = dict(self.defaults)
+        for layer in layers:
+            merged.update(layer)
+        return self.config_cls.from_mapping(merged)
+
+    def run_server(self, grid: Grid, config: RunConfig) -> dict[str, Any]:
+        """Create the run folder, save the config, run the server function."""
+        run = RunFolder(config.out_dir or default_run_dir(self.name))
+        run.write_config(self.name, config.to_mapping(), config.seed)
+        log.info("run folder: %s", run.path)
+        return self.server_fn(grid, config, run)
+
+    def server_app(self, config: RunConfig) -> ServerApp:
+        app = ServerApp()
+
+        @app.main()
+        def main(grid: Grid, context: Context) -> None:
+            self.run_server(grid, config)
+
+        return app
+
+    def client_app(self, config: RunConfig) -> ClientApp:
+        app = ClientApp()
+        register = {"train": app.train, "evaluate": app.evaluate, "query": app.query}
+        for kind, handler in self.client_handlers.items():
+            register[kind]()(_bind(handler, config))
+        return app
+
+
+def _bind(handler: Handler, config: RunConfig) -> Callable[[Message, Context], Message]:
+    def bound(msg: Message, context: Context) -> Message:
+        return handler(msg, context, config)
+
+    return bound

@@ -1,0 +1,193 @@
+"""Console scripts: ``flower-simulation`` (run an app under Ray) and ``fedlab`` (tools).
+
+Errors in the user's input (:class:`~fedlab.errors.FedlabError`) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fedlab.errors import FedlabError
+
+log = logging.getLogger("fedlab")
+
+# Modules adding ``fedlab`` subcommands; each exposes ``register(subparsers)``.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def _guard(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
+    def wrapped(argv: Sequence[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except FedlabError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted; finished rounds are kept in the run folder", file=sys.stderr)
+            return 130
+
+    return wrapped
+
+
+def simulation_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="flower-simulation",
+        description="Run a fedlab app (an AppSpec) under Flower's simulation engine with Ray.",
+    )
+    p.add_argument(
+        "--app", required=True, help="module:attr of an AppSpec, e.g. fedlab.apps:fedavg"
+    )
+    p.add_argument(
+        "--num-supernodes",
+        type=int,
+        default=None,
+        help="virtual SuperNodes (clients); default: the app's num-supernodes",
+    )
+    p.add_argument(
+        "--run-config",
+        nargs="+",
+        default=[],
+        metavar="FILE.toml|KEY=VALUE",
+        help="TOML files and/or key=value pairs, applied in order",
+    )
+    p.add_argument("--out", default=None, help="run folder (default ./runs/<app>-<UTC time>)")
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling, data and init")
+    p.add_argument(
+        "--gpu",
+        choices=("auto", "off"),
+        default="auto",
+        help="auto: give clients GPU fractions when torch sees a GPU",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="join a running Ray cluster (e.g. 127.0.0.1:6379) instead of starting one",
+    )
+    p.add_argument("--list-keys", action="store_true", help="print the app's run-config keys")
+    p.add_argument("--verbose", action="store_true", help="show Flower's own log lines")
+    return p
+
+
+def resolve_app(spec: str) -> Any:
+    from fedlab.appspec import AppSpec
+    from fedlab.registry import import_object
+
+    obj = import_object(spec, what="app")
+    if not isinstance(obj, AppSpec):
+        raise FedlabError(
+            f"app {spec!r} is a {type(obj).__name__}, not a fedlab AppSpec; "
+            "point --app at one, e.g. fedlab.apps:fedavg"
+        )
+    return obj
+
+
+def collect_overrides(items: Sequence[str]) -> dict[str, Any]:
+    from fedlab.config import load_toml_config, parse_override
+
+    merged: dict[str, Any] = {}
+    for item in items:
+        if "=" in item:
+            key, value = parse_override(item)
+            merged[key] = value
+        else:
+            merged.update(load_toml_config(item))
+    return merged
+
+
+def preflight(spec: Any, config: Any) -> None:
+    """Build the workload once here, so bad data or too many supernodes fail before Ray starts."""
+    from fedlab.workload import build_workload
+
+    workload = build_workload(config)
+    workload.client_dataset(0, config.num_supernodes)
+
+
+@_guard
+def flower_simulation_main(argv: Sequence[str] | None = None) -> int:
+    args = simulation_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    spec = resolve_app(args.app)
+    layers = [collect_overrides(args.run_config)]
+    cli: dict[str, Any] = {}
+    if args.num_supernodes is not None:
+        cli["num-supernodes"] = args.num_supernodes
+    if args.seed is not None:
+        cli["seed"] = args.seed
+    if args.gpu == "off":
+        cli["device"] = "cpu"
+    config = spec.resolve_config(*layers, cli)
+    if args.list_keys:
+        for key, value in config.to_mapping().items():
+            print(f"{key} = {value!r}")
+        return 0
+    from fedlab.run_folder import default_run_dir
+
+    out = (
+        Path(args.out).resolve()
+        if args.out
+        else (Path(config.out_dir).resolve() if config.out_dir else default_run_dir(spec.name))
+    )
+    config = config.replace(out_dir=str(out))
+    preflight(spec, config)
+    print(f"run folder: {out}", flush=True)
+    from fedlab.simulation import simulate
+
+    simulate(spec, config, gpu=args.gpu, ray_address=args.ray_address, verbose=args.verbose)
+    summary_path = out / "summary.json"
+    if not summary_path.is_file():
+        print(f"error: the run ended without a summary; see the log above ({out})", file=sys.stderr)
+        return 1
+    summary = json.loads(summary_path.read_text())
+    final = summary.get("final") or {}
+    print(
+        f"done: {summary['rounds-finished']}/{summary['rounds-planned']} rounds in "
+        f"{summary['seconds']} s; final evaluate {json.dumps(final.get('evaluate', {}))}"
+        + (f"; stopped early: {summary['stopped-early']}" if summary.get("stopped-early") else "")
+    )
+    print(f"run folder: {out}")
+    return 0
+
+
+def fedlab_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fedlab", description="fedlab tools: traces, attacks, benchmarks."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    for module in SUBCOMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    apps = sub.add_parser("apps", help="list the named apps of fedlab.apps")
+    apps.set_defaults(func=_list_apps)
+    return p
+
+
+def _list_apps(args: argparse.Namespace) -> int:
+    import fedlab.apps as apps
+    from fedlab.appspec import AppSpec
+
+    for name in sorted(vars(apps)):
+        obj = getattr(apps, name)
+        if isinstance(obj, AppSpec):
+            print(f"fedlab.apps:{name:14s} {obj.description}")
+    return 0
+
+
+@_guard
+def fedlab_main(argv: Sequence[str] | None = None) -> int:
+    args = fedlab_parser().parse_args(argv)
+    _setup_logging(getattr(args, "verbose", False))
+    return int(args.func(args) or 0)

@@ -1,0 +1,1 @@
+"""Offline datasets, local-path loaders and partitioners."""

@@ -1,0 +1,106 @@
+"""Split a labelled dataset into client partitions with flwr-datasets' partitioners.
+
+The partition of a client depends only on (labels, method, number of partitions, seed), so
+every Ray actor computes the same split without sharing state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedlab.errors import FedlabError
+
+PARTITIONERS = ("iid", "dirichlet", "shards")
+
+
+def partition_indices(
+    labels: np.ndarray,
+    num_partitions: int,
+    *,
+    method: str = "iid",
+    seed: int = 0,
+    alpha: float = 0.5,
+    shards_per_partition: int = 2,
+    min_partition_size: int = 1,
+) -> list[np.ndarray]:
+    """Indices of each partition, sorted within a partition.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (N,)
+    num_partitions : int
+        Number of clients (supernodes).
+    method : {"iid", "dirichlet", "shards"}
+        ``iid`` shuffles then splits evenly; ``dirichlet`` draws each class's share per
+        partition from Dir(alpha) (Flower's ``DirichletPartitioner``); ``shards`` sorts by label
+        and gives each partition ``shards_per_partition`` shards (``ShardPartitioner``).
+    seed : int
+        Fixes the split.
+    min_partition_size : int
+        Dirichlet redraws until every partition holds at least this many examples.
+    """
+    from datasets import Dataset
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, ShardPartitioner
+
+    labels = np.asarray(labels)
+    n = len(labels)
+    if num_partitions < 1:
+        raise FedlabError(f"the number of partitions must be >= 1, got {num_partitions}")
+    if num_partitions * max(min_partition_size, 1) > n:
+        raise FedlabError(
+            f"{num_partitions} partitions (num-supernodes) need at least "
+            f"{num_partitions * max(min_partition_size, 1)} training examples, the dataset has "
+            f"{n}; use at most {n // max(min_partition_size, 1)} supernodes or a larger dataset"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    table = Dataset.from_dict({"index": order, "label": labels[order]})
+    if method == "iid":
+        partitioner = IidPartitioner(num_partitions)
+    elif method == "dirichlet":
+        partitioner = DirichletPartitioner(
+            num_partitions,
+            "label",
+            alpha,
+            min_partition_size=min_partition_size,
+            self_balancing=False,
+            shuffle=True,
+            seed=seed,
+        )
+    elif method == "shards":
+        if num_partitions * shards_per_partition > n:
+            raise FedlabError(
+                f"{num_partitions} partitions x {shards_per_partition} shards exceed the {n} "
+                "examples; lower shards-per-partition or num-supernodes"
+            )
+        partitioner = ShardPartitioner(
+            num_partitions,
+            "label",
+            num_shards_per_partition=shards_per_partition,
+            shuffle=True,
+            seed=seed,
+        )
+    else:
+        raise FedlabError(f"partitioner {method!r} is not one of: {', '.join(PARTITIONERS)}")
+    partitioner.dataset = table
+    try:
+        parts = [
+            np.sort(np.asarray(partitioner.load_partition(i)["index"], dtype=np.int64))
+            for i in range(num_partitions)
+        ]
+    except ValueError as exc:
+        raise FedlabError(
+            f"partitioner {method!r} cannot split {n} examples into {num_partitions} partitions: "
+            f"{exc}; use fewer supernodes or a larger dirichlet-alpha"
+        ) from None
+    return parts
+
+
+def train_test_split(
+    labels: np.ndarray, test_fraction: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split into (train indices, held-out test indices), fixed by ``seed``."""
+    from sklearn.model_selection import train_test_split as sk_split
+
+    idx = np.arange(len(labels))
+    train, test = sk_split(idx, test_size=test_fraction, random_state=seed, stratify=labels)
+    return np.sort(train), np.sort(test)

@@ -1,0 +1,116 @@
+"""The run folder: config, history, model and plot, each written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PACKAGES = ("fedlab", "flwr", "ray", "torch", "numpy", "opacus", "diffusers", "dp-accounting")
+
+
+def default_run_dir(app_name: str, root: str | Path = "runs") -> Path:
+    """``<root>/<app>-<UTC timestamp>``, absolute."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return (Path(root) / f"{app_name}-{stamp}").resolve()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+class RunFolder:
+    """Everything a run leaves behind, rewritten after every round.
+
+    Parameters
+    ----------
+    path : str or Path
+        Created if missing.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.history: list[dict[str, Any]] = []
+
+    def write_config(self, app: str, config: Mapping[str, Any], seed: int) -> None:
+        atomic_write_json(
+            self.path / "config.json",
+            {"app": app, "seed": seed, "run-config": dict(config), "versions": package_versions()},
+        )
+
+    def add_round(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        atomic_write_json(self.path / "history.json", self.history)
+        self.write_plot()
+
+    def write_model(self, arrays: Mapping[str, np.ndarray]) -> None:
+        from safetensors.numpy import save
+
+        tensors = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+        atomic_write_bytes(self.path / "model.safetensors", save(tensors))
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        atomic_write_json(self.path / "summary.json", dict(summary))
+
+    def write_plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        series: dict[str, list[tuple[int, float]]] = {}
+        for rec in self.history:
+            for section in ("train", "evaluate", "client-evaluate"):
+                for k, v in rec.get(section, {}).items():
+                    if isinstance(v, (int, float)):
+                        series.setdefault(f"{section}/{k}", []).append((rec["round"], v))
+        if not series:
+            return
+        fig, axes = plt.subplots(
+            len(series), 1, figsize=(6, 1.8 * len(series)), sharex=True, squeeze=False
+        )
+        for ax, (name, points) in zip(axes[:, 0], sorted(series.items()), strict=True):
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o")
+            ax.set_ylabel(name, fontsize=8)
+            ax.grid(alpha=0.3)
+        axes[-1, 0].set_xlabel("round")
+        fig.tight_layout()
+        tmp = self.path / ".history.png.tmp"
+        fig.savefig(tmp, format="png", dpi=80)
+        plt.close(fig)
+        os.replace(tmp, self.path / "history.png")

@@ -1,0 +1,228 @@
+"""Server side shared by every app: seeding, node order, the round record and a clean stop.
+
+Flower's ``Strategy.start`` owns the round loop. We add two thin layers around it:
+:class:`PartitionOrderedGrid`, so that seeded node sampling picks the same partitions in every
+run (simulation node ids are random), and :class:`RoundRecorder`, a strategy wrapper that counts
+replies and failures, enforces ``min-replies`` and rewrites the run folder after every round.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedlab.config import RunConfig
+from fedlab.errors import RunStopped
+from fedlab.run_folder import RunFolder
+
+log = logging.getLogger("fedlab")
+
+CLIENT_INFO = "client"  # ConfigRecord name under which clients report their partition id
+EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random`` (Flower samples nodes with it), numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002  (legacy global RNG some libraries use)
+    torch.manual_seed(seed)
+
+
+class PartitionOrderedGrid:
+    """A grid whose node ids come in partition order, so seeded sampling is reproducible.
+
+    Parameters
+    ----------
+    grid : Grid
+        Flower's grid; everything but ``get_node_ids`` is passed through.
+    expected_nodes : int
+        Wait for this many nodes; 0 waits until the count stops changing.
+    """
+
+    def __init__(self, grid: Grid, expected_nodes: int = 0, timeout: float = 120.0) -> None:
+        self._grid = grid
+        self.partition_of: dict[int, int] = {}
+        node_ids = self._wait_for_nodes(expected_nodes, timeout)
+        messages = [
+            Message(content=RecordDict(), message_type=MessageType.QUERY, dst_node_id=n)
+            for n in node_ids
+        ]
+        for reply in grid.send_and_receive(messages, timeout=timeout):
+            if not reply.has_error() and CLIENT_INFO in reply.content:
+                info = reply.content[CLIENT_INFO]
+                self.partition_of[reply.metadata.src_node_id] = int(info["partition-id"])
+
+    def _wait_for_nodes(self, expected: int, timeout: float) -> list[int]:
+        deadline = time.monotonic() + timeout
+        last, stable_since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            nodes = list(self._grid.get_node_ids())
+            if expected and len(nodes) >= expected:
+                return nodes
+            if len(nodes) != last:
+                last, stable_since = len(nodes), time.monotonic()
+            elif not expected and nodes and time.monotonic() - stable_since > 2.0:
+                return nodes
+            time.sleep(0.2)
+        raise RunStopped(f"only {last} of {expected or 'any'} nodes connected in {timeout:.0f} s")
+
+    def get_node_ids(self) -> list[int]:
+        nodes = list(self._grid.get_node_ids())
+        return sorted(nodes, key=lambda n: (self.partition_of.get(n, len(nodes) + 1), n))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+
+class RoundRecorder(Strategy):
+    """Wrap any strategy: count replies, stop below ``min_replies``, record every round.
+
+    Parameters
+    ----------
+    inner : Strategy
+    run : RunFolder
+    min_replies : int
+        A round with fewer successful training replies stops the run, keeping finished rounds.
+    num_rounds : int
+        For the progress line.
+    """
+
+    def __init__(self, inner: Strategy, run: RunFolder, min_replies: int, num_rounds: int) -> None:
+        self.inner = inner
+        self.run = run
+        self.min_replies = min_replies
+        self.num_rounds = num_rounds
+        self._round: dict[str, Any] = {}
+        self._started = 0.0
+
+    def summary(self) -> None:
+        self.inner.summary()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._started = time.perf_counter()
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        self._round = {"round": server_round, "sampled": len(messages)}
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        ok = [r for r in replies if not r.has_error()]
+        self._round.update(replies=len(ok), failures=self._round["sampled"] - len(ok))
+        if len(ok) < self.min_replies:
+            raise RunStopped(
+                f"round {server_round}: {len(ok)} of {self._round['sampled']} clients replied, "
+                f"fewer than min-replies={self.min_replies}"
+            )
+        arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        self._round["train"] = _plain(metrics)
+        return arrays, metrics
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        metrics = self.inner.aggregate_evaluate(server_round, list(replies))
+        if metrics is not None:
+            self._round["client-evaluate"] = _plain(metrics)
+        return metrics
+
+    def end_round(
+        self, server_round: int, arrays: ArrayRecord, evaluation: MetricRecord | None
+    ) -> None:
+        """Called after the round's central evaluation: write the run folder and one line."""
+        record = {"round": server_round, "sampled": 0, "replies": 0, "failures": 0, **self._round}
+        record["evaluate"] = _plain(evaluation)
+        record["seconds"] = round(time.perf_counter() - self._started, 3)
+        self.run.add_round(record)
+        self.run.write_model({k: v.numpy() for k, v in arrays.items()})
+        shown = {**record.get("train", {}), **record["evaluate"]}
+        metrics = "  ".join(f"{k}={v:.4g}" for k, v in shown.items() if isinstance(v, float | int))
+        log.info(
+            "round %d/%d  %s  replies %d/%d  %.2f s",
+            server_round,
+            self.num_rounds,
+            metrics,
+            record["replies"],
+            record["sampled"],
+            record["seconds"],
+        )
+
+
+def _plain(metrics: MetricRecord | None) -> dict[str, Any]:
+    if metrics is None:
+        return {}
+    return {k: v for k, v in metrics.items() if k != "num-examples"}
+
+
+def run_federation(
+    grid: Grid,
+    config: RunConfig,
+    run: RunFolder,
+    *,
+    strategy_factory: Callable[[int], Strategy],
+    initial_arrays: ArrayRecord,
+    evaluate_fn: EvaluateFn | None = None,
+    train_config: ConfigRecord | None = None,
+) -> dict[str, Any]:
+    """Run a strategy for ``config.num_server_rounds`` rounds; return the summary.
+
+    ``strategy_factory(num_nodes)`` builds the strategy once the nodes are known (it waits for
+    ``config.num_supernodes`` of them).
+
+    A :class:`RunStopped` raised by a strategy or by the reply check ends the run cleanly:
+    every finished round is already in the run folder, and the summary says why it stopped.
+    """
+    seed_everything(config.seed)
+    started = time.perf_counter()
+    stopped = None
+    try:
+        ordered = PartitionOrderedGrid(grid, config.num_supernodes)
+        num_nodes = len(ordered.get_node_ids())
+        recorder = RoundRecorder(
+            strategy_factory(num_nodes), run, config.min_replies, config.num_server_rounds
+        )
+
+        def evaluate_and_record(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+            if server_round == 0:
+                return None
+            evaluation = evaluate_fn(server_round, arrays) if evaluate_fn else None
+            recorder.end_round(server_round, arrays, evaluation)
+            return evaluation
+
+        recorder.start(
+            grid=ordered,  # type: ignore[arg-type]
+            initial_arrays=initial_arrays,
+            num_rounds=config.num_server_rounds,
+            timeout=config.round_timeout,
+            train_config=train_config or ConfigRecord(),
+            evaluate_fn=evaluate_and_record,
+        )
+    except RunStopped as exc:
+        stopped = str(exc)
+        log.warning("run stopped early: %s (finished rounds are kept in %s)", stopped, run.path)
+    summary = {
+        "rounds-finished": len(run.history),
+        "rounds-planned": config.num_server_rounds,
+        "stopped-early": stopped,
+        "seconds": round(time.perf_counter() - started, 2),
+        "final": run.history[-1] if run.history else None,
+    }
+    run.write_summary(summary)
+    return summary
