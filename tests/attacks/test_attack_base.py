@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import crop_image, fedsgd_input
+from attack_helpers import crop_image, fedsgd_input
 
 from attacks.base import AttackInput, ModelSpec, labels_from_weight_gradient
 from fedlab.errors import FedlabError

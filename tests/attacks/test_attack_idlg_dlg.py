@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CROPS, crop_image, fedsgd_input
+from attack_helpers import CROPS, crop_image, fedsgd_input
 
 from attacks import metrics
 from attacks.base import head_gradients
