@@ -1,0 +1,22 @@
+"""Shared fixtures.
+
+Flower refuses to build a ``Message`` outside a run ("TaskIdentity.run_id is not set") unless an
+earlier simulation in the same process set it, which makes mock-reply tests depend on their
+order. ``flower_identity`` gives every test the same identity a simulation would set, and
+restores the previous one afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from flwr.supercore.task_identity import TaskIdentity
+
+
+@pytest.fixture(autouse=True)
+def flower_identity() -> Iterator[None]:
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
