@@ -61,8 +61,11 @@ class Registry(Generic[T]):
         importing the registry stays cheap.
     """
 
-    def __init__(self, kind: str, builtin_modules: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, kind: str, builtin_modules: tuple[str, ...] = (), singular: str | None = None
+    ) -> None:
         self.kind = kind
+        self.singular = singular or kind.removesuffix("s")
         self.builtin_modules = builtin_modules
         self._items: dict[str, T] = {}
         self._entry_points_loaded = False
@@ -116,13 +119,13 @@ class Registry(Generic[T]):
             Naming the unknown value and listing the known ones.
         """
         if ":" in name:
-            return import_object(name, what=self.kind[:-1])
+            return import_object(name, what=self.singular)
         self._load_entry_points()
         try:
             return self._items[name]
         except KeyError:
             raise FedlabError(
-                f"unknown {self.kind[:-1]} {name!r}; known: {', '.join(self.names())} "
+                f"unknown {self.singular} {name!r}; known: {', '.join(self.names())} "
                 "(or give 'module:attr' for your own)"
             ) from None
 
@@ -135,8 +138,8 @@ class Registry(Generic[T]):
 
 
 # Each built-in plugin module registers itself on import; list new ones here.
-STRATEGIES: Registry[Any] = Registry("strategies", ("strategies.fedavg",))
+STRATEGIES: Registry[Any] = Registry("strategies", ("strategies.fedavg",), singular="strategy")
 WORKLOADS: Registry[Any] = Registry("workloads", ("clients.supervised.workload",))
 DATASETS: Registry[Any] = Registry("datasets", ("fedlab.data.datasets",))
 ATTACKS: Registry[Any] = Registry("attacks", ("attacks.dlg", "attacks.idlg", "attacks.inverting"))
-DENOISERS: Registry[Any] = Registry("denoisers", ())
+DENOISERS: Registry[Any] = Registry("denoisers", ("attacks.pgla.denoisers",))

@@ -1,0 +1,34 @@
+import pytest
+
+from fedlab.errors import FedlabError
+from fedlab.registry import DATASETS, STRATEGIES, WORKLOADS, Registry, import_object
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(FedlabError, match=r"unknown strategy 'fedavgg'; known: .*fedavg"):
+        STRATEGIES.get("fedavgg")
+    with pytest.raises(FedlabError, match=r"unknown dataset 'cifar100'; known: .*digits"):
+        DATASETS.get("cifar100")
+
+
+def test_builtins_load_on_first_lookup():
+    assert "supervised" in WORKLOADS
+    assert {"digits", "lfw", "patches", "cifar10", "mnist", "imagefolder"} <= set(DATASETS.names())
+
+
+def test_duplicate_names_are_refused():
+    reg = Registry("things")
+    reg.add("a", int)
+    reg.add("a", int)  # same object again is harmless
+    with pytest.raises(FedlabError, match="already registered"):
+        reg.add("a", float)
+
+
+def test_module_attr_resolves_without_registration():
+    assert STRATEGIES.get("flwr.serverapp.strategy:FedProx").__name__ == "FedProx"
+    with pytest.raises(FedlabError, match="cannot import module"):
+        STRATEGIES.get("no_such_module_xyz:Thing")
+    with pytest.raises(FedlabError, match="has no attribute"):
+        import_object("fedlab.registry:Nope")
+    with pytest.raises(FedlabError, match="module:attr"):
+        import_object("fedlab.registry")
