@@ -1,0 +1,250 @@
+"""``fedlab attack`` (attack a recorded trace) and ``fedlab bench attacks`` (the DLG setting).
+
+Both write ``results.json`` in their output folder after every target (atomically), skip the
+targets already attacked there (resume), keep going when one target is bad (its error is
+stored), print a summary table and save a PNG grid of ground truth against reconstruction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from attacks import metrics
+from attacks.base import Attack, AttackInput
+from fedlab.errors import FedlabError
+from fedlab.registry import ATTACKS
+from fedlab.traces import atomic_save_tensors, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+RESULTS = "results.json"
+Target = tuple[str, Callable[[], AttackInput], Callable[[], tuple[torch.Tensor, torch.Tensor]]]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        msg = f"{text!r} is not a comma-separated list of integers"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``attack`` and ``bench attacks`` to the ``fedlab`` console script."""
+    p = subparsers.add_parser("attack", help="run a gradient-leakage attack on a recorded trace")
+    p.add_argument("--trace", required=True, help="trace folder (with manifest.json)")
+    p.add_argument("--attack", required=True, help="attack name (dlg, idlg, ig) or module:attr")
+    p.add_argument("--rounds", type=_int_list, default=None, help="rounds to attack, e.g. 1,2")
+    p.add_argument("--clients", type=_int_list, default=None, help="partition ids, e.g. 0,3")
+    _attack_options(p)
+    p.set_defaults(func=attack_command)
+    bench = subparsers.add_parser("bench", help="benchmarks")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    b = bsub.add_parser("attacks", help="DLG setting over the fixed image list (attacks/bench.py)")
+    b.add_argument("--attacks", default="dlg,ig", help="comma-separated attack names")
+    b.add_argument("--images", default=None, help="comma-separated subset of the bench images")
+    b.add_argument("--seeds", type=_int_list, default=[0], help="model seeds, e.g. 0,1")
+    _attack_options(b)
+    b.set_defaults(func=bench_attacks_command)
+
+
+def _attack_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-iterations", type=int, default=None, help="per attempt")
+    p.add_argument("--restarts", type=int, default=None, help="extra attempts")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attack's random starts")
+    p.add_argument("--out", required=True, help="output folder (re-run the same to resume)")
+
+
+def make_attack(name: str, args: argparse.Namespace) -> Attack:
+    """Instantiate attack ``name`` with the CLI's overrides."""
+    cls = ATTACKS.get(name)
+    kwargs: dict[str, Any] = {"seed": args.seed}
+    if args.max_iterations is not None:
+        kwargs["max_iterations"] = args.max_iterations
+    if args.restarts is not None:
+        kwargs["restarts"] = args.restarts
+    return cls(**kwargs)
+
+
+def _safe(target_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", target_id)
+
+
+def run_targets(attack: Attack, name: str, targets: Iterable[Target], out: Path,
+                source: str, total: int | None = None) -> dict[str, Any]:
+    """Attack each target not yet in ``out/results.json``; returns the results object.
+
+    Raises
+    ------
+    FedlabError
+        If ``out/results.json`` was written by another attack or source.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RESULTS
+    results: dict[str, Any] = {"attack": name, "source": source, "targets": {}}
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("attack") != name or old.get("source") != source:
+            raise FedlabError(
+                f"{path} holds results of attack {old.get('attack')!r} on {old.get('source')!r}, "
+                f"not {name!r} on {source!r}; give another --out"
+            )
+        results["targets"] = old.get("targets", {})
+    for target_id, make_input, truth in tqdm(list(targets), total=total, desc=name, unit="target"):
+        if results["targets"].get(target_id, {}).get("status") == "ok":
+            continue
+        try:
+            inp = make_input()
+            res = attack.reconstruct(inp)
+            row: dict[str, Any] = {"status": "ok", "loss": res.loss, "iterations": res.iterations,
+                                   "restarts": res.restarts, "seconds": res.seconds}
+            try:
+                images, labels = truth()
+            except FedlabError as exc:  # attackable but not scorable
+                row["score_error"] = str(exc)
+            else:
+                images = inp.to_unit_range(images)
+                row.update(metrics.score(images, labels, res.images, res.labels))
+                atomic_save_tensors(out / "reconstructions" / f"{_safe(target_id)}.safetensors",
+                                    {"truth": images, "reconstruction": res.images})
+        except FedlabError as exc:
+            logger.error("%s: %s", target_id, exc)
+            row = {"status": "error", "error": str(exc)}
+        results["targets"][target_id] = row
+        atomic_write_json(path, results)
+    return results
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """The per-target summary table (CLI output, hence print)."""
+    cols = ("psnr", "ssim", "mse", "label_accuracy", "loss", "iterations", "restarts", "seconds")
+    print(f"{'target':28s} " + " ".join(f"{c[:9]:>9s}" for c in cols))
+    for tid, row in results["targets"].items():
+        if row.get("status") != "ok":
+            print(f"{tid:28s} error: {row.get('error')}")
+            continue
+        cells = []
+        for c in cols:
+            v = row.get(c)
+            cells.append(f"{'-':>9s}" if v is None else
+                         f"{v:9d}" if isinstance(v, int) else f"{v:9.3g}")
+        print(f"{tid:28s} " + " ".join(cells))
+
+
+def save_grid(out: Path, results: dict[str, Any], max_images: int = 16) -> Path | None:
+    """``grid.png``: ground truth (top) against reconstruction (bottom), atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from safetensors.torch import load_file
+
+    pairs = []
+    for tid, row in results["targets"].items():
+        file = out / "reconstructions" / f"{_safe(tid)}.safetensors"
+        if row.get("status") == "ok" and file.exists():
+            t = load_file(file)
+            for i in range(t["truth"].shape[0]):
+                pairs.append((tid, t["truth"][i], t["reconstruction"][i], row.get("psnr")))
+    pairs = pairs[:max_images]
+    if not pairs:
+        return None
+    fig, axes = plt.subplots(2, len(pairs), figsize=(1.6 * len(pairs), 3.6), squeeze=False)
+    for j, (tid, truth, recon, psnr) in enumerate(pairs):
+        for i, img in enumerate((truth, recon)):
+            axes[i][j].imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
+            axes[i][j].axis("off")
+        axes[0][j].set_title(tid, fontsize=6)
+        axes[1][j].set_title("" if psnr is None else f"{psnr:.1f} dB", fontsize=7)
+    fig.tight_layout()
+    path = out / "grid.png"
+    tmp = out / ".grid.png.tmp"
+    fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _finish(results: dict[str, Any], out: Path) -> int:
+    print_table(results)
+    grid = save_grid(out, results)
+    print(f"results: {out / RESULTS}" + (f"; grid: {grid}" if grid else ""))
+    ok = [r for r in results["targets"].values() if r.get("status") == "ok"]
+    return 0 if ok else 2
+
+
+def attack_command(args: argparse.Namespace) -> int:
+    """``fedlab attack``: exit 2 when no target could be attacked."""
+    from fedlab.traces import TraceReader
+
+    reader = TraceReader(args.trace)
+    records = reader.select(args.rounds, args.clients)
+    if not records:
+        raise FedlabError(
+            f"no records of rounds {args.rounds} and clients {args.clients} in {args.trace}; "
+            f"it has rounds {sorted({r.round for r in reader.records})} and clients "
+            f"{sorted({r.client for r in reader.records})}"
+        )
+    attack = make_attack(args.attack, args)
+    targets: list[Target] = [
+        (r.target_id, (lambda r=r: reader.attack_input(r)), (lambda r=r: reader.ground_truth(r)))
+        for r in records
+    ]
+    out = Path(args.out)
+    results = run_targets(attack, args.attack, targets, out, str(Path(args.trace).resolve()))
+    return _finish(results, out)
+
+
+def bench_attacks_command(args: argparse.Namespace) -> int:
+    """``fedlab bench attacks``: every attack over the fixed image list and seeds."""
+    from attacks.bench import BENCH_IMAGES, bench_cases, case_input, summarize
+
+    images = tuple(args.images.split(",")) if args.images else BENCH_IMAGES
+    unknown = [i for i in images if i not in BENCH_IMAGES]
+    if unknown:
+        raise FedlabError(f"--images {unknown} not in the bench list {list(BENCH_IMAGES)}")
+    out = Path(args.out)
+    summary: dict[str, Any] = {}
+    for name in [a for a in args.attacks.split(",") if a]:
+        attack = make_attack(name, args)
+        targets: list[Target] = []
+        for case in bench_cases(images, tuple(args.seeds)):
+            def make(case=case):
+                return case_input(case)[0]
+
+            def truth(case=case):
+                return case_input(case)[1:]
+
+            targets.append((case.target_id, make, truth))
+        results = run_targets(attack, name, targets, out / name, "bench:dlg-setting")
+        ids = {c.target_id for c in bench_cases(images, tuple(args.seeds))}
+        rows = [r for t, r in results["targets"].items() if t in ids and r["status"] == "ok"]
+        summary[name] = summarize(rows)
+        print(f"== {name}")
+        _finish(results, out / name)
+    atomic_write_json(out / "summary.json", summary)
+    print_summary(summary)
+    return 0 if any(s["n"] for s in summary.values()) else 2
+
+
+def print_summary(summary: dict[str, dict[str, float]]) -> None:
+    """One line per attack: PSNR median [q25, q75] (min..max), failures, SSIM, labels, seconds."""
+    print(f"{'attack':8s} {'n':>3s} {'PSNR med':>9s} {'[q25, q75]':>16s} {'min..max':>14s} "
+          f"{'<20dB':>5s} {'SSIM med':>8s} {'label acc':>9s} {'s/attack':>8s}")
+    for name, s in summary.items():
+        if not s["n"]:
+            print(f"{name:8s}   0 (no successful targets)")
+            continue
+        print(f"{name:8s} {s['n']:3d} {s['psnr_median']:9.2f} "
+              f"[{s['psnr_q25']:6.2f}, {s['psnr_q75']:6.2f}] "
+              f"{s['psnr_min']:6.2f}..{s['psnr_max']:6.2f} {s['failures']:5d} "
+              f"{s['ssim_median']:8.3f} {s['label_accuracy']:9.2f} {s['seconds_median']:8.1f}")
