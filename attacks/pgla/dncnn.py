@@ -1,0 +1,116 @@
+"""A DnCNN-style learned baseline (Zhang et al. 2017): residual CNN with a noise-level map.
+
+Input: the noisy gradient image and a constant channel holding the noise std ``M`` (FFDNet's
+noise map, so one network serves every level and gets the same side information PGLA gets);
+output: the predicted noise, subtracted from the input. Trained on the same clean clipped
+surrogate gradients as PGLA with Gaussian noise of std drawn log-uniform in ``noise_range``.
+Saved as ``dncnn_config.json`` + ``dncnn.safetensors`` + ``transform.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from attacks.pgla.io import atomic_save_tensors, atomic_write_text
+from attacks.pgla.transform import GradientImageTransform
+from fedlab.errors import FedlabError
+
+CONFIG_FILE = "dncnn_config.json"
+WEIGHTS_FILE = "dncnn.safetensors"
+
+
+class DnCNN(nn.Module):
+    """Conv-BN-ReLU stack predicting the noise of a one-channel image.
+
+    Parameters
+    ----------
+    depth : int
+        Convolution layers (>= 2).
+    channels : int
+        Feature channels.
+    """
+
+    def __init__(self, depth: int = 8, channels: int = 32) -> None:
+        super().__init__()
+        if depth < 2 or channels < 1:
+            raise FedlabError(f"DnCNN needs depth >= 2 and channels >= 1, got {depth}, {channels}")
+        self.config = {"depth": depth, "channels": channels}
+        layers: list[nn.Module] = [nn.Conv2d(2, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(depth - 2):
+            layers += [
+                nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                nn.GroupNorm(min(8, channels), channels),
+                nn.ReLU(inplace=True),
+            ]
+        layers.append(nn.Conv2d(channels, 1, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """Denoised ``y`` given per-image noise stds ``m`` of shape ``(B,)``."""
+        level = torch.log1p(m).view(-1, 1, 1, 1).expand_as(y)
+        return y - self.net(torch.cat([y, level], dim=1)) * m.view(-1, 1, 1, 1)
+
+
+def dncnn_loss(
+    model: DnCNN,
+    transform: GradientImageTransform,
+    noise_range: tuple[float, float],
+    device: torch.device | None = None,
+) -> Any:
+    """``loss_fn(flat_batch, generator)`` for :func:`attacks.pgla.training.run_loop`."""
+    lo, hi = math.log(noise_range[0]), math.log(noise_range[1])
+
+    def loss_fn(flat: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        x = transform.to_image(flat)
+        m = torch.exp(lo + (hi - lo) * torch.rand(x.shape[0], generator=gen))
+        y = x + m.view(-1, 1, 1, 1) * torch.randn(x.shape, generator=gen)
+        x, y, m = x.to(device), y.to(device), m.to(device)
+        # error relative to the noise level, so every level weighs the same
+        return ((model(y, m) - x) / m.view(-1, 1, 1, 1)).pow(2).mean()
+
+    return loss_fn
+
+
+def save_dncnn(model: DnCNN, transform: GradientImageTransform, folder: str | Path) -> Path:
+    """Write config, weights and transform to ``folder`` (atomic files)."""
+    folder = Path(folder)
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(model.config, indent=2) + "\n")
+    atomic_save_tensors(folder / WEIGHTS_FILE, model.state_dict())
+    transform.save(folder)
+    return folder
+
+
+def load_dncnn(folder: str | Path) -> tuple[DnCNN, GradientImageTransform]:
+    """Load what :func:`save_dncnn` wrote.
+
+    Raises
+    ------
+    FedlabError
+        If files are missing or do not match the architecture.
+    """
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        model = DnCNN(**config)
+        model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    except (
+        FileNotFoundError,
+        json.JSONDecodeError,
+        TypeError,
+        RuntimeError,
+        SafetensorError,
+    ) as exc:
+        raise FedlabError(
+            f"cannot load a DnCNN denoiser from {str(folder)!r} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}); it needs {CONFIG_FILE} and {WEIGHTS_FILE} "
+            "(train one with `fedlab pgla train --config dncnn-small`)"
+        ) from None
+    return model.eval(), GradientImageTransform.load(folder)

@@ -1,0 +1,218 @@
+"""The PGLA denoiser: a UNet, a DDPM scheduler and the gradient-image transform, kept apart.
+
+A folder written by :meth:`PGLAPipeline.save_pretrained` holds ``unet/`` (diffusers
+``config.json`` + ``diffusion_pytorch_model.safetensors``), ``scheduler/``
+(``scheduler_config.json``) and ``transform.json``. Loading reads local folders only.
+
+The reverse loop is in :meth:`PGLAPipeline.reverse`, in one place: start from
+``sqrt(abar*) * y`` at the adaptive step (or a fixed one), and feed every step's output to the
+next step down to ``t = 0`` (the released Mjolnir code re-feeds the original input at every
+step; this does not).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+
+from attacks.pgla.schedule import start_timestep, target_alpha_bar
+from attacks.pgla.transform import GradientImageTransform
+from fedlab.errors import FedlabError
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("ddpm", "ddim")
+
+
+def build_unet(**config: Any) -> UNet2DModel:
+    """A one-channel ``UNet2DModel`` from keyword arguments (diffusers' names)."""
+    config = {"in_channels": 1, "out_channels": 1, **config}
+    try:
+        return UNet2DModel(**config)
+    except (TypeError, ValueError) as exc:
+        raise FedlabError(
+            f"invalid UNet config {config!r}: {exc}; see diffusers UNet2DModel"
+        ) from None
+
+
+class PGLAPipeline:
+    """Denoise flat gradients with a diffusion model trained on clean gradients.
+
+    Parameters
+    ----------
+    unet : UNet2DModel
+        Epsilon-prediction network on ``(B, 1, side, side)`` images.
+    scheduler : DDPMScheduler
+        The training scheduler (T = 1000, linear betas).
+    transform : GradientImageTransform
+        Gradient <-> image mapping with the training statistics.
+    """
+
+    def __init__(
+        self, *, unet: UNet2DModel, scheduler: DDPMScheduler, transform: GradientImageTransform
+    ) -> None:
+        if unet.config.sample_size not in (transform.side, (transform.side, transform.side)):
+            raise FedlabError(
+                f"UNet sample_size {unet.config.sample_size} does not match the transform's "
+                f"side {transform.side}; build the UNet with sample_size={transform.side}"
+            )
+        self.unet = unet
+        self.scheduler = scheduler
+        self.transform = transform
+
+    # ----------------------------------------------------------------------------- persistence
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write ``unet/``, ``scheduler/`` and ``transform.json`` under ``folder``."""
+        folder = Path(folder)
+        self.unet.save_pretrained(folder / "unet", safe_serialization=True)
+        self.scheduler.save_pretrained(folder / "scheduler")
+        self.transform.save(folder)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> PGLAPipeline:
+        """Load from a local folder written by :meth:`save_pretrained`.
+
+        Raises
+        ------
+        FedlabError
+            If the folder or any part of it is missing or unreadable.
+        """
+        from attacks.pgla.training import resolve_checkpoint
+
+        folder = resolve_checkpoint(folder)
+        if not folder.is_dir():
+            raise FedlabError(
+                f"denoiser folder {str(folder)!r} does not exist; give a folder written by "
+                "`fedlab pgla train --out DIR`"
+            )
+        transform = GradientImageTransform.load(folder)
+        try:
+            unet = UNet2DModel.from_pretrained(folder / "unet", local_files_only=True)
+            scheduler = DDPMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise FedlabError(
+                f"cannot load the PGLA denoiser from {str(folder)!r} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); it needs unet/ and "
+                "scheduler/ as written by save_pretrained; re-train or restore it"
+            ) from None
+        return cls(unet=unet.eval(), scheduler=scheduler, transform=transform)
+
+    # ------------------------------------------------------------------------------- sampling
+    def start_step(self, m: float) -> int | None:
+        """Adaptive start: first ``t`` with ``abar_t < 1 / (1 + M^2)``; ``None`` when ``M = 0``."""
+        return start_timestep(self.scheduler.alphas_cumprod, m)
+
+    @torch.no_grad()
+    def reverse(
+        self,
+        x: torch.Tensor,
+        t_start: int,
+        *,
+        sampler: str = "ddim",
+        steps: int = 20,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Run the reverse process on ``x`` (already at noise level ``t_start``) down to 0.
+
+        ``ddpm`` takes every step ``t_start, ..., 0`` (ancestral, stochastic); ``ddim`` takes
+        about ``steps`` evenly spaced deterministic steps (eta = 0).
+        """
+        if sampler not in SAMPLERS:
+            raise FedlabError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+        if steps < 1:
+            raise FedlabError(f"steps {steps} must be >= 1")
+        total = self.scheduler.config.num_train_timesteps
+        if sampler == "ddpm":
+            sched: Any = DDPMScheduler.from_config(self.scheduler.config)
+            sched.set_timesteps(total)  # stride 1: previous step of t is t - 1
+            ts = list(range(t_start, -1, -1))
+        else:
+            stride = max(1, math.ceil((t_start + 1) / steps))
+            sched = DDIMScheduler.from_config(self.scheduler.config, set_alpha_to_one=True)
+            sched.set_timesteps(total // stride)  # DDIM's step goes from t to t - total // n
+            stride = total // sched.num_inference_steps
+            ts = list(range(t_start, -1, -stride))
+        iterator = ts
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(ts, desc=f"pgla {sampler}", leave=False)
+        for t in iterator:
+            tt = torch.full((x.shape[0],), t, dtype=torch.long)
+            eps = self.unet(x, tt).sample
+            if sampler == "ddpm":
+                x = sched.step(eps, t, x, generator=generator).prev_sample
+            else:
+                x = sched.step(eps, t, x, eta=0.0).prev_sample
+        return x
+
+    def denoise_images(
+        self,
+        y: torch.Tensor,
+        m: float,
+        *,
+        fixed_t: int | None = None,
+        sampler: str = "ddim",
+        steps: int = 20,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Denoise images ``y = x + M * eps`` of shape ``(B, 1, side, side)``.
+
+        Adaptive (``fixed_t=None``): scale by ``sqrt(abar*)``, start at the first ``t`` with
+        ``abar_t < abar*``. Fixed: scale by ``sqrt(abar_t)`` and start at ``fixed_t`` whatever
+        ``M`` is (the non-adaptive ablation). ``M = 0`` returns ``y`` unchanged in both.
+        """
+        if m == 0:
+            return y
+        if fixed_t is None:
+            t0 = self.start_step(m)
+            assert t0 is not None
+            scale = math.sqrt(target_alpha_bar(m))
+        else:
+            total = self.scheduler.config.num_train_timesteps
+            if not 0 <= fixed_t < total:
+                raise FedlabError(f"fixed_t {fixed_t} must be in 0..{total - 1}")
+            t0 = fixed_t
+            scale = float(self.scheduler.alphas_cumprod[t0].sqrt())
+        log.debug("pgla: M=%.4g start t=%d scale=%.4g", m, t0, scale)
+        return self.reverse(y * scale, t0, sampler=sampler, steps=steps, generator=generator)
+
+    def denoise(
+        self,
+        flat: torch.Tensor,
+        noise_std: float,
+        *,
+        clip_norm: float | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Denoise flat gradients ``(num_params,)`` or ``(B, num_params)``.
+
+        Parameters
+        ----------
+        flat : torch.Tensor
+            Noisy gradients in gradient units.
+        noise_std : float
+            Noise std per coordinate in gradient units; ``M = noise_std / scale`` after
+            bringing clip norm ``clip_norm`` to the denoiser's training clip norm.
+        clip_norm : float, optional
+            The victims' clip norm; the gradients are rescaled by ``transform.clip_norm /
+            clip_norm`` before denoising and back afterwards.
+        **kwargs
+            Passed to :meth:`denoise_images` (``fixed_t``, ``sampler``, ``steps``, ``generator``).
+        """
+        if noise_std == 0:
+            return flat
+        ratio = 1.0 if clip_norm is None else self.transform.clip_norm / clip_norm
+        batch = flat.reshape(-1, flat.shape[-1]).float() * ratio
+        m = noise_std * ratio / self.transform.scale
+        out = self.transform.from_image(
+            self.denoise_images(self.transform.to_image(batch), m, **kwargs)
+        )
+        return (out / ratio).reshape(flat.shape)

@@ -1,0 +1,109 @@
+"""Noise level -> diffusion timestep: the adaptive start of PGLA.
+
+A noisy gradient image ``y = x + M * eps`` (``M`` the perturbation std in the denoiser's units)
+matches the forward process ``x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps`` once scaled by
+``sqrt(abar*)`` with ``abar* = 1 / (1 + M^2)``: then ``sqrt(abar*) y = sqrt(abar*) x +
+sqrt(1 - abar*) eps``. The reverse process starts at the first ``t`` with ``abar_t < abar*``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from diffusers import DDPMScheduler
+
+from fedlab.errors import FedlabError
+
+SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "linear",
+    "beta_start": 1e-4,
+    "beta_end": 0.02,
+    "prediction_type": "epsilon",
+    "clip_sample": False,
+    "steps_offset": 0,
+}
+"""The DDPM of Ho et al. (and PGLA): T = 1000, linear betas 1e-4..0.02, timesteps 0..999."""
+
+
+def make_scheduler() -> DDPMScheduler:
+    """A fresh :class:`DDPMScheduler` with :data:`SCHEDULER_CONFIG`."""
+    return DDPMScheduler(**SCHEDULER_CONFIG)
+
+
+def target_alpha_bar(m: float) -> float:
+    """``abar* = 1 / (1 + M^2)`` for a noise std ``M`` in data units.
+
+    Raises
+    ------
+    FedlabError
+        If ``M`` is negative or not finite.
+    """
+    if not (m >= 0 and math.isfinite(m)):
+        raise FedlabError(f"noise std M={m!r} must be a finite number >= 0")
+    return 1.0 / (1.0 + m * m)
+
+
+def start_timestep(alphas_cumprod: torch.Tensor, m: float) -> int | None:
+    """The first 0-based ``t`` with ``abar_t < abar*``; ``None`` for ``M = 0`` (nothing to do).
+
+    A noise level beyond the schedule's last ``abar`` starts at ``T - 1``.
+    """
+    target = target_alpha_bar(m)
+    if m == 0:
+        return None
+    below = torch.nonzero(alphas_cumprod < target)
+    return int(below[0]) if below.numel() else len(alphas_cumprod) - 1
+
+
+def noise_std_from_dp(dp: dict[str, Any] | None) -> float | None:
+    """Noise std per coordinate of what was sent, from a DP metadata dict, or ``None``.
+
+    Reads ``std`` (Gaussian or Laplace), else ``scale`` (Laplace: std = sqrt(2) * scale, or
+    Gaussian: std = scale), else ``noise_multiplier * clip``.
+
+    Raises
+    ------
+    FedlabError
+        If the mechanism is neither Gaussian nor Laplace, or a value is negative.
+    """
+    if not dp:
+        return None
+    mech = str(dp.get("mechanism", "gaussian")).lower()
+    if mech not in ("gaussian", "laplace", "none"):
+        raise FedlabError(
+            f"DP mechanism {mech!r} is not supported; allowed: gaussian, laplace, none "
+            "(or give the noise std explicitly)"
+        )
+    if mech == "none":
+        return 0.0
+    if dp.get("std") is not None:
+        std = float(dp["std"])
+    elif dp.get("scale") is not None:
+        std = float(dp["scale"]) * (math.sqrt(2.0) if mech == "laplace" else 1.0)
+    elif dp.get("noise_multiplier") is not None and dp.get("clip") is not None:
+        std = float(dp["noise_multiplier"]) * float(dp["clip"])
+    else:
+        return None
+    if not (std >= 0 and math.isfinite(std)):
+        raise FedlabError(f"DP noise std {std!r} from {dp!r} must be a finite number >= 0")
+    return std
+
+
+def estimate_noise_std(flat: torch.Tensor, clip_norm: float | None = None) -> float:
+    """Blind estimate of the per-coordinate noise std of a noisy flat gradient.
+
+    With a known clip norm ``C`` (the clean gradient has norm at most ``C``, and exactly ``C``
+    when it was clipped), ``E||y||^2 = ||g||^2 + n sigma^2`` gives
+    ``sigma^2 ~ max(||y||^2 - C^2, 0) / n``. Without it, the median absolute difference of
+    neighbouring coordinates is used (robust, but it counts clean variation as noise, so it
+    overestimates at low noise).
+    """
+    flat = flat.reshape(-1).double()
+    n = flat.numel()
+    if clip_norm is not None:
+        return math.sqrt(max(float(flat.pow(2).sum()) - clip_norm**2, 0.0) / n)
+    diffs = (flat[1:] - flat[:-1]).abs()
+    return float(diffs.median()) / (0.6745 * math.sqrt(2.0))

@@ -1,0 +1,183 @@
+"""Gradient <-> one-channel square image, the representation the PGLA denoiser works in.
+
+A gradient (a list of tensors in ``model.parameters()`` order, or one flat vector) is flattened,
+divided by a scalar ``scale`` and zero-padded to ``side * side`` values, then reshaped to
+``(1, side, side)``. The scale is a power of two, so dividing and multiplying by it only changes
+the floating-point exponent: the inverse is bit-exact (while the values stay normal numbers).
+
+Only a scalar normalisation is used, on purpose: DP noise is isotropic in gradient space, and a
+per-coordinate normalisation would make it anisotropic in image space, which breaks the
+diffusion model's noise model and the noise level -> timestep mapping.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from attacks.pgla.io import atomic_write_text
+from fedlab.errors import FedlabError
+
+TRANSFORM_FILE = "transform.json"
+
+
+def flatten_gradients(grads: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    """Concatenate gradient tensors into one float32 vector (a tensor is flattened as is)."""
+    if isinstance(grads, torch.Tensor):
+        return grads.detach().reshape(-1).float()
+    return torch.cat([g.detach().reshape(-1).float() for g in grads])
+
+
+def unflatten_gradients(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Split a flat vector back into tensors shaped like ``like``.
+
+    Raises
+    ------
+    FedlabError
+        If the sizes disagree.
+    """
+    total = sum(t.numel() for t in like)
+    if flat.numel() != total:
+        raise FedlabError(
+            f"flat gradient has {flat.numel()} values but the model has {total} parameters; "
+            "denoise the gradient of the same model"
+        )
+    out, start = [], 0
+    for t in like:
+        out.append(flat[start : start + t.numel()].view_as(t).to(t.dtype))
+        start += t.numel()
+    return out
+
+
+def power_of_two(x: float) -> float:
+    """The power of two nearest to ``x`` in log scale (``x > 0``)."""
+    return float(2.0 ** round(math.log2(x)))
+
+
+@dataclass(frozen=True)
+class GradientImageTransform:
+    """Flat gradient of ``num_params`` values <-> ``(1, side, side)`` image.
+
+    Parameters
+    ----------
+    num_params : int
+        Length of the flattened gradient.
+    side : int
+        Image side; ``side * side >= num_params``.
+    scale : float
+        Divisor applied to the gradient (a power of two; see :meth:`fit`).
+    clip_norm : float
+        L2 clip norm of the gradients the statistics were fitted on (the denoiser's training
+        data), so that gradients clipped to another norm can be brought to the same units.
+    """
+
+    num_params: int
+    side: int
+    scale: float = 1.0
+    clip_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.num_params < 1:
+            raise FedlabError(f"num_params {self.num_params} must be >= 1")
+        if self.side * self.side < self.num_params:
+            raise FedlabError(
+                f"side {self.side} gives {self.side**2} pixels, fewer than num_params "
+                f"{self.num_params}; use side >= {math.ceil(math.sqrt(self.num_params))}"
+            )
+        if not (self.scale > 0 and math.isfinite(self.scale)):
+            raise FedlabError(f"scale {self.scale} must be a positive finite number")
+        if not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
+            raise FedlabError(f"clip_norm {self.clip_norm} must be a positive finite number")
+
+    @classmethod
+    def for_size(
+        cls, num_params: int, *, multiple: int = 8, **kwargs: float
+    ) -> GradientImageTransform:
+        """The smallest square whose side is a multiple of ``multiple`` (UNets halve it)."""
+        side = math.ceil(math.sqrt(num_params) / multiple) * multiple
+        return cls(num_params=num_params, side=side, **kwargs)
+
+    @classmethod
+    def fit(
+        cls, flat_grads: torch.Tensor, *, clip_norm: float, multiple: int = 8
+    ) -> GradientImageTransform:
+        """Fit the scale on clean clipped gradients ``(N, num_params)``.
+
+        The scale is the root-mean-square coordinate rounded to a power of two, so the images
+        have roughly unit variance and the inverse is exact.
+        """
+        if flat_grads.ndim != 2 or flat_grads.shape[0] < 1:
+            raise FedlabError(
+                f"fit needs a (N, num_params) tensor of gradients, got {tuple(flat_grads.shape)}"
+            )
+        rms = float(flat_grads.double().pow(2).mean().sqrt())
+        if not rms > 0:
+            raise FedlabError("all fitting gradients are zero; fit on real gradients")
+        return cls.for_size(
+            flat_grads.shape[1], multiple=multiple, scale=power_of_two(rms), clip_norm=clip_norm
+        )
+
+    def check(self, flat: torch.Tensor) -> None:
+        """Refuse a flat gradient (or batch of them) of the wrong length."""
+        n = flat.shape[-1]
+        if n != self.num_params:
+            raise FedlabError(
+                f"gradient has {n} values but this denoiser was trained for {self.num_params} "
+                f"({self.side}x{self.side} image); use a denoiser trained on this model's "
+                "gradients (fedlab pgla train) or the matching model"
+            )
+
+    def to_image(self, flat: torch.Tensor) -> torch.Tensor:
+        """``(num_params,)`` or ``(B, num_params)`` -> ``(B, 1, side, side)``."""
+        flat = flat if flat.ndim == 2 else flat.reshape(1, -1)
+        self.check(flat)
+        out = flat.new_zeros(flat.shape[0], self.side * self.side)
+        out[:, : self.num_params] = flat / self.scale
+        return out.view(-1, 1, self.side, self.side)
+
+    def from_image(self, image: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, side, side)`` -> ``(B, num_params)``, the exact inverse of :meth:`to_image`."""
+        if tuple(image.shape[-3:]) != (1, self.side, self.side):
+            raise FedlabError(
+                f"image of shape {tuple(image.shape)} is not (B, 1, {self.side}, {self.side})"
+            )
+        return image.reshape(image.shape[0], -1)[:, : self.num_params] * self.scale
+
+    def to_dict(self) -> dict[str, float | int]:
+        """JSON-serialisable statistics."""
+        return asdict(self)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``transform.json`` into ``folder`` atomically."""
+        path = Path(folder) / TRANSFORM_FILE
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> GradientImageTransform:
+        """Read ``transform.json`` from ``folder``.
+
+        Raises
+        ------
+        FedlabError
+            If the file is missing or malformed.
+        """
+        path = Path(folder) / TRANSFORM_FILE
+        try:
+            data = json.loads(path.read_text())
+            return cls(**{k: data[k] for k in ("num_params", "side", "scale", "clip_norm")})
+        except FileNotFoundError:
+            raise FedlabError(
+                f"{path} not found; a PGLA denoiser folder holds {TRANSFORM_FILE}, unet/ and "
+                "scheduler/ (write one with `fedlab pgla train --out DIR`)"
+            ) from None
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise FedlabError(
+                f"{path} is malformed ({exc!r}); it needs num_params, side, scale and clip_norm; "
+                "re-train or restore the file"
+            ) from None
