@@ -19,7 +19,7 @@ from fedlab.errors import FedlabError
 log = logging.getLogger("fedlab")
 
 # Modules adding ``fedlab`` subcommands; each exposes ``register(subparsers)``.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("attacks.cli",)
+SUBCOMMAND_MODULES: tuple[str, ...] = ("attacks.pgla.cli", "attacks.cli")
 
 
 def _setup_logging(verbose: bool) -> None:
