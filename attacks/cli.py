@@ -45,6 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--attack", required=True, help="attack name (dlg, idlg, ig) or module:attr")
     p.add_argument("--rounds", type=_int_list, default=None, help="rounds to attack, e.g. 1,2")
     p.add_argument("--clients", type=_int_list, default=None, help="partition ids, e.g. 0,3")
+    p.add_argument("--denoise", default=None,
+                   help="denoise the gradients first: none, gaussian, wiener, wavelet, dncnn, "
+                        "pgla, pgla-fixed (attacks/pgla)")
+    p.add_argument("--denoiser", default=None, help="learned denoiser folder (fedlab pgla train)")
     _attack_options(p)
     p.set_defaults(func=attack_command)
     bench = subparsers.add_parser("bench", help="benchmarks")
@@ -195,8 +199,13 @@ def attack_command(args: argparse.Namespace) -> int:
             f"{sorted({r.client for r in reader.records})}"
         )
     attack = make_attack(args.attack, args)
+    attack_input = reader.attack_input
+    if args.denoise:
+        from attacks.pgla.compose import denoising
+
+        attack_input = denoising(attack_input, args.denoise, args.denoiser)
     targets: list[Target] = [
-        (r.target_id, (lambda r=r: reader.attack_input(r)), (lambda r=r: reader.ground_truth(r)))
+        (r.target_id, (lambda r=r: attack_input(r)), (lambda r=r: reader.ground_truth(r)))
         for r in records
     ]
     out = Path(args.out)

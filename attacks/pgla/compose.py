@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 import torch
 
 from attacks.base import AttackInput
-from attacks.pgla.denoisers import Denoiser
+from attacks.pgla.denoisers import Denoiser, load_denoiser
 from attacks.pgla.schedule import noise_std_from_dp
 from attacks.pgla.transform import flatten_gradients, unflatten_gradients
 from fedlab.errors import FedlabError
@@ -64,3 +65,19 @@ def denoise_attack_input(
         raise FedlabError(f"denoiser {denoiser.name!r} produced NaN or Inf; check its folder")
     dp = {**(inp.dp or {}), "denoised_by": denoiser.name}
     return dataclasses.replace(inp, gradients=unflatten_gradients(flat, grads), update=None, dp=dp)
+
+
+def denoising(
+    make_input: Callable[..., AttackInput], name: str, folder: str | None = None
+) -> Callable[..., AttackInput]:
+    """Wrap an ``AttackInput`` factory so that its gradients come out denoised.
+
+    The denoiser is loaded once, here (so a bad name or folder fails before any attack runs);
+    this is the hook of ``fedlab attack --denoise NAME --denoiser DIR``.
+    """
+    denoiser = load_denoiser(name, folder)
+
+    def make(*args: object, **kwargs: object) -> AttackInput:
+        return denoise_attack_input(make_input(*args, **kwargs), denoiser)
+
+    return make
