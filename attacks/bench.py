@@ -1,10 +1,11 @@
 """The attack benchmark in DLG's setting, on a fixed list of offline images.
 
-Setting (Zhu et al. 2019): LeNet with sigmoid activations and DLG's uniform [-0.5, 0.5]
-initialisation (seeded with ``torch.manual_seed(seed)``), one 32x32 RGB image, its label, one
-mean cross-entropy gradient. Images are the centre square of each scikit-image photo below,
+Setting (Zhu et al. 2019, github mit-han-lab/dlg ``main.py``): LeNet with sigmoid activations
+and a 100-class head (CIFAR-100's, as in DLG's code), DLG's uniform [-0.5, 0.5] initialisation
+(seeded with ``torch.manual_seed(seed)``), one 32x32 RGB image, its label, one mean
+cross-entropy gradient, float32. Images are the centre square of each scikit-image photo below,
 resized to 32x32 with anti-aliasing (grey images repeated to three channels); the label of image
-``i`` is ``i % 10``. The list was fixed before any tuning and must not change between reports.
+``i`` is ``i``. The list was fixed before any tuning and must not change between reports.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ BENCH_IMAGES: tuple[str, ...] = (
     "rocket", "hubble_deep_field", "brick", "immunohistochemistry", "gravel",
 )
 """scikit-image photos of the benchmark (all bundled in the wheel, no download)."""
+
+NUM_CLASSES = 100
+"""Classes of the victim's head, as in DLG's code."""
 
 FAILURE_PSNR = 20.0
 """A reconstruction below this PSNR (dB) counts as a failure."""
@@ -64,7 +68,7 @@ def bench_cases(images: tuple[str, ...] = BENCH_IMAGES,
                 seeds: tuple[int, ...] = (0,)) -> Iterator[BenchCase]:
     """The cases in a fixed order: images outer, seeds inner."""
     for image in images:
-        label = BENCH_IMAGES.index(image) % 10
+        label = BENCH_IMAGES.index(image) % NUM_CLASSES
         for seed in seeds:
             yield BenchCase(image, seed, label)
 
@@ -73,13 +77,15 @@ def case_input(case: BenchCase, size: int = 32) -> tuple[AttackInput, torch.Tens
     """The attack input of ``case`` (labels unknown to the attacker) and its ground truth."""
     x = bench_image(case.image, size)[None]
     y = torch.tensor([case.label])
-    spec = ModelSpec("lenet", {"num_classes": 10, "image_size": size, "init": "dlg-uniform"})
+    spec = ModelSpec("lenet", {"num_classes": NUM_CLASSES, "image_size": size,
+                               "init": "dlg-uniform"})
     torch.manual_seed(case.seed)
     model = spec.build()
     loss = torch.nn.functional.cross_entropy(model(x), y)
     grads = [g.detach() for g in torch.autograd.grad(loss, list(model.parameters()))]
     inp = AttackInput(model=spec, params=[p.detach().clone() for p in model.parameters()],
-                      batch_size=1, image_shape=(3, size, size), num_classes=10, gradients=grads)
+                      batch_size=1, image_shape=(3, size, size), num_classes=NUM_CLASSES,
+                      gradients=grads)
     return inp, x, y
 
 

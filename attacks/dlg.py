@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +51,7 @@ def lbfgs_match(
     history_size: int = 100,
     chunk: int = 20,
     generator: torch.Generator | None = None,
+    monitor: Callable[[torch.Tensor, int], None] | None = None,
 ) -> _Run:
     """Minimise the gradient L2 distance over ``x`` (and soft labels if ``labels`` is None).
 
@@ -67,6 +69,9 @@ def lbfgs_match(
         Budget of loss/gradient evaluations.
     rel_tol : float
         Stop when the loss is below ``rel_tol * sum(target ** 2)``.
+    monitor : callable, optional
+        Called as ``monitor(x, evals)`` after every chunk, for measurements only (e.g. time
+        to a PSNR); nothing it returns or sees feeds back into the attack.
     """
     params = [p for p in model.parameters()]
     x = x.clone().requires_grad_(True)
@@ -104,6 +109,8 @@ def lbfgs_match(
     while evals < max_evals:
         loss = float(opt.step(closure).detach())
         history.append(loss)
+        if monitor is not None:
+            monitor(x.detach(), evals)
         if not math.isfinite(loss):
             break
         if loss < tol:
@@ -137,6 +144,8 @@ class DLG(Attack):
         An attempt whose relative loss stays above this triggers a restart.
     seed : int
         Seed of the random starts.
+    monitor : callable, optional
+        Measurement hook passed to :func:`lbfgs_match` (``monitor(x, evals)``).
     """
 
     name = "dlg"
@@ -150,7 +159,9 @@ class DLG(Attack):
         rel_tol: float = 1e-10,
         restart_tol: float = 1e-6,
         seed: int = 0,
+        monitor: Callable[[torch.Tensor, int], None] | None = None,
     ) -> None:
+        self.monitor = monitor
         self.max_iterations = max_iterations
         self.restarts = restarts
         self.rel_tol = rel_tol
@@ -176,6 +187,7 @@ class DLG(Attack):
             run = lbfgs_match(
                 model, target, x0, labels=labels, num_classes=inp.num_classes,
                 max_evals=self.max_iterations, rel_tol=self.rel_tol, generator=gen,
+                monitor=self.monitor,
             )
             evals += run.evals
             logger.debug("%s attempt %d: loss %.3e in %d evals", self.name, attempt,

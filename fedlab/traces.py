@@ -39,7 +39,8 @@ _REQUIRED = (
 )
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -66,7 +67,7 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON at ``path`` atomically."""
-    _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 @dataclass
