@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 
 from fedlab.config import RunConfig
 from fedlab.server import CLIENT_INFO
-from fedlab.training import TrainConfig, evaluate, resolve_device, train
+from fedlab.training import PrepareFn, TrainConfig, evaluate, resolve_device, train
 from fedlab.workload import Workload, build_workload
 
 
@@ -68,12 +68,21 @@ def _load_model(workload: Workload, msg: Message, device: torch.device) -> torch
     return model.to(device)
 
 
-def handle_train(msg: Message, context: Context, config: RunConfig) -> Message:
+def handle_train(
+    msg: Message,
+    context: Context,
+    config: RunConfig,
+    *,
+    workload: Workload | None = None,
+    prepare: PrepareFn | None = None,
+) -> Message:
     """Local training from the received global arrays; reply with the new arrays and metrics.
 
     With ``fedsgd`` in the round config, one SGD step on one fixed batch of ``fedsgd-batch-size``
     examples; with ``send-ground-truth`` the batch travels back in a separate ArrayRecord
     ``ground-truth``, which only the trace recorder reads (simulation only: it is scoring data).
+    ``workload`` replaces the one the config names (e.g. with Opacus-compatible models) and
+    ``prepare`` is handed to the training loop (e.g. Opacus' ``make_private``).
     """
     _check_failure_injection(config, context)
     torch.set_num_threads(1)
@@ -82,7 +91,7 @@ def handle_train(msg: Message, context: Context, config: RunConfig) -> Message:
     server_round = int(round_config.get("server-round", 0))
     seed = derive_seed(config.seed, pid, server_round)
     device = resolve_device(config.device)
-    workload = build_workload(config)
+    workload = workload or build_workload(config)
     model = _load_model(workload, msg, device)
     dataset = workload.client_dataset(pid, num_partitions)
     train_cfg = train_config_from(config, round_config)
@@ -102,7 +111,9 @@ def handle_train(msg: Message, context: Context, config: RunConfig) -> Message:
         if bool(round_config.get("send-ground-truth", False)):
             ground_truth = ArrayRecord({"images": dataset.images.numpy(),
                                         "labels": dataset.labels.numpy()})  # fmt: skip
-    result = train(model, dataset, workload.step, train_cfg, device=device, seed=seed)
+    result = train(
+        model, dataset, workload.step, train_cfg, device=device, seed=seed, prepare=prepare
+    )
     metrics = {f"train-{k}": v for k, v in result.metrics.items()}
     metrics.update({"num-examples": result.num_examples, "train-seconds": result.seconds})
     content = RecordDict({
