@@ -138,8 +138,12 @@ class Registry(Generic[T]):
 
 
 # Each built-in plugin module registers itself on import; list new ones here.
-STRATEGIES: Registry[Any] = Registry("strategies", ("strategies.fedavg",), singular="strategy")
-WORKLOADS: Registry[Any] = Registry("workloads", ("clients.supervised.workload",))
-DATASETS: Registry[Any] = Registry("datasets", ("fedlab.data.datasets",))
+STRATEGIES: Registry[Any] = Registry(
+    "strategies", ("strategies.fedavg", "strategies.fedfoa"), singular="strategy"
+)
+WORKLOADS: Registry[Any] = Registry(
+    "workloads", ("clients.supervised.workload", "clients.ssl.workload")
+)
+DATASETS: Registry[Any] = Registry("datasets", ("fedlab.data.datasets", "clients.ssl.data"))
 ATTACKS: Registry[Any] = Registry("attacks", ("attacks.dlg", "attacks.idlg", "attacks.inverting"))
 DENOISERS: Registry[Any] = Registry("denoisers", ("attacks.pgla.denoisers",))

@@ -1,0 +1,1 @@
+"""Self-supervised clients: SimCLR/BYOL/SimSiam workload, encoders, FedFoA client side."""

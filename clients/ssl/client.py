@@ -1,0 +1,160 @@
+"""FedFoA ClientApp handlers, and the one local round they (and the loop simulator) run.
+
+A client's own model lives in ``context.state`` (the ClientApp is rebuilt for every message):
+it is created, seeded by (seed, partition id), on the client's first round and never sent to the
+server unless ``weight-averaging`` is on. Each round: train with the SSL loss plus the alignment
+term against the global relation matrix, compute the local relation matrix over the whole
+partition, upload its top-r eigenpairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+from clients.ssl.config import SSLConfig
+from clients.ssl.models import SSLModel, parse_encoders
+from clients.ssl.probe import probe_model
+from clients.ssl.relation import factorize
+from clients.ssl.workload import SSLWorkload
+from fedlab.client import derive_seed, handle_query, partition_of, train_config_from
+from fedlab.data.datasets import ImageDataset
+from fedlab.server import CLIENT_INFO
+from fedlab.training import TrainConfig, resolve_device, train
+from fedlab.workload import build_workload
+from strategies.fedfoa import EIGVALS, EIGVECS, RELATION, RELATION_KEYS
+
+STATE_KEY = "fedfoa-model"
+
+
+@dataclass
+class LocalRound:
+    """What one local round produced: metrics and the relation factors to upload."""
+
+    num_examples: int
+    metrics: dict[str, float]
+    eigvals: np.ndarray
+    eigvecs: np.ndarray
+
+
+def init_model(workload: SSLWorkload, partition_id: int) -> SSLModel:
+    """A client's model at its first round, fixed by (seed, partition id)."""
+    torch.manual_seed(derive_seed(workload.config.seed, "init", partition_id))
+    return workload.build_model(partition_id)
+
+
+def alignment_weight(config: SSLConfig, server_round: int, has_relation: bool) -> float:
+    """``fedfoa-lambda`` once the warm-up rounds are over and a global matrix exists, else 0."""
+    return config.fedfoa_lambda if has_relation and server_round > config.warmup_rounds else 0.0
+
+
+def local_round(
+    workload: SSLWorkload,
+    model: SSLModel,
+    dataset: ImageDataset,
+    relation: np.ndarray | None,
+    *,
+    server_round: int,
+    train_cfg: TrainConfig,
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> LocalRound:
+    """Train ``model`` in place for one round, then factorize its local relation matrix."""
+    cfg = workload.config
+    weight = alignment_weight(cfg, server_round, relation is not None)
+    target = torch.as_tensor(relation, dtype=torch.float32) if relation is not None else None
+    step = workload.aligned_step(target, weight)
+    result = train(model, dataset, step, train_cfg, device=device, seed=seed)
+    vals, vecs = factorize(workload.local_relation(model, dataset, device), cfg.relation_rank)
+    metrics = {f"train-{k}": v for k, v in result.metrics.items()}
+    metrics.update({"train-seconds": result.seconds, "align-weight": weight})
+    return LocalRound(result.num_examples, metrics, vals, vecs)
+
+
+def handle_train(msg: Message, context: Context, config: SSLConfig) -> Message:
+    """One FedFoA round on this client; reply with relation factors (and weights if averaged)."""
+    torch.set_num_threads(1)
+    pid, num_partitions = partition_of(context)
+    round_config = msg.content.get("config", ConfigRecord())
+    server_round = int(round_config.get("server-round", 0))
+    device = resolve_device(config.device)
+    workload = build_workload(config)
+    model = init_model(workload, pid)
+    if STATE_KEY in context.state:
+        model.load_state_dict(context.state[STATE_KEY].to_torch_state_dict())
+    arrays = msg.content["arrays"]
+    weights = {k: v for k, v in arrays.items() if k not in RELATION_KEYS}
+    if weights:
+        model.load_state_dict(ArrayRecord(weights).to_torch_state_dict())
+    relation = arrays[RELATION].numpy() if RELATION in arrays else None
+    dataset = workload.client_dataset(pid, num_partitions)
+    done = local_round(
+        workload,
+        model,
+        dataset,
+        relation,
+        server_round=server_round,
+        train_cfg=train_config_from(config, round_config),
+        seed=derive_seed(config.seed, pid, server_round),
+        device=device,
+    )
+    model.cpu()
+    context.state[STATE_KEY] = ArrayRecord(model.state_dict())
+    upload = ArrayRecord(model.state_dict()) if config.weight_averaging else ArrayRecord()
+    upload[EIGVALS] = Array(done.eigvals)
+    upload[EIGVECS] = Array(done.eigvecs)
+    content = RecordDict(
+        {
+            "arrays": upload,
+            "metrics": MetricRecord({**done.metrics, "num-examples": done.num_examples}),
+            CLIENT_INFO: ConfigRecord({"partition-id": pid}),
+        }
+    )
+    return Message(content, reply_to=msg)
+
+
+def probe_metrics(
+    workload: SSLWorkload, model: SSLModel, *, seed: int, device: torch.device | str = "cpu"
+) -> dict[str, float]:
+    """Linear-probe accuracy of ``model``'s frozen encoder (labelled train split -> held-out)."""
+    train_ds, test_ds = workload.probe_train_dataset(), workload.test_dataset()
+    result = probe_model(
+        model,
+        train_ds.images,
+        train_ds.labels.numpy(),
+        test_ds.images,
+        test_ds.labels.numpy(),
+        seed=seed,
+        device=device,
+    )
+    return {"probe-acc": result.accuracy, "probe-c": result.c}
+
+
+def handle_evaluate(msg: Message, context: Context, config: SSLConfig) -> Message:
+    """Linear probe of this client's own encoder (or of the averaged one under weight averaging)."""
+    torch.set_num_threads(1)
+    pid, _ = partition_of(context)
+    workload = build_workload(config)
+    model = init_model(workload, pid)
+    if STATE_KEY in context.state:
+        model.load_state_dict(context.state[STATE_KEY].to_torch_state_dict())
+    weights = {k: v for k, v in msg.content["arrays"].items() if k not in RELATION_KEYS}
+    if weights:
+        model.load_state_dict(ArrayRecord(weights).to_torch_state_dict())
+    metrics = probe_metrics(workload, model, seed=config.seed, device=resolve_device(config.device))
+    n_enc = len(parse_encoders(config.encoders))
+    record = MetricRecord(
+        {
+            **metrics,
+            "partition-id": pid,
+            "encoder-id": pid % n_enc,
+            "num-examples": len(workload.test_dataset()),
+        }
+    )
+    return Message(RecordDict({"metrics": record}), reply_to=msg)
+
+
+FEDFOA_HANDLERS = {"query": handle_query, "train": handle_train, "evaluate": handle_evaluate}

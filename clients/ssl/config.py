@@ -1,0 +1,65 @@
+"""Run-config keys of the SSL workload and the FedFoA strategy (see docs/fedfoa.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clients.ssl.models import parse_encoders
+from fedlab.config import RunConfig, _choice, _non_negative, _positive
+from fedlab.errors import FedlabError
+
+
+@dataclass
+class SSLConfig(RunConfig):
+    """RunConfig plus the self-supervised and FedFoA keys.
+
+    ``encoders`` is a comma-separated list given to clients round-robin by partition id
+    (``"cnn,resnet"``: even partitions a CNN, odd ones a ResNet). ``fedfoa-lambda`` weighs the
+    relation-alignment term, switched on after ``warmup-rounds`` rounds; ``relation-rank`` is
+    the number of eigenpairs a client uploads. ``weight-averaging`` also averages model weights
+    (FedAvg-SSL; homogeneous encoders only). ``probe-every`` runs the linear probe every k rounds
+    (and always after the last), on at most ``probe-size`` labelled training examples (0: all).
+    """
+
+    dataset: str = "shapes"
+    test_fraction: float = 0.25
+    workload: str = "ssl"
+    strategy: str = "fedfoa"
+    partitioner: str = "dirichlet"
+    dirichlet_alpha: float = 0.1
+    optimizer: str = "adam"
+    lr: float = 0.002
+    batch_size: int = 128
+    ssl_method: str = "simclr"
+    encoders: str = "cnn,resnet"
+    proj_dim: int = 64
+    proj_hidden: int = 256
+    temperature: float = 0.2
+    byol_momentum: float = 0.99
+    fedfoa_lambda: float = 1.0
+    relation_rank: int = 16
+    warmup_rounds: int = 1
+    weight_averaging: bool = False
+    probe_every: int = 0
+    probe_size: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        _choice(self, "ssl_method", ("simclr", "byol", "simsiam"))
+        _positive(self, "proj_dim", "proj_hidden", "temperature", "relation_rank")
+        _non_negative(self, "fedfoa_lambda", "warmup_rounds", "probe_every", "probe_size")
+        if not 0 <= self.byol_momentum < 1:
+            raise FedlabError(f"byol-momentum must lie in [0, 1), got {self.byol_momentum}")
+        specs = parse_encoders(self.encoders)
+        if self.weight_averaging and len(set(specs)) > 1:
+            raise FedlabError(
+                f"weight-averaging needs one encoder for every client, got encoders="
+                f'{self.encoders!r}; use one (e.g. encoders="cnn") or weight-averaging=false '
+                "(FedFoA aggregates relation matrices, which works across architectures)"
+            )
+
+    def probe_rounds(self) -> set[int]:
+        """Rounds after which the linear probe runs: every ``probe-every`` and the last."""
+        k = self.probe_every
+        every = set(range(k, self.num_server_rounds + 1, k)) if k else set()
+        return every | {self.num_server_rounds}

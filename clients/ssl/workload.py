@@ -1,0 +1,138 @@
+"""Self-supervised workload: two augmented views, an SSL loss, optional relation alignment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cached_property
+
+import numpy as np
+import torch
+from torch import nn
+
+from clients.ssl.augment import augment
+from clients.ssl.config import SSLConfig
+from clients.ssl.models import SSLModel, parse_encoders
+from clients.ssl.objectives import negative_cosine, nt_xent
+from clients.ssl.relation import alignment_loss, relation_matrix
+from fedlab.data.datasets import ImageDataset, load_dataset
+from fedlab.data.partition import partition_indices, train_test_split
+from fedlab.errors import FedlabError
+from fedlab.registry import WORKLOADS
+from fedlab.training import StepFn
+from fedlab.workload import Workload
+
+
+@WORKLOADS.register("ssl")
+class SSLWorkload(Workload):
+    """SimCLR (default), BYOL or SimSiam on a client's unlabelled partition.
+
+    Labels are used only by the linear probe, on the labelled training split and the held-out
+    split, never in training.
+    """
+
+    config: SSLConfig
+
+    def __init__(self, config: SSLConfig) -> None:
+        if not isinstance(config, SSLConfig):
+            raise FedlabError(
+                f"workload 'ssl' needs the SSL run config (fedlab.apps:fedfoa), got "
+                f"{type(config).__name__}; run it through the fedfoa app"
+            )
+        super().__init__(config)
+
+    @cached_property
+    def _data(self) -> tuple[ImageDataset, ImageDataset]:
+        cfg = self.config
+        full = load_dataset(cfg.dataset, cfg.data_path, cfg.image_size)
+        train_idx, test_idx = train_test_split(full.labels.numpy(), cfg.test_fraction)
+        return full.subset(train_idx), full.subset(test_idx)
+
+    @property
+    def train_dataset(self) -> ImageDataset:
+        return self._data[0]
+
+    def test_dataset(self) -> ImageDataset:
+        return self._data[1]
+
+    def probe_train_dataset(self) -> ImageDataset:
+        """The labelled training split the probe fits on (first ``probe-size`` if set)."""
+        ds = self.train_dataset
+        size = self.config.probe_size
+        return ds.subset(np.arange(min(size, len(ds)))) if size else ds
+
+    def client_dataset(self, partition_id: int, num_partitions: int) -> ImageDataset:
+        cfg = self.config
+        parts = partition_indices(
+            self.train_dataset.labels.numpy(),
+            num_partitions,
+            method=cfg.partitioner,
+            seed=cfg.seed,
+            alpha=cfg.dirichlet_alpha,
+            shards_per_partition=cfg.shards_per_partition,
+            min_partition_size=2,
+        )
+        return self.train_dataset.subset(parts[partition_id])
+
+    def encoder_of(self, partition_id: int) -> str:
+        """The encoder spec of a partition: ``encoders`` round-robin by partition id."""
+        arch, width = parse_encoders(self.config.encoders)[
+            partition_id % len(parse_encoders(self.config.encoders))
+        ]
+        return f"{arch}:{width}"
+
+    def build_model(self, partition_id: int = 0) -> SSLModel:
+        c, h, _ = self.train_dataset.shape
+        cfg = self.config
+        return SSLModel(
+            self.encoder_of(partition_id), cfg.ssl_method, c, h, cfg.proj_dim, cfg.proj_hidden
+        )
+
+    def ssl_loss(self, model: SSLModel, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(SSL loss, projections of both views stacked (2N, D))."""
+        v1, v2 = augment(images, None), augment(images, None)
+        z1, z2 = model.project(v1), model.project(v2)
+        method = self.config.ssl_method
+        if method == "simclr":
+            loss = nt_xent(z1, z2, self.config.temperature)
+        elif method == "simsiam":
+            p1, p2 = model.predictor(z1), model.predictor(z2)
+            loss = (negative_cosine(p1, z2) + negative_cosine(p2, z1)) / 2
+        else:  # byol
+            model.update_target(self.config.byol_momentum)
+            p1, p2 = model.predictor(z1), model.predictor(z2)
+            loss = (
+                negative_cosine(p1, model.target(v2)) + negative_cosine(p2, model.target(v1))
+            ) / 2
+        return loss, torch.cat([z1, z2])
+
+    def step(
+        self, model: nn.Module, batch: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, Mapping[str, float]]:
+        loss, _ = self.ssl_loss(model, batch[0])  # type: ignore[arg-type]
+        return loss, {"ssl-loss": loss.item()}
+
+    def aligned_step(self, relation: torch.Tensor | None, weight: float) -> StepFn:
+        """The step function with FedFoA's term ``weight * alignment_loss(z, relation)``."""
+        if relation is None or weight == 0:
+            return self.step
+
+        def step_fn(model: nn.Module, batch: tuple[torch.Tensor, ...]):
+            ssl, z = self.ssl_loss(model, batch[0])  # type: ignore[arg-type]
+            align = alignment_loss(z, relation)
+            return ssl + weight * align, {"ssl-loss": ssl.item(), "align-loss": align.item()}
+
+        return step_fn
+
+    @torch.no_grad()
+    def local_relation(
+        self, model: SSLModel, dataset: ImageDataset, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
+        """Relation matrix of the projector outputs over the whole local partition (no views)."""
+        was_training = model.training
+        model.to(device).eval()
+        images = dataset.images
+        z = torch.cat(
+            [model.project(images[i : i + 256].to(device)) for i in range(0, len(images), 256)]
+        )
+        model.train(was_training)
+        return relation_matrix(z.cpu().double())
