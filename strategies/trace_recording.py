@@ -10,9 +10,11 @@
   trace record for each reply of a recorded round from a recorded client (its MetricRecord's
   ``"partition-id"``), then delegates.
 
-Replies may report what the client actually used in their MetricRecord: ``"lr"``,
-``"local-steps"``, ``"batch-size"`` and any ``"dp-*"`` values; these win over the wrapper's
-configured values. The trace format is specified in ``docs/trace-format.md``.
+The partition id is read from any MetricRecord or ConfigRecord of the reply (fedlab's clients
+send a ConfigRecord ``"client"``). Replies may also report what the client actually used there:
+``"lr"``, ``"local-steps"``, ``"batch-size"`` and any ``"dp-*"`` values; these win over the
+wrapper's ``lr`` argument, which wins over an ``"lr"`` key of the train config. The trace
+format is specified in ``docs/trace-format.md``.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class TraceRecording(Strategy):
         self.dp = dp
         self.mean, self.std = mean, std
         self._global_paths: dict[int, str] = {}
+        self._round_lr: dict[int, float] = {}
 
     def __getattr__(self, name: str) -> Any:
         # Only called for attributes not found on the wrapper: read them from the inner one.
@@ -136,6 +139,8 @@ class TraceRecording(Strategy):
             cfg[CONFIG_BATCH_SIZE] = int(self.batch_size)
             cfg[CONFIG_SEND_GROUND_TRUTH] = bool(recorded)
             content[key] = cfg
+            if "lr" in cfg and self.lr is None:
+                self._round_lr[server_round] = float(cfg["lr"])
         if recorded and messages:
             sent = messages[0].content.get(arrays_key, arrays)
             self._global_paths[server_round] = self.writer.write_global(
@@ -159,12 +164,13 @@ class TraceRecording(Strategy):
     def _record(self, server_round: int, msg: Message, truth: ArrayRecord | None) -> None:
         content = msg.content
         metrics: dict[str, Any] = {}
-        for record in content.metric_records.values():
+        for record in (*content.config_records.values(), *content.metric_records.values()):
             metrics.update(record)
         if METRIC_PARTITION_ID not in metrics:
             raise FedlabError(
                 f"a round-{server_round} reply has no {METRIC_PARTITION_ID!r} in its "
-                "MetricRecord; trace recording needs clients to report their partition id"
+                "MetricRecord or ConfigRecord; trace recording needs clients to report their "
+                "partition id"
             )
         client = int(metrics[METRIC_PARTITION_ID])
         if self.clients is not None and client not in self.clients:
@@ -192,7 +198,7 @@ class TraceRecording(Strategy):
             )
         dp = dict(self.dp or {})
         dp.update({k[3:]: v for k, v in metrics.items() if k.startswith("dp-")})
-        lr = metrics.get("lr", self.lr)
+        lr = metrics.get("lr", self._round_lr.get(server_round, self.lr))
         self.writer.add(
             server_round=server_round, client=client,
             received=dict(content[arrays_key].to_torch_state_dict()),

@@ -115,3 +115,22 @@ def test_wrapper_delegates_attributes_and_evaluation(tmp_path):
     assert strategy.arrayrecord_key == "arrays"
     msgs = strategy.configure_evaluate(1, ArrayRecord(_global()), ConfigRecord(), _Grid([1, 2]))
     assert len(list(msgs)) == 2
+
+
+def test_partition_id_from_a_config_record_and_lr_from_the_train_config(tmp_path):
+    """fedlab's own clients: partition id in ConfigRecord "client", lr only in the config."""
+    strategy = _wrapper(tmp_path)
+    state = _global()
+    list(strategy.configure_train(1, ArrayRecord(state), ConfigRecord({"lr": 0.2}),
+                                  _Grid([1, 2])))
+    replies = []
+    for pid in (0, 1):
+        reply = _reply(state, pid, 2)
+        for key in ("partition-id", "lr", "local-steps", "dp-std"):
+            del reply.content["metrics"][key]
+        reply.content["client"] = ConfigRecord({"partition-id": pid})
+        replies.append(reply)
+    strategy.aggregate_train(1, replies)
+    records = TraceReader(tmp_path).records
+    assert [(r.client, r.lr, r.local_steps, r.dp) for r in records] == [
+        (0, 0.2, 1, None), (1, 0.2, 1, None)]
