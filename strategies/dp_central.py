@@ -1,0 +1,223 @@
+"""Central DP around any strategy: clip each client update to C, add N(0, (z C / m)^2).
+
+Two placements of the clipping, one noise (the server's):
+
+* :class:`CentralDPServerSideClipping`: the server clips the updates it receives.
+* :class:`CentralDPClientSideClipping`: clients clip (:func:`strategies.dp_mods.
+  central_client_clipping_mod`) and the server checks the bound; the server still adds the
+  noise, so this is *central* DP, not local DP.
+
+The aggregate is the fixed-denominator estimator of DP-FedAvg (McMahan et al. 2018):
+``sum_i clip(update_i) / m + N(0, (z C / m)^2)`` with ``m = qN`` the expected (Poisson) or exact
+(fixed) number of sampled clients, also when fewer reply. Each missing reply then counts as a
+zero update: the guarantee is unchanged (one client still moves the sum by at most C) but the
+step shrinks by replies/m, which is logged. To work around *any* inner strategy, each reply is
+rewritten to ``global + clip(update_i) * r/m + noise`` with the same noise vector and weight 1:
+a uniform mean over the r replies is then exactly the estimator above, and whatever the inner
+strategy does next (FedAvgM momentum, FedAdam) is post-processing. The guarantee needs the inner
+aggregation to be that uniform mean; robust aggregators (median, trimmed mean) are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.serverapp.strategy import FedMedian, FedTrimmedAvg, Krum, Strategy
+
+from fedlab.errors import FedlabError, RunStopped
+from strategies.dp_accounting import ClientLevelAccountant
+from strategies.dp_adaptive import AdaptiveClipping
+from strategies.dp_sampling import ClientSampler
+from strategies.dp_updates import Update, apply_update, clip, norm, update_of
+from strategies.dp_wrapper import DP_RECORD, ClientSampling, client_reports, reply_metrics
+
+log = logging.getLogger("fedlab")
+
+CLIP_TOLERANCE = 1e-4  # relative slack on client-side clipping (float32 round-off)
+NOT_MEAN = (FedMedian, FedTrimmedAvg, Krum)
+
+
+class CentralDP(ClientSampling):
+    """Central DP-FedAvg around ``inner``; use one of the two subclasses.
+
+    Parameters
+    ----------
+    inner : Strategy
+        Averages the rewritten replies uniformly (FedAvg and its server-optimizer relatives).
+    sampler : ClientSampler
+    clip_norm : float
+        C > 0 (C0 when ``adaptive`` is given).
+    noise_multiplier : float
+        z > 0: the total per-round noise multiplier that is accounted.
+    delta : float
+        Reported epsilon is at this delta.
+    target_epsilon : float, optional
+        Stop cleanly (:class:`~fedlab.errors.RunStopped`) before a round that would exceed it.
+    adaptive : AdaptiveClipping, optional
+        Adapt C towards a quantile of the update norms (Andrew et al. 2021).
+    seed : int
+        Seeds the noise (a deployment needs a cryptographically secure source instead).
+    """
+
+    clipping = ""
+
+    def __init__(
+        self,
+        inner: Strategy,
+        sampler: ClientSampler,
+        *,
+        clip_norm: float,
+        noise_multiplier: float,
+        delta: float = 1e-5,
+        target_epsilon: float | None = None,
+        adaptive: AdaptiveClipping | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(inner, sampler)
+        if isinstance(inner, NOT_MEAN):
+            raise FedlabError(
+                f"{type(inner).__name__} does not average uniformly, so one client can move its "
+                "aggregate by more than C/m and the noise z*C/m would not cover it; use fedavg, "
+                "fedavgm, fedprox, fedadam, fedyogi or fedadagrad under central DP"
+            )
+        if clip_norm <= 0:
+            raise FedlabError(f"clip-norm must be > 0, got {clip_norm}; e.g. clip-norm=1.0")
+        if noise_multiplier <= 0:
+            raise FedlabError(
+                f"noise-multiplier must be > 0 under central DP, got {noise_multiplier}; "
+                "e.g. noise-multiplier=1.0, or set target-epsilon to derive it"
+            )
+        self.noise_multiplier = noise_multiplier
+        self.adaptive = adaptive
+        self._clip_norm = clip_norm
+        if adaptive is not None:
+            adaptive.update_noise_multiplier(noise_multiplier)  # fail early if sigma_b too small
+        self.accountant = ClientLevelAccountant(sampler, delta)
+        self.target_epsilon = target_epsilon
+        self.seed = seed
+
+    @property
+    def clip_norm(self) -> float:
+        """The current C."""
+        return self.adaptive.clip_norm if self.adaptive else self._clip_norm
+
+    @property
+    def update_noise_multiplier(self) -> float:
+        """z for the update: z itself, or less when adaptive clipping's count takes a share."""
+        return self.adaptive.update_noise_multiplier(self.noise_multiplier) if self.adaptive \
+            else self.noise_multiplier  # fmt: skip
+
+    def noise_std(self) -> float:
+        """Std of the noise added to the aggregate: z_update * C / m."""
+        return self.update_noise_multiplier * self.clip_norm / self.sampler.expected_size
+
+    def summary(self) -> None:
+        log.info("Central DP, %s-side clipping: C=%g, z=%g, noise std %.4g, delta %g%s",
+                 self.clipping, self.clip_norm, self.noise_multiplier, self.noise_std(),
+                 self.accountant.delta,
+                 f", adaptive to quantile {self.adaptive.target_quantile}" if self.adaptive
+                 else "")  # fmt: skip
+        super().summary()
+
+    def before_round(self, server_round: int) -> None:
+        if self.target_epsilon and self.accountant.would_exceed(
+            self.target_epsilon, self.noise_multiplier
+        ):
+            raise RunStopped(
+                f"round {server_round} would take client-level epsilon to "
+                f"{self.accountant.epsilon(extra_rounds=1):.3f} > target-epsilon "
+                f"{self.target_epsilon}; stopped after {server_round - 1} rounds at epsilon "
+                f"{self.accountant.epsilon():.3f}"
+            )
+
+    def round_config(self) -> dict[str, Any]:
+        return {"dp-mode": f"central-{self.clipping}", "dp-clip-norm": float(self.clip_norm)}
+
+    def clip_reply(self, msg: Message, update: Update) -> tuple[Update, bool]:
+        """The clipped update of one reply and whether it was within C (not clipped)."""
+        raise NotImplementedError
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Clip, rescale to the fixed denominator, add one noise draw, let ``inner`` average."""
+        replies = list(replies)
+        ok = [r for r in replies if not r.has_error()]
+        m = self.sampler.expected_size
+        clip_norm, std = self.clip_norm, self.noise_std()
+        rng = np.random.default_rng([self.seed, server_round, 7])
+        noise: Update = {}  # one draw per array, the same for every reply
+        unclipped = 0
+        for msg in ok:
+            record = msg.content[self.arrays_key]
+            update, within = self.clip_reply(msg, update_of(record, self.sent))
+            unclipped += within
+            for key, value in update.items():
+                if key not in noise:
+                    noise[key] = rng.normal(0.0, std, value.shape)
+            scaled = {k: v * len(ok) / m + noise[k] for k, v in update.items()}
+            msg.content[self.arrays_key] = apply_update(record, self.sent, scaled)
+            reply_metrics(msg)[self.weight_key] = 1.0
+        if len(ok) < self.sampled:
+            log.warning("round %d: %d of %d sampled clients replied; the missing ones count as "
+                        "zero updates (same guarantee, step shrunk by %.2f)", server_round,
+                        len(ok), self.sampled, len(ok) / max(self.sampled, 1))  # fmt: skip
+        reported = client_reports(ok)
+        arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        self.accountant.record(self.noise_multiplier)
+        metrics = MetricRecord(dict(metrics or {}))
+        metrics.update(reported)
+        metrics.update({
+            "dp-sampled": self.sampled,
+            "dp-clip-norm": float(clip_norm),
+            "dp-noise-multiplier": float(self.noise_multiplier),
+            "dp-noise-std": float(std),
+            "dp-unclipped-fraction-true": unclipped / max(len(ok), 1),
+            "dp-client-epsilon": self.accountant.epsilon(),
+            "dp-delta": self.accountant.delta,
+        })  # fmt: skip
+        if self.adaptive is not None:
+            fraction = self.adaptive.step(unclipped, m, rng)
+            metrics["dp-unclipped-fraction-noisy"] = float(fraction)
+        log.info("round %d: client-level epsilon %.4f at delta %g (RDP, %s sampling q=%g, z=%g, "
+                 "C=%.4g)", server_round, metrics["dp-client-epsilon"], self.accountant.delta,
+                 self.sampler.kind, self.sampler.rate, self.noise_multiplier,
+                 clip_norm)  # fmt: skip
+        return arrays, metrics
+
+
+class CentralDPServerSideClipping(CentralDP):
+    """Central DP with server-side clipping: the server clips every received update to C."""
+
+    clipping = "server"
+
+    def clip_reply(self, msg: Message, update: Update) -> tuple[Update, bool]:
+        clipped, before = clip(update, self.clip_norm)
+        return clipped, before <= self.clip_norm
+
+
+class CentralDPClientSideClipping(CentralDP):
+    """Central DP with client-side clipping: clients clip to the C the server sends each round
+    (``central_client_clipping_mod``); the server checks the bound and adds the noise."""
+
+    clipping = "client"
+
+    def clip_reply(self, msg: Message, update: Update) -> tuple[Update, bool]:
+        dp = msg.content.get(DP_RECORD)
+        if dp is None or dp.get("mechanism") != "central-client-clipping":
+            raise FedlabError(
+                "a reply was not clipped by its client: CentralDPClientSideClipping needs the "
+                "clients to run strategies.dp_mods.central_client_clipping_mod "
+                "(dp-mode=central-client in the dpfedavg app)"
+            )
+        size = norm(update)
+        if size > self.clip_norm * (1 + CLIP_TOLERANCE):
+            raise FedlabError(
+                f"a client-clipped update has norm {size:.6g} > clip norm {self.clip_norm:.6g}; "
+                "the client mod clipped to another C: use the C the server sends each round"
+            )
+        return update, bool(dp["unclipped"])

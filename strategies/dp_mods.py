@@ -1,0 +1,172 @@
+"""Client mods of DP-FedAvg, in Flower's mod shape ``(msg, context, call_next) -> reply``.
+
+* :func:`central_client_clipping_mod`: central DP, client-side clipping. The client clips its
+  update to the C the server sends in the round config (``dp-clip-norm``) and tells the server
+  whether it was within C (the bit adaptive clipping counts); the server adds the noise.
+* :class:`LocalDpMod`: local DP. The client clips its update and adds noise itself, before
+  anything leaves it; the server is not trusted. This is the threat model of the PGLA attack.
+
+Every reply gets a ConfigRecord ``"dp"`` with the mechanism and its parameters, and the numeric
+ones also as ``dp-*`` entries of its MetricRecord, so recorded traces carry them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, MetricRecord
+from flwr.clientapp.typing import ClientAppCallable
+
+from fedlab.client import derive_seed, partition_of
+from fedlab.errors import FedlabError
+from strategies.dp_updates import apply_update, clip, float_arrays, update_of
+from strategies.dp_wrapper import DP_RECORD, reply_metrics
+
+log = logging.getLogger("fedlab")
+
+ARRAYS = "arrays"
+LOCAL_NOISES = ("gaussian", "laplace")
+LOCAL_STATE = "dp-local"  # ConfigRecord in context.state: releases so far
+
+
+def _global_of(msg: Message) -> tuple[dict[str, np.ndarray], ConfigRecord]:
+    if ARRAYS not in msg.content:
+        raise FedlabError(f"the train message has no ArrayRecord {ARRAYS!r} to clip against")
+    return float_arrays(msg.content[ARRAYS]), msg.content.get("config", ConfigRecord())
+
+
+def central_client_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable
+                                ) -> Message:  # fmt: skip
+    """Clip this client's update to the server's ``dp-clip-norm`` (central DP, client-side)."""
+    sent, round_config = _global_of(msg)
+    if "dp-clip-norm" not in round_config:
+        raise FedlabError(
+            "the train config has no dp-clip-norm: client-side clipping needs the "
+            "CentralDPClientSideClipping wrapper in the ServerApp (dp-mode=central-client)"
+        )
+    clip_norm = float(round_config["dp-clip-norm"])
+    reply = call_next(msg, context)
+    if reply.has_error():
+        return reply
+    record = reply.content[ARRAYS]
+    clipped, before = clip(update_of(record, sent), clip_norm)
+    reply.content[ARRAYS] = apply_update(record, sent, clipped)
+    reply.content[DP_RECORD] = ConfigRecord({
+        "mechanism": "central-client-clipping", "clip-norm": clip_norm,
+        "unclipped": int(before <= clip_norm),
+    })  # fmt: skip
+    reply_metrics(reply)["dp-clip-norm"] = clip_norm
+    return reply
+
+
+@dataclass(frozen=True)
+class LocalDpMod:
+    """Local DP: clip the update, then add Gaussian or Laplace noise on the client.
+
+    Neighbouring inputs are any two updates of this client, so the sensitivity of the clipped
+    update is 2C: in L2 for Gaussian noise (clipped in L2, the analytic Gaussian mechanism of
+    Balle and Wang 2018 for (epsilon, delta) per release, via dp-accounting) and in L1 for
+    Laplace noise (clipped in L1, scale 2C/epsilon, pure epsilon-DP per release).
+
+    Parameters
+    ----------
+    clip_norm : float
+        C > 0.
+    epsilon : float
+        Per release (one reply), > 0.
+    delta : float
+        Per release, in (0, 1) for Gaussian noise; ignored for Laplace.
+    noise : {"gaussian", "laplace"}
+    seed : int
+        Seeds the noise with the partition and round (a deployment needs a secure source).
+    """
+
+    clip_norm: float
+    epsilon: float
+    delta: float = 1e-5
+    noise: str = "gaussian"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.noise not in LOCAL_NOISES:
+            raise FedlabError(f"local-noise {self.noise!r} is not one of: gaussian, laplace")
+        if self.clip_norm <= 0:
+            raise FedlabError(f"clip-norm must be > 0 for local DP, got {self.clip_norm}")
+        if self.epsilon <= 0:
+            raise FedlabError(
+                f"local-epsilon must be > 0 for local DP, got {self.epsilon}; e.g. local-epsilon=8"
+            )
+        if self.noise == "gaussian" and not 0 < self.delta < 1:
+            raise FedlabError(
+                f"local-delta must lie in (0, 1) for Gaussian noise, got {self.delta}"
+            )
+
+    @property
+    def sensitivity(self) -> float:
+        """2C: the largest distance between two clipped updates (L2 or L1)."""
+        return 2 * self.clip_norm
+
+    @property
+    def noise_scale(self) -> float:
+        """Gaussian std, or Laplace scale b."""
+        if self.noise == "laplace":
+            return self.sensitivity / self.epsilon
+        from dp_accounting.gaussian_mechanism import get_sigma_gaussian
+
+        return self.sensitivity * get_sigma_gaussian(self.epsilon, self.delta)
+
+    @property
+    def noise_std(self) -> float:
+        """Per-coordinate noise std (Laplace: sqrt(2) b)."""
+        return self.noise_scale * (np.sqrt(2.0) if self.noise == "laplace" else 1.0)
+
+    def epsilon_total(self, releases: int) -> float:
+        """This client's epsilon over ``releases`` replies: k*epsilon (Laplace, pure DP) or RDP
+        composition of the Gaussian at ``delta`` (dp-accounting)."""
+        if self.noise == "laplace":
+            return releases * self.epsilon
+        from dp_accounting import dp_event, rdp
+
+        accountant = rdp.RdpAccountant()
+        accountant.compose(dp_event.GaussianDpEvent(self.noise_scale / self.sensitivity), releases)
+        return min(float(accountant.get_epsilon(self.delta)), releases * self.epsilon) \
+            if releases > 1 else self.epsilon  # fmt: skip
+
+    def record(self, releases: int) -> dict[str, float | int | str]:
+        """The mechanism's parameters as they travel with a reply."""
+        return {
+            "mechanism": "local", "noise": self.noise,
+            "clip-norm": self.clip_norm,
+            "clip-norm-type": "l1" if self.noise == "laplace" else "l2",
+            "sensitivity": self.sensitivity, "noise-std": float(self.noise_std),
+            "noise-scale": float(self.noise_scale), "epsilon": self.epsilon,
+            "delta": 0.0 if self.noise == "laplace" else self.delta,
+            "releases": releases, "epsilon-total": self.epsilon_total(releases),
+        }  # fmt: skip
+
+    def __call__(self, msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        sent, round_config = _global_of(msg)
+        reply = call_next(msg, context)
+        if reply.has_error():
+            return reply
+        record = reply.content[ARRAYS]
+        ord_ = 1 if self.noise == "laplace" else 2
+        clipped, _ = clip(update_of(record, sent), self.clip_norm, ord_)
+        pid, _ = partition_of(context)
+        rng = np.random.default_rng(
+            derive_seed(self.seed, pid, int(round_config.get("server-round", 0)), "local-dp")
+        )
+        draw = rng.laplace if self.noise == "laplace" else rng.normal
+        noisy = {k: v + draw(0.0, self.noise_scale, v.shape) for k, v in clipped.items()}
+        reply.content[ARRAYS] = apply_update(record, sent, noisy)
+        state = context.state.config_records.get(LOCAL_STATE, ConfigRecord({"releases": 0}))
+        releases = int(state["releases"]) + 1
+        context.state[LOCAL_STATE] = ConfigRecord({"releases": releases})
+        params = self.record(releases)
+        reply.content[DP_RECORD] = ConfigRecord(params)
+        metrics: MetricRecord = reply_metrics(reply)
+        for key in ("clip-norm", "noise-std", "epsilon", "delta"):
+            metrics[f"dp-{key}"] = float(params[key])  # type: ignore[arg-type]
+        return reply
