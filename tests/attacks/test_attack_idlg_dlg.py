@@ -51,3 +51,19 @@ def test_inverting_gradients_beats_its_random_start():
     assert result.images.min() >= 0 and result.images.max() <= 1
     assert metrics.psnr(x[0], result.images[0]) > metrics.psnr(x[0], start[0]) + 3
     assert result.loss < 0.5
+
+
+@pytest.mark.slow
+def test_strong_local_noise_on_the_update_costs_dlg_at_least_10_db():
+    """Local DP stand-in until the DP client mod lands: Gaussian noise on the sent update."""
+    x, y = crop_image("chelsea", 16)[None], torch.tensor([2])
+    clean = fedsgd_input(x, y, seed=0, lr=0.1)
+    g = torch.Generator().manual_seed(0)
+    rms = torch.cat([u.flatten() for u in clean.update]).pow(2).mean().sqrt()
+    noisy = fedsgd_input(x, y, seed=0, lr=0.1)
+    noisy.update = [u + rms * torch.randn(u.shape, generator=g) for u in noisy.update]
+    attack = DLG(max_iterations=1500, restarts=0)
+    psnr_clean = metrics.psnr(x[0], attack.reconstruct(clean).images[0])
+    psnr_noisy = metrics.psnr(x[0], attack.reconstruct(noisy).images[0])
+    print(f"PSNR clean {psnr_clean:.1f} dB, noisy {psnr_noisy:.1f} dB")
+    assert psnr_clean >= psnr_noisy + 10, (psnr_clean, psnr_noisy)
