@@ -1,0 +1,241 @@
+"""ZSL workloads: ParsNets, the MLP baseline and (AR)^2 as federated clients.
+
+Clients hold disjoint seen classes (``zsl-partition = classes``, the default): each trains
+on its own classes with the softmax over all seen classes (class attributes are public).
+The server evaluates T1 and GZSL H on the held-out seen and the unseen test data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clients.zsl.ar2 import Ar2Net, ar2_losses, nearest_unseen
+from clients.zsl.data import ZslData, ZslTensors, class_disjoint_partition
+from clients.zsl.metrics import gzsl, zsl_top1
+from clients.zsl.models import MLP, CompatibilityModel, ParsNets
+from clients.zsl.sources import ZSL_DATASETS, load_zsl
+from fedlab.config import RunConfig, _choice, to_key
+from fedlab.data.partition import partition_indices
+from fedlab.errors import FedlabError
+from fedlab.registry import WORKLOADS
+from fedlab.workload import Workload
+
+
+@dataclass
+class ZslConfig(RunConfig):
+    """Run-config keys of the ZSL apps (on top of :class:`~fedlab.config.RunConfig`)."""
+
+    workload: str = "zsl_parsnets"
+    zsl_dataset: str = "shapes"
+    zsl_split: int = 0
+    zsl_partition: str = "classes"
+    zsl_scale: float = 20.0
+    gzsl_gamma: float = 0.0
+    parsnets_bases: int = 4
+    parsnets_topk: int = 2
+    parsnets_ortho: float = 1e-2
+    parsnets_lowrank: float = 1e-4
+    parsnets_ole: float = 0.1
+    mlp_width: int = 128
+    ar2_phase: str = "auto"
+    ar2_pretrain_rounds: int = 2
+    ar2_ema: float = 0.95
+    ar2_uad: float = 1.0
+    ar2_agl: float = 1.0
+    ar2_nearest_unseen: int = 2
+    ar2_width: int = 16
+
+    def validate(self) -> None:
+        super().validate()
+        _choice(self, "zsl_dataset", ZSL_DATASETS)
+        _choice(self, "zsl_partition", ("classes", "iid"))
+        _choice(self, "ar2_phase", ("auto", "pretrain", "finetune"))
+        for name in ("zsl_scale", "parsnets_bases", "parsnets_topk", "mlp_width", "ar2_width",
+                     "ar2_nearest_unseen"):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise FedlabError(f"{to_key(name)} must be > 0, got {getattr(self, name)}")
+        if self.parsnets_topk > self.parsnets_bases:
+            raise FedlabError(
+                f"parsnets-topk {self.parsnets_topk} exceeds parsnets-bases "
+                f"{self.parsnets_bases}; the gate can select at most all bases"
+            )
+        if not 0 <= self.ar2_ema < 1:
+            raise FedlabError(f"ar2-ema must lie in [0, 1), got {self.ar2_ema}")
+
+    def phase(self, server_round: int) -> str:
+        """(AR)^2 phase of a round: pretraining for the first ``ar2-pretrain-rounds``."""
+        if self.ar2_phase != "auto":
+            return self.ar2_phase
+        return "pretrain" if server_round <= self.ar2_pretrain_rounds else "finetune"
+
+
+class ZslWorkload(Workload):
+    """Shared data handling; subclasses pick the representation, the model and the loss."""
+
+    representation = "features"
+    config: ZslConfig
+
+    def __init__(self, config: RunConfig, data: ZslData | None = None) -> None:
+        super().__init__(config)
+        if data is not None:  # e.g. a class-disjoint validation split (benchmark tuning)
+            self.__dict__["data"] = data
+
+    @cached_property
+    def data(self) -> ZslData:
+        cfg = self.config
+        return load_zsl(cfg.zsl_dataset, split=cfg.zsl_split, representation=self.representation,
+                        data_path=cfg.data_path, test_fraction=cfg.test_fraction)  # fmt: skip
+
+    @cached_property
+    def seen(self) -> torch.Tensor:
+        return torch.as_tensor(self.data.seen, dtype=torch.long)
+
+    @cached_property
+    def positions(self) -> torch.Tensor:
+        """Class id -> index among the seen classes (-1 for unseen)."""
+        table = torch.full((self.data.num_classes,), -1, dtype=torch.long)
+        table[self.seen] = torch.arange(len(self.seen))
+        return table
+
+    @cached_property
+    def attributes(self) -> torch.Tensor:
+        return torch.as_tensor(self.data.attributes, dtype=torch.float32)
+
+    def partition(self, partition_id: int, num_partitions: int) -> np.ndarray:
+        """Trainval indices of one client: whole seen classes (or an IID share)."""
+        trainval = self.data.trainval
+        labels = self.data.labels[trainval]
+        if self.config.zsl_partition == "classes":
+            parts = class_disjoint_partition(labels, num_partitions, seed=self.config.seed)
+        else:
+            parts = partition_indices(labels, num_partitions, method="iid", seed=self.config.seed)
+        return trainval[parts[partition_id]]
+
+    def client_dataset(self, partition_id: int, num_partitions: int) -> ZslTensors:
+        return self.data.subset(self.partition(partition_id, num_partitions))
+
+    def train_dataset(self) -> ZslTensors:
+        return self.data.subset(self.data.trainval)
+
+    def test_dataset(self) -> ZslTensors:
+        return self.data.subset(self.data.test_seen)
+
+    @cached_property
+    def test_sets(self) -> dict[str, ZslTensors]:
+        """The held-out seen and the unseen test examples, loaded once."""
+        return {"seen": self.data.subset(self.data.test_seen),
+                "unseen": self.data.subset(self.data.test_unseen)}  # fmt: skip
+
+    @torch.no_grad()
+    def test_scores(self, model: nn.Module) -> dict[str, np.ndarray]:
+        """Scores over all classes of the held-out seen and the unseen test examples."""
+        model.eval()
+        out = {}
+        for split, subset in self.test_sets.items():
+            out[f"scores-{split}"] = _batched(model, subset.inputs).numpy()
+            out[f"labels-{split}"] = subset.labels.numpy()
+        return out
+
+    def metrics(self, scores: Mapping[str, np.ndarray], gamma: float) -> dict[str, float]:
+        """T1, acc-s, acc-u and H from :meth:`test_scores`, with calibration ``gamma``."""
+        d = self.data
+        out = {"T1": zsl_top1(scores["scores-unseen"], scores["labels-unseen"], d.unseen)}
+        out.update(gzsl(scores["scores-seen"], scores["labels-seen"], scores["scores-unseen"],
+                        scores["labels-unseen"], d.seen, d.unseen, gamma))  # fmt: skip
+        return out
+
+    def evaluator(self):
+        """``model -> {T1, acc-s, acc-u, H}`` with the configured ``gzsl-gamma``."""
+        self.test_sets  # noqa: B018  (load the test data now, before any round)
+
+        def evaluate(model: nn.Module) -> dict[str, float]:
+            return self.metrics(self.test_scores(model), self.config.gzsl_gamma)
+
+        return evaluate
+
+    def in_dim(self) -> int:
+        return int(self.data.load(self.data.trainval[:1]).shape[1])
+
+    def step(
+        self, model: nn.Module, batch: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, Mapping[str, float]]:
+        """Cross-entropy over the seen classes' cosine scores + the model's regulariser."""
+        x, labels = batch[0], batch[1]
+        assert isinstance(model, CompatibilityModel)
+        emb = model.embed(x)
+        logits = model.scores(emb)[:, self.seen]
+        pos = self.positions[labels]
+        ce = F.cross_entropy(logits, pos)
+        reg = model.regularization(emb, labels)
+        acc = (logits.argmax(1) == pos).float().mean().item()
+        return ce + reg, {"ce": ce.item(), "reg": reg.item(), "seen-accuracy": acc}
+
+
+def _batched(model: nn.Module, inputs: torch.Tensor, size: int = 512) -> torch.Tensor:
+    return torch.cat([model(inputs[i : i + size]) for i in range(0, len(inputs), size)])
+
+
+@WORKLOADS.register("zsl_parsnets")
+class ParsNetsWorkload(ZslWorkload):
+    """ParsNets on fixed visual features."""
+
+    def build_model(self) -> nn.Module:
+        c = self.config
+        return ParsNets(
+            self.in_dim(), self.attributes, bases=c.parsnets_bases, topk=c.parsnets_topk,
+            scale=c.zsl_scale, ortho=c.parsnets_ortho, lowrank=c.parsnets_lowrank,
+            ole=c.parsnets_ole,
+        )  # fmt: skip
+
+
+@WORKLOADS.register("zsl_mlp")
+class MlpWorkload(ZslWorkload):
+    """The two-layer MLP baseline on fixed visual features."""
+
+    def build_model(self) -> nn.Module:
+        return MLP(self.in_dim(), self.attributes, self.config.mlp_width, self.config.zsl_scale)
+
+
+@WORKLOADS.register("zsl_ar2")
+class Ar2Workload(ZslWorkload):
+    """(AR)^2 on images: pretraining (seen-class CE) then EMA-teacher fine-tuning.
+
+    The phase comes from ``ar2-phase`` (the app sets it per round from
+    ``ar2-pretrain-rounds``).
+    """
+
+    representation = "images"
+
+    def build_model(self) -> nn.Module:
+        c = self.config
+        channels = int(self.data.load(self.data.trainval[:1]).shape[1])
+        return Ar2Net(channels, self.attributes, len(self.seen), width=c.ar2_width,
+                      scale=c.zsl_scale, use_agl=c.ar2_agl > 0)  # fmt: skip
+
+    @cached_property
+    def nearest(self) -> torch.Tensor:
+        unseen = torch.as_tensor(self.data.unseen, dtype=torch.long)
+        return nearest_unseen(self.attributes, unseen, self.config.ar2_nearest_unseen)
+
+    def step(
+        self, model: nn.Module, batch: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, Mapping[str, float]]:
+        assert isinstance(model, Ar2Net)
+        images, labels = batch[0], batch[1]
+        pos = self.positions[labels]
+        c = self.config
+        if c.ar2_phase == "pretrain":
+            model.update_teacher(0.0)
+            logits = model.classifier(model.feature_map(images).mean((2, 3)))
+            loss = F.cross_entropy(logits, pos)
+            return loss, {"seen-accuracy": (logits.argmax(1) == pos).float().mean().item()}
+        model.update_teacher(c.ar2_ema)
+        return ar2_losses(model, images, pos, labels, self.seen, self.nearest,
+                          uad=c.ar2_uad, agl=c.ar2_agl)  # fmt: skip
