@@ -1,0 +1,109 @@
+"""Markdown table and plot of a PGLA benchmark ``results.json`` (simulations/pgla_bench.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from attacks.pgla.io import atomic_write, atomic_write_text
+
+
+def _fmt(cell: dict[str, float], digits: int) -> str:
+    return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Tables: levels with epsilon; cosine and PSNR per denoiser and level; reconstruction;
+    timing."""
+    levels = results["levels"]
+    keys = [f"{lv['mechanism']}:{lv['std_over_c']}" for lv in levels]
+    names = list(next(iter(results["gradient"].values())))
+    lines = ["| level | std/C | epsilon (per release) |", "|---|---|---|"]
+    for lv in levels:
+        d = f"delta={results['delta']}" if lv["mechanism"] == "gaussian" else "delta=0"
+        lines.append(f"| {lv['mechanism']} | {lv['std_over_c']} | {lv['epsilon']:.4g} ({d}) |")
+    n_victims = len(results["gradient"][keys[0]]["none"]["per_victim"]["cosine"])
+    for metric, digits in (("cosine", 4), ("psnr", 2)):
+        title = "gradient cosine" if metric == "cosine" else "gradient PSNR (dB, peak max|g|)"
+        lines += [
+            "",
+            f"**{title}**, mean ± std over {n_victims} victims",
+            "",
+        ]
+        lines.append("| denoiser | " + " | ".join(keys) + " |")
+        lines.append("|---" * (len(keys) + 1) + "|")
+        for name in names:
+            cells = []
+            for k in keys:
+                row = results["gradient"].get(k, {}).get(name)
+                cells.append(_fmt(row[metric], digits) if row else "-")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if results.get("reconstruction"):
+        cfg = results["config"]
+        lines += [
+            "",
+            f"**reconstruction** ({cfg['attack']}, {cfg['attack_iterations']} "
+            f"iterations cap, no restarts, {cfg['attack_victims']} victims)",
+            "",
+            "| level | denoiser | PSNR (dB) | SSIM | label acc |",
+            "|---|---|---|---|---|",
+        ]
+        for k, per in results["reconstruction"].items():
+            for name, r in per.items():
+                lines.append(
+                    f"| {k} | {name} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'], 3)} | "
+                    f"{_fmt(r['label_accuracy'], 2)} |"
+                )
+    if results.get("timing"):
+        lines += [
+            "",
+            "**seconds per denoised gradient (PGLA, batch of one, CPU)**",
+            "",
+            "| sampler | reverse steps | seconds |",
+            "|---|---|---|",
+        ]
+        for r in results["timing"]:
+            lines.append(f"| {r['sampler']} | {r['steps']} | {r['seconds']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    """Cosine and PSNR against std/C (Gaussian levels), one line per denoiser."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gauss = [lv for lv in results["levels"] if lv["mechanism"] == "gaussian"]
+    xs = [lv["std_over_c"] for lv in gauss]
+    names = list(next(iter(results["gradient"].values())))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ("cosine", "psnr"), strict=True):
+        for name in names:
+            rows = [results["gradient"][f"gaussian:{x}"][name][metric] for x in xs]
+            ax.errorbar(
+                xs,
+                [r["mean"] for r in rows],
+                yerr=[r["std"] for r in rows],
+                label=name,
+                marker="o",
+                capsize=3,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("Gaussian noise std / clip norm C")
+        ax.set_ylabel("gradient cosine" if metric == "cosine" else "gradient PSNR (dB)")
+        ax.grid(alpha=0.3)
+    ax2 = axes[0].secondary_xaxis("top")
+    ax2.set_xticks(xs, [f"{lv['epsilon']:.0e}" for lv in gauss], fontsize=7)
+    ax2.set_xlabel("epsilon per release (delta 1e-5)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
+    plt.close(fig)
+    return path
+
+
+def write_report(results: dict[str, Any], out: Path) -> None:
+    """``table.md`` and ``gradient_denoising.png`` under ``out``."""
+    atomic_write_text(out / "table.md", markdown(results))
+    plot(results, out / "gradient_denoising.png")
