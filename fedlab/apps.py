@@ -4,8 +4,9 @@ Each is an :class:`~fedlab.appspec.AppSpec`; a researcher's own module can defin
 way and pass ``--app mymodule:myapp``.
 """
 
+from clients.dpfedavg.app import dpfedavg
 from clients.ssl.app import fedfoa
 from clients.supervised.app import fedavg
 from fedlab.appspec import AppSpec
 
-__all__ = ["AppSpec", "fedavg", "fedfoa"]
+__all__ = ["AppSpec", "dpfedavg", "fedavg", "fedfoa"]

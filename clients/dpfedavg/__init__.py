@@ -1,0 +1,1 @@
+"""The ``dpfedavg`` app: FedAvg (or any averaging strategy) under central or local DP."""

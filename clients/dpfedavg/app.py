@@ -1,0 +1,119 @@
+"""The ``dpfedavg`` app: supervised classification with DP-FedAvg.
+
+Server: the run config's strategy (``fedavg`` by default) inside :class:`ClientSampling` (no DP
+or local DP) or a central DP wrapper (server-side or client-side clipping). Clients: the shared
+training loop, with Opacus DP-SGD when ``dp-sgd`` is on, then the client mods of the mode.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flwr.app import Context, Message
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from clients.dpfedavg.config import DPFedAvgConfig
+from clients.dpfedavg.dpsgd import DPSGDSession, OpacusCompatible
+from clients.supervised.app import central_evaluation, initial_arrays
+from fedlab.appspec import AppSpec
+from fedlab.client import handle_evaluate, handle_query, handle_train
+from fedlab.config import RunConfig
+from fedlab.run_folder import RunFolder
+from fedlab.server import run_federation
+from fedlab.workload import Workload, build_workload
+from strategies.dp_accounting import noise_for_target
+from strategies.dp_adaptive import AdaptiveClipping
+from strategies.dp_central import CentralDPClientSideClipping, CentralDPServerSideClipping
+from strategies.dp_mods import LocalDpMod, central_client_clipping_mod
+from strategies.dp_wrapper import ClientSampling, inner_kwargs
+from strategies.fedavg import build_strategy
+
+log = logging.getLogger("fedlab")
+
+
+def dp_workload(config: DPFedAvgConfig) -> Workload:
+    """The config's workload, with Opacus-compatible models when ``dp-sgd`` is on."""
+    workload = build_workload(config)
+    return OpacusCompatible(workload) if config.dp_sgd else workload
+
+
+def build_dp_strategy(config: DPFedAvgConfig, num_nodes: int) -> Strategy:
+    """The run's strategy inside the DP wrapper its ``dp-mode`` names."""
+    inner = build_strategy(config, num_nodes, **inner_kwargs())
+    sampler = config.sampler(num_nodes)
+    if not config.central:
+        return ClientSampling(inner, sampler)
+    z = config.noise_multiplier
+    if z == 0:
+        z = noise_for_target(sampler, config.target_epsilon, config.num_server_rounds, config.delta)
+        log.info("noise-multiplier %.4f derived for target-epsilon %g in %d rounds", z,
+                 config.target_epsilon, config.num_server_rounds)  # fmt: skip
+    adaptive = None
+    if config.adaptive_clipping:
+        adaptive = AdaptiveClipping(config.clip_norm, config.target_quantile, config.clip_lr,
+                                    config.count_stddev())  # fmt: skip
+    cls = CentralDPServerSideClipping if config.dp_mode == "central-server" \
+        else CentralDPClientSideClipping  # fmt: skip
+    target = config.target_epsilon if config.dp_accounted != "local" else 0.0
+    return cls(inner, sampler, clip_norm=config.clip_norm, noise_multiplier=z,
+               delta=config.delta, target_epsilon=target or None, adaptive=adaptive,
+               seed=config.seed)  # fmt: skip
+
+
+def dpfedavg_server(grid: Grid, config: RunConfig, run: RunFolder) -> dict[str, Any]:
+    assert isinstance(config, DPFedAvgConfig)
+    workload = dp_workload(config)
+    return run_federation(
+        grid, config, run,
+        strategy_factory=lambda num_nodes: build_dp_strategy(config, num_nodes),
+        initial_arrays=initial_arrays(workload, config.seed),
+        evaluate_fn=central_evaluation(workload, config.device),
+    )  # fmt: skip
+
+
+def dp_train(msg: Message, context: Context, config: RunConfig) -> Message:
+    """Train (with DP-SGD if asked), then the client mods: local noise, then client clipping."""
+    assert isinstance(config, DPFedAvgConfig)
+    workload = dp_workload(config)
+    session = None
+    if config.dp_sgd:
+        session = DPSGDSession(context, noise_multiplier=config.dp_sgd_noise_multiplier,
+                               max_grad_norm=config.dp_sgd_max_grad_norm,
+                               delta=config.dp_sgd_delta)  # fmt: skip
+
+    def train(m: Message, c: Context) -> Message:
+        reply = handle_train(m, c, config, workload=workload,
+                             prepare=session.prepare if session else None)  # fmt: skip
+        if session is not None:
+            session.finish(c, reply)
+        return reply
+
+    call = train
+    if config.local:
+        local = LocalDpMod(
+            clip_norm=config.clip_norm,
+            epsilon=config.local_epsilon,
+            delta=config.local_delta,
+            noise=config.local_noise,
+            seed=config.seed,
+        )
+
+        def call(m: Message, c: Context) -> Message:  # noqa: F811
+            return local(m, c, train)
+
+    if config.dp_mode == "central-client":
+        return central_client_clipping_mod(msg, context, call)
+    return call(msg, context)
+
+
+dpfedavg = AppSpec(
+    name="dpfedavg",
+    config_cls=DPFedAvgConfig,
+    server_fn=dpfedavg_server,
+    client_handlers={"query": handle_query, "train": dp_train, "evaluate": handle_evaluate},
+    defaults={"num-server-rounds": 10, "num-supernodes": 100, "local-epochs": 1},
+    description="DP-FedAvg: central DP (server- or client-side clipping) or local DP, "
+    "Poisson or fixed client sampling, client-level accounting, optional Opacus DP-SGD.",
+)

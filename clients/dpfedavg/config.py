@@ -1,0 +1,170 @@
+"""Run-config keys of the ``dpfedavg`` app, checked before any work starts."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+from fedlab.config import RunConfig
+from fedlab.errors import FedlabError
+from strategies.dp_accounting import MAX_NOISE_MULTIPLIER, epsilon_after
+from strategies.dp_mods import LOCAL_NOISES
+from strategies.dp_sampling import SAMPLINGS, ClientSampler
+
+log = logging.getLogger("fedlab")
+
+DP_MODES = ("none", "central-server", "central-client", "local")
+
+
+@dataclass
+class DPFedAvgConfig(RunConfig):
+    """DP-FedAvg keys on top of :class:`~fedlab.config.RunConfig`.
+
+    ``dp-mode``: ``central-server`` (server clips, server adds noise), ``central-client``
+    (clients clip, server adds noise), ``local`` (clients clip and add noise) or ``none``.
+    Clients are sampled by ``sampling`` (``poisson`` at rate ``sample-rate``, or ``fixed``:
+    exactly ``sample-rate * num-supernodes`` without replacement), also without DP, so that runs
+    with and without DP see the same rounds. ``target-epsilon`` > 0 either derives the noise
+    multiplier (``noise-multiplier = 0``) or stops the run before the round that would exceed it.
+    ``dp-sgd`` adds Opacus' sample-level DP-SGD on each client, accounted separately.
+    """
+
+    dp_mode: str = "central-server"
+    clip_norm: float = 1.0
+    noise_multiplier: float = 1.0
+    target_epsilon: float = 0.0
+    delta: float = 1e-5
+    sampling: str = "poisson"
+    sample_rate: float = 0.1
+    adaptive_clipping: bool = False
+    target_quantile: float = 0.5
+    clip_lr: float = 0.2
+    clipped_count_stddev: float = 0.0
+    local_noise: str = "gaussian"
+    local_epsilon: float = 0.0
+    local_delta: float = 1e-5
+    dp_accounted: str = ""
+    dp_sgd: bool = False
+    dp_sgd_noise_multiplier: float = 1.0
+    dp_sgd_max_grad_norm: float = 1.0
+    dp_sgd_delta: float = 1e-5
+
+    @property
+    def central(self) -> bool:
+        """Whether the server adds noise."""
+        return self.dp_mode.startswith("central")
+
+    @property
+    def local(self) -> bool:
+        """Whether clients add noise to their updates."""
+        return self.dp_mode == "local" or (self.central and self.local_epsilon > 0)
+
+    def sampler(self, population: int | None = None) -> ClientSampler:
+        """The client sampler for ``population`` clients (``num-supernodes`` by default)."""
+        return ClientSampler(self.sampling, self.sample_rate,
+                             population or self.num_supernodes, self.seed)  # fmt: skip
+
+    def count_stddev(self) -> float:
+        """sigma_b of adaptive clipping: as given, or expected clients / 20 (Andrew et al.)."""
+        return self.clipped_count_stddev or self.sampler().expected_size / 20
+
+    def validate(self) -> None:
+        super().validate()
+        if self.dp_mode not in DP_MODES:
+            raise FedlabError(f"dp-mode {self.dp_mode!r} is not one of: {', '.join(DP_MODES)}")
+        if self.sampling not in SAMPLINGS:
+            raise FedlabError(f"sampling {self.sampling!r} is not one of: poisson, fixed")
+        if self.fraction_train != 1.0:
+            raise FedlabError(
+                f"fraction-train is {self.fraction_train}, but dpfedavg samples clients itself; "
+                "leave fraction-train at 1.0 and set sample-rate (and sampling) instead"
+            )
+        self.sampler()  # sample-rate in (0, 1] and q*N whole
+        if self.dp_mode != "none" and self.clip_norm <= 0:
+            raise FedlabError(f"clip-norm must be > 0, got {self.clip_norm}; e.g. clip-norm=1.0")
+        if not 0 < self.delta < 1:
+            raise FedlabError(f"delta must lie in (0, 1), got {self.delta}; e.g. delta=1e-5")
+        if self.central:
+            self._validate_central()
+        elif self.target_epsilon:
+            raise FedlabError(
+                f"target-epsilon={self.target_epsilon} needs central DP (dp-mode=central-server "
+                "or central-client); local DP is set per release with local-epsilon"
+            )
+        if self.local:
+            self._validate_local()
+        if self.dp_sgd:
+            self._validate_dp_sgd()
+
+    def _validate_central(self) -> None:
+        if self.noise_multiplier < 0 or (self.noise_multiplier == 0 and not self.target_epsilon):
+            raise FedlabError(
+                f"noise-multiplier must be > 0 under central DP, got {self.noise_multiplier}; "
+                "e.g. noise-multiplier=1.0, or noise-multiplier=0 with target-epsilon to derive it"
+            )
+        if self.target_epsilon < 0:
+            raise FedlabError(
+                f"target-epsilon must be > 0 (or 0 for none), got {self.target_epsilon}"
+            )
+        if self.delta >= 1 / self.num_supernodes:
+            message = (
+                f"delta={self.delta} >= 1/num-supernodes = {1 / self.num_supernodes:.3g}: a "
+                "mechanism that reveals one client's update outright meets this delta; use "
+                f"delta < {1 / self.num_supernodes:.3g} (e.g. 1/N^1.1)"
+            )
+            warnings.warn(message, UserWarning, stacklevel=2)
+            log.warning(message)
+        if self.adaptive_clipping:
+            if not 0 < self.target_quantile < 1:
+                raise FedlabError(f"target-quantile must lie in (0, 1), got {self.target_quantile}")
+            if self.clip_lr <= 0:
+                raise FedlabError(f"clip-lr must be > 0, got {self.clip_lr}; e.g. clip-lr=0.2")
+        if self.target_epsilon:
+            self._check_target_reachable()
+
+    def _check_target_reachable(self) -> None:
+        sampler = self.sampler()
+        if self.noise_multiplier > 0:
+            first = epsilon_after(sampler, self.noise_multiplier, 1, self.delta)
+            if first > self.target_epsilon:
+                raise FedlabError(
+                    f"target-epsilon {self.target_epsilon} is unreachable: one round at "
+                    f"noise-multiplier {self.noise_multiplier} already spends epsilon {first:.3g}; "
+                    "raise noise-multiplier or target-epsilon, or set noise-multiplier=0 to "
+                    "derive it"
+                )
+            return
+        best = epsilon_after(sampler, MAX_NOISE_MULTIPLIER, self.num_server_rounds, self.delta)
+        if best > self.target_epsilon:
+            raise FedlabError(
+                f"target-epsilon {self.target_epsilon} is unreachable in {self.num_server_rounds} "
+                f"rounds: even noise-multiplier {MAX_NOISE_MULTIPLIER:g} gives epsilon "
+                f"{best:.3g}; raise target-epsilon or lower num-server-rounds or sample-rate"
+            )
+
+    def _validate_local(self) -> None:
+        if self.local_noise not in LOCAL_NOISES:
+            raise FedlabError(f"local-noise {self.local_noise!r} is not one of: gaussian, laplace")
+        if self.local_epsilon <= 0:
+            raise FedlabError(
+                f"local-epsilon must be > 0 with dp-mode=local, got {self.local_epsilon}; "
+                "e.g. local-epsilon=8 (per release)"
+            )
+        if self.local_noise == "gaussian" and not 0 < self.local_delta < 1:
+            raise FedlabError(f"local-delta must lie in (0, 1), got {self.local_delta}")
+        if self.central and self.dp_accounted not in ("central", "local"):
+            raise FedlabError(
+                f"dp-mode={self.dp_mode} adds central noise and local-epsilon="
+                f"{self.local_epsilon} adds local noise too; say which guarantee the run reports "
+                "with dp-accounted=central or dp-accounted=local (or set local-epsilon=0)"
+            )
+
+    def _validate_dp_sgd(self) -> None:
+        if self.dp_sgd_noise_multiplier <= 0 or self.dp_sgd_max_grad_norm <= 0:
+            raise FedlabError(
+                f"dp-sgd-noise-multiplier ({self.dp_sgd_noise_multiplier}) and "
+                f"dp-sgd-max-grad-norm ({self.dp_sgd_max_grad_norm}) must be > 0 with dp-sgd=true"
+            )
+        if not 0 < self.dp_sgd_delta < 1:
+            raise FedlabError(f"dp-sgd-delta must lie in (0, 1), got {self.dp_sgd_delta}")
