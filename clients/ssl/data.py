@@ -1,7 +1,7 @@
 """``shapes``: a procedural dataset on which raw pixels are weak and shape is the class.
 
 Eight outline classes (disc, ring, square, frame, triangle, plus, half-disc, L) drawn at random
-positions, scales (radius 5-11 px), small rotations (+-25 degrees) and colours, each filled with
+positions, scales (radius 6-12 px), small rotations (+-25 degrees) and colours, each filled with
 a tinted crop of a bundled scikit-image texture and pasted on another tinted texture crop.
 Nothing is downloaded: the textures ship with scikit-image and the rest is generated from a
 fixed seed, so every process builds the same images. The class is carried only by the outline,
@@ -104,7 +104,7 @@ def make_shapes(per_class: int = 300, seed: int = 0) -> tuple[np.ndarray, np.nda
     big = SIZE * SUPERSAMPLE
     grid = (np.arange(big, dtype=np.float32) + 0.5) / SUPERSAMPLE  # pixel centres, in px
     yy, xx = np.meshgrid(grid, grid, indexing="ij")
-    radius = rng.uniform(5.0, 11.0, n)
+    radius = rng.uniform(6.0, 12.0, n)
     cx = rng.uniform(radius, SIZE - radius)
     cy = rng.uniform(radius, SIZE - radius)
     angle = np.deg2rad(rng.uniform(-25.0, 25.0, n))
@@ -118,8 +118,8 @@ def make_shapes(per_class: int = 300, seed: int = 0) -> tuple[np.ndarray, np.nda
         c, s = np.cos(angle[i]), np.sin(angle[i])
         inside = _mask(labels[i], c * dx + s * dy, -s * dx + c * dy).astype(np.float32)
         alpha = inside.reshape(SIZE, SUPERSAMPLE, SIZE, SUPERSAMPLE).mean(axis=(1, 3))
-        bg = bg_col[i][:, None, None] * (1.0 + 0.25 * bg_tex[i])
-        fg = fg_col[i][:, None, None] * (1.0 + 0.15 * fg_tex[i])
+        bg = bg_col[i][:, None, None] * (1.0 + 0.12 * bg_tex[i])
+        fg = fg_col[i][:, None, None] * (1.0 + 0.08 * fg_tex[i])
         images[i] = alpha * fg + (1.0 - alpha) * bg
     order = rng.permutation(n)
     return np.clip(images[order], 0.0, 1.0), labels[order]

@@ -1,0 +1,97 @@
+"""Client side of FedFoA: the handlers keep a client's model in context.state, upload factors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
+from clients.ssl.client import STATE_KEY, alignment_weight, handle_evaluate, handle_train
+from clients.ssl.config import SSLConfig
+from clients.ssl.loop import run_in_process
+from fedlab.errors import FedlabError
+from strategies.fedfoa import EIGVALS, EIGVECS, RELATION
+
+TINY = dict(
+    num_supernodes=2,
+    num_server_rounds=2,
+    local_steps=2,
+    batch_size=16,
+    encoders="cnn:4,resnet:2",
+    proj_dim=8,
+    proj_hidden=16,
+    relation_rank=3,
+    probe_size=200,
+    partitioner="iid",
+)
+
+
+def _context(pid: int, state: RecordDict | None = None) -> Context:
+    return Context(
+        run_id=1,
+        node_id=pid + 1,
+        state=state or RecordDict(),
+        run_config={},
+        node_config={"partition-id": pid, "num-partitions": 2},
+    )
+
+
+def _train_msg(arrays: ArrayRecord, server_round: int) -> Message:
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+    return Message(content=content, dst_node_id=1, message_type="train")
+
+
+def test_handle_train_uploads_rank_r_factors_and_keeps_the_model_in_state():
+    config = SSLConfig(**TINY)
+    context = _context(1)
+    reply = handle_train(_train_msg(ArrayRecord(), 1), context, config)
+    arrays = reply.content["arrays"]
+    assert set(arrays) == {EIGVALS, EIGVECS}  # heterogeneous: no weights leave the client
+    assert arrays[EIGVALS].numpy().shape == (3,) and arrays[EIGVECS].numpy().shape == (8, 3)
+    assert reply.content["metrics"]["num-examples"] > 0
+    first = context.state[STATE_KEY].to_torch_state_dict()
+    assert any(".body." in k for k in first)  # partition 1 runs the resnet
+    # round 2 starts from the stored model, not from a fresh init, and aligns to the relation
+    relation = ArrayRecord({RELATION: Array(np.eye(8, dtype=np.float32))})
+    reply2 = handle_train(_train_msg(relation, 2), context, config)
+    assert reply2.content["metrics"]["align-weight"] == config.fedfoa_lambda
+    second = context.state[STATE_KEY].to_torch_state_dict()
+    changed = [k for k in first if not torch.equal(first[k], second[k])]
+    assert changed and len(changed) < len(first) + 1
+
+
+def test_handle_evaluate_probes_the_clients_own_model():
+    config = SSLConfig(**TINY)
+    context = _context(0)
+    handle_train(_train_msg(ArrayRecord(), 1), context, config)
+    msg = Message(
+        content=RecordDict({"arrays": ArrayRecord(), "config": ConfigRecord()}),
+        dst_node_id=1,
+        message_type="evaluate",
+    )
+    metrics = handle_evaluate(msg, context, config).content["metrics"]
+    assert 0.0 <= metrics["probe-acc"] <= 1.0 and metrics["encoder-id"] == 0
+
+
+def test_warm_up_rounds_switch_the_alignment_off():
+    config = SSLConfig(fedfoa_lambda=2.0, warmup_rounds=2)
+    assert alignment_weight(config, 2, True) == 0.0
+    assert alignment_weight(config, 3, True) == 2.0
+    assert alignment_weight(config, 3, False) == 0.0
+
+
+def test_in_process_federation_mixes_two_architectures():
+    history = run_in_process(SSLConfig(**TINY))
+    final = history[-1]
+    assert [h["round"] for h in history] == [1, 2]
+    assert {"probe-acc-enc0", "probe-acc-enc1", "probe-acc-p0", "probe-acc-p1"} <= set(
+        final["evaluate"]
+    )
+    assert final["train"]["upload-bytes-per-client"] < 4 * 8 * 4 + 400  # r (D + 1) floats
+    assert final["train"]["align-weight"] == pytest.approx(1.0)
+
+
+def test_weight_averaging_refuses_mixed_encoders():
+    with pytest.raises(FedlabError, match="weight-averaging needs one encoder"):
+        SSLConfig.from_mapping({**TINY, "weight_averaging": True})
