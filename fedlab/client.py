@@ -138,7 +138,7 @@ def handle_evaluate(msg: Message, context: Context, config: RunConfig) -> Messag
     metrics = evaluate(model, dataset, workload.step, device=device)
     record = MetricRecord({**{f"eval-{k}": v for k, v in metrics.items()},
                            "num-examples": len(dataset)})  # fmt: skip
-    return Message(RecordDict({"metrics": record}), reply_to=msg)
+    return Message(RecordDict({"metrics": record, CLIENT_INFO: client_info(context)}), reply_to=msg)
 
 
 WEIGHT_TRAINING_HANDLERS = {

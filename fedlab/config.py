@@ -82,7 +82,7 @@ class RunConfig:
     """
 
     num_server_rounds: int = 5
-    num_supernodes: int = 10
+    num_supernodes: int = 10  # the server waits for this many nodes; 0: whoever is connected
     seed: int = 0
     dataset: str = "digits"
     data_path: str = ""
@@ -145,8 +145,8 @@ class RunConfig:
     # -- validation ---------------------------------------------------------------------------
     def validate(self) -> None:
         """Check ranges and choices; raise :class:`FedlabError` naming the bad value."""
-        _positive(self, "num_server_rounds", "num_supernodes", "batch_size")
-        _non_negative(self, "local_steps", "weight_decay", "momentum", "min_replies")
+        _positive(self, "num_server_rounds", "batch_size")
+        _non_negative(self, "num_supernodes", "local_steps", "weight_decay", "momentum", "min_replies")
         _positive(self, "lr", "round_timeout")
         _in_unit_interval(self, "fraction_train", open_low=True)
         _in_unit_interval(self, "test_fraction", open_low=True, open_high=True)

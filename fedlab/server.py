@@ -118,7 +118,7 @@ class RoundRecorder(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
+        replies = _in_partition_order(replies)
         ok = [r for r in replies if not r.has_error()]
         self._round.update(replies=len(ok), failures=self._round["sampled"] - len(ok))
         if len(ok) < self.min_replies:
@@ -138,7 +138,7 @@ class RoundRecorder(Strategy):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        metrics = self.inner.aggregate_evaluate(server_round, list(replies))
+        metrics = self.inner.aggregate_evaluate(server_round, _in_partition_order(replies))
         if metrics is not None:
             self._round["client-evaluate"] = _plain(metrics)
         return metrics
@@ -163,6 +163,18 @@ class RoundRecorder(Strategy):
             record["sampled"],
             record["seconds"],
         )
+
+
+def _in_partition_order(replies: Iterable[Message]) -> list[Message]:
+    """Replies sorted by partition id: arrival order varies under Ray, and the order of a
+    floating-point sum changes its last bits, which would break same-seed reproducibility."""
+
+    def key(reply: Message) -> tuple[int, int]:
+        if not reply.has_error() and CLIENT_INFO in reply.content:
+            return (0, int(reply.content[CLIENT_INFO]["partition-id"]))
+        return (1, int(reply.metadata.src_node_id))
+
+    return sorted(replies, key=key)
 
 
 def _plain(metrics: MetricRecord | None) -> dict[str, Any]:
