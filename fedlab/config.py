@@ -146,7 +146,9 @@ class RunConfig:
     def validate(self) -> None:
         """Check ranges and choices; raise :class:`FedlabError` naming the bad value."""
         _positive(self, "num_server_rounds", "batch_size")
-        _non_negative(self, "num_supernodes", "local_steps", "weight_decay", "momentum", "min_replies")
+        _non_negative(
+            self, "num_supernodes", "local_steps", "weight_decay", "momentum", "min_replies"
+        )
         _positive(self, "lr", "round_timeout")
         _in_unit_interval(self, "fraction_train", open_low=True)
         _in_unit_interval(self, "test_fraction", open_low=True, open_high=True)

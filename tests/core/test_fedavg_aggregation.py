@@ -41,7 +41,8 @@ def test_weighted_average_of_arrays_matches_numpy(tmp_path):
     rng = np.random.default_rng(0)
     weights = [25, 40, 35]
     arrays = [[rng.standard_normal((7, 3)) for _ in range(4)] for _ in weights]
-    replies = [reply(ArrayRecord(a), {"num-examples": w}) for a, w in zip(arrays, weights, strict=False)]
+    pairs = zip(arrays, weights, strict=True)
+    replies = [reply(ArrayRecord(a), {"num-examples": w}) for a, w in pairs]
     agg, _ = recorder(tmp_path).aggregate_train(1, replies)
     expected = [np.average([a[i] for a in arrays], axis=0, weights=weights) for i in range(4)]
     for got, want in zip(agg.to_numpy_ndarrays(), expected, strict=True):
@@ -51,7 +52,8 @@ def test_weighted_average_of_arrays_matches_numpy(tmp_path):
 def test_zero_dimensional_arrays_average(tmp_path):
     values = [np.array(1.5), np.array(-2.0), np.array(4.0)]
     weights = [1, 2, 1]
-    replies = [reply(ArrayRecord([v]), {"num-examples": w}) for v, w in zip(values, weights, strict=False)]
+    pairs = zip(values, weights, strict=True)
+    replies = [reply(ArrayRecord([v]), {"num-examples": w}) for v, w in pairs]
     agg, _ = recorder(tmp_path).aggregate_train(1, replies)
     assert agg.to_numpy_ndarrays()[0] == pytest.approx(np.average(values, weights=weights))
 
