@@ -21,11 +21,11 @@ aggregation to be that uniform mean; robust aggregators (median, trimmed mean) a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedMedian, FedTrimmedAvg, Krum, Strategy
 
 from fedlab.errors import FedlabError, RunStopped
@@ -61,6 +61,9 @@ class CentralDP(ClientSampling):
         Adapt C towards a quantile of the update norms (Andrew et al. 2021).
     seed : int
         Seeds the noise (a deployment needs a cryptographically secure source instead).
+    reply_view : callable, optional
+        ``RecordDict -> RecordDict``: the form of a reply that is clipped and noised, e.g.
+        ``strategies.fedfoa.rebuild_reply`` (relation matrices rebuilt from their factors).
     """
 
     clipping = ""
@@ -76,8 +79,10 @@ class CentralDP(ClientSampling):
         target_epsilon: float | None = None,
         adaptive: AdaptiveClipping | None = None,
         seed: int = 0,
+        reply_view: Callable[[RecordDict], RecordDict] | None = None,
     ) -> None:
         super().__init__(inner, sampler)
+        self.reply_view = reply_view
         if isinstance(inner, NOT_MEAN):
             raise FedlabError(
                 f"{type(inner).__name__} does not average uniformly, so one client can move its "
@@ -153,6 +158,8 @@ class CentralDP(ClientSampling):
         noise: Update = {}  # one draw per array, the same for every reply
         unclipped = 0
         for msg in ok:
+            if self.reply_view is not None:
+                msg.content[self.arrays_key] = self.reply_view(msg.content)[self.arrays_key]
             record = msg.content[self.arrays_key]
             update, within = self.clip_reply(msg, update_of(record, self.sent))
             unclipped += within
