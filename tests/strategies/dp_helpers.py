@@ -32,5 +32,6 @@ def as_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
 
 
 def context(pid: int = 0, num_partitions: int = 10) -> Context:
-    return Context(run_id=1, node_id=pid, node_config={"partition-id": pid,
-                   "num-partitions": num_partitions}, state=RecordDict(), run_config={})  # fmt: skip
+    node_config = {"partition-id": pid, "num-partitions": num_partitions}
+    return Context(run_id=1, node_id=pid, node_config=node_config, state=RecordDict(),
+                   run_config={})  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from dp_helpers import Grid, arrays, as_numpy, reply
 from flwr.app import ConfigRecord
 from flwr.serverapp.strategy import FedAvg, FedMedian
 
@@ -11,7 +12,6 @@ from fedlab.errors import FedlabError, RunStopped
 from strategies.dp_central import CentralDPClientSideClipping, CentralDPServerSideClipping
 from strategies.dp_sampling import ClientSampler
 from strategies.dp_wrapper import ClientSampling, inner_kwargs
-from dp_helpers import Grid, arrays, as_numpy, reply
 
 NODES = list(range(100, 200))  # 100 node ids in partition order
 
@@ -120,12 +120,16 @@ def test_client_side_clipping_checks_that_clients_clipped():
     unclipped = reply({"w": np.full(4, 0.1)})
     with pytest.raises(FedlabError, match="central_client_clipping_mod"):
         strategy.aggregate_train(1, [unclipped])
-    too_big = reply({"w": np.full(4, 2.0)},
-                    dp=ConfigRecord({"mechanism": "central-client-clipping", "unclipped": 0}))
+    too_big = reply(
+        {"w": np.full(4, 2.0)},
+        dp=ConfigRecord({"mechanism": "central-client-clipping", "unclipped": 0}),
+    )
     with pytest.raises(FedlabError, match="norm"):
         strategy.aggregate_train(1, [too_big])
-    ok = reply({"w": np.full(4, 0.5)},
-               dp=ConfigRecord({"mechanism": "central-client-clipping", "unclipped": 1}))
+    ok = reply(
+        {"w": np.full(4, 0.5)},
+        dp=ConfigRecord({"mechanism": "central-client-clipping", "unclipped": 1}),
+    )
     agg, metrics = strategy.aggregate_train(1, [ok])
     np.testing.assert_allclose(as_numpy(agg)["w"], np.full(4, 0.05), atol=1e-6)
     assert metrics["dp-unclipped-fraction-true"] == 1.0
@@ -152,7 +156,8 @@ def test_no_dp_sampling_wrapper_passes_updates_through():
     g = {"w": np.zeros(2)}
     messages = list(strategy.configure_train(1, arrays(g), ConfigRecord(), Grid([1, 2, 3, 4])))
     assert len(messages) == 2
-    agg, metrics = strategy.aggregate_train(1, [reply({"w": np.ones(2)}, examples=1),
-                                                reply({"w": np.full(2, 4.0)}, examples=3)])
+    agg, metrics = strategy.aggregate_train(
+        1, [reply({"w": np.ones(2)}, examples=1), reply({"w": np.full(2, 4.0)}, examples=3)]
+    )
     np.testing.assert_allclose(as_numpy(agg)["w"], np.full(2, 3.25))  # FedAvg by examples
     assert metrics["dp-sampled"] == 2
