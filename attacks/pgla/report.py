@@ -16,13 +16,17 @@ def markdown(results: dict[str, Any]) -> str:
     """Tables: levels with epsilon; cosine and PSNR per denoiser and level; reconstruction;
     timing."""
     levels = results["levels"]
-    keys = [f"{lv['mechanism']}:{lv['std_over_c']}" for lv in levels]
-    names = list(next(iter(results["gradient"].values())))
+    keys = [
+        k
+        for k in (f"{lv['mechanism']}:{lv['std_over_c']}" for lv in levels)
+        if k in results["gradient"]
+    ]
+    names = list(results["gradient"][keys[0]])
     lines = ["| level | std/C | epsilon (per release) |", "|---|---|---|"]
     for lv in levels:
         d = f"delta={results['delta']}" if lv["mechanism"] == "gaussian" else "delta=0"
         lines.append(f"| {lv['mechanism']} | {lv['std_over_c']} | {lv['epsilon']:.4g} ({d}) |")
-    n_victims = len(results["gradient"][keys[0]]["none"]["per_victim"]["cosine"])
+    n_victims = len(results["gradient"][keys[0]][names[0]]["per_victim"]["cosine"])
     for metric, digits in (("cosine", 4), ("psnr", 2)):
         title = "gradient cosine" if metric == "cosine" else "gradient PSNR (dB, peak max|g|)"
         lines += [
@@ -74,7 +78,11 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    gauss = [lv for lv in results["levels"] if lv["mechanism"] == "gaussian"]
+    gauss = [
+        lv
+        for lv in results["levels"]
+        if lv["mechanism"] == "gaussian" and f"gaussian:{lv['std_over_c']}" in results["gradient"]
+    ]
     xs = [lv["std_over_c"] for lv in gauss]
     names = list(next(iter(results["gradient"].values())))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
