@@ -4,10 +4,11 @@ Centrally simulated (``clients/ssl/loop.py``: the clients' ``local_round`` and t
 ``FedFoA.aggregate_train`` in one process, no Ray), because the machine has two shared cores;
 the ``fedfoa`` app runs the same code through ``flower-simulation``.
 
-Setting: ``shapes``, Dirichlet alpha 0.1 over ``--clients`` clients, SimCLR.
+Setting: ``textured-shapes``, Dirichlet alpha 0.1 over ``--clients`` clients, SimCLR.
 * heterogeneous encoders (``--hetero``, round-robin): FedFoA vs local-only SSL (the same
   models and seeds with lambda = 0: no relation ever reaches a client);
-* homogeneous encoders (``--homo``): FedAvg-SSL vs FedFoA vs FedFoA + FedAvg vs local-only;
+* homogeneous encoders (``--homo``): FedAvg-SSL vs FedFoA vs local-only (the sweep adds
+  FedFoA composed with FedAvg);
 * raw-pixel and random-init probes (each client's model at round 0).
 A gain counts only where it exceeds twice the larger seed std of the two methods.
 
@@ -63,6 +64,9 @@ def methods(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             grid[f"rank={v}"] = {**het, **lam, "relation_rank": v}
         for v in args.sweep_warmup:
             grid[f"warmup={v}"] = {**het, **lam, "warmup_rounds": v}
+        homo = {"encoders": args.homo, "weight_averaging": True}
+        grid["homo fedavg-ssl"] = {**homo, **off}
+        grid["homo fedfoa+fedavg"] = {**homo, **lam}
         return grid
     het, homo = {"encoders": args.hetero}, {"encoders": args.homo}
     wa = {"weight_averaging": True}
@@ -71,7 +75,6 @@ def methods(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "hetero local-only": {**het, **off},
         "homo fedavg-ssl": {**homo, **off, **wa},
         "homo fedfoa": {**homo, **lam},
-        "homo fedfoa+fedavg": {**homo, **lam, **wa},
         "homo local-only": {**homo, **off},
     }
 
@@ -98,8 +101,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--probe-size", type=int, default=1000)
     p.add_argument("--hetero", default="cnn:16,resnet:8")

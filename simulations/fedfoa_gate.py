@@ -1,4 +1,4 @@
-"""The FedFoA gate: does central SSL on ``shapes`` beat raw pixels and a random-init encoder?
+"""The FedFoA gate: does central SSL beat raw pixels and random-init encoders on textured-shapes?
 
 Central (one client holding the whole training split, no federation) SimCLR through the shared
 training loop, then the fixed linear probe (clients/ssl/probe.py) on the frozen encoder, against

@@ -1,8 +1,8 @@
 """The ``fedfoa`` app: federated SimCLR with FedFoA relation aggregation, mixed encoders.
 
 ``flower-simulation --app fedlab.apps:fedfoa`` runs, with its defaults, 4 clients on Dirichlet
-(alpha 0.1) partitions of the procedural ``shapes`` dataset, half of them with a CNN and half
-with a ResNet, and reports each client's linear-probe accuracy in ``history.json``.
+(alpha 0.1) partitions of the procedural ``textured-shapes`` dataset, half of them with a CNN
+and half with a ResNet, and reports each client's linear-probe accuracy in ``history.json``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Batched, on-device image augmentations for self-supervised views (no PIL, no per-image loop).
 
-For ``shapes`` the class is the outline, so the views must disagree on everything else:
+For ``textured-shapes`` the class is the outline, so the views must disagree on everything else:
 position and scale (random resized crop that keeps most of the image, since a tight crop can
 cut the object away), mirror image, colour (brightness, contrast, saturation, channel order)
 and, sometimes, colour altogether (grey). All randomness comes from the ``generator`` passed in,

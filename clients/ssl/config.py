@@ -21,7 +21,7 @@ class SSLConfig(RunConfig):
     (and always after the last), on at most ``probe-size`` labelled training examples (0: all).
     """
 
-    dataset: str = "shapes"
+    dataset: str = "textured-shapes"
     test_fraction: float = 0.25
     workload: str = "ssl"
     strategy: str = "fedfoa"

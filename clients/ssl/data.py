@@ -1,4 +1,4 @@
-"""``shapes``: a procedural dataset on which raw pixels are weak and shape is the class.
+"""``textured-shapes``: procedural data on which raw pixels are weak and shape is the class.
 
 Eight outline classes (disc, ring, square, frame, triangle, plus, half-disc, L) drawn at random
 positions, scales (radius 6-12 px), small rotations (+-25 degrees) and colours, each filled with
@@ -134,8 +134,10 @@ def _memo(per_class: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-@DATASETS.register("shapes")
-def shapes(data_path: str = "", image_size: int = 0, per_class: int = 300) -> ImageDataset:
+@DATASETS.register("textured-shapes")
+def textured_shapes(data_path: str = "", image_size: int = 0, per_class: int = 300) -> ImageDataset:
     """Procedural shapes on bundled textures (see the module docstring); 8 classes, 32x32 RGB."""
     images, labels = _memo(per_class)
-    return resize(from_numpy(images.copy(), labels.copy(), list(SHAPES), "shapes"), image_size)
+    return resize(
+        from_numpy(images.copy(), labels.copy(), list(SHAPES), "textured-shapes"), image_size
+    )
