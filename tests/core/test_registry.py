@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from fedlab.errors import FedlabError
@@ -32,3 +34,19 @@ def test_module_attr_resolves_without_registration():
         import_object("fedlab.registry:Nope")
     with pytest.raises(FedlabError, match="module:attr"):
         import_object("fedlab.registry")
+
+
+def test_entry_points_add_plugins_from_other_packages(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import fedlab.registry as registry
+
+    def fake_entry_points(group):
+        assert group == "fedlab.things"
+        return [EntryPoint("marked", "tests.core.custom_strategy:MarkedFedAvg", group)]
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
+    monkeypatch.setattr(registry, "entry_points", fake_entry_points)
+    reg = Registry("things")
+    assert reg.get("marked").__name__ == "MarkedFedAvg"
+    assert reg.names() == ["marked"]
