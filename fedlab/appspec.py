@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,11 @@ class AppSpec:
 
     def run_server(self, grid: Grid, config: RunConfig) -> dict[str, Any]:
         """Create the run folder, save the config, run the server function."""
+        if not log.handlers:  # under `flwr run` nobody configured our logger: print round lines
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
         run = RunFolder(config.out_dir or default_run_dir(self.name))
         run.write_config(self.name, config.to_mapping(), config.seed)
         log.info("run folder: %s", run.path)
