@@ -110,9 +110,11 @@ def collect_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def preflight(spec: Any, config: Any) -> None:
-    """Build the workload once here, so bad data or too many supernodes fail before Ray starts."""
+    """Build strategy and workload once here, so bad names, data or sizes fail before Ray starts."""
     from fedlab.workload import build_workload
+    from strategies.fedavg import build_strategy
 
+    build_strategy(config, config.num_supernodes)
     workload = build_workload(config)
     workload.client_dataset(0, config.num_supernodes)
 
@@ -131,6 +133,8 @@ def flower_simulation_main(argv: Sequence[str] | None = None) -> int:
     if args.gpu == "off":
         cli["device"] = "cpu"
     config = spec.resolve_config(*layers, cli)
+    if config.num_supernodes < 1:
+        raise FedlabError(f"num-supernodes must be >= 1, got {config.num_supernodes}")
     if args.list_keys:
         for key, value in config.to_mapping().items():
             print(f"{key} = {value!r}")
