@@ -114,7 +114,13 @@ def preflight(spec: Any, config: Any) -> None:
     from fedlab.workload import build_workload
     from strategies.fedavg import build_strategy
 
-    build_strategy(config, config.num_supernodes)
+    flwr_log = logging.getLogger("flwr")
+    level = flwr_log.level
+    flwr_log.setLevel(logging.ERROR)  # a trial build; its notices come again in the real one
+    try:
+        build_strategy(config, config.num_supernodes)
+    finally:
+        flwr_log.setLevel(level)
     workload = build_workload(config)
     workload.client_dataset(0, config.num_supernodes)
 
