@@ -7,6 +7,7 @@ way and pass ``--app mymodule:myapp``.
 from clients.dpfedavg.app import dpfedavg
 from clients.ssl.app import fedfoa
 from clients.supervised.app import fedavg
+from clients.zsl.app import zsl_ar2, zsl_parsnets
 from fedlab.appspec import AppSpec
 
-__all__ = ["AppSpec", "dpfedavg", "fedavg", "fedfoa"]
+__all__ = ["AppSpec", "dpfedavg", "fedavg", "fedfoa", "zsl_ar2", "zsl_parsnets"]

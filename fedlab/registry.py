@@ -142,7 +142,7 @@ STRATEGIES: Registry[Any] = Registry(
     "strategies", ("strategies.fedavg", "strategies.fedfoa"), singular="strategy"
 )
 WORKLOADS: Registry[Any] = Registry(
-    "workloads", ("clients.supervised.workload", "clients.ssl.workload")
+    "workloads", ("clients.supervised.workload", "clients.ssl.workload", "clients.zsl.workload")
 )
 DATASETS: Registry[Any] = Registry("datasets", ("fedlab.data.datasets", "clients.ssl.data"))
 ATTACKS: Registry[Any] = Registry("attacks", ("attacks.dlg", "attacks.idlg", "attacks.inverting"))

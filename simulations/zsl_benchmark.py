@@ -63,8 +63,10 @@ class Method:
     pretrain_epochs: int = 0
     lr: float = 0.01
     finetune_lr: float = 0.003
-    rounds: int = 10  # federated (for ar2: fine-tuning rounds)
+    federated_lr: float = 0.003  # feature-based methods: smaller local steps limit drift
+    rounds: int = 40  # federated (for ar2: fine-tuning rounds)
     local_epochs: int = 2
+    local_steps: int = 5  # federated, per round (0: local_epochs); ar2 fine-tunes by epochs
     pretrain_rounds: int = 0
 
 
@@ -72,11 +74,10 @@ METHODS = (
     Method("ESZSL", "eszsl"),
     Method("MLP", "zsl_mlp"),
     Method("ParsNets", "zsl_parsnets"),
-    Method("(AR)^2", "zsl_ar2", {}, epochs=10, pretrain_epochs=15, pretrain_rounds=5),
-    Method("(AR)^2 w/o UAD", "zsl_ar2", {"ar2-uad": 0.0}, epochs=10, pretrain_epochs=15,
-           pretrain_rounds=5),
-    Method("(AR)^2 w/o AGL", "zsl_ar2", {"ar2-agl": 0.0}, epochs=10, pretrain_epochs=15,
-           pretrain_rounds=5),
+    *(Method(name, "zsl_ar2", overrides, epochs=10, pretrain_epochs=15, pretrain_rounds=5,
+             rounds=5, local_steps=0)
+      for name, overrides in (("(AR)^2", {}), ("(AR)^2 w/o UAD", {"ar2-uad": 0.0}),
+                              ("(AR)^2 w/o AGL", {"ar2-agl": 0.0}))),
 )  # fmt: skip
 
 
@@ -89,8 +90,8 @@ def make_workload(method: Method, dataset: str, split: int, data: ZslData | None
     return WORKLOADS.get(name)(config, data)
 
 
-def _train_cfg(epochs: int, lr: float) -> TrainConfig:
-    return TrainConfig(epochs=epochs, batch_size=32, optimizer="adam", lr=lr)
+def _train_cfg(epochs: int, lr: float, steps: int = 0) -> TrainConfig:
+    return TrainConfig(epochs=epochs, steps=steps, batch_size=32, optimizer="adam", lr=lr)
 
 
 def _fit_eszsl(w: ZslWorkload, parts: list[np.ndarray], gamma: float, lam: float) -> Any:
@@ -137,11 +138,13 @@ def fit(
             w.config = base.replace(ar2_phase="pretrain" if pretrain else "finetune")
         epochs = 3 if pretrain else method.local_epochs
         lr = method.lr if pretrain or not method.pretrain_rounds else method.finetune_lr
+        lr = lr if method.pretrain_rounds else method.federated_lr
         start = {k: v.clone() for k, v in model.state_dict().items()}
         states, sizes = [], []
         for pid, data in enumerate(datasets):
             model.load_state_dict(start)
-            train(model, data, w.step, _train_cfg(epochs, lr), seed=derive_seed(seed, pid, rnd))
+            cfg = _train_cfg(epochs, lr, 0 if pretrain else method.local_steps)
+            train(model, data, w.step, cfg, seed=derive_seed(seed, pid, rnd))
             states.append({k: v.clone() for k, v in model.state_dict().items()})
             sizes.append(len(data))
         weights = np.asarray(sizes, dtype=np.float64) / sum(sizes)

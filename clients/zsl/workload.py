@@ -170,8 +170,8 @@ class ZslWorkload(Workload):
         x, labels = batch[0], batch[1]
         assert isinstance(model, CompatibilityModel)
         emb = model.embed(x)
-        logits = model.scores(emb)[:, self.seen]
         pos = self.positions[labels]
+        logits = model.scores(emb)[:, self.seen]
         ce = F.cross_entropy(logits, pos)
         reg = model.regularization(emb, labels)
         acc = (logits.argmax(1) == pos).float().mean().item()

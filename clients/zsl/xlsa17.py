@@ -27,10 +27,16 @@ SPLIT_KEYS = ("trainval_loc", "test_seen_loc", "test_unseen_loc")
 
 def _load_mat(path: Path, required: tuple[str, ...]) -> dict:
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     try:
         mat = loadmat(str(path))
-    except (ValueError, OSError, TypeError) as exc:
+    except NotImplementedError:
+        raise FedlabError(
+            f"{path} is a MATLAB v7.3 (HDF5) file, which scipy cannot read; re-save it with "
+            "MATLAB's save(..., '-v7') or use the original xlsa17 files"
+        ) from None
+    except (MatReadError, ValueError, OSError, TypeError) as exc:
         raise FedlabError(f"{path} is not a readable MATLAB .mat file ({exc})") from None
     missing = [k for k in required if k not in mat]
     if missing:
