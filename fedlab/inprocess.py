@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
 
 from fedlab.appspec import AppSpec
 from fedlab.config import RunConfig
@@ -64,6 +65,12 @@ class InProcessGrid:
 
 
 def run_in_process(spec: AppSpec, config: RunConfig) -> dict[str, Any]:
-    """Run ``spec`` for ``config.num_supernodes`` nodes in this process; return the summary."""
+    """Run ``spec`` for ``config.num_supernodes`` nodes in this process; return the summary.
+
+    Like ``flwr.simulation.run_simulation``, it gives the process a Flower task identity when it
+    has none, because Flower refuses to build messages without one.
+    """
+    if TaskIdentity._run_id is None:
+        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
     grid = InProcessGrid(spec, config, config.num_supernodes)
     return spec.run_server(grid, config)  # type: ignore[arg-type]

@@ -53,6 +53,6 @@ fedavg = AppSpec(
     config_cls=RunConfig,
     server_fn=fedavg_server,
     client_handlers=WEIGHT_TRAINING_HANDLERS,
-    defaults={"num-server-rounds": 10, "local-epochs": 2},
+    defaults={"num-server-rounds": 10, "local-epochs": 3},
     description="Supervised classification (digits by default) with Flower's FedAvg.",
 )

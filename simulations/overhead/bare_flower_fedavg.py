@@ -27,7 +27,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-SEED, LOCAL_EPOCHS, BATCH, LR = 0, 2, 32, 0.05
+SEED, LOCAL_EPOCHS, BATCH, LR = 0, 3, 32, 0.05
 
 
 def model() -> nn.Module:
