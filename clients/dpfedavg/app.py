@@ -53,7 +53,7 @@ def build_dp_strategy(config: DPFedAvgConfig, num_nodes: int) -> Strategy:
     adaptive = None
     if config.adaptive_clipping:
         adaptive = AdaptiveClipping(config.clip_norm, config.target_quantile, config.clip_lr,
-                                    config.count_stddev())  # fmt: skip
+                                    config.count_stddev(z))  # fmt: skip
     cls = CentralDPServerSideClipping if config.dp_mode == "central-server" \
         else CentralDPClientSideClipping  # fmt: skip
     target = config.target_epsilon if config.dp_accounted != "local" else 0.0

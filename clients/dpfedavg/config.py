@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from fedlab.config import RunConfig
 from fedlab.errors import FedlabError
 from strategies.dp_accounting import MAX_NOISE_MULTIPLIER, epsilon_after
+from strategies.dp_adaptive import AdaptiveClipping
 from strategies.dp_mods import LOCAL_NOISES
 from strategies.dp_sampling import SAMPLINGS, ClientSampler
 
@@ -65,9 +66,15 @@ class DPFedAvgConfig(RunConfig):
         return ClientSampler(self.sampling, self.sample_rate,
                              population or self.num_supernodes, self.seed)  # fmt: skip
 
-    def count_stddev(self) -> float:
-        """sigma_b of adaptive clipping: as given, or expected clients / 20 (Andrew et al.)."""
-        return self.clipped_count_stddev or self.sampler().expected_size / 20
+    def count_stddev(self, noise_multiplier: float) -> float:
+        """sigma_b of adaptive clipping: as given, or max(m/20, z).
+
+        Andrew et al. use m/20 (m: expected clients per round); with few clients per round that
+        leaves nothing for the update once ``sigma_b <= z/2``, so it is raised to z, where the
+        count takes a quarter of the budget (the update's z grows by 15 %).
+        """
+        return self.clipped_count_stddev or max(self.sampler().expected_size / 20,
+                                                noise_multiplier)  # fmt: skip
 
     def validate(self) -> None:
         super().validate()
@@ -120,6 +127,10 @@ class DPFedAvgConfig(RunConfig):
                 raise FedlabError(f"target-quantile must lie in (0, 1), got {self.target_quantile}")
             if self.clip_lr <= 0:
                 raise FedlabError(f"clip-lr must be > 0, got {self.clip_lr}; e.g. clip-lr=0.2")
+            if self.noise_multiplier > 0:
+                stddev = self.count_stddev(self.noise_multiplier)
+                AdaptiveClipping(self.clip_norm, self.target_quantile, self.clip_lr,
+                                 stddev).update_noise_multiplier(self.noise_multiplier)  # fmt: skip
         if self.target_epsilon:
             self._check_target_reachable()
 
