@@ -101,10 +101,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--steps", type=int, default=25)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--probe-size", type=int, default=1000)
+    p.add_argument("--probe-size", type=int, default=800)
     p.add_argument("--hetero", default="cnn:16,resnet:8")
     p.add_argument("--homo", default="cnn:16")
     p.add_argument("--lam", type=float, default=1.0)
@@ -115,12 +115,16 @@ def main() -> None:
     p.add_argument("--sweep-rank", type=int, nargs="*", default=[2, 64])
     p.add_argument("--sweep-warmup", type=int, nargs="*", default=[0, 2])
     p.add_argument("--out", default="")
+    p.add_argument("--merge", nargs="*", default=[], help="combine per-seed output files")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     out = Path(args.out or OUT / ("fedfoa_sweep.json" if args.sweep else "fedfoa_compare.json"))
     runs: dict[str, list[dict[str, Any]]] = {}
-    for seed in args.seeds:
+    for path in args.merge:  # per-seed files from parallel runs
+        for name, rows in json.loads(Path(path).read_text())["runs"].items():
+            runs.setdefault(name, []).extend(rows)
+    for seed in [] if args.merge else args.seeds:
         if not args.sweep:
             for name, acc in baselines(args, seed).items():
                 runs.setdefault(name, []).append({"seed": seed, "probe-acc-mean": acc})
@@ -159,7 +163,31 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> str:
             f"| {name} | {np.mean(accs):.3f} +- {np.std(accs):.3f} (n={len(accs)}) "
             f"| {per_enc or '-'} | {f'{np.mean(up):,.0f}' if up else '-'} |"
         )
+    lines += [
+        "",
+        "| comparison | difference of means | 2 x seed std | counts? |",
+        "|---|---|---|---|",
+    ]
+    for a, b in PAIRS:
+        if a in runs and b in runs:
+            xa = [r["probe-acc-mean"] for r in runs[a]]
+            xb = [r["probe-acc-mean"] for r in runs[b]]
+            diff, bar = np.mean(xa) - np.mean(xb), 2 * max(np.std(xa), np.std(xb))
+            verdict = "gain" if diff > bar else ("loss" if -diff > bar else "no (within noise)")
+            lines.append(f"| {a} - {b} | {diff:+.3f} | {bar:.3f} | {verdict} |")
     return "\n".join(lines)
+
+
+PAIRS = (
+    ("hetero fedfoa", "hetero local-only"),
+    ("hetero fedfoa", "hetero random-init"),
+    ("hetero local-only", "hetero random-init"),
+    ("homo fedfoa", "homo fedavg-ssl"),
+    ("homo fedfoa", "homo local-only"),
+    ("homo fedavg-ssl", "homo local-only"),
+    ("homo fedfoa+fedavg", "homo fedavg-ssl"),
+    ("fedfoa", "local-only"),
+)
 
 
 if __name__ == "__main__":

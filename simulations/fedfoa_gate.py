@@ -5,7 +5,7 @@ training loop, then the fixed linear probe (clients/ssl/probe.py) on the frozen 
 the same probe on raw pixels and on the same encoder at its random initialisation. Seeds change
 the model init, the data order and the augmentations; the dataset is fixed (procedural, seed 0).
 
-Usage: ``python simulations/fedfoa_gate.py [--seeds 0 1 2] [--steps 600] [--encoder cnn:16]``;
+Usage: ``python simulations/fedfoa_gate.py [--seeds 0 1 2] [--steps 900] [--encoder cnn:16]``;
 writes ``simulations/outputs/fedfoa_gate.json`` and logs a table.
 """
 
@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ import torch
 from clients.ssl.config import SSLConfig
 from clients.ssl.probe import linear_probe, probe_model
 from clients.ssl.workload import SSLWorkload
+from fedlab.client import derive_seed
 from fedlab.server import seed_everything
 from fedlab.training import TrainConfig, train
 
@@ -30,8 +32,10 @@ log = logging.getLogger("fedlab.gate")
 OUT = Path(__file__).resolve().parent / "outputs"
 
 
-def gate_seed(seed: int, steps: int, encoder: str, batch_size: int) -> dict[str, float]:
-    """Probe accuracies of central SSL, random init and raw pixels for one seed."""
+def gate_seed(
+    seed: int, steps: int, encoder: str, batch_size: int, checkpoints: int
+) -> dict[str, Any]:
+    """Probe accuracies of central SSL (at each checkpoint), random init and raw pixels."""
     cfg = SSLConfig(seed=seed, encoders=encoder, batch_size=batch_size)
     workload = SSLWorkload(cfg)
     train_ds, test_ds = workload.train_dataset, workload.test_dataset()
@@ -39,42 +43,54 @@ def gate_seed(seed: int, steps: int, encoder: str, batch_size: int) -> dict[str,
     seed_everything(seed)
     model = workload.build_model()
     random_init = probe_model(model, train_ds.images, ytr, test_ds.images, yte, seed=seed)
-    started = time.perf_counter()
-    tc = TrainConfig(
-        steps=steps,
-        batch_size=batch_size,
-        optimizer=cfg.optimizer,
-        lr=cfg.lr,
-        schedule="cosine",
-        drop_last=True,
-    )
-    result = train(model, train_ds, workload.step, tc, seed=seed)
-    seconds = time.perf_counter() - started
-    ssl = probe_model(model, train_ds.images, ytr, test_ds.images, yte, seed=seed)
     raw = linear_probe(train_ds.images.numpy(), ytr, test_ds.images.numpy(), yte, seed=seed)
-    return {
+    row: dict[str, Any] = {
         "seed": seed,
-        "ssl": ssl.accuracy,
         "random-init": random_init.accuracy,
         "raw-pixels": raw.accuracy,
-        "ssl-loss": result.metrics["loss"],
-        "train-seconds": round(seconds, 1),
+        "ssl-curve": [],
     }
+    chunk = steps // checkpoints
+    started = time.perf_counter()
+    for c in range(checkpoints):
+        # constant lr, so that the probe after each chunk is of the same run; Adam restarts
+        tc = TrainConfig(
+            steps=chunk, batch_size=batch_size, optimizer=cfg.optimizer, lr=cfg.lr, drop_last=True
+        )
+        result = train(model, train_ds, workload.step, tc, seed=derive_seed(seed, "gate", c))
+        acc = probe_model(model, train_ds.images, ytr, test_ds.images, yte, seed=seed).accuracy
+        row["ssl-curve"].append(
+            {"steps": chunk * (c + 1), "probe-acc": acc, "ssl-loss": result.metrics["loss"]}
+        )
+        log.info(
+            "seed %d step %d: probe %.3f loss %.3f",
+            seed,
+            chunk * (c + 1),
+            acc,
+            result.metrics["loss"],
+        )
+    row["ssl"] = row["ssl-curve"][-1]["probe-acc"]
+    row["train-seconds"] = round(time.perf_counter() - started, 1)
+    return row
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=900)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--encoder", default="cnn:16")
+    p.add_argument("--checkpoints", type=int, default=3, help="probes along the run")
     p.add_argument("--out", default=str(OUT / "fedfoa_gate.json"))
+    p.add_argument("--merge", nargs="*", default=[], help="combine per-seed output files")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     rows = []
-    for seed in args.seeds:
-        rows.append(gate_seed(seed, args.steps, args.encoder, args.batch_size))
+    for path in args.merge:  # per-seed files from parallel runs
+        rows += json.loads(Path(path).read_text())["per-seed"]
+    for seed in [] if args.merge else args.seeds:
+        rows.append(gate_seed(seed, args.steps, args.encoder, args.batch_size, args.checkpoints))
         log.info("%s", rows[-1])
     summary = {
         k: (float(np.mean([r[k] for r in rows])), float(np.std([r[k] for r in rows])))

@@ -98,12 +98,12 @@ fedfoa = AppSpec(
     server_fn=fedfoa_server,  # type: ignore[arg-type]
     client_handlers=FEDFOA_HANDLERS,  # type: ignore[arg-type]
     defaults={
-        "num-server-rounds": 4,
+        "num-server-rounds": 3,
         "num-supernodes": 4,
-        "local-steps": 15,
+        "local-steps": 12,
         "batch-size": 64,
         "encoders": "cnn:16,resnet:8",
-        "probe-size": 800,
+        "probe-size": 600,
     },
     description="Federated SimCLR with FedFoA relation aggregation across mixed encoders.",
 )
