@@ -1,0 +1,56 @@
+"""The dpfedavg ClientApp train handler on real data, without Ray: mods and DP-SGD compose."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dp_helpers import as_numpy, context
+from flwr.app import ConfigRecord, Message, RecordDict
+
+from clients.dpfedavg.app import dp_train, dp_workload
+from clients.supervised.app import initial_arrays
+from fedlab.apps import dpfedavg
+
+LINEAR = "clients.dpfedavg.linear:LinearWorkload"
+
+
+def _call(ctx=None, round_config=None, **values):
+    config = dpfedavg.resolve_config({"workload": LINEAR, "local-epochs": 1, **values})
+    global_arrays = initial_arrays(dp_workload(config), 0)
+    content = RecordDict(
+        {
+            "arrays": global_arrays,
+            "config": ConfigRecord({"server-round": 1, **(round_config or {})}),
+        }
+    )
+    msg = Message(content=content, dst_node_id=0, message_type="train")
+    reply = dp_train(msg, ctx or context(pid=2, num_partitions=100), config)
+    before, after = as_numpy(global_arrays), as_numpy(reply.content["arrays"])
+    update = np.sqrt(sum(np.square(after[k] - before[k]).sum() for k in before))
+    return reply, update
+
+
+def test_central_client_mode_clips_to_the_server_c():
+    reply, update = _call(round_config={"dp-clip-norm": 0.01}, **{"dp-mode": "central-client"})
+    assert update <= 0.01 * (1 + 1e-4)
+    assert reply.content["dp"]["mechanism"] == "central-client-clipping"
+
+
+def test_local_mode_adds_the_recorded_noise():
+    reply, update = _call(**{"dp-mode": "local", "local-epsilon": 1.0, "clip-norm": 0.1})
+    dp = reply.content["dp"]
+    assert dp["mechanism"] == "local" and dp["epsilon"] == 1.0
+    # 650 coordinates of noise with std sigma: the update's norm is about sigma * sqrt(650)
+    assert update == pytest.approx(dp["noise-std"] * np.sqrt(650), rel=0.15)
+    assert reply.content["metrics"]["dp-noise-std"] == pytest.approx(dp["noise-std"])
+
+
+def test_dp_sgd_reports_sample_level_epsilon_and_keeps_its_accountant():
+    ctx = context(pid=2, num_partitions=100)
+    values = {"dp-mode": "none", "dp-sgd": True, "dp-sgd-noise-multiplier": 1.0}
+    first, _ = _call(ctx, **values)
+    second, _ = _call(ctx, **values)
+    e1 = first.content["metrics"]["dp-sample-epsilon"]
+    e2 = second.content["metrics"]["dp-sample-epsilon"]
+    assert 0 < e1 < e2
+    assert "dp-sgd-accountant" in ctx.state
