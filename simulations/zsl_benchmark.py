@@ -246,8 +246,8 @@ def table(results: list[dict[str, Any]], feature_flops: int) -> str:
         splits = sorted({r["split"] for r in rows})
         lines += [f"### {dataset} (splits {splits}; mean ± std over splits, in %)", "",
                   "| method | central T1 | central H | federated T1 | federated H | "
-                  "central H (γ=0) | params | FLOPs/sample | CPU ms/sample |",
-                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "central H (γ=0) | federated H (γ=0) | params | FLOPs/sample | CPU ms/sample |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for name in dict.fromkeys(r["method"] for r in rows):
             cell = [r for r in rows if r["method"] == name]
 
@@ -258,6 +258,7 @@ def table(results: list[dict[str, Any]], feature_flops: int) -> str:
                 f"| {name} | {_ms(get('central', 'T1'))} | {_ms(get('central', 'H'))} | "
                 f"{_ms(get('federated', 'T1'))} | {_ms(get('federated', 'H'))} | "
                 f"{_ms(get('central', 'H-uncalibrated'))} | "
+                f"{_ms(get('federated', 'H-uncalibrated'))} | "
                 f"{statistics.mean(r['params'] for r in cell):,.0f} | "
                 f"{statistics.mean(r['flops'] for r in cell):,.0f} | "
                 f"{statistics.mean(r['latency-ms'] for r in cell):.3f} |"
@@ -274,14 +275,24 @@ def main() -> None:
     p.add_argument("--splits", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=[m.name for m in METHODS])
     p.add_argument("--out", default=str(HERE / "zsl_results"))
+    p.add_argument(
+        "--from-results",
+        nargs="+",
+        default=[],
+        metavar="results.json",
+        help="only write the table of earlier runs' results (concatenated)",
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    for dataset in args.datasets:
+    for path in args.from_results:
+        results += json.loads(Path(path).read_text())
+    if results:
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+    for dataset in args.datasets if not results else []:
         for split in args.splits:
             for method in (m for m in METHODS if m.name in args.methods):
                 results.append(run_cell(method, dataset, split))
@@ -294,7 +305,8 @@ def main() -> None:
     text = table(results, counter.get_total_flops())
     (out / "README.md").write_text(
         "# ZSL benchmark results\n\nProduced by `simulations/zsl_benchmark.py` "
-        f"({time.perf_counter() - started:.0f} s, 1 thread). See docs/zsl.md.\n\n{text}\n"
+        f"(one thread; {sum(r['seconds'] for r in results):.0f} s of cells). "
+        f"See docs/zsl.md.\n\n{text}\n"
     )
     log.info("\n%s", text)
 
