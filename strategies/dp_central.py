@@ -33,7 +33,7 @@ from strategies.dp_accounting import ClientLevelAccountant
 from strategies.dp_adaptive import AdaptiveClipping
 from strategies.dp_sampling import ClientSampler
 from strategies.dp_updates import Update, apply_update, clip, norm, update_of
-from strategies.dp_wrapper import DP_RECORD, ClientSampling, client_reports, reply_metrics
+from strategies.dp_wrapper import ClientSampling, client_reports, read_dp, reply_metrics
 
 log = logging.getLogger("fedlab")
 
@@ -214,7 +214,7 @@ class CentralDPClientSideClipping(CentralDP):
     clipping = "client"
 
     def clip_reply(self, msg: Message, update: Update) -> tuple[Update, bool]:
-        dp = msg.content.get(DP_RECORD)
+        dp = read_dp(msg)
         if dp is None or dp.get("mechanism") != "central-client-clipping":
             raise FedlabError(
                 "a reply was not clipped by its client: CentralDPClientSideClipping needs the "

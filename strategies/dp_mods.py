@@ -22,7 +22,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from fedlab.client import derive_seed, partition_of
 from fedlab.errors import FedlabError
 from strategies.dp_updates import apply_update, clip, float_arrays, update_of
-from strategies.dp_wrapper import DP_RECORD, reply_metrics
+from strategies.dp_wrapper import DP_RECORD, dp_record, reply_metrics
 
 log = logging.getLogger("fedlab")
 
@@ -53,7 +53,7 @@ def central_client_clipping_mod(msg: Message, context: Context, call_next: Clien
     record = reply.content[ARRAYS]
     clipped, before = clip(update_of(record, sent), clip_norm)
     reply.content[ARRAYS] = apply_update(record, sent, clipped)
-    reply.content[DP_RECORD] = ConfigRecord({
+    reply.content[DP_RECORD] = dp_record({
         "mechanism": "central-client-clipping", "clip-norm": clip_norm,
         "unclipped": int(before <= clip_norm),
     })  # fmt: skip
@@ -165,7 +165,7 @@ class LocalDpMod:
         releases = int(state["releases"]) + 1
         context.state[LOCAL_STATE] = ConfigRecord({"releases": releases})
         params = self.record(releases)
-        reply.content[DP_RECORD] = ConfigRecord(params)
+        reply.content[DP_RECORD] = dp_record(params)
         metrics: MetricRecord = reply_metrics(reply)
         for key in ("clip-norm", "noise-std", "epsilon", "delta"):
             metrics[f"dp-{key}"] = float(params[key])  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from strategies.dp_updates import Update, float_arrays
 
 log = logging.getLogger("fedlab")
 
-DP_RECORD = "dp"  # ConfigRecord in each reply: the mechanism and its parameters
+DP_RECORD = "dp"  # ConfigRecord in each reply: the mechanism and its parameters, keys "dp-*"
 
 
 def inner_kwargs() -> dict[str, Any]:
@@ -38,6 +38,19 @@ def inner_kwargs() -> dict[str, Any]:
         "fraction_evaluate": 0.0,
         "min_evaluate_nodes": 0,
     }
+
+
+def dp_record(params: dict[str, Any]) -> ConfigRecord:
+    """The reply's ``"dp"`` ConfigRecord, keys prefixed ``dp-`` (what trace recording keeps)."""
+    return ConfigRecord({f"dp-{k}": v for k, v in params.items()})
+
+
+def read_dp(msg: Message) -> dict[str, Any] | None:
+    """The DP parameters a reply carries, without the ``dp-`` prefix; None if it has none."""
+    record = msg.content.config_records.get(DP_RECORD)
+    if record is None:
+        return None
+    return {k.removeprefix("dp-"): v for k, v in record.items()}
 
 
 def reply_metrics(msg: Message) -> MetricRecord:
@@ -147,8 +160,7 @@ def client_reports(replies: list[Message]) -> dict[str, float]:
                   if "dp-sample-epsilon" in reply_metrics(r)]  # fmt: skip
     if sample_eps:
         out["dp-sample-epsilon-max"] = max(sample_eps)
-    local = [r.content[DP_RECORD] for r in replies if DP_RECORD in r.content
-             and r.content[DP_RECORD].get("mechanism") == "local"]  # fmt: skip
+    local = [d for d in map(read_dp, replies) if d and d.get("mechanism") == "local"]
     if local:
         out["dp-local-epsilon-per-release"] = max(float(d["epsilon"]) for d in local)
         out["dp-local-epsilon-total-max"] = max(float(d["epsilon-total"]) for d in local)

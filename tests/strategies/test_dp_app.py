@@ -10,6 +10,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from clients.dpfedavg.app import dp_train, dp_workload
 from clients.supervised.app import initial_arrays
 from fedlab.apps import dpfedavg
+from strategies.dp_wrapper import read_dp
 
 LINEAR = "clients.dpfedavg.linear:LinearWorkload"
 
@@ -33,12 +34,12 @@ def _call(ctx=None, round_config=None, **values):
 def test_central_client_mode_clips_to_the_server_c():
     reply, update = _call(round_config={"dp-clip-norm": 0.01}, **{"dp-mode": "central-client"})
     assert update <= 0.01 * (1 + 1e-4)
-    assert reply.content["dp"]["mechanism"] == "central-client-clipping"
+    assert read_dp(reply)["mechanism"] == "central-client-clipping"
 
 
 def test_local_mode_adds_the_recorded_noise():
     reply, update = _call(**{"dp-mode": "local", "local-epsilon": 1.0, "clip-norm": 0.1})
-    dp = reply.content["dp"]
+    dp = read_dp(reply)
     assert dp["mechanism"] == "local" and dp["epsilon"] == 1.0
     # 650 coordinates of noise with std sigma: the update's norm is about sigma * sqrt(650)
     assert update == pytest.approx(dp["noise-std"] * np.sqrt(650), rel=0.15)

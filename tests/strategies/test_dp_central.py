@@ -11,7 +11,7 @@ from flwr.serverapp.strategy import FedAvg, FedMedian
 from fedlab.errors import FedlabError, RunStopped
 from strategies.dp_central import CentralDPClientSideClipping, CentralDPServerSideClipping
 from strategies.dp_sampling import ClientSampler
-from strategies.dp_wrapper import ClientSampling, inner_kwargs
+from strategies.dp_wrapper import ClientSampling, dp_record, inner_kwargs
 
 NODES = list(range(100, 200))  # 100 node ids in partition order
 
@@ -122,13 +122,13 @@ def test_client_side_clipping_checks_that_clients_clipped():
         strategy.aggregate_train(1, [unclipped])
     too_big = reply(
         {"w": np.full(4, 2.0)},
-        dp=ConfigRecord({"mechanism": "central-client-clipping", "unclipped": 0}),
+        dp=dp_record({"mechanism": "central-client-clipping", "unclipped": 0}),
     )
     with pytest.raises(FedlabError, match="norm"):
         strategy.aggregate_train(1, [too_big])
     ok = reply(
         {"w": np.full(4, 0.5)},
-        dp=ConfigRecord({"mechanism": "central-client-clipping", "unclipped": 1}),
+        dp=dp_record({"mechanism": "central-client-clipping", "unclipped": 1}),
     )
     agg, metrics = strategy.aggregate_train(1, [ok])
     np.testing.assert_allclose(as_numpy(agg)["w"], np.full(4, 0.05), atol=1e-6)

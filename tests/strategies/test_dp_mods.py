@@ -13,6 +13,7 @@ from hypothesis.extra.numpy import arrays as np_arrays
 from fedlab.errors import FedlabError
 from strategies.dp_mods import LocalDpMod, central_client_clipping_mod
 from strategies.dp_updates import clip, norm
+from strategies.dp_wrapper import read_dp
 
 FINITE = st.floats(-1e6, 1e6, allow_nan=False, width=64)
 UPDATES = st.dictionaries(
@@ -48,7 +49,7 @@ def test_client_side_clipping_mod_bounds_the_sent_update(scale, clip_norm):
     out = central_client_clipping_mod(msg, context(), lambda m, c: reply(trained))
     sent = as_numpy(out.content["arrays"])["w"] - g["w"].astype(np.float32)
     assert np.linalg.norm(sent) <= clip_norm * (1 + 1e-4)
-    assert out.content["dp"]["unclipped"] == int(np.linalg.norm(trained["w"] - g["w"]) <= clip_norm)
+    assert read_dp(out)["unclipped"] == int(np.linalg.norm(trained["w"] - g["w"]) <= clip_norm)
 
 
 def test_client_side_clipping_needs_the_server_wrapper():
@@ -64,7 +65,7 @@ def test_local_dp_noise_and_parameters_travel_with_the_reply(noise):
     ctx = context(pid=3)
     out = mod(_train_message(g), ctx, lambda m, c: reply(g))  # zero update: pure noise
     noise_seen = as_numpy(out.content["arrays"])["w"]
-    dp = out.content["dp"]
+    dp = read_dp(out)
     assert dp["mechanism"] == "local" and dp["noise"] == noise
     assert dp["epsilon"] == 4.0 and dp["clip-norm"] == 1.0 and dp["sensitivity"] == 2.0
     assert noise_seen.std() == pytest.approx(dp["noise-std"], rel=0.02)
@@ -79,8 +80,8 @@ def test_local_dp_noise_and_parameters_travel_with_the_reply(noise):
         classical = 2.0 * np.sqrt(2 * np.log(1.25 / 1e-5)) / 4.0
         assert dp["noise-std"] < classical
     again = mod(_train_message(g), ctx, lambda m, c: reply(g))
-    assert again.content["dp"]["releases"] == 2
-    assert again.content["dp"]["epsilon-total"] > 4.0
+    assert read_dp(again)["releases"] == 2
+    assert read_dp(again)["epsilon-total"] > 4.0
 
 
 def test_local_dp_clips_before_noising():
