@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from fedlab.config import RunConfig
 from fedlab.server import CLIENT_INFO
@@ -109,17 +109,22 @@ def handle_train(
             weight_decay=0.0,
         )
         if bool(round_config.get("send-ground-truth", False)):
-            ground_truth = ArrayRecord({"images": dataset.images.numpy(),
-                                        "labels": dataset.labels.numpy()})  # fmt: skip
+            ground_truth = ArrayRecord({"images": Array(dataset.images.numpy()),
+                                        "labels": Array(dataset.labels.numpy())})  # fmt: skip
     result = train(
         model, dataset, workload.step, train_cfg, device=device, seed=seed, prepare=prepare
     )
     metrics = {f"train-{k}": v for k, v in result.metrics.items()}
     metrics.update({"num-examples": result.num_examples, "train-seconds": result.seconds})
+    info = client_info(context)
+    # What the client really used, so a recorded update can be turned back into a gradient.
+    info.update(
+        {"lr": train_cfg.lr, "local-steps": result.steps, "batch-size": train_cfg.batch_size}
+    )
     content = RecordDict({
         "arrays": ArrayRecord(model.cpu().state_dict()),
         "metrics": MetricRecord(metrics),
-        CLIENT_INFO: client_info(context),
+        CLIENT_INFO: info,
     })  # fmt: skip
     if ground_truth is not None:
         content["ground-truth"] = ground_truth

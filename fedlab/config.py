@@ -108,6 +108,10 @@ class RunConfig:
     device: str = "auto"
     out_dir: str = ""
     fail_partitions: str = ""
+    record_traces: bool = False
+    trace_rounds: str = ""
+    trace_clients: str = ""
+    trace_batch_size: int = 1
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -166,17 +170,34 @@ class RunConfig:
                 f"dirichlet-alpha must be > 0, got {self.dirichlet_alpha}; "
                 "small values (0.1) give very non-IID partitions"
             )
+        _positive(self, "trace_batch_size")
         self.failing_partitions()
+        self.traced_rounds()
+        self.traced_clients()
 
     def failing_partitions(self) -> set[int]:
         """Partition ids told to fail (for failure-handling tests), from ``fail-partitions``."""
-        try:
-            return {int(p) for p in self.fail_partitions.split(",") if p.strip()}
-        except ValueError:
-            raise FedlabError(
-                f"fail-partitions must be comma-separated partition ids, got "
-                f'{self.fail_partitions!r}; write e.g. fail-partitions="0,3"'
-            ) from None
+        return _int_set("fail_partitions", self.fail_partitions) or set()
+
+    def traced_rounds(self) -> set[int] | None:
+        """Rounds whose replies are recorded (``trace-rounds``); None: all of them."""
+        return _int_set("trace_rounds", self.trace_rounds)
+
+    def traced_clients(self) -> set[int] | None:
+        """Partition ids whose replies are recorded (``trace-clients``); None: all of them."""
+        return _int_set("trace_clients", self.trace_clients)
+
+
+def _int_set(name: str, text: str) -> set[int] | None:
+    """Parse "0,3" into {0, 3}; the empty string gives None."""
+    try:
+        values = {int(p) for p in text.split(",") if p.strip()}
+    except ValueError:
+        raise FedlabError(
+            f"{to_key(name)} must be comma-separated integers, got {text!r}; "
+            f'write e.g. {to_key(name)}="0,3"'
+        ) from None
+    return values or None
 
 
 def _positive(cfg: RunConfig, *names: str) -> None:

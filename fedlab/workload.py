@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from fedlab.config import RunConfig
+from fedlab.errors import FedlabError
 from fedlab.registry import WORKLOADS
 
 
@@ -45,6 +47,15 @@ class Workload(ABC):
         self, model: nn.Module, batch: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, Mapping[str, float]]:
         """Loss and per-batch metrics of one batch (used for training and evaluation)."""
+
+
+    def model_spec(self) -> dict[str, Any]:
+        """``{"name", "kwargs"}`` that rebuilds :meth:`build_model` through
+        ``attacks.models.MODELS`` (a name or ``module:attr``), for gradient traces."""
+        raise FedlabError(
+            f"workload {type(self).__name__} has no model spec, so its updates cannot be "
+            "recorded as traces; implement Workload.model_spec or set record-traces=false"
+        )
 
 
 def build_workload(config: RunConfig) -> Workload:

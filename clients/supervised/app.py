@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 
 from fedlab.appspec import AppSpec
 from fedlab.client import WEIGHT_TRAINING_HANDLERS
@@ -16,6 +17,7 @@ from fedlab.server import EvaluateFn, run_federation, seed_everything
 from fedlab.training import evaluate, resolve_device
 from fedlab.workload import Workload, build_workload
 from strategies.fedavg import build_strategy
+from strategies.trace_recording import TraceRecording
 
 
 def initial_arrays(workload: Workload, seed: int) -> ArrayRecord:
@@ -38,11 +40,35 @@ def central_evaluation(workload: Workload, device: str = "auto") -> EvaluateFn:
     return evaluate_fn
 
 
+def with_trace_recording(
+    strategy: Strategy, config: RunConfig, workload: Workload, run: RunFolder
+) -> Strategy:
+    """Wrap ``strategy`` in :class:`TraceRecording` when ``record-traces`` is on.
+
+    It must be the outermost wrapper: it records each reply as the server received it (after
+    any local DP, before central clipping or noise) and strips the ground truth that
+    recorded clients attach.
+    """
+    if not config.record_traces:
+        return strategy
+    test = workload.test_dataset()
+    return TraceRecording(
+        strategy, trace_dir=run.path / "traces", model=workload.model_spec(),
+        num_classes=test.num_classes, image_shape=test.shape, lr=config.lr,
+        batch_size=config.trace_batch_size,
+        rounds=config.traced_rounds(), clients=config.traced_clients(), fedsgd=True,
+    )  # fmt: skip
+
+
 def fedavg_server(grid: Grid, config: RunConfig, run: RunFolder) -> dict[str, Any]:
     workload = build_workload(config)
+
+    def strategy_factory(num_nodes: int) -> Strategy:
+        return with_trace_recording(build_strategy(config, num_nodes), config, workload, run)
+
     return run_federation(
         grid, config, run,
-        strategy_factory=lambda num_nodes: build_strategy(config, num_nodes),
+        strategy_factory=strategy_factory,
         initial_arrays=initial_arrays(workload, config.seed),
         evaluate_fn=central_evaluation(workload, config.device),
     )  # fmt: skip

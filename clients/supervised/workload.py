@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cached_property
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,13 @@ class SupervisedWorkload(Workload):
     def build_model(self) -> nn.Module:
         c, h, _ = self.train_dataset.shape
         return build_classifier(self.config.model, c, h, self.train_dataset.num_classes)
+
+    def model_spec(self) -> dict[str, Any]:
+        c, h, _ = self.train_dataset.shape
+        kwargs = {"in_channels": c, "image_size": h, "num_classes": self.train_dataset.num_classes}
+        name = self.config.model
+        return {"name": name if name == "lenet" else f"clients.supervised.models:{name}",
+                "kwargs": kwargs}  # fmt: skip
 
     def step(
         self, model: nn.Module, batch: tuple[torch.Tensor, ...]

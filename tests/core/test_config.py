@@ -39,6 +39,7 @@ def test_lossless_coercions():
         ("fraction-train", 1.5, r"must lie in \(0, 1\]"),
         ("partitioner", "random", "not one of: iid, dirichlet, shards"),
         ("fail-partitions", "a,b", "comma-separated"),
+        ("trace-rounds", "1;2", "comma-separated integers"),
         ("dirichlet-alpha", 0.0, "must be > 0"),
     ],
 )
