@@ -61,6 +61,9 @@ class CentralDP(ClientSampling):
         Adapt C towards a quantile of the update norms (Andrew et al. 2021).
     seed : int
         Seeds the noise (a deployment needs a cryptographically secure source instead).
+    report_pld : bool
+        Also report dp-accounting's PLD epsilon each round (Poisson sampling; about a second
+        per round more).
     reply_view : callable, optional
         ``RecordDict -> RecordDict``: the form of a reply that is clipped and noised, e.g.
         ``strategies.fedfoa.rebuild_reply`` (relation matrices rebuilt from their factors).
@@ -80,9 +83,11 @@ class CentralDP(ClientSampling):
         adaptive: AdaptiveClipping | None = None,
         seed: int = 0,
         reply_view: Callable[[RecordDict], RecordDict] | None = None,
+        report_pld: bool = False,
     ) -> None:
         super().__init__(inner, sampler)
         self.reply_view = reply_view
+        self.report_pld = report_pld
         if isinstance(inner, NOT_MEAN):
             raise FedlabError(
                 f"{type(inner).__name__} does not average uniformly, so one client can move its "
@@ -187,6 +192,8 @@ class CentralDP(ClientSampling):
             "dp-client-epsilon": self.accountant.epsilon(),
             "dp-delta": self.accountant.delta,
         })  # fmt: skip
+        if self.report_pld and (pld := self.accountant.pld_epsilon()) is not None:
+            metrics["dp-client-epsilon-pld"] = pld
         if self.adaptive is not None:
             fraction = self.adaptive.step(unclipped, m, rng)
             metrics["dp-unclipped-fraction-noisy"] = float(fraction)

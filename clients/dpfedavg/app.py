@@ -59,7 +59,7 @@ def build_dp_strategy(config: DPFedAvgConfig, num_nodes: int) -> Strategy:
     target = config.target_epsilon if config.dp_accounted != "local" else 0.0
     return cls(inner, sampler, clip_norm=config.clip_norm, noise_multiplier=z,
                delta=config.delta, target_epsilon=target or None, adaptive=adaptive,
-               seed=config.seed)  # fmt: skip
+               seed=config.seed, report_pld=config.report_pld)  # fmt: skip
 
 
 def dpfedavg_server(grid: Grid, config: RunConfig, run: RunFolder) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class DPFedAvgConfig(RunConfig):
     noise_multiplier: float = 1.0
     target_epsilon: float = 0.0
     delta: float = 1e-5
+    report_pld: bool = False
     sampling: str = "poisson"
     sample_rate: float = 0.1
     adaptive_clipping: bool = False

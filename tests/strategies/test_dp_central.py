@@ -91,12 +91,13 @@ def test_sampling_is_seeded_and_the_inner_strategy_gets_exactly_the_sample():
 
 
 def test_epsilon_after_each_round_is_in_the_metrics():
-    strategy = _central(kind="poisson", rate=1.0, n=10, noise_multiplier=1.0)
+    strategy = _central(kind="poisson", rate=1.0, n=10, noise_multiplier=1.0, report_pld=True)
     g = {"w": np.zeros(4)}
     eps = []
     for rnd in (1, 2, 3):
         _, (_, metrics) = _round(strategy, rnd, g, [{"w": np.ones(4)}] * 10, nodes=range(10))
         eps.append(metrics["dp-client-epsilon"])
+        assert metrics["dp-client-epsilon-pld"] < metrics["dp-client-epsilon"]  # PLD is tighter
     assert eps[0] < eps[1] < eps[2]
 
 
