@@ -61,13 +61,24 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("timing"):
         lines += [
             "",
-            "**seconds per denoised gradient (PGLA, batch of one, CPU)**",
+            "**PGLA: reverse steps against seconds per denoised gradient (CPU, one thread) and "
+            "quality**",
             "",
-            "| sampler | reverse steps | seconds |",
-            "|---|---|---|",
+            "| std/C | sampler | reverse steps | s/gradient (batch 1) | s/gradient (batched) "
+            "| cosine | PSNR (dB) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in results["timing"]:
-            lines.append(f"| {r['sampler']} | {r['steps']} | {r['seconds']:.3f} |")
+            batched = "-" if r.get("seconds_batched") is None else f"{r['seconds_batched']:.3f}"
+            lines.append(
+                f"| {r.get('std_over_c', '-')} | {r['sampler']} | {r['steps']} | "
+                f"{r['seconds']:.3f} | {batched} | "
+                + (
+                    f"{_fmt(r['cosine'], 4)} | {_fmt(r['psnr'], 2)} |"
+                    if "cosine" in r
+                    else "- | - |"
+                )
+            )
     return "\n".join(lines) + "\n"
 
 

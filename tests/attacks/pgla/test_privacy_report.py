@@ -53,6 +53,6 @@ def test_report_writes_table_and_plot(tmp_path) -> None:
     }
     text = markdown(results)
     assert "| pgla | 0.5000 ± 0.1000 | 0.5000 ± 0.1000 |" in text
-    assert "| ddim | 5 | 0.250 |" in text
+    assert "| - | ddim | 5 | 0.250 | - | - | - |" in text
     write_report(results, tmp_path)
     assert (tmp_path / "gradient_denoising.png").read_bytes()[:4] == b"\x89PNG"
