@@ -52,6 +52,7 @@ def lbfgs_match(
     chunk: int = 20,
     generator: torch.Generator | None = None,
     monitor: Callable[[torch.Tensor, int], None] | None = None,
+    line_search: str | None = "strong_wolfe",
 ) -> _Run:
     """Minimise the gradient L2 distance over ``x`` (and soft labels if ``labels`` is None).
 
@@ -72,6 +73,8 @@ def lbfgs_match(
     monitor : callable, optional
         Called as ``monitor(x, evals)`` after every chunk, for measurements only (e.g. time
         to a PSNR); nothing it returns or sees feeds back into the attack.
+    line_search : str or None
+        ``"strong_wolfe"`` (default: no divergence) or None (DLG's fixed unit step).
     """
     params = [p for p in model.parameters()]
     x = x.clone().requires_grad_(True)
@@ -85,7 +88,7 @@ def lbfgs_match(
     tol = rel_tol * scale
     opt = torch.optim.LBFGS(
         variables, lr=1.0, max_iter=chunk, history_size=history_size,
-        tolerance_grad=1e-12, tolerance_change=1e-14, line_search_fn="strong_wolfe",
+        tolerance_grad=1e-12, tolerance_change=1e-14, line_search_fn=line_search,
     )
     evals = 0
     history: list[float] = []
