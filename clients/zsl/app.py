@@ -71,9 +71,9 @@ zsl_parsnets = AppSpec(
         **COMMON,
         "workload": "zsl_parsnets",
         "num-server-rounds": 10,
-        "local-epochs": 2,
-        "lr": 0.01,
-    },  # fmt: skip
+        "local-steps": 10,
+        "lr": 0.003,
+    },
     description="Zero-shot ParsNets on fixed features, clients with disjoint seen classes.",
 )
 
@@ -89,6 +89,6 @@ zsl_ar2 = AppSpec(
         "local-epochs": 1,
         "lr": 0.005,
         "ar2-pretrain-rounds": 2,
-    },  # fmt: skip
+    },
     description="Zero-shot (AR)^2 on images: pretrain on seen classes, then EMA fine-tuning.",
 )
