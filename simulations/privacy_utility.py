@@ -34,7 +34,7 @@ DEFAULTS = {
     "batch-size": 16,
     "lr": 0.1,
     "momentum": 0.0,
-    "clip-norm": 1.0,
+    "clip-norm": 0.3,
     "sampling": "poisson",
 }
 
@@ -129,6 +129,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                    label=r["setting"])  # fmt: skip
     left.set(xscale="log", xlabel="client-level epsilon (delta 1e-5)",
              ylabel="final test accuracy", title="privacy-utility")  # fmt: skip
+    left.set_xticks([r["epsilon"] for r in private], [f"{r['epsilon']:.2g}" for r in private])
+    left.minorticks_off()
     right.set(xlabel="round", ylabel="test accuracy", title="accuracy over rounds")
     left.legend()
     right.legend(fontsize=8)
@@ -141,7 +143,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=HERE / "outputs" / "privacy_utility")
     parser.add_argument("--epsilons", default="1,2,4,8")
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=25)
     parser.add_argument("--num-supernodes", type=int, default=100)
     parser.add_argument("--sample-rate", type=float, default=0.1)
     parser.add_argument("--delta", type=float, default=1e-5)
