@@ -65,6 +65,8 @@ def victims(count: int) -> tuple[torch.Tensor, list[torch.nn.Module], torch.Tens
     grads = torch.stack(
         [clean_gradient(m, x, y) for m, x, y in zip(models, images, labels, strict=True)]
     )
+    for m, n in zip(models, grads.norm(dim=1).tolist(), strict=True):
+        m.unclipped_norm = n  # only for the oracle-scale attacker
     return clip_l2(grads, CLIP), models, images, labels
 
 
@@ -182,13 +184,16 @@ def reconstruct(args: argparse.Namespace, den_grads: torch.Tensor, models: list,
     rows: dict[str, list[float]] = {"psnr": [], "ssim": [], "label_accuracy": []}
     for i in range(args.attack_victims):
         params = [p.detach().clone() for p in models[i].parameters()]
+        target = den_grads[i]
+        if args.oracle_scale:  # undo the clipping with the true norm: an upper-bound attacker
+            target = target * (models[i].unclipped_norm / CLIP)
         inp = AttackInput(
             model=spec,
             params=params,
             batch_size=1,
             image_shape=(3, 32, 32),
             num_classes=10,
-            gradients=unflatten_gradients(den_grads[i], params),
+            gradients=unflatten_gradients(target, params),
         )
         res = attack.reconstruct(inp)
         s = metrics.score(images[i : i + 1], labels[i : i + 1], res.images, res.labels)
@@ -218,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attack", default=None, help="attack for reconstruction (e.g. ig); none: skip")
     p.add_argument("--attack-iterations", type=int, default=200)
     p.add_argument("--attack-victims", type=int, default=4)
+    p.add_argument(
+        "--oracle-scale",
+        action="store_true",
+        help="give the attack the gradient rescaled by the true pre-clipping norm (upper bound; "
+        "needed by L2-matching attacks such as dlg/idlg)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
