@@ -62,6 +62,7 @@ def fedfoa_server(grid: Grid, config: SSLConfig, run: RunFolder) -> dict[str, An
             config,
             num_nodes,
             weight_averaging=config.weight_averaging,
+            fraction_evaluate=1.0,  # FedFoA.configure_evaluate asks every node in probe rounds
             probe_rounds=set() if config.weight_averaging else config.probe_rounds(),
         )
         if not isinstance(strategy, FedFoA):
