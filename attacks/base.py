@@ -208,6 +208,27 @@ class AttackInput:
             x = x * std + mean
         return x.clamp(0.0, 1.0)
 
+    def from_unit_range(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> model inputs (applies the normalisation, if any)."""
+        if self.mean is not None and self.std is not None:
+            mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
+            std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
+            x = (x - mean) / std
+        return x
+
+    def initial_images(self, init: str, generator: torch.Generator) -> torch.Tensor:
+        """A random starting batch in model-input space.
+
+        ``"randn"``: standard normal (DLG's and Geiping's code); ``"gray"``: mid-grey images
+        ``0.5 + 0.1 * N(0, 1)`` in [0, 1] units, normalised like the inputs.
+        """
+        shape = (self.batch_size, *self.image_shape)
+        if init == "randn":
+            return torch.randn(shape, generator=generator)
+        if init == "gray":
+            return self.from_unit_range(0.5 + 0.1 * torch.randn(shape, generator=generator))
+        raise FedlabError(f"init {init!r} is not one of 'randn', 'gray'")
+
     def input_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Lower and upper bounds of a model input, shape ``(1, C, 1, 1)``: [0, 1] normalised."""
         c = self.image_shape[0]

@@ -1,11 +1,13 @@
 """Deep Leakage from Gradients (Zhu et al. 2019): L-BFGS on a dummy image and soft label.
 
 The objective is DLG's: the sum over layers of squared differences between the dummy batch's
-gradient and the target gradient. Three things make it cheaper than the original loop of 300
+gradient and the target gradient. Four things make it cheaper than the original loop of 300
 ``LBFGS.step`` calls of 20 iterations each: the optimizer runs in chunks with a shared budget of
 function evaluations, it stops as soon as the loss stalls or falls below a tolerance relative to
 the target gradient's squared norm, and a run whose loss turns NaN or stays high is restarted
-from a new random start (only the gradient-match loss decides, never the ground truth).
+from a new random start (only the gradient-match loss decides, never the ground truth); the
+dummy images start as mid-grey plus small noise rather than DLG's standard normal, which
+converges in far fewer evaluations (see ``DLG``'s ``init``).
 """
 
 from __future__ import annotations
@@ -149,6 +151,9 @@ class DLG(Attack):
         Seed of the random starts.
     monitor : callable, optional
         Measurement hook passed to :func:`lbfgs_match` (``monitor(x, evals)``).
+    init : str
+        Starting images: ``"gray"`` (default; 0.5 + 0.1 N(0, 1), reached 30 dB in about a third
+        of the evaluations of DLG's ``"randn"`` on the bench images tried) or ``"randn"``.
     """
 
     name = "dlg"
@@ -163,8 +168,10 @@ class DLG(Attack):
         restart_tol: float = 1e-6,
         seed: int = 0,
         monitor: Callable[[torch.Tensor, int], None] | None = None,
+        init: str = "gray",
     ) -> None:
         self.monitor = monitor
+        self.init = init
         self.max_iterations = max_iterations
         self.restarts = restarts
         self.rel_tol = rel_tol
@@ -186,7 +193,7 @@ class DLG(Attack):
         evals = 0
         attempt = 0
         for attempt in range(self.restarts + 1):  # noqa: B007
-            x0 = torch.randn(inp.batch_size, *inp.image_shape, generator=gen)
+            x0 = inp.initial_images(self.init, gen)
             run = lbfgs_match(
                 model, target, x0, labels=labels, num_classes=inp.num_classes,
                 max_evals=self.max_iterations, rel_tol=self.rel_tol, generator=gen,

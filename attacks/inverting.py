@@ -53,6 +53,8 @@ class InvertingGradients(Attack):
         Adam learning rate on the signed gradient.
     seed : int
         Seed of the random starts.
+    init : str
+        Starting images, ``"randn"`` (Geiping et al.'s) or ``"gray"``.
     """
 
     name = "ig"
@@ -65,7 +67,9 @@ class InvertingGradients(Attack):
         tv: float = 1e-4,
         lr: float = 0.1,
         seed: int = 0,
+        init: str = "randn",
     ) -> None:
+        self.init = init
         self.max_iterations = max_iterations
         self.restarts = restarts
         self.tv = tv
@@ -116,7 +120,7 @@ class InvertingGradients(Attack):
         gen = torch.Generator().manual_seed(self.seed)
         best: tuple[torch.Tensor, float, list[float]] | None = None
         for attempt in range(self.restarts + 1):
-            x0 = torch.randn(inp.batch_size, *inp.image_shape, generator=gen)
+            x0 = inp.initial_images(self.init, gen)
             run = self._attempt(model, target, labels, x0, low, high)
             logger.debug("ig attempt %d: loss %.4e", attempt, run[1])
             if best is None or (math.isfinite(run[1]) and not run[1] >= best[1]):

@@ -81,3 +81,14 @@ def test_batch_label_recovery_finds_distinct_labels():
     inp = fedsgd_input(images, labels, init="default", seed=3)
     w, b = inp.gradients[-2], inp.gradients[-1]
     assert labels_from_weight_gradient(w, 3, b).tolist() == [1, 4, 7]
+
+
+def test_initial_images_follow_the_normalisation_and_refuse_unknown_inits():
+    x, y = _batch()
+    inp = fedsgd_input(x, y)
+    inp.mean, inp.std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    gray = inp.initial_images("gray", torch.Generator().manual_seed(0))
+    assert gray.shape == (1, 3, 16, 16) and abs(float(gray.mean())) < 0.1  # (0.5-0.5)/0.25
+    torch.testing.assert_close(inp.to_unit_range(gray), (gray * 0.25 + 0.5).clamp(0, 1))
+    with pytest.raises(FedlabError, match="'randn', 'gray'"):
+        inp.initial_images("zeros", torch.Generator())
