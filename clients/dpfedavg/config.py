@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import dataclass
 
@@ -12,8 +11,6 @@ from strategies.dp_accounting import MAX_NOISE_MULTIPLIER, epsilon_after
 from strategies.dp_adaptive import AdaptiveClipping
 from strategies.dp_mods import LOCAL_NOISES
 from strategies.dp_sampling import SAMPLINGS, ClientSampler
-
-log = logging.getLogger("fedlab")
 
 DP_MODES = ("none", "central-server", "central-client", "local")
 
@@ -122,7 +119,6 @@ class DPFedAvgConfig(RunConfig):
                 f"delta < {1 / self.num_supernodes:.3g} (e.g. 1/N^1.1)"
             )
             warnings.warn(message, UserWarning, stacklevel=2)
-            log.warning(message)
         if self.adaptive_clipping:
             if not 0 < self.target_quantile < 1:
                 raise FedlabError(f"target-quantile must lie in (0, 1), got {self.target_quantile}")
