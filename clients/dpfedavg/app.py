@@ -16,7 +16,7 @@ from flwr.serverapp.strategy import Strategy
 
 from clients.dpfedavg.config import DPFedAvgConfig
 from clients.dpfedavg.dpsgd import DPSGDSession, OpacusCompatible
-from clients.supervised.app import central_evaluation, initial_arrays
+from clients.supervised.app import central_evaluation, initial_arrays, with_trace_recording
 from fedlab.appspec import AppSpec
 from fedlab.client import handle_evaluate, handle_query, handle_train
 from fedlab.config import RunConfig
@@ -67,7 +67,9 @@ def dpfedavg_server(grid: Grid, config: RunConfig, run: RunFolder) -> dict[str, 
     workload = dp_workload(config)
     return run_federation(
         grid, config, run,
-        strategy_factory=lambda num_nodes: build_dp_strategy(config, num_nodes),
+        strategy_factory=lambda num_nodes: with_trace_recording(
+            build_dp_strategy(config, num_nodes), config, workload, run
+        ),
         initial_arrays=initial_arrays(workload, config.seed),
         evaluate_fn=central_evaluation(workload, config.device),
     )  # fmt: skip

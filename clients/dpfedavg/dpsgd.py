@@ -9,6 +9,7 @@ reported as ``dp-sample-epsilon``, apart from the client-level epsilon of centra
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from flwr.app import ConfigRecord, Context, Message
@@ -18,6 +19,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader, Dataset
 
+from fedlab.errors import FedlabError
 from fedlab.workload import Workload
 from strategies.dp_wrapper import reply_metrics
 
@@ -52,6 +54,14 @@ class OpacusCompatible(Workload):
         self, model: nn.Module, batch: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, Mapping[str, float]]:
         return self.inner.step(model, batch)
+
+    def model_spec(self) -> dict[str, Any]:
+        if not ModuleValidator.is_valid(self.inner.build_model()):
+            raise FedlabError(
+                f"model {self.config.model!r} is changed by Opacus (BatchNorm -> GroupNorm), so "
+                "a trace's model spec could not rebuild it; use a model without BatchNorm"
+            )
+        return self.inner.model_spec()
 
 
 class DPSGDSession:

@@ -36,3 +36,20 @@ def test_workload_without_model_spec_cannot_record(tmp_path):
 
     with pytest.raises(FedlabError, match="has no model spec"):
         Bare(fedavg.resolve_config()).model_spec()
+
+
+def test_dpfedavg_local_dp_traces_carry_the_mechanism(tmp_path):
+    from fedlab.apps import dpfedavg
+
+    cfg = dpfedavg.resolve_config({
+        "num-server-rounds": 1, "num-supernodes": 10, "sample-rate": 0.3, "model": "lenet",
+        "dataset": "patches", "record-traces": True, "out-dir": str(tmp_path / "run"),
+        "device": "cpu", "dp-mode": "local", "local-epsilon": 8.0, "clip-norm": 1.0,
+    })  # fmt: skip
+    assert run_in_process(dpfedavg, cfg)["rounds-finished"] == 1
+    records = TraceReader(tmp_path / "run" / "traces").select()
+    assert records
+    for record in records:
+        assert record.dp["mechanism"] == "local" and record.dp["noise"] == "gaussian"
+        assert record.dp["epsilon"] == 8.0 and record.dp["clip-norm"] == 1.0
+        assert record.dp["noise-std"] > 0
