@@ -66,6 +66,8 @@ class ZslConfig(RunConfig):
                 f"parsnets-topk {self.parsnets_topk} exceeds parsnets-bases "
                 f"{self.parsnets_bases}; the gate can select at most all bases"
             )
+        if self.ar2_pretrain_rounds < 0:
+            raise FedlabError(f"ar2-pretrain-rounds must be >= 0, got {self.ar2_pretrain_rounds}")
         if not 0 <= self.ar2_ema < 1:
             raise FedlabError(f"ar2-ema must lie in [0, 1), got {self.ar2_ema}")
 
