@@ -114,6 +114,7 @@ def main() -> None:
     p.add_argument("--sweep-lambda", type=float, nargs="*", default=[0.3, 3.0, 10.0])
     p.add_argument("--sweep-rank", type=int, nargs="*", default=[2, 64])
     p.add_argument("--sweep-warmup", type=int, nargs="*", default=[0, 2])
+    p.add_argument("--only", nargs="*", default=[], help="run only these method names")
     p.add_argument("--out", default="")
     p.add_argument("--merge", nargs="*", default=[], help="combine per-seed output files")
     args = p.parse_args()
@@ -129,6 +130,8 @@ def main() -> None:
             for name, acc in baselines(args, seed).items():
                 runs.setdefault(name, []).append({"seed": seed, "probe-acc-mean": acc})
         for name, changes in methods(args).items():
+            if args.only and name not in args.only:
+                continue
             started = time.perf_counter()
             history = run_in_process(base_config(args, seed, **changes))
             final = {**history[-1]["train"], **history[-1].get("evaluate", {})}
