@@ -48,13 +48,14 @@ class InvertingGradients(Attack):
     restarts : int
         Extra attempts; the lowest final objective wins.
     tv : float
-        Weight of the total-variation prior.
+        Weight of the total-variation prior (1e-2: on the bench image camera, 1e-4 gave
+        11.0 dB, 1e-2 17.3 dB, 5e-2 16.6 dB with the grey start; 1e-2 from randn 15.0 dB).
     lr : float
         Adam learning rate on the signed gradient.
     seed : int
         Seed of the random starts.
     init : str
-        Starting images, ``"randn"`` (Geiping et al.'s) or ``"gray"``.
+        Starting images, ``"gray"`` (default) or ``"randn"`` (Geiping et al.'s).
     """
 
     name = "ig"
@@ -64,10 +65,10 @@ class InvertingGradients(Attack):
         *,
         max_iterations: int = 2000,
         restarts: int = 1,
-        tv: float = 1e-4,
+        tv: float = 1e-2,
         lr: float = 0.1,
         seed: int = 0,
-        init: str = "randn",
+        init: str = "gray",
     ) -> None:
         self.init = init
         self.max_iterations = max_iterations
