@@ -75,3 +75,14 @@ def test_save_load_and_missing_file(tmp_path) -> None:
     (tmp_path / "transform.json").write_text('{"side": 4}')
     with pytest.raises(FedlabError, match="malformed"):
         GradientImageTransform.load(tmp_path)
+
+
+def test_atomic_writes_leave_no_temporary_and_readable_files(tmp_path) -> None:
+    import stat
+
+    from attacks.pgla.io import atomic_write_text
+
+    path = atomic_write_text(tmp_path / "a" / "x.json", "{}")
+    assert path.read_text() == "{}"
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"]
+    assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044
