@@ -47,9 +47,9 @@ def test_inverting_gradients_beats_its_random_start():
     x, y = crop_image("coffee", 16)[None], torch.tensor([1])
     inp = fedsgd_input(x, y, seed=2)
     result = InvertingGradients(max_iterations=300, restarts=0).reconstruct(inp)
-    start = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)).clamp(0, 1)
+    start = inp.to_unit_range(inp.initial_images("gray", torch.Generator().manual_seed(0)))
     assert result.images.min() >= 0 and result.images.max() <= 1
-    assert metrics.psnr(x[0], result.images[0]) > metrics.psnr(x[0], start[0]) + 3
+    assert metrics.psnr(x[0], result.images[0]) > metrics.psnr(x[0], start[0]) + 6
     assert result.loss < 0.5
 
 
