@@ -15,7 +15,8 @@ class SSLConfig(RunConfig):
 
     ``encoders`` is a comma-separated list given to clients round-robin by partition id
     (``"cnn,resnet"``: even partitions a CNN, odd ones a ResNet). ``fedfoa-lambda`` weighs the
-    relation-alignment term, switched on after ``warmup-rounds`` rounds; ``relation-rank`` is
+    relation-alignment term, switched on after ``warmup-rounds`` rounds (round 1 never aligns: no
+    global matrix exists before its aggregation, so 0 and 1 behave alike); ``relation-rank`` is
     the number of eigenpairs a client uploads. ``weight-averaging`` also averages model weights
     (FedAvg-SSL; homogeneous encoders only). ``probe-every`` runs the linear probe every k rounds
     (and always after the last), on at most ``probe-size`` labelled training examples (0: all).
