@@ -23,6 +23,7 @@ from flwr.serverapp.strategy import Strategy
 from fedlab.config import RunConfig
 from fedlab.errors import RunStopped
 from fedlab.run_folder import RunFolder
+from fedlab.strategy_wrapper import StrategyWrapper
 
 log = logging.getLogger("fedlab")
 
@@ -83,7 +84,7 @@ class PartitionOrderedGrid:
         return getattr(self._grid, name)
 
 
-class RoundRecorder(Strategy):
+class RoundRecorder(StrategyWrapper):
     """Wrap any strategy: count replies, stop below ``min_replies``, record every round.
 
     Parameters
@@ -97,15 +98,12 @@ class RoundRecorder(Strategy):
     """
 
     def __init__(self, inner: Strategy, run: RunFolder, min_replies: int, num_rounds: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.run = run
         self.min_replies = min_replies
         self.num_rounds = num_rounds
         self._round: dict[str, Any] = {}
         self._started = 0.0
-
-    def summary(self) -> None:
-        self.inner.summary()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -129,11 +127,6 @@ class RoundRecorder(Strategy):
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
         self._round["train"] = _plain(metrics)
         return arrays, metrics
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]

@@ -21,6 +21,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedlab.errors import FedlabError
+from fedlab.strategy_wrapper import StrategyWrapper
 from strategies.dp_sampling import ClientSampler, SubsetGrid
 from strategies.dp_updates import Update, float_arrays
 
@@ -63,7 +64,7 @@ def reply_metrics(msg: Message) -> MetricRecord:
     return records[0]
 
 
-class ClientSampling(Strategy):
+class ClientSampling(StrategyWrapper):
     """Sample clients for the inner strategy and report the privacy figures of the replies.
 
     Parameters
@@ -75,7 +76,7 @@ class ClientSampling(Strategy):
     """
 
     def __init__(self, inner: Strategy, sampler: ClientSampler) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.sampler = sampler
         fraction = getattr(inner, "fraction_train", 1.0)
         if fraction != 1.0:
@@ -88,11 +89,6 @@ class ClientSampling(Strategy):
         self.weight_key = getattr(inner, "weighted_by_key", "num-examples")
         self.sent: Update = {}
         self.sampled = 0
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def summary(self) -> None:
         log.info("%s: %s sampling, rate %g of %d clients", type(self).__name__,
@@ -141,16 +137,6 @@ class ClientSampling(Strategy):
         metrics["dp-sampled"] = self.sampled
         metrics.update(reported)
         return arrays, metrics
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
 
 
 def client_reports(replies: list[Message]) -> dict[str, float]:
