@@ -101,3 +101,19 @@ def test_join_existing_ray_cluster_on_loopback(tmp_path):
         assert len(history(out)) == 2
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=60)
+
+
+def test_record_traces_under_ray_then_fedlab_attack(tmp_path):
+    out = tmp_path / "traced"
+    simulate(out, "--num-supernodes", "3", "--run-config", "num-server-rounds=1",
+             "model=lenet", "dataset=patches", "record-traces=true")  # fmt: skip
+    attack_out = tmp_path / "attack"
+    proc = subprocess.run(
+        [str(BIN / "fedlab"), "attack", "--trace", str(out / "traces"), "--attack", "idlg",
+         "--max-iterations", "20", "--out", str(attack_out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    targets = json.loads((attack_out / "results.json").read_text())["targets"]
+    assert sorted(targets) == [f"round-1/client-{i}" for i in range(3)]
+    assert all(t["status"] == "ok" and t["label_accuracy"] == 1.0 for t in targets.values())
