@@ -29,6 +29,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedlab.errors import FedlabError
+from fedlab.strategy_wrapper import StrategyWrapper
 from fedlab.traces import TraceWriter
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ CONFIG_SEND_GROUND_TRUTH = "send-ground-truth"
 METRIC_PARTITION_ID = "partition-id"
 
 
-class TraceRecording(Strategy):
+class TraceRecording(StrategyWrapper):
     """Record what the server receives, per client and round, around any strategy.
 
     Parameters
@@ -88,7 +89,7 @@ class TraceRecording(Strategy):
     ) -> None:
         if batch_size < 1:
             raise FedlabError(f"trace batch_size {batch_size} must be >= 1")
-        self.inner = inner
+        super().__init__(inner)
         self.writer = TraceWriter(trace_dir)
         self.model = {"name": model["name"], "kwargs": dict(model.get("kwargs", {}))}
         self.num_classes = num_classes
@@ -102,12 +103,6 @@ class TraceRecording(Strategy):
         self.mean, self.std = mean, std
         self._global_paths: dict[int, str] = {}
         self._round_lr: dict[int, float] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        # Only called for attributes not found on the wrapper: read them from the inner one.
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def records_round(self, server_round: int) -> bool:
         """Whether ``server_round`` is recorded."""
@@ -209,15 +204,3 @@ class TraceRecording(Strategy):
             local_steps=int(metrics.get("local-steps", 1 if self.fedsgd else 0)),
             ground_truth=gt, dp=dp or None, mean=self.mean, std=self.std,
         )
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Delegate to the inner strategy."""
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        """Delegate to the inner strategy."""
-        return self.inner.aggregate_evaluate(server_round, replies)
