@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from attacks import metrics
 from attacks.base import Attack, AttackInput
+from fedlab.atomic import atomic_save_tensors, atomic_write_json
 from fedlab.errors import FedlabError
 from fedlab.registry import ATTACKS
-from fedlab.traces import atomic_save_tensors, atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -13,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from fedlab.atomic import atomic_write, atomic_write_bytes, atomic_write_json
+
 PACKAGES = ("fedlab", "flwr", "ray", "torch", "numpy", "opacus", "diffusers", "dp-accounting")
 
 
@@ -20,26 +19,6 @@ def default_run_dir(app_name: str, root: str | Path = "runs") -> Path:
     """``<root>/<app>-<UTC timestamp>``, absolute."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return (Path(root) / f"{app_name}-{stamp}").resolve()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def package_versions() -> dict[str, str]:
@@ -110,7 +89,5 @@ class RunFolder:
             ax.grid(alpha=0.3)
         axes[-1, 0].set_xlabel("round")
         fig.tight_layout()
-        tmp = self.path / ".history.png.tmp"
-        fig.savefig(tmp, format="png", dpi=80)
+        atomic_write(self.path / "history.png", lambda p: fig.savefig(p, format="png", dpi=80))
         plt.close(fig)
-        os.replace(tmp, self.path / "history.png")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from attacks.bench import BENCH_IMAGES, FAILURE_PSNR, NUM_CLASSES
 from attacks.cli import bench_attacks_command
-from fedlab.traces import atomic_write_bytes
+from fedlab.atomic import atomic_write_bytes
 
 
 def markdown(out: Path, attacks: list[str]) -> str:

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 from attacks.pgla.denoisers import load_denoiser
-from attacks.pgla.io import atomic_write_text
 from attacks.pgla.privacy import gaussian_epsilon, laplace_epsilon
 from attacks.pgla.report import write_report
 from attacks.pgla.surrogate import clean_gradient, clip_l2, victim_images, victim_model
+from fedlab.atomic import atomic_write_text
 
 log = logging.getLogger("pgla_bench")
 

@@ -19,8 +19,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from attacks.pgla.io import atomic_save_tensors, atomic_write_text
 from attacks.pgla.transform import GradientImageTransform
+from fedlab.atomic import atomic_save_tensors, atomic_write_text
 from fedlab.errors import FedlabError
 
 CONFIG_FILE = "dncnn_config.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from attacks.pgla.io import atomic_write, atomic_write_text
+from fedlab.atomic import atomic_write, atomic_write_text
 
 
 def _fmt(cell: dict[str, float], digits: int) -> str:

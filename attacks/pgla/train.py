@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from attacks.pgla.dncnn import DnCNN, dncnn_loss, load_dncnn, save_dncnn
-from attacks.pgla.io import atomic_write_text
 from attacks.pgla.pipeline import PGLAPipeline, build_unet
 from attacks.pgla.schedule import make_scheduler
 from attacks.pgla.surrogate import gradient_stream, surrogate_images
 from attacks.pgla.training import CONFIG_FILE, TrainConfig, read_latest, run_loop, write_checkpoint
 from attacks.pgla.transform import GradientImageTransform
+from fedlab.atomic import atomic_write_text
 from fedlab.errors import FedlabError
 
 log = logging.getLogger(__name__)

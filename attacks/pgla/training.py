@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from attacks.pgla.io import atomic_write_text
+from fedlab.atomic import atomic_write_text
 from fedlab.errors import FedlabError
 
 log = logging.getLogger(__name__)

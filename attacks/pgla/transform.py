@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from attacks.pgla.io import atomic_write_text
+from fedlab.atomic import atomic_write_text
 from fedlab.errors import FedlabError
 
 TRANSFORM_FILE = "transform.json"

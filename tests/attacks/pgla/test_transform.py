@@ -80,7 +80,7 @@ def test_save_load_and_missing_file(tmp_path) -> None:
 def test_atomic_writes_leave_no_temporary_and_readable_files(tmp_path) -> None:
     import stat
 
-    from attacks.pgla.io import atomic_write_text
+    from fedlab.atomic import atomic_write_text
 
     path = atomic_write_text(tmp_path / "a" / "x.json", "{}")
     assert path.read_text() == "{}"

@@ -1,18 +1,23 @@
-"""Atomic file writes for denoiser folders and benchmark results."""
+"""Atomic file writes: a reader sees the old file or the new one, never a torn one.
+
+Every output a run, a trace, a benchmark or a denoiser folder leaves is written through here,
+so a crash never loses (or half-writes) finished results.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same folder)."""
+    """Call ``write(tmp_path)``, then rename ``tmp_path`` onto ``path`` (same folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -27,12 +32,22 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda p: p.write_bytes(data))
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
     return atomic_write(path, lambda p: p.write_text(text))
 
 
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Indented JSON."""
+    return atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
 def atomic_save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> Path:
-    """Write a safetensors file atomically (tensors made contiguous)."""
-    data = {k: v.detach().contiguous() for k, v in tensors.items()}
+    """A safetensors file of ``tensors`` (moved to CPU, made contiguous)."""
+    from safetensors.torch import save_file
+
+    data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     return atomic_write(path, lambda p: save_file(data, str(p)))
