@@ -146,6 +146,8 @@ def main() -> None:
             )
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2) + "\n")
     table = summarize(runs)
     out.with_suffix(".md").write_text(table + "\n")
     log.info("\n%s", table)
