@@ -1,5 +1,7 @@
 """Shared fixtures.
 
+Tests run single-threaded: CI has two cores, and one thread per test keeps timings stable.
+
 Flower refuses to build a ``Message`` outside a run ("TaskIdentity.run_id is not set") unless an
 earlier simulation in the same process set it, which makes mock-reply tests depend on their
 order. ``flower_identity`` gives every test the same identity a simulation would set, and
@@ -11,7 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import torch
 from flwr.supercore.task_identity import TaskIdentity
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True)
