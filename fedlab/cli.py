@@ -187,12 +187,9 @@ def fedlab_parser() -> argparse.ArgumentParser:
 
 def _list_apps(args: argparse.Namespace) -> int:
     import fedlab.apps as apps
-    from fedlab.appspec import AppSpec
 
-    for name in sorted(vars(apps)):
-        obj = getattr(apps, name)
-        if isinstance(obj, AppSpec):
-            print(f"fedlab.apps:{name:14s} {obj.description}")
+    for name in apps.APP_MODULES:
+        print(f"fedlab.apps:{name:14s} {getattr(apps, name).description}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -38,12 +39,17 @@ class RunFolder:
     ----------
     path : str or Path
         Created if missing.
+    plot_every : float
+        Seconds between redraws of ``history.png`` during a run (drawing costs about 0.2 s);
+        the summary at the end always redraws it. ``history.json`` is rewritten every round.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, plot_every: float = 30.0) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.history: list[dict[str, Any]] = []
+        self.plot_every = plot_every
+        self._last_plot = time.monotonic()
 
     def write_config(self, app: str, config: Mapping[str, Any], seed: int) -> None:
         atomic_write_json(
@@ -54,7 +60,8 @@ class RunFolder:
     def add_round(self, record: dict[str, Any]) -> None:
         self.history.append(record)
         atomic_write_json(self.path / "history.json", self.history)
-        self.write_plot()
+        if time.monotonic() - self._last_plot >= self.plot_every:
+            self.write_plot()
 
     def write_model(self, arrays: Mapping[str, np.ndarray]) -> None:
         from safetensors.numpy import save
@@ -63,6 +70,7 @@ class RunFolder:
         atomic_write_bytes(self.path / "model.safetensors", save(tensors))
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
+        self.write_plot()
         atomic_write_json(self.path / "summary.json", dict(summary))
 
     def write_plot(self) -> None:
@@ -77,6 +85,7 @@ class RunFolder:
                 for k, v in rec.get(section, {}).items():
                     if isinstance(v, (int, float)):
                         series.setdefault(f"{section}/{k}", []).append((rec["round"], v))
+        self._last_plot = time.monotonic()
         if not series:
             return
         fig, axes = plt.subplots(

@@ -7,7 +7,9 @@ Nothing is ever downloaded.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -173,5 +175,26 @@ def imagefolder(data_path: str = "", image_size: int = 0) -> ImageDataset:
 
 
 def load_dataset(name: str, data_path: str = "", image_size: int = 0) -> ImageDataset:
-    """Build a registered dataset by name (or ``module:function``)."""
+    """Build a registered dataset by name (or ``module:function``).
+
+    Memoised per process, keyed also by the files' sizes and modification times under
+    ``data_path``: a ClientApp is rebuilt for every message, and reloading the data each time
+    would cost more than the local training. Treat the result as read-only.
+    """
+    return _load_memoised(name, data_path, image_size, _fingerprint(data_path))
+
+
+@lru_cache(maxsize=4)
+def _load_memoised(name: str, data_path: str, image_size: int, _files: tuple) -> ImageDataset:
     return DATASETS.get(name)(data_path=data_path, image_size=image_size)
+
+
+def _fingerprint(data_path: str) -> tuple:
+    if not data_path or not os.path.isdir(data_path):
+        return ()
+    return tuple(
+        (entry.path, entry.stat().st_size, entry.stat().st_mtime_ns)
+        for folder in [data_path, *sorted(e.path for e in os.scandir(data_path) if e.is_dir())]
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name)
+        if entry.is_file()
+    )

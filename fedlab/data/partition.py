@@ -6,6 +6,8 @@ every Ray actor computes the same split without sharing state.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from fedlab.errors import FedlabError
@@ -39,10 +41,21 @@ def partition_indices(
     min_partition_size : int
         Dirichlet redraws until every partition holds at least this many examples.
     """
+    labels = np.ascontiguousarray(labels)
+    return list(_partition(labels.tobytes(), labels.dtype.str, num_partitions, method, seed,
+                           alpha, shards_per_partition, min_partition_size))  # fmt: skip
+
+
+@lru_cache(maxsize=16)
+def _partition(
+    label_bytes: bytes, dtype: str, num_partitions: int, method: str, seed: int, alpha: float,
+    shards_per_partition: int, min_partition_size: int,
+) -> tuple[np.ndarray, ...]:
+    """Memoised per process (each ClientApp call asks again); the arrays are read-only."""
     from datasets import Dataset
     from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, ShardPartitioner
 
-    labels = np.asarray(labels)
+    labels = np.frombuffer(label_bytes, dtype=dtype)
     n = len(labels)
     if num_partitions < 1:
         raise FedlabError(f"the number of partitions must be >= 1, got {num_partitions}")
@@ -92,7 +105,9 @@ def partition_indices(
             f"partitioner {method!r} cannot split {n} examples into {num_partitions} partitions: "
             f"{exc}; use fewer supernodes or a larger dirichlet-alpha"
         ) from None
-    return parts
+    for part in parts:
+        part.flags.writeable = False
+    return tuple(parts)
 
 
 def train_test_split(
