@@ -99,9 +99,9 @@ fedfoa = AppSpec(
     server_fn=fedfoa_server,  # type: ignore[arg-type]
     client_handlers=FEDFOA_HANDLERS,  # type: ignore[arg-type]
     defaults={
-        "num-server-rounds": 3,
+        "num-server-rounds": 4,
         "num-supernodes": 4,
-        "local-steps": 12,
+        "local-steps": 80,
         "batch-size": 64,
         "encoders": "cnn:16,resnet:8",
         "probe-size": 600,
