@@ -13,7 +13,7 @@ Setting: ``textured-shapes``, Dirichlet alpha 0.1 over ``--clients`` clients, Si
 A gain counts only where it exceeds twice the larger seed std of the two methods.
 
 Usage: ``python simulations/fedfoa_compare.py [--seeds 0 1 2] [--sweep]``; writes
-``simulations/outputs/fedfoa_compare.json`` (or ``fedfoa_sweep.json``) and a markdown table.
+``simulations/results/fedfoa/fedfoa_compare.json`` (or ``fedfoa_sweep.json``) and a markdown table.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from clients.ssl.probe import linear_probe
 from clients.ssl.workload import SSLWorkload
 
 log = logging.getLogger("fedlab.compare")
-OUT = Path(__file__).resolve().parent / "outputs"
+OUT = Path(__file__).resolve().parent / "results" / "fedfoa"
 
 
 def base_config(args: argparse.Namespace, seed: int, **changes: Any) -> SSLConfig:

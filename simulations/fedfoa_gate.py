@@ -6,7 +6,7 @@ the same probe on raw pixels and on the same encoder at its random initialisatio
 the model init, the data order and the augmentations; the dataset is fixed (procedural, seed 0).
 
 Usage: ``python simulations/fedfoa_gate.py [--seeds 0 1 2] [--steps 900] [--encoder cnn:16]``;
-writes ``simulations/outputs/fedfoa_gate.json`` and logs a table.
+writes ``simulations/results/fedfoa/fedfoa_gate.json`` and logs a table.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from fedlab.server import seed_everything
 from fedlab.training import TrainConfig, train
 
 log = logging.getLogger("fedlab.gate")
-OUT = Path(__file__).resolve().parent / "outputs"
+OUT = Path(__file__).resolve().parent / "results" / "fedfoa"
 
 
 def gate_seed(

@@ -141,7 +141,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=HERE / "outputs" / "privacy_utility")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "privacy_utility")
     parser.add_argument("--epsilons", default="1,2,4,8")
     parser.add_argument("--rounds", type=int, default=25)
     parser.add_argument("--num-supernodes", type=int, default=100)

@@ -15,7 +15,7 @@ For each dataset and each of its three fixed seen/unseen splits:
    ``flower-simulation``. ESZSL federates exactly: clients send sufficient statistics.
 
 Writes ``results.json`` and ``README.md`` (mean and std over splits) under ``--out``
-(default: ``simulations/zsl_results`` beside this script).
+(default: ``simulations/results/zsl`` beside this script).
 
     OMP_NUM_THREADS=1 python simulations/zsl_benchmark.py --datasets shapes
 """
@@ -274,7 +274,7 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", default=["shapes"], choices=["shapes", "digits"])
     p.add_argument("--splits", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=[m.name for m in METHODS])
-    p.add_argument("--out", default=str(HERE / "zsl_results"))
+    p.add_argument("--out", default=str(HERE / "results" / "zsl"))
     p.add_argument(
         "--from-results",
         nargs="+",
