@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cached_property
 
 import numpy as np
 import torch
@@ -14,16 +13,15 @@ from clients.ssl.config import SSLConfig
 from clients.ssl.models import SSLModel, parse_encoders
 from clients.ssl.objectives import negative_cosine, nt_xent
 from clients.ssl.relation import alignment_loss, relation_matrix
-from fedlab.data.datasets import ImageDataset, load_dataset
-from fedlab.data.partition import partition_indices, train_test_split
+from fedlab.data.datasets import ImageDataset
 from fedlab.errors import FedlabError
 from fedlab.registry import WORKLOADS
 from fedlab.training import StepFn
-from fedlab.workload import Workload
+from fedlab.workload import PartitionedImageWorkload
 
 
 @WORKLOADS.register("ssl")
-class SSLWorkload(Workload):
+class SSLWorkload(PartitionedImageWorkload):
     """SimCLR (default), BYOL or SimSiam on a client's unlabelled partition.
 
     Labels are used only by the linear probe, on the labelled training split and the held-out
@@ -31,6 +29,7 @@ class SSLWorkload(Workload):
     """
 
     config: SSLConfig
+    min_partition_size = 2  # a batch of one cannot be contrasted
 
     def __init__(self, config: SSLConfig) -> None:
         if not isinstance(config, SSLConfig):
@@ -40,38 +39,11 @@ class SSLWorkload(Workload):
             )
         super().__init__(config)
 
-    @cached_property
-    def _data(self) -> tuple[ImageDataset, ImageDataset]:
-        cfg = self.config
-        full = load_dataset(cfg.dataset, cfg.data_path, cfg.image_size)
-        train_idx, test_idx = train_test_split(full.labels.numpy(), cfg.test_fraction)
-        return full.subset(train_idx), full.subset(test_idx)
-
-    @property
-    def train_dataset(self) -> ImageDataset:
-        return self._data[0]
-
-    def test_dataset(self) -> ImageDataset:
-        return self._data[1]
-
     def probe_train_dataset(self) -> ImageDataset:
         """The labelled training split the probe fits on (first ``probe-size`` if set)."""
         ds = self.train_dataset
         size = self.config.probe_size
         return ds.subset(np.arange(min(size, len(ds)))) if size else ds
-
-    def client_dataset(self, partition_id: int, num_partitions: int) -> ImageDataset:
-        cfg = self.config
-        parts = partition_indices(
-            self.train_dataset.labels.numpy(),
-            num_partitions,
-            method=cfg.partitioner,
-            seed=cfg.seed,
-            alpha=cfg.dirichlet_alpha,
-            shards_per_partition=cfg.shards_per_partition,
-            min_partition_size=2,
-        )
-        return self.train_dataset.subset(parts[partition_id])
 
     def encoder_of(self, partition_id: int) -> str:
         """The encoder spec of a partition: ``encoders`` round-robin by partition id."""
