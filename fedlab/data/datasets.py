@@ -65,7 +65,7 @@ class ImageDataset(Dataset):
         return int(c), int(h), int(w)
 
     def subset(self, indices: np.ndarray) -> ImageDataset:
-        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        idx = torch.from_numpy(np.array(indices, dtype=np.int64))  # copy: partitions are read-only
         return ImageDataset(self.images[idx], self.labels[idx], self.classes, self.name)
 
 
