@@ -154,7 +154,6 @@ def flower_simulation_main(argv: Sequence[str] | None = None) -> int:
     )
     config = config.replace(out_dir=str(out))
     preflight(spec, config)
-    print(f"run folder: {out}", flush=True)
     from fedlab.simulation import simulate
 
     simulate(spec, config, gpu=args.gpu, ray_address=args.ray_address, verbose=args.verbose)
