@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--clients", type=_int_list, default=None, help="partition ids, e.g. 0,3")
     p.add_argument("--denoise", default=None,
                    help="denoise the gradients first: none, gaussian, wiener, wavelet, dncnn, "
-                        "pgla, pgla-fixed (attacks/pgla)")
+                        "pgla, pgla-fixed, pgla-cond (attacks/pgla)")
     p.add_argument("--denoiser", default=None, help="learned denoiser folder (fedlab pgla train)")
     _attack_options(p)
     p.set_defaults(func=attack_command)

@@ -41,7 +41,9 @@ CLIP = 1.0
 DELTA = 1e-5
 GAUSSIAN_LEVELS = (0.001, 0.003, 0.01, 0.03, 0.1)
 LAPLACE_LEVELS = (0.003, 0.01)
-RECON_LEVELS = (0.001, 0.003)
+RECON_LEVELS = (
+    "0.003,0.01"  # Gaussian std/C; at 0.001 no denoising already equals the clean ceiling
+)
 CLASSICAL = ("none", "gaussian", "wiener", "wavelet")
 
 
@@ -100,6 +102,9 @@ def build_denoisers(args: argparse.Namespace) -> dict[str, Any]:
         opts = {"sampler": "ddim", "steps": args.ddim_steps, "seed": args.seed}
         dens["pgla"] = load_denoiser("pgla", args.pgla, **opts)
         dens["pgla-fixed"] = load_denoiser("pgla-fixed", args.pgla, fixed_t=args.fixed_t, **opts)
+    if args.pgla_cond:
+        opts = {"sampler": "ddim", "steps": args.ddim_steps, "seed": args.seed}
+        dens["pgla-cond"] = load_denoiser("pgla-cond", args.pgla_cond, **opts)
     return {k: v for k, v in dens.items() if keep is None or k in keep}
 
 
@@ -211,8 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="results folder")
     p.add_argument("--pgla", default=None, help="PGLA denoiser or training run folder")
     p.add_argument("--dncnn", default=None, help="DnCNN denoiser or training run folder")
+    p.add_argument("--pgla-cond", default=None, help="conditional PGLA denoiser or run folder")
+    p.add_argument(
+        "--recon-levels",
+        default=RECON_LEVELS,
+        help="Gaussian std/C levels attacked for reconstruction (comma-separated)",
+    )
     p.add_argument("--victims", type=int, default=8)
-    p.add_argument("--ddim-steps", type=int, default=10, help="DDIM steps of both PGLA variants")
+    p.add_argument("--ddim-steps", type=int, default=10, help="DDIM steps of every PGLA variant")
     p.add_argument("--fixed-t", type=int, default=100, help="start step of pgla-fixed")
     p.add_argument("--timing-steps", default="1,5,10,20,50")
     p.add_argument("--no-ddpm", action="store_true", help="skip the full DDPM timing")
@@ -232,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    recon_levels = {float(v) for v in args.recon_levels.split(",") if v}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -266,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s on the clean gradient: psnr %.2f", args.attack, np.mean(rec["psnr"]))
     for li, level in enumerate(lv):
         if args.recon_only and not (
-            level["mechanism"] == "gaussian" and level["std_over_c"] in RECON_LEVELS
+            level["mechanism"] == "gaussian" and level["std_over_c"] in recon_levels
         ):
             continue
         key = f"{level['mechanism']}:{level['std_over_c']}"
@@ -293,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             if (
                 args.attack
                 and level["mechanism"] == "gaussian"
-                and level["std_over_c"] in RECON_LEVELS
+                and level["std_over_c"] in recon_levels
             ):
                 rec = reconstruct(args, den_grads, models, images, labels)
                 results["reconstruction"].setdefault(key, {})[name] = {

@@ -34,7 +34,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         default="small",
-        help="shipped config name (small, dncnn-small, gpu, tiny) or a JSON file",
+        help="shipped config name (small, small-finetune, cond-small, dncnn-small, gpu, tiny) "
+        "or a JSON file",
     )
     parser.add_argument(
         "--surrogate",
@@ -50,6 +51,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="override the wall-clock budget of this invocation (0: none)",
     )
     parser.add_argument("--seed", type=int, default=None, help="override the seed")
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="start from this denoiser's weights (fine-tune; pgla-cond may start from pgla)",
+    )
     parser.add_argument(
         "--no-resume", action="store_true", help="start over even if --out holds a checkpoint"
     )
@@ -67,6 +73,7 @@ def train_command(args: argparse.Namespace) -> int:
         ("max_steps", args.max_steps),
         ("time_limit_s", args.time_limit_s),
         ("seed", args.seed),
+        ("init_from", args.init_from),
     ):
         if value is not None:
             data[key] = value

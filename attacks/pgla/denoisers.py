@@ -1,5 +1,5 @@
 """The denoiser registry: ``none``, ``gaussian``, ``wiener``, ``wavelet``, ``dncnn``, ``pgla``,
-``pgla-fixed``.
+``pgla-fixed``, ``pgla-cond``.
 
 Every denoiser has one front door, ``denoise(flat, *, noise_std, clip_norm=None)``, on flat
 gradients ``(num_params,)`` or ``(B, num_params)`` in gradient units; ``noise_std`` is the
@@ -225,6 +225,12 @@ class PGLADenoiser:
         from attacks.pgla.pipeline import PGLAPipeline
 
         self.pipe = PGLAPipeline.from_pretrained(folder)
+        if self.pipe.conditional != (self.name == "pgla-cond"):
+            kind, use = ("conditional", "pgla-cond") if self.pipe.conditional else ("", "pgla")
+            raise FedlabError(
+                f"{folder} holds a {kind or 'unconditional'} PGLA denoiser; load it as "
+                f"--denoise {use}"
+            )
         self.options: dict[str, Any] = {"sampler": sampler, "steps": steps, "fixed_t": fixed_t}
         self.seed = seed
 
@@ -259,7 +265,16 @@ class PGLAFixedDenoiser(PGLADenoiser):
         super().__init__(folder, fixed_t=fixed_t, **kwargs)
 
 
-NEEDS_FOLDER = ("dncnn", "pgla", "pgla-fixed")
+@DENOISERS.register("pgla-cond")
+class PGLACondDenoiser(PGLADenoiser):
+    """The conditional variant: the UNet sees the noisy gradient and its level at every step,
+    and the reverse process starts from pure noise at ``T - 1`` (trained with
+    ``fedlab pgla train --config cond-small``)."""
+
+    name = "pgla-cond"
+
+
+NEEDS_FOLDER = ("dncnn", "pgla", "pgla-fixed", "pgla-cond")
 
 
 def load_denoiser(name: str, folder: str | Path | None = None, **options: Any) -> Denoiser:

@@ -8,6 +8,12 @@ The reverse loop is in :meth:`PGLAPipeline.reverse`, in one place: start from
 ``sqrt(abar*) * y`` at the adaptive step (or a fixed one), and feed every step's output to the
 next step down to ``t = 0`` (the released Mjolnir code re-feeds the original input at every
 step; this does not).
+
+The conditional variant (a UNet with two input channels, built with ``conditional=True``) sees
+the scaled noisy gradient ``c = sqrt(abar*) * y`` beside ``x_t`` at every step and the noise
+level as a class embedding (the adaptive start step ``t*(M)``, through the same sinusoidal
+embedding as ``t``). It is trained like SR3: ``x_t`` noised independently of ``y``; so sampling
+starts from pure noise at ``T - 1``, not from ``y``, and reverses to 0.
 """
 
 from __future__ import annotations
@@ -29,9 +35,14 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("ddpm", "ddim")
 
 
-def build_unet(**config: Any) -> UNet2DModel:
-    """A one-channel ``UNet2DModel`` from keyword arguments (diffusers' names)."""
-    config = {"in_channels": 1, "out_channels": 1, **config}
+def build_unet(*, conditional: bool = False, **config: Any) -> UNet2DModel:
+    """A one-channel ``UNet2DModel`` from keyword arguments (diffusers' names).
+
+    ``conditional=True`` adds the noisy gradient as a second input channel and the noise level
+    as a ``"timestep"`` class embedding.
+    """
+    extra = {"in_channels": 2, "class_embed_type": "timestep"} if conditional else {}
+    config = {"in_channels": 1, "out_channels": 1, **config, **extra}
     try:
         return UNet2DModel(**config)
     except (TypeError, ValueError) as exc:
@@ -61,9 +72,32 @@ class PGLAPipeline:
                 f"UNet sample_size {unet.config.sample_size} does not match the transform's "
                 f"side {transform.side}; build the UNet with sample_size={transform.side}"
             )
+        if unet.config.in_channels not in (1, 2):
+            raise FedlabError(
+                f"UNet in_channels {unet.config.in_channels} is not 1 (PGLA) or 2 (conditional)"
+            )
         self.unet = unet
         self.scheduler = scheduler
         self.transform = transform
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the UNet also takes the noisy gradient and its level (``pgla-cond``)."""
+        return self.unet.config.in_channels == 2
+
+    def predict_noise(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        level: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The UNet's epsilon for ``x`` at steps ``t`` (and condition ``cond`` at ``level``)."""
+        if self.conditional:
+            if cond is None or level is None:
+                raise FedlabError("a conditional PGLA UNet needs the noisy gradient and its level")
+            return self.unet(torch.cat([x, cond], dim=1), t, class_labels=level).sample
+        return self.unet(x, t).sample
 
     # ----------------------------------------------------------------------------- persistence
     def save_pretrained(self, folder: str | Path) -> Path:
@@ -118,11 +152,14 @@ class PGLAPipeline:
         steps: int = 20,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        cond: torch.Tensor | None = None,
+        level: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the reverse process on ``x`` (already at noise level ``t_start``) down to 0.
 
         ``ddpm`` takes every step ``t_start, ..., 0`` (ancestral, stochastic); ``ddim`` takes
-        about ``steps`` evenly spaced deterministic steps (eta = 0).
+        about ``steps`` evenly spaced deterministic steps (eta = 0). ``cond`` and ``level``
+        go to a conditional UNet at every step.
         """
         if sampler not in SAMPLERS:
             raise FedlabError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
@@ -146,7 +183,7 @@ class PGLAPipeline:
             iterator = tqdm(ts, desc=f"pgla {sampler}", leave=False)
         for t in iterator:
             tt = torch.full((x.shape[0],), t, dtype=torch.long)
-            eps = self.unet(x, tt).sample
+            eps = self.predict_noise(x, tt, cond, level)
             if sampler == "ddpm":
                 x = sched.step(eps, t, x, generator=generator).prev_sample
             else:
@@ -171,6 +208,10 @@ class PGLAPipeline:
         """
         if m == 0:
             return y
+        if self.conditional:
+            return self._denoise_conditional(
+                y, m, fixed_t=fixed_t, sampler=sampler, steps=steps, generator=generator
+            )
         if fixed_t is None:
             t0 = self.start_step(m)
             assert t0 is not None
@@ -183,6 +224,29 @@ class PGLAPipeline:
             scale = float(self.scheduler.alphas_cumprod[t0].sqrt())
         log.debug("pgla: M=%.4g start t=%d scale=%.4g", m, t0, scale)
         return self.reverse(y * scale, t0, sampler=sampler, steps=steps, generator=generator)
+
+    def _denoise_conditional(
+        self,
+        y: torch.Tensor,
+        m: float,
+        *,
+        fixed_t: int | None,
+        sampler: str,
+        steps: int,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        if fixed_t is not None:
+            raise FedlabError(
+                "a conditional PGLA denoiser starts from pure noise at T - 1; fixed_t applies "
+                "to the unconditional one only"
+            )
+        cond = y * math.sqrt(target_alpha_bar(m))
+        level = torch.full((y.shape[0],), float(self.start_step(m)))
+        x = torch.randn(y.shape, generator=generator)
+        total = self.scheduler.config.num_train_timesteps
+        return self.reverse(
+            x, total - 1, sampler=sampler, steps=steps, generator=generator, cond=cond, level=level
+        )
 
     def denoise(
         self,

@@ -42,6 +42,7 @@ def markdown(results: dict[str, Any]) -> str:
                 row = results["gradient"].get(k, {}).get(name)
                 cells.append(_fmt(row[metric], digits) if row else "-")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += boundary(results, keys, names)
     if results.get("reconstruction"):
         cfg = results["config"]
         lines += [
@@ -49,13 +50,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"**reconstruction** ({cfg['attack']}, {cfg['attack_iterations']} "
             f"iterations cap, no restarts, {cfg['attack_victims']} victims)",
             "",
-            "| level | denoiser | PSNR (dB) | SSIM | label acc |",
-            "|---|---|---|---|---|",
+            "| level | denoiser | PSNR (dB) | gain over none (dB) | SSIM | label acc |",
+            "|---|---|---|---|---|---|",
         ]
         for k, per in results["reconstruction"].items():
+            base = per.get("none")
             for name, r in per.items():
+                gain = f"{r['psnr']['mean'] - base['psnr']['mean']:+.2f}" if base else "-"
                 lines.append(
-                    f"| {k} | {name} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'], 3)} | "
+                    f"| {k} | {name} | {_fmt(r['psnr'], 2)} | {gain} | {_fmt(r['ssim'], 3)} | "
                     f"{_fmt(r['label_accuracy'], 2)} |"
                 )
     if results.get("timing"):
@@ -80,6 +83,36 @@ def markdown(results: dict[str, Any]) -> str:
                 )
             )
     return "\n".join(lines) + "\n"
+
+
+def boundary(results: dict[str, Any], keys: list[str], names: list[str]) -> list[str]:
+    """Per denoiser: the strongest privacy (smallest epsilon) at which its mean gradient cosine
+    is still >= 0.5 and still above no denoising, and its seconds per gradient."""
+    eps = {f"{lv['mechanism']}:{lv['std_over_c']}": lv["epsilon"] for lv in results["levels"]}
+    lines = [
+        "",
+        "**where each denoiser stops helping**: the smallest per-release epsilon at which its "
+        "mean gradient cosine is still >= 0.5, and still above no denoising (all levels)",
+        "",
+        "| denoiser | smallest epsilon with cosine >= 0.5 | smallest epsilon where it beats "
+        "none | s/gradient (mean over levels) |",
+        "|---|---|---|---|",
+    ]
+    grad = results["gradient"]
+    for name in names:
+        useful = [eps[k] for k in keys if grad[k][name]["cosine"]["mean"] >= 0.5]
+        helps = [
+            eps[k]
+            for k in keys
+            if "none" in grad[k]
+            and grad[k][name]["cosine"]["mean"] > grad[k]["none"]["cosine"]["mean"]
+        ]
+        secs = [grad[k][name].get("seconds_per_gradient", 0.0) for k in keys]
+        lines.append(f"| {name} | {min(useful):.4g} | " if useful else f"| {name} | none | ")
+        lines[-1] += (
+            f"{min(helps):.4g} | " if helps else "- | "
+        ) + f"{sum(secs) / len(secs):.3f} |"
+    return lines
 
 
 def plot(results: dict[str, Any], path: Path) -> Path:

@@ -58,6 +58,13 @@ def start_timestep(alphas_cumprod: torch.Tensor, m: float) -> int | None:
     return int(below[0]) if below.numel() else len(alphas_cumprod) - 1
 
 
+def start_timesteps(alphas_cumprod: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Vectorised :func:`start_timestep` for noise stds ``m > 0`` of shape ``(B,)``."""
+    target = (1.0 / (1.0 + m.double() ** 2)).to(alphas_cumprod.dtype)  # as the scalar compares
+    first_below = (alphas_cumprod[None, :] >= target[:, None]).sum(dim=1)
+    return first_below.clamp_max(len(alphas_cumprod) - 1)
+
+
 def noise_std_from_dp(dp: dict[str, Any] | None) -> float | None:
     """Noise std per coordinate of what was sent, from a DP metadata dict, or ``None``.
 

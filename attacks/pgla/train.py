@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,16 @@ import torch
 
 from attacks.pgla.dncnn import DnCNN, dncnn_loss, load_dncnn, save_dncnn
 from attacks.pgla.pipeline import PGLAPipeline, build_unet
-from attacks.pgla.schedule import make_scheduler
+from attacks.pgla.schedule import make_scheduler, start_timesteps
 from attacks.pgla.surrogate import gradient_stream, surrogate_images
-from attacks.pgla.training import CONFIG_FILE, TrainConfig, read_latest, run_loop, write_checkpoint
+from attacks.pgla.training import (
+    CONFIG_FILE,
+    TrainConfig,
+    read_latest,
+    resolve_checkpoint,
+    run_loop,
+    write_checkpoint,
+)
 from attacks.pgla.transform import GradientImageTransform
 from fedlab.atomic import atomic_write_text
 from fedlab.errors import FedlabError
@@ -44,18 +52,47 @@ def resolve_config(name_or_path: str) -> TrainConfig:
     return TrainConfig.from_file(path)
 
 
-def pgla_loss(pipe: PGLAPipeline, device: torch.device) -> Any:
-    """The DDPM epsilon-prediction loss on gradient images (random draws from a CPU generator)."""
+def _log_uniform(size: int, noise_range: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+    lo, hi = math.log(noise_range[0]), math.log(noise_range[1])
+    return torch.exp(lo + (hi - lo) * torch.rand(size, generator=gen))
+
+
+def pgla_loss(
+    pipe: PGLAPipeline,
+    device: torch.device,
+    *,
+    timesteps: str = "uniform",
+    noise_range: tuple[float, float] = (0.05, 20.0),
+) -> Any:
+    """The DDPM epsilon-prediction loss on gradient images (random draws from a CPU generator).
+
+    ``timesteps="uniform"`` draws ``t`` uniform in ``0..T-1``; ``"noise-range"`` draws ``M``
+    log-uniform in ``noise_range`` and ``t`` uniform in ``0..t*(M)``. A conditional pipeline
+    also draws the observation ``y = x + M * n`` (``M`` log-uniform in ``noise_range``) and
+    feeds ``sqrt(abar*) * y`` and ``t*(M)`` beside ``x_t`` (noised independently of ``y``).
+    """
     total = pipe.scheduler.config.num_train_timesteps
     abar = pipe.scheduler.alphas_cumprod
 
     def loss_fn(flat: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         x = pipe.transform.to_image(flat)
+        b = x.shape[0]
         noise = torch.randn(x.shape, generator=gen)
-        t = torch.randint(0, total, (x.shape[0],), generator=gen)
+        cond = level = None
+        if pipe.conditional or timesteps == "noise-range":
+            m = _log_uniform(b, noise_range, gen)
+            t_star = start_timesteps(abar, m)
+        if timesteps == "noise-range" and not pipe.conditional:
+            t = (torch.rand(b, generator=gen) * (t_star + 1)).long().clamp_max(total - 1)
+        else:
+            t = torch.randint(0, total, (b,), generator=gen)
+        if pipe.conditional:
+            y = x + m.view(-1, 1, 1, 1) * torch.randn(x.shape, generator=gen)
+            cond = (y / (1 + m**2).sqrt().view(-1, 1, 1, 1)).to(device)
+            level = t_star.float().to(device)
         a = abar[t].view(-1, 1, 1, 1)
         x_t = (a.sqrt() * x + (1 - a).sqrt() * noise).to(device)
-        pred = pipe.unet(x_t, t.to(device)).sample
+        pred = pipe.predict_noise(x_t, t.to(device), cond, level)
         return torch.nn.functional.mse_loss(pred, noise.to(device))
 
     return loss_fn
@@ -78,7 +115,12 @@ def train_denoiser(cfg: TrainConfig, out: str | Path, *, resume: bool = True) ->
         torch.set_num_threads(cfg.threads)
     latest = read_latest(out) if resume else None
     if latest is not None:
-        saved = json.loads((out / CONFIG_FILE).read_text())
+        try:  # a run saved before a config field existed has that field's default
+            saved = asdict(TrainConfig(**json.loads((out / CONFIG_FILE).read_text())))
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise FedlabError(
+                f"{out / CONFIG_FILE} is not a training config ({exc}); use a new --out"
+            ) from None
         if {k: v for k, v in saved.items() if k not in ("max_steps", "time_limit_s")} != {
             k: v for k, v in asdict(cfg).items() if k not in ("max_steps", "time_limit_s")
         }:
@@ -96,6 +138,9 @@ def train_denoiser(cfg: TrainConfig, out: str | Path, *, resume: bool = True) ->
         opt_state = torch.load(ckpt / OPTIMIZER_FILE, weights_only=True)
         start, history, elapsed = latest["step"], latest["history"], latest["elapsed_s"]
         log.info("resuming %s from step %d (%s)", cfg.denoiser, start, ckpt)
+    elif cfg.init_from:
+        model, transform = _init_model(cfg)
+        log.info("%s starts from the weights in %s", cfg.denoiser, cfg.init_from)
     else:
         fit = next(
             gradient_stream(
@@ -110,9 +155,10 @@ def train_denoiser(cfg: TrainConfig, out: str | Path, *, resume: bool = True) ->
         model = _new_model(cfg, transform)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else "cpu")
     model.to(device)
-    if cfg.denoiser == "pgla":
+    if cfg.denoiser != "dncnn":
         pipe = PGLAPipeline(unet=model, scheduler=make_scheduler(), transform=transform)
-        loss_fn = pgla_loss(pipe, device)
+        noise_range = (cfg.noise_range[0], cfg.noise_range[1])
+        loss_fn = pgla_loss(pipe, device, timesteps=cfg.timesteps, noise_range=noise_range)
 
         def write(folder: Path) -> None:
             pipe.save_pretrained(folder)
@@ -149,13 +195,70 @@ def train_denoiser(cfg: TrainConfig, out: str | Path, *, resume: bool = True) ->
 
 
 def _new_model(cfg: TrainConfig, transform: GradientImageTransform) -> torch.nn.Module:
-    if cfg.denoiser == "pgla":
-        return build_unet(sample_size=transform.side, **cfg.model)
-    return DnCNN(**cfg.model)
+    if cfg.denoiser == "dncnn":
+        return DnCNN(**cfg.model)
+    conditional = cfg.denoiser == "pgla-cond"
+    return build_unet(sample_size=transform.side, conditional=conditional, **cfg.model)
 
 
 def _load_model(cfg: TrainConfig, folder: Path) -> tuple[torch.nn.Module, GradientImageTransform]:
-    if cfg.denoiser == "pgla":
-        pipe = PGLAPipeline.from_pretrained(folder)
-        return pipe.unet, pipe.transform
-    return load_dncnn(folder)
+    if cfg.denoiser == "dncnn":
+        return load_dncnn(folder)
+    pipe = PGLAPipeline.from_pretrained(folder)
+    if pipe.conditional != (cfg.denoiser == "pgla-cond"):
+        kind = "pgla-cond" if pipe.conditional else "pgla"
+        raise FedlabError(f"{folder} holds a {kind} denoiser, but the config trains {cfg.denoiser}")
+    return pipe.unet, pipe.transform
+
+
+def _init_model(cfg: TrainConfig) -> tuple[torch.nn.Module, GradientImageTransform]:
+    """The model for ``cfg`` with weights from ``cfg.init_from`` (its transform too).
+
+    A ``pgla-cond`` model may start from a ``pgla`` one: its second input channel and its
+    level embedding's output layer start at zero, so it first behaves exactly like the source.
+    """
+    folder = resolve_checkpoint(cfg.init_from)
+    if cfg.denoiser == "dncnn":
+        return load_dncnn(folder)
+    source = PGLAPipeline.from_pretrained(folder)
+    if source.conditional or cfg.denoiser == "pgla":
+        return _load_model(cfg, folder)
+    config = {
+        k: v for k, v in source.unet.config.items() if not k.startswith("_") and k in INIT_KEYS
+    }
+    unet = build_unet(conditional=True, **config)
+    weights = source.unet.state_dict()
+    conv = weights["conv_in.weight"]
+    weights["conv_in.weight"] = torch.cat([conv, torch.zeros_like(conv)], dim=1)
+    missing, unexpected = unet.load_state_dict(weights, strict=False)
+    if unexpected or any(not k.startswith("class_embedding.") for k in missing):
+        raise FedlabError(
+            f"cannot start pgla-cond from {folder}: missing {missing}, unexpected {unexpected}"
+        )
+    torch.nn.init.zeros_(unet.class_embedding.linear_2.weight)
+    torch.nn.init.zeros_(unet.class_embedding.linear_2.bias)
+    return unet, source.transform
+
+
+INIT_KEYS = (
+    "sample_size",
+    "block_out_channels",
+    "layers_per_block",
+    "down_block_types",
+    "up_block_types",
+    "norm_num_groups",
+    "attention_head_dim",
+    "act_fn",
+    "time_embedding_type",
+    "freq_shift",
+    "flip_sin_to_cos",
+    "mid_block_scale_factor",
+    "downsample_padding",
+    "downsample_type",
+    "upsample_type",
+    "dropout",
+    "norm_eps",
+    "resnet_time_scale_shift",
+    "add_attention",
+)
+"""``UNet2DModel`` config keys a conditional model copies from its unconditional source."""

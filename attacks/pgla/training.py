@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 LATEST_FILE = "latest.json"
 CONFIG_FILE = "train_config.json"
 KEEP_CHECKPOINTS = 2
+DENOISER_KINDS = ("pgla", "pgla-cond", "dncnn")
+TIMESTEP_PRIORS = ("uniform", "noise-range")
 
 
 @dataclass
@@ -40,7 +42,8 @@ class TrainConfig:
     Parameters
     ----------
     denoiser : str
-        ``"pgla"`` (diffusion UNet) or ``"dncnn"``.
+        ``"pgla"`` (diffusion UNet), ``"pgla-cond"`` (the conditional variant: the UNet also
+        sees the noisy gradient and its noise level) or ``"dncnn"``.
     surrogate : str
         Surrogate dataset (see :data:`attacks.pgla.surrogate.SURROGATES`).
     seed : int
@@ -58,7 +61,15 @@ class TrainConfig:
     model : dict
         ``UNet2DModel`` keyword arguments (pgla) or DnCNN ``depth``/``channels`` (dncnn).
     noise_range : list of float
-        DnCNN only: training noise std in data units, drawn log-uniform in this range.
+        Observation noise std in data units, drawn log-uniform in this range: DnCNN's and
+        pgla-cond's training noise, and the range ``timesteps="noise-range"`` covers.
+    timesteps : str
+        pgla only: ``"uniform"`` (DDPM's ``t`` uniform in ``0..T-1``) or ``"noise-range"``
+        (``t`` uniform in ``0..t*(M)`` with ``M`` log-uniform in ``noise_range``: the steps a
+        reverse chain visits for noise in that range, the same prior DnCNN trains on).
+    init_from : str
+        A denoiser folder (or training run folder) whose weights start the model: fine-tuning.
+        A pgla-cond model may start from a pgla one (the extra input starts at zero weight).
     threads : int
         ``torch.set_num_threads`` for the run (0: leave as is).
     device : str
@@ -78,6 +89,8 @@ class TrainConfig:
     num_fit: int = 256
     model: dict[str, Any] = field(default_factory=dict)
     noise_range: list[float] = field(default_factory=lambda: [0.05, 20.0])
+    timesteps: str = "uniform"
+    init_from: str = ""
     threads: int = 0
     device: str = "cpu"
 
@@ -110,8 +123,19 @@ class TrainConfig:
         """Raise :class:`FedlabError` on a value out of range."""
         from attacks.pgla.surrogate import SURROGATES
 
-        if self.denoiser not in ("pgla", "dncnn"):
-            raise FedlabError(f"denoiser {self.denoiser!r} must be 'pgla' or 'dncnn'")
+        if self.denoiser not in DENOISER_KINDS:
+            raise FedlabError(
+                f"denoiser {self.denoiser!r} unknown; allowed: {', '.join(DENOISER_KINDS)}"
+            )
+        if self.timesteps not in TIMESTEP_PRIORS:
+            raise FedlabError(
+                f"timesteps {self.timesteps!r} unknown; allowed: {', '.join(TIMESTEP_PRIORS)}"
+            )
+        if self.init_from and not Path(self.init_from).is_dir():
+            raise FedlabError(
+                f"init_from {self.init_from!r} is not a folder; give a denoiser folder or a "
+                "training run folder written by `fedlab pgla train`, or leave it empty"
+            )
         if self.surrogate not in SURROGATES:
             raise FedlabError(
                 f"surrogate {self.surrogate!r} unknown; allowed: {', '.join(SURROGATES)}"
