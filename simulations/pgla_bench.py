@@ -135,10 +135,12 @@ def timing(
     pipe = den.pipe
     for steps in steps_list:
         t0 = time.perf_counter()
-        pipe.denoise(noisy[:1], std, clip_norm=CLIP, sampler="ddim", steps=steps)
+        gen = torch.Generator().manual_seed(0)  # the conditional variant starts from noise
+        pipe.denoise(noisy[:1], std, clip_norm=CLIP, sampler="ddim", steps=steps, generator=gen)
         single = time.perf_counter() - t0
         t0 = time.perf_counter()
-        out = pipe.denoise(noisy, std, clip_norm=CLIP, sampler="ddim", steps=steps)
+        gen = torch.Generator().manual_seed(0)
+        out = pipe.denoise(noisy, std, clip_norm=CLIP, sampler="ddim", steps=steps, generator=gen)
         batched = (time.perf_counter() - t0) / noisy.shape[0]
         m = grad_metrics(clean, out)
         rows.append(
@@ -320,19 +322,24 @@ def main(argv: list[str] | None = None) -> int:
                     np.mean(rec["label_accuracy"]),
                 )
         atomic_write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
-    if "pgla" in dens and not args.recon_only:
-        steps_list = [int(v) for v in args.timing_steps.split(",") if v]
+    steps_list = [int(v) for v in args.timing_steps.split(",") if v]
+    for name in ("pgla", "pgla-cond"):
+        if name not in dens or args.recon_only:
+            continue
         for li in (2, 3):  # gaussian 0.01 and 0.03
             noisy = perturb(clean, lv[li], seed=args.seed * 1000 + li)
             std = lv[li]["std_over_c"] * CLIP
-            rows = timing(
-                dens["pgla"], clean, noisy, std, steps_list, ddpm=li == 2 and not args.no_ddpm
-            )
+            ddpm = name == "pgla" and li == 2 and not args.no_ddpm
+            rows = [
+                r | {"denoiser": name}
+                for r in timing(dens[name], clean, noisy, std, steps_list, ddpm=ddpm)
+            ]
             results["timing"] += rows
             for r in rows:
                 log.info(
-                    "timing std/C %g %s %4d steps: %.3f s per gradient (batched %s), "
+                    "timing %s std/C %g %s %4d steps: %.3f s per gradient (batched %s), "
                     "cos %.4f psnr %.2f",
+                    name,
                     r["std_over_c"],
                     r["sampler"],
                     r["steps"],

@@ -67,14 +67,15 @@ def markdown(results: dict[str, Any]) -> str:
             "**PGLA: reverse steps against seconds per denoised gradient (CPU, one thread) and "
             "quality**",
             "",
-            "| std/C | sampler | reverse steps | s/gradient (batch 1) | s/gradient (batched) "
-            "| cosine | PSNR (dB) |",
-            "|---|---|---|---|---|---|---|",
+            "| denoiser | std/C | sampler | reverse steps | s/gradient (batch 1) | "
+            "s/gradient (batched) | cosine | PSNR (dB) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in results["timing"]:
             batched = "-" if r.get("seconds_batched") is None else f"{r['seconds_batched']:.3f}"
             lines.append(
-                f"| {r.get('std_over_c', '-')} | {r['sampler']} | {r['steps']} | "
+                f"| {r.get('denoiser', 'pgla')} | {r.get('std_over_c', '-')} | {r['sampler']} | "
+                f"{r['steps']} | "
                 f"{r['seconds']:.3f} | {batched} | "
                 + (
                     f"{_fmt(r['cosine'], 4)} | {_fmt(r['psnr'], 2)} |"

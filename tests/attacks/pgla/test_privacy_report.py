@@ -37,6 +37,7 @@ def test_epsilon_decreases_with_noise_and_laplace_formula() -> None:
 def test_report_writes_table_and_plot(tmp_path) -> None:
     cell = {"mean": 0.5, "std": 0.1}
     row = {"cosine": cell, "psnr": cell, "per_victim": {"cosine": [0.4, 0.6], "psnr": [1, 2]}}
+    low = row | {"cosine": {"mean": 0.3, "std": 0.1}}
     levels = [
         {"mechanism": "gaussian", "std_over_c": 0.01, "epsilon": 2e4},
         {"mechanism": "laplace", "std_over_c": 0.01, "epsilon": 3e4},
@@ -46,13 +47,17 @@ def test_report_writes_table_and_plot(tmp_path) -> None:
         "delta": 1e-5,
         "config": {},
         "gradient": {
-            "gaussian:0.01": {"none": row, "pgla": row},
+            "gaussian:0.01": {"none": low, "pgla": row},
             "laplace:0.01": {"none": row, "pgla": row},
         },
         "timing": [{"sampler": "ddim", "steps": 5, "seconds": 0.25}],
     }
     text = markdown(results)
     assert "| pgla | 0.5000 ± 0.1000 | 0.5000 ± 0.1000 |" in text
-    assert "| - | ddim | 5 | 0.250 | - | - | - |" in text
+    assert "| pgla | - | ddim | 5 | 0.250 | - | - | - |" in text
+    # none never reaches 0.5 at gaussian:0.01, only at laplace (eps 3e4); pgla reaches it at
+    # both and beats none only at gaussian:0.01 (eps 2e4)
+    assert "| none | 3e+04 | - | 0.000 |" in text
+    assert "| pgla | 2e+04 | 2e+04 | 0.000 |" in text
     write_report(results, tmp_path)
     assert (tmp_path / "gradient_denoising.png").read_bytes()[:4] == b"\x89PNG"
