@@ -105,6 +105,7 @@ def build_denoisers(args: argparse.Namespace) -> dict[str, Any]:
     if args.pgla_cond:
         opts = {"sampler": "ddim", "steps": args.ddim_steps, "seed": args.seed}
         dens["pgla-cond"] = load_denoiser("pgla-cond", args.pgla_cond, **opts)
+        dens["pgla-cond-sr3"] = load_denoiser("pgla-cond", args.pgla_cond, start="noise", **opts)
     return {k: v for k, v in dens.items() if keep is None or k in keep}
 
 

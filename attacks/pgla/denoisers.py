@@ -267,11 +267,25 @@ class PGLAFixedDenoiser(PGLADenoiser):
 
 @DENOISERS.register("pgla-cond")
 class PGLACondDenoiser(PGLADenoiser):
-    """The conditional variant: the UNet sees the noisy gradient and its level at every step,
-    and the reverse process starts from pure noise at ``T - 1`` (trained with
-    ``fedlab pgla train --config cond-small``)."""
+    """The conditional variant: the UNet sees the noisy gradient and its level at every step
+    (trained with ``fedlab pgla train --config cond-small``).
+
+    Parameters
+    ----------
+    folder : str or Path
+        A ``pgla-cond`` denoiser folder or training run folder.
+    start : str
+        ``"adaptive"`` (PGLA's start step, from the scaled noisy gradient) or ``"noise"``
+        (pure noise at ``T - 1``, as SR3).
+    **kwargs
+        ``sampler``, ``steps``, ``seed`` as for ``pgla``.
+    """
 
     name = "pgla-cond"
+
+    def __init__(self, folder: str | Path, *, start: str = "adaptive", **kwargs: Any) -> None:
+        super().__init__(folder, **kwargs)
+        self.options["start"] = start
 
 
 NEEDS_FOLDER = ("dncnn", "pgla", "pgla-fixed", "pgla-cond")

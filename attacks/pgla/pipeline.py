@@ -12,8 +12,9 @@ step; this does not).
 The conditional variant (a UNet with two input channels, built with ``conditional=True``) sees
 the scaled noisy gradient ``c = sqrt(abar*) * y`` beside ``x_t`` at every step and the noise
 level as a class embedding (the adaptive start step ``t*(M)``, through the same sinusoidal
-embedding as ``t``). It is trained like SR3: ``x_t`` noised independently of ``y``; so sampling
-starts from pure noise at ``T - 1``, not from ``y``, and reverses to 0.
+embedding as ``t``). It is trained like SR3 (``x_t`` noised independently of ``y``, any ``t``).
+Sampling starts at the adaptive step from ``sqrt(abar*) y`` like PGLA (default), or from pure
+noise at ``T - 1`` as SR3 does.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from fedlab.errors import FedlabError
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("ddpm", "ddim")
+COND_STARTS = ("adaptive", "noise")
 
 
 def build_unet(*, conditional: bool = False, **config: Any) -> UNet2DModel:
@@ -199,6 +201,7 @@ class PGLAPipeline:
         sampler: str = "ddim",
         steps: int = 20,
         generator: torch.Generator | None = None,
+        start: str = "adaptive",
     ) -> torch.Tensor:
         """Denoise images ``y = x + M * eps`` of shape ``(B, 1, side, side)``.
 
@@ -210,7 +213,13 @@ class PGLAPipeline:
             return y
         if self.conditional:
             return self._denoise_conditional(
-                y, m, fixed_t=fixed_t, sampler=sampler, steps=steps, generator=generator
+                y,
+                m,
+                fixed_t=fixed_t,
+                sampler=sampler,
+                steps=steps,
+                generator=generator,
+                start=start,
             )
         if fixed_t is None:
             t0 = self.start_step(m)
@@ -234,18 +243,26 @@ class PGLAPipeline:
         sampler: str,
         steps: int,
         generator: torch.Generator | None,
+        start: str,
     ) -> torch.Tensor:
         if fixed_t is not None:
             raise FedlabError(
-                "a conditional PGLA denoiser starts from pure noise at T - 1; fixed_t applies "
-                "to the unconditional one only"
+                "fixed_t applies to the unconditional PGLA denoiser only; the conditional one "
+                "starts at the adaptive step or from pure noise (start='adaptive'|'noise')"
             )
+        if start not in COND_STARTS:
+            raise FedlabError(f"unknown start {start!r}; allowed: {', '.join(COND_STARTS)}")
         cond = y * math.sqrt(target_alpha_bar(m))
-        level = torch.full((y.shape[0],), float(self.start_step(m)))
-        x = torch.randn(y.shape, generator=generator)
-        total = self.scheduler.config.num_train_timesteps
+        t_star = self.start_step(m)
+        assert t_star is not None
+        level = torch.full((y.shape[0],), float(t_star))
+        if start == "adaptive":
+            x, t0 = cond.clone(), t_star
+        else:
+            x = torch.randn(y.shape, generator=generator)
+            t0 = self.scheduler.config.num_train_timesteps - 1
         return self.reverse(
-            x, total - 1, sampler=sampler, steps=steps, generator=generator, cond=cond, level=level
+            x, t0, sampler=sampler, steps=steps, generator=generator, cond=cond, level=level
         )
 
     def denoise(

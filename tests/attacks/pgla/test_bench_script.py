@@ -30,7 +30,8 @@ def test_bench_script_writes_every_table(tmp_path) -> None:
         [
             "--out", str(out), "--pgla", str(tmp_path / "pgla"),
             "--pgla-cond", str(tmp_path / "cond"), "--victims", "2", "--ddim-steps", "2",
-            "--denoisers", "none,gaussian,pgla,pgla-fixed,pgla-cond", "--timing-steps", "1",
+            "--denoisers", "none,gaussian,pgla,pgla-fixed,pgla-cond,pgla-cond-sr3",
+            "--timing-steps", "1",
             "--no-ddpm", "--attack", "ig", "--attack-iterations", "3", "--attack-victims", "1",
             "--recon-levels", "0.01",
         ]
@@ -39,7 +40,7 @@ def test_bench_script_writes_every_table(tmp_path) -> None:
     results = json.loads((out / "results.json").read_text())
     assert len(results["levels"]) == 7
     assert set(results["gradient"]["gaussian:0.1"]) == {
-        "none", "gaussian", "pgla", "pgla-fixed", "pgla-cond"
+        "none", "gaussian", "pgla", "pgla-fixed", "pgla-cond", "pgla-cond-sr3"
     }  # fmt: skip
     assert set(results["reconstruction"]) == {"clean", "gaussian:0.01"}
     assert len(results["reconstruction"]["gaussian:0.01"]["none"]["per_victim"]["psnr"]) == 1

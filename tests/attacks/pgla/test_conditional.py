@@ -93,11 +93,17 @@ def test_conditional_training_lowers_its_loss(tmp_path) -> None:
 def test_conditional_denoising_is_seeded_and_refuses_fixed_t() -> None:
     pipe = _tiny_cond_pipeline()
     y = torch.randn(2, 1, 8, 8)
-    a = pipe.denoise_images(y, 0.5, steps=4, generator=torch.Generator().manual_seed(1))
-    b = pipe.denoise_images(y, 0.5, steps=4, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(a, b)
-    with pytest.raises(FedlabError, match="fixed_t applies to the unconditional one only"):
+    out = {}
+    for start in ("adaptive", "noise"):
+        a = pipe.denoise_images(y, 0.5, steps=4, start=start, generator=torch.manual_seed(1))
+        b = pipe.denoise_images(y, 0.5, steps=4, start=start, generator=torch.manual_seed(1))
+        assert torch.equal(a, b)
+        out[start] = a
+    assert not torch.equal(out["adaptive"], out["noise"])
+    with pytest.raises(FedlabError, match="fixed_t applies to the unconditional PGLA"):
         pipe.denoise_images(y, 0.5, fixed_t=10)
+    with pytest.raises(FedlabError, match="allowed: adaptive, noise"):
+        pipe.denoise_images(y, 0.5, start="middle")
     with pytest.raises(FedlabError, match="needs the noisy gradient and its level"):
         pipe.predict_noise(y, torch.tensor([1, 1]))
 
