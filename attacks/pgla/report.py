@@ -42,6 +42,7 @@ def markdown(results: dict[str, Any]) -> str:
                 row = results["gradient"].get(k, {}).get(name)
                 cells.append(_fmt(row[metric], digits) if row else "-")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += paired(results, keys, names)
     lines += boundary(results, keys, names)
     if results.get("reconstruction"):
         cfg = results["config"]
@@ -84,6 +85,31 @@ def markdown(results: dict[str, Any]) -> str:
                 )
             )
     return "\n".join(lines) + "\n"
+
+
+def paired(results: dict[str, Any], keys: list[str], names: list[str]) -> list[str]:
+    """PGLA minus the best baseline (by mean cosine) per level, paired over victims."""
+    if "pgla" not in names:
+        return []
+    baselines = [n for n in names if not n.startswith("pgla")]
+    lines = [
+        "",
+        "**PGLA against the best baseline**, gradient cosine paired over victims",
+        "",
+        "| level | best baseline | PGLA - baseline (mean ± std) | PGLA ahead on |",
+        "|---|---|---|---|",
+    ]
+    for k in keys:
+        per = results["gradient"][k]
+        best = max(baselines, key=lambda n: per[n]["cosine"]["mean"])
+        ours = per["pgla"]["per_victim"]["cosine"]
+        theirs = per[best]["per_victim"]["cosine"]
+        diffs = [a - b for a, b in zip(ours, theirs, strict=True)]
+        mean = sum(diffs) / len(diffs)
+        std = (sum((d - mean) ** 2 for d in diffs) / len(diffs)) ** 0.5
+        ahead = sum(d > 0 for d in diffs)
+        lines.append(f"| {k} | {best} | {mean:+.5f} ± {std:.5f} | {ahead}/{len(diffs)} |")
+    return lines
 
 
 def boundary(results: dict[str, Any], keys: list[str], names: list[str]) -> list[str]:

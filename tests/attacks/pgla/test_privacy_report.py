@@ -59,5 +59,6 @@ def test_report_writes_table_and_plot(tmp_path) -> None:
     # both and beats none only at gaussian:0.01 (eps 2e4)
     assert "| none | 3e+04 | - | 0.000 |" in text
     assert "| pgla | 2e+04 | 2e+04 | 0.000 |" in text
+    assert "| gaussian:0.01 | none | +0.00000 ± 0.00000 | 0/2 |" in text
     write_report(results, tmp_path)
     assert (tmp_path / "gradient_denoising.png").read_bytes()[:4] == b"\x89PNG"
