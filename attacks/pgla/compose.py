@@ -10,7 +10,7 @@ import torch
 
 from attacks.base import AttackInput
 from attacks.pgla.denoisers import Denoiser, load_denoiser
-from attacks.pgla.schedule import noise_std_from_dp
+from attacks.pgla.schedule import dp_value, noise_std_from_dp
 from attacks.pgla.transform import flatten_gradients, unflatten_gradients
 from fedlab.errors import FedlabError
 
@@ -57,8 +57,9 @@ def denoise_attack_input(
     grads = inp.target_gradients()
     std = noise_std if noise_std is not None else gradient_noise_std(inp)
     clip = None
-    if inp.dp and inp.dp.get("clip") is not None:
-        clip = float(inp.dp["clip"]) / (inp.lr if inp.gradients is None and inp.lr else 1.0)
+    if dp_value(inp.dp, "clip") is not None:
+        clip = float(dp_value(inp.dp, "clip"))
+        clip /= inp.lr if inp.gradients is None and inp.lr else 1.0
     log.info("denoising with %s (noise std %s, clip %s)", denoiser.name, std, clip)
     flat = denoiser.denoise(flatten_gradients(grads), noise_std=std, clip_norm=clip)
     if not torch.isfinite(flat).all():

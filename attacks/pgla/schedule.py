@@ -65,11 +65,34 @@ def start_timesteps(alphas_cumprod: torch.Tensor, m: torch.Tensor) -> torch.Tens
     return first_below.clamp_max(len(alphas_cumprod) - 1)
 
 
+DP_KEY_ALIASES: dict[str, tuple[str, ...]] = {
+    "std": ("std", "noise-std", "noise_std"),
+    "scale": ("scale", "noise-scale", "noise_scale"),
+    "clip": ("clip", "clip-norm", "clip_norm"),
+    "noise_multiplier": ("noise_multiplier", "noise-multiplier"),
+}
+"""Spellings of each DP value: the trace format's example (``std``, ``clip``) and what the
+``dpfedavg`` app records (``noise-std``, ``clip-norm``, with ``mechanism: "local"`` and the
+distribution under ``noise``)."""
+
+
+def dp_value(dp: dict[str, Any] | None, name: str) -> Any:
+    """The first of ``name``'s spellings (:data:`DP_KEY_ALIASES`) present in ``dp``, else None."""
+    if not dp:
+        return None
+    for key in DP_KEY_ALIASES.get(name, (name,)):
+        if dp.get(key) is not None:
+            return dp[key]
+    return None
+
+
 def noise_std_from_dp(dp: dict[str, Any] | None) -> float | None:
     """Noise std per coordinate of what was sent, from a DP metadata dict, or ``None``.
 
     Reads ``std`` (Gaussian or Laplace), else ``scale`` (Laplace: std = sqrt(2) * scale, or
-    Gaussian: std = scale), else ``noise_multiplier * clip``.
+    Gaussian: std = scale), else ``noise_multiplier * clip`` (each under any spelling of
+    :data:`DP_KEY_ALIASES`). The distribution is ``mechanism``, or ``noise`` when
+    ``mechanism`` is ``"local"`` (as the ``dpfedavg`` app records it).
 
     Raises
     ------
@@ -79,6 +102,8 @@ def noise_std_from_dp(dp: dict[str, Any] | None) -> float | None:
     if not dp:
         return None
     mech = str(dp.get("mechanism", "gaussian")).lower()
+    if mech == "local":
+        mech = str(dp.get("noise", "gaussian")).lower()
     if mech not in ("gaussian", "laplace", "none"):
         raise FedlabError(
             f"DP mechanism {mech!r} is not supported; allowed: gaussian, laplace, none "
@@ -86,12 +111,14 @@ def noise_std_from_dp(dp: dict[str, Any] | None) -> float | None:
         )
     if mech == "none":
         return 0.0
-    if dp.get("std") is not None:
-        std = float(dp["std"])
-    elif dp.get("scale") is not None:
-        std = float(dp["scale"]) * (math.sqrt(2.0) if mech == "laplace" else 1.0)
-    elif dp.get("noise_multiplier") is not None and dp.get("clip") is not None:
-        std = float(dp["noise_multiplier"]) * float(dp["clip"])
+    std, scale = dp_value(dp, "std"), dp_value(dp, "scale")
+    multiplier, clip = dp_value(dp, "noise_multiplier"), dp_value(dp, "clip")
+    if std is not None:
+        std = float(std)
+    elif scale is not None:
+        std = float(scale) * (math.sqrt(2.0) if mech == "laplace" else 1.0)
+    elif multiplier is not None and clip is not None:
+        std = float(multiplier) * float(clip)
     else:
         return None
     if not (std >= 0 and math.isfinite(std)):

@@ -55,3 +55,14 @@ def test_dp_sgd_reports_sample_level_epsilon_and_keeps_its_accountant():
     e2 = second.content["metrics"]["dp-sample-epsilon"]
     assert 0 < e1 < e2
     assert "dp-sgd-accountant" in ctx.state
+
+
+def test_linear_workload_traces_name_the_model_it_trains():
+    from attacks.base import ModelSpec
+
+    workload = dp_workload(dpfedavg.resolve_config({"workload": LINEAR, "model": "lenet"}))
+    spec = workload.model_spec()
+    assert spec["name"] == "clients.dpfedavg.linear:softmax_regression"
+    rebuilt = ModelSpec(spec["name"], spec["kwargs"]).build().state_dict()
+    trained = workload.build_model().state_dict()
+    assert {k: v.shape for k, v in rebuilt.items()} == {k: v.shape for k, v in trained.items()}

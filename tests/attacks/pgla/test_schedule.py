@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from attacks.pgla.schedule import (
+    dp_value,
     estimate_noise_std,
     make_scheduler,
     noise_std_from_dp,
@@ -75,3 +76,16 @@ def test_blind_estimates() -> None:
     assert estimate_noise_std(smooth + 0.1 * torch.randn(20_000, generator=g)) == pytest.approx(
         0.1, rel=0.1
     )
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "laplace"])
+def test_noise_std_from_what_the_dpfedavg_app_records(noise) -> None:
+    from strategies.dp_mods import LocalDpMod
+
+    mod = LocalDpMod(clip_norm=0.5, epsilon=4.0, delta=1e-5, noise=noise)
+    record = mod.record(releases=1)
+    assert record["mechanism"] == "local"
+    assert noise_std_from_dp(record) == pytest.approx(mod.noise_std)
+    assert dp_value(record, "clip") == 0.5
+    without_std = {k: v for k, v in record.items() if k != "noise-std"}
+    assert noise_std_from_dp(without_std) == pytest.approx(mod.noise_std)  # from the scale
