@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,7 @@ def paired(results: dict[str, Any], keys: list[str], names: list[str]) -> list[s
         ours = per["pgla"]["per_victim"]["cosine"]
         theirs = per[best]["per_victim"]["cosine"]
         diffs = [a - b for a, b in zip(ours, theirs, strict=True)]
-        mean = sum(diffs) / len(diffs)
-        std = (sum((d - mean) ** 2 for d in diffs) / len(diffs)) ** 0.5
+        mean, std = statistics.fmean(diffs), statistics.pstdev(diffs)
         ahead = sum(d > 0 for d in diffs)
         lines.append(f"| {k} | {best} | {mean:+.5f} ± {std:.5f} | {ahead}/{len(diffs)} |")
     return lines

@@ -51,11 +51,10 @@ def start_timestep(alphas_cumprod: torch.Tensor, m: float) -> int | None:
 
     A noise level beyond the schedule's last ``abar`` starts at ``T - 1``.
     """
-    target = target_alpha_bar(m)
+    target_alpha_bar(m)  # validates M
     if m == 0:
         return None
-    below = torch.nonzero(alphas_cumprod < target)
-    return int(below[0]) if below.numel() else len(alphas_cumprod) - 1
+    return int(start_timesteps(alphas_cumprod, torch.tensor([m], dtype=torch.float64))[0])
 
 
 def start_timesteps(alphas_cumprod: torch.Tensor, m: torch.Tensor) -> torch.Tensor:

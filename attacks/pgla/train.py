@@ -205,10 +205,14 @@ def _load_model(cfg: TrainConfig, folder: Path) -> tuple[torch.nn.Module, Gradie
     if cfg.denoiser == "dncnn":
         return load_dncnn(folder)
     pipe = PGLAPipeline.from_pretrained(folder)
+    _check_kind(cfg, pipe, folder)
+    return pipe.unet, pipe.transform
+
+
+def _check_kind(cfg: TrainConfig, pipe: PGLAPipeline, folder: Path) -> None:
     if pipe.conditional != (cfg.denoiser == "pgla-cond"):
         kind = "pgla-cond" if pipe.conditional else "pgla"
         raise FedlabError(f"{folder} holds a {kind} denoiser, but the config trains {cfg.denoiser}")
-    return pipe.unet, pipe.transform
 
 
 def _init_model(cfg: TrainConfig) -> tuple[torch.nn.Module, GradientImageTransform]:
@@ -222,7 +226,8 @@ def _init_model(cfg: TrainConfig) -> tuple[torch.nn.Module, GradientImageTransfo
         return load_dncnn(folder)
     source = PGLAPipeline.from_pretrained(folder)
     if source.conditional or cfg.denoiser == "pgla":
-        return _load_model(cfg, folder)
+        _check_kind(cfg, source, folder)
+        return source.unet, source.transform
     config = {
         k: v for k, v in source.unet.config.items() if not k.startswith("_") and k in INIT_KEYS
     }

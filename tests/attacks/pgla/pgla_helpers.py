@@ -11,6 +11,15 @@ from attacks.pgla.transform import GradientImageTransform
 
 NUM_PARAMS = 60  # -> an 8x8 image with 4 padding pixels
 
+FAST_UNET = {
+    "block_out_channels": [4, 8],
+    "layers_per_block": 1,
+    "down_block_types": ["DownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "UpBlock2D"],
+    "norm_num_groups": 2,
+}
+"""A training config's ``model`` that trains a 128x128 UNet in well under a second a step."""
+
 
 def tiny_unet(seed: int = 0) -> UNet2DModel:
     torch.manual_seed(seed)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from pgla_helpers import NUM_PARAMS
+from pgla_helpers import FAST_UNET, NUM_PARAMS
 
 from attacks.pgla.denoisers import load_denoiser
 from attacks.pgla.pipeline import PGLAPipeline, build_unet
@@ -15,14 +15,6 @@ from attacks.pgla.train import _init_model, pgla_loss, train_denoiser
 from attacks.pgla.training import TrainConfig
 from attacks.pgla.transform import GradientImageTransform
 from fedlab.errors import FedlabError
-
-FAST_UNET = {
-    "block_out_channels": [4, 8],
-    "layers_per_block": 1,
-    "down_block_types": ["DownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "UpBlock2D"],
-    "norm_num_groups": 2,
-}
 
 
 def _config(**kw) -> TrainConfig:

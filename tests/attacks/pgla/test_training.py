@@ -5,20 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from pgla_helpers import FAST_UNET
 
 from attacks.pgla.cli import main
 from attacks.pgla.denoisers import load_denoiser
 from attacks.pgla.train import resolve_config, shipped_configs, train_denoiser
 from attacks.pgla.training import TrainConfig
 from fedlab.errors import FedlabError
-
-FAST_UNET = {
-    "block_out_channels": [4, 8],
-    "layers_per_block": 1,
-    "down_block_types": ["DownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "UpBlock2D"],
-    "norm_num_groups": 2,
-}
 
 
 def test_every_shipped_config_validates() -> None:
