@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 OPTIMIZER_FILE = "optimizer.pt"
+# init_from only matters when a run starts, so a moved or copied run folder still resumes.
+RESUME_MAY_CHANGE = ("max_steps", "time_limit_s", "init_from")
 
 
 def shipped_configs() -> list[str]:
@@ -121,13 +123,15 @@ def train_denoiser(cfg: TrainConfig, out: str | Path, *, resume: bool = True) ->
             raise FedlabError(
                 f"{out / CONFIG_FILE} is not a training config ({exc}); use a new --out"
             ) from None
-        if {k: v for k, v in saved.items() if k not in ("max_steps", "time_limit_s")} != {
-            k: v for k, v in asdict(cfg).items() if k not in ("max_steps", "time_limit_s")
+        if {k: v for k, v in saved.items() if k not in RESUME_MAY_CHANGE} != {
+            k: v for k, v in asdict(cfg).items() if k not in RESUME_MAY_CHANGE
         }:
             raise FedlabError(
                 f"{out} holds a run with another config ({out / CONFIG_FILE}); use a new --out, "
-                "or the same config (only max_steps and time_limit_s may change)"
+                f"or the same config (only {', '.join(RESUME_MAY_CHANGE)} may change)"
             )
+        # A resumed run's weights come from its checkpoint: keep the recorded origin.
+        cfg = replace(cfg, init_from=saved["init_from"])
     atomic_write_text(out / CONFIG_FILE, json.dumps(asdict(cfg), indent=2) + "\n")
     torch.manual_seed(cfg.seed)
     images, labels = surrogate_images(cfg.surrogate, seed=cfg.seed)

@@ -62,3 +62,24 @@ def test_report_writes_table_and_plot(tmp_path) -> None:
     assert "| gaussian:0.01 | none | +0.00000 ± 0.00000 | 0/2 |" in text
     write_report(results, tmp_path)
     assert (tmp_path / "gradient_denoising.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_reconstruction_gain_is_paired_with_a_t_interval() -> None:
+    cell = {"mean": 0.5, "std": 0.1}
+    grad = {"cosine": cell, "psnr": cell, "per_victim": {"cosine": [0.5] * 4, "psnr": [1] * 4}}
+
+    def recon(psnrs: list[float]) -> dict:
+        return {"psnr": cell, "ssim": cell, "label_accuracy": cell, "per_victim": {"psnr": psnrs}}
+
+    results = {
+        "levels": [{"mechanism": "gaussian", "std_over_c": 0.01, "epsilon": 2e4}],
+        "delta": 1e-5,
+        "config": {"attack": "ig", "attack_iterations": 50, "attack_victims": 4},
+        "gradient": {"gaussian:0.01": {"none": grad, "pgla": grad}},
+        "reconstruction": {
+            "gaussian:0.01": {"none": recon([7, 8, 9, 10]), "pgla": recon([10, 12, 12, 14])}
+        },
+    }
+    text = markdown(results)
+    # gains 3, 4, 3, 4: mean 3.5, sample std 0.577, t(0.975, 3) = 3.182 -> half width 0.92
+    assert "| gaussian:0.01 | pgla | +3.50 ± 0.58 | +2.58 .. +4.42 | 4/4 |" in text

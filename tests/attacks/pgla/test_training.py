@@ -70,6 +70,22 @@ def test_train_checkpoint_resume_and_load(tmp_path, denoiser, model) -> None:
         train_denoiser(other, tmp_path)
 
 
+def test_a_copied_fine_tuning_run_resumes_without_its_source(tmp_path) -> None:
+    model = {"depth": 2, "channels": 2}
+    base = dict(denoiser="dncnn", batch_size=1, checkpoint_every=1, num_fit=2, model=model)
+    train_denoiser(TrainConfig(max_steps=1, warmup_steps=1, **base), tmp_path / "source")
+    fine = TrainConfig(max_steps=1, init_from=str(tmp_path / "source"), **base)
+    train_denoiser(fine, tmp_path / "fine")
+    (tmp_path / "fine").rename(tmp_path / "shipped")
+    (tmp_path / "source").rename(tmp_path / "gone")
+    state = train_denoiser(TrainConfig(max_steps=2, **base), tmp_path / "shipped")
+    assert state["step"] == 2 and len(state["history"]) == 2
+    saved = json.loads((tmp_path / "shipped" / "train_config.json").read_text())
+    assert saved["init_from"] == str(tmp_path / "source")  # the origin stays on record
+    with pytest.raises(FedlabError, match="only max_steps, time_limit_s, init_from may change"):
+        train_denoiser(TrainConfig(max_steps=3, **(base | {"batch_size": 2})), tmp_path / "shipped")
+
+
 def test_cli_reports_errors_with_exit_code_2(tmp_path, capsys) -> None:
     assert main(["train", "--config", "nonexistent", "--out", str(tmp_path)]) == 2
     assert "not found" in capsys.readouterr().err
