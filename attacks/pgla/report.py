@@ -133,11 +133,15 @@ def recon_gains(results: dict[str, Any]) -> list[str]:
             if name == "none":
                 continue
             diffs = [a - b for a, b in zip(r["per_victim"]["psnr"], base, strict=True)]
-            mean, std = statistics.fmean(diffs), statistics.stdev(diffs)
-            half = stats.t.ppf(0.975, len(diffs) - 1) * std / len(diffs) ** 0.5
+            mean = statistics.fmean(diffs)
+            std, interval = 0.0, "-"  # one victim has no spread to speak of
+            if len(diffs) > 1:
+                std = statistics.stdev(diffs)
+                half = stats.t.ppf(0.975, len(diffs) - 1) * std / len(diffs) ** 0.5
+                interval = f"{mean - half:+.2f} .. {mean + half:+.2f}"
             lines.append(
-                f"| {k} | {name} | {mean:+.2f} ± {std:.2f} | {mean - half:+.2f} .. "
-                f"{mean + half:+.2f} | {sum(d > 0 for d in diffs)}/{len(diffs)} |"
+                f"| {k} | {name} | {mean:+.2f} ± {std:.2f} | {interval} | "
+                f"{sum(d > 0 for d in diffs)}/{len(diffs)} |"
             )
     return lines
 

@@ -47,4 +47,5 @@ def test_bench_script_writes_every_table(tmp_path) -> None:
     assert {r["denoiser"] for r in results["timing"]} == {"pgla", "pgla-cond"}
     table = (out / "table.md").read_text()
     assert "where each denoiser stops helping" in table and "| pgla-cond |" in table
+    assert "| gaussian:0.01 | pgla | " in table.split("gain over no denoising**")[1]
     assert (out / "gradient_denoising.png").exists()
