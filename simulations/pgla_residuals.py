@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 
 import torch
-from pgla_bench import CLIP, levels, perturb, victims
+from pgla_bench import CLIP, grad_metrics, levels, perturb, victims
 
 from attacks.pgla.denoisers import load_denoiser
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
-    return torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=1).mean().item()
+    """Mean over victims of the benchmark's gradient cosine."""
+    return sum(grad_metrics(a, b)["cosine"]) / a.shape[0]
 
 
 def main(argv: list[str] | None = None) -> int:

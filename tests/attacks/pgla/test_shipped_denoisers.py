@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -40,7 +39,7 @@ def test_shipped_run_resumes_and_matches_the_victim_model(folder, victim) -> Non
     assert resolve_checkpoint(run) == run / latest["path"]
     assert (run / latest["path"] / "optimizer.pt").is_file()  # resumable, not only loadable
     cfg = TrainConfig(**json.loads((run / "train_config.json").read_text()))
-    assert asdict(cfg)["denoiser"] == NAMES[folder]
+    assert cfg.denoiser == NAMES[folder]
     transform = json.loads((run / latest["path"] / "transform.json").read_text())
     assert transform["num_params"] == victim.numel() and transform["side"] == 128
 
