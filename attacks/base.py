@@ -27,13 +27,18 @@ class ModelSpec:
     Parameters
     ----------
     name : str
-        Registered builder name, e.g. ``"lenet"``, or ``"module:attr"``.
+        Registered builder name, e.g. ``"lenet"``, or ``"module:attr"`` (when ``allow_import``).
     kwargs : dict
         Keyword arguments of the builder, e.g. ``{"num_classes": 10, "image_size": 32}``.
+    allow_import : bool
+        Whether a ``"module:attr"`` name that is not registered is imported and called. True
+        for specs written in your own code; :class:`fedlab.traces.TraceReader` sets it False
+        (unless ``trust_code=True``), since a name read from a file must not run code.
     """
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    allow_import: bool = field(default=True, compare=False)
 
     def build(self) -> nn.Module:
         """Build a fresh model (weights are the builder's, load parameters afterwards).
@@ -41,11 +46,12 @@ class ModelSpec:
         Raises
         ------
         FedlabError
-            If the name is unknown or the builder rejects the keyword arguments.
+            If the name is unknown (or ``module:attr`` while ``allow_import`` is False), or the
+            builder rejects the keyword arguments.
         """
         from attacks.models import MODELS
 
-        builder = MODELS.get(self.name)
+        builder = MODELS.get(self.name, allow_import=self.allow_import)
         try:
             return builder(**self.kwargs)
         except (TypeError, ValueError) as exc:
@@ -132,8 +138,11 @@ class AttackInput:
                 f"update has {len(self.update)} tensors but params has {len(self.params)}; "
                 "both must follow model.parameters() order"
             )
-        for name, tensors in (("params", self.params), ("gradients", self.gradients),
-                              ("update", self.update)):
+        for name, tensors in (
+            ("params", self.params),
+            ("gradients", self.gradients),
+            ("update", self.update),
+        ):
             for i, t in enumerate(tensors or ()):
                 if not torch.isfinite(t).all():
                     raise FedlabError(

@@ -3,6 +3,11 @@
 Both write ``results.json`` in their output folder after every target (atomically), skip the
 targets already attacked there (resume), keep going when one target is bad (its error is
 stored), print a summary table and save a PNG grid of ground truth against reconstruction.
+
+A trace is untrusted input: ``fedlab attack`` reads it with
+:class:`fedlab.traces.TraceReader` in non-strict mode, so a malformed record, a path leaving the
+trace folder or a model name that is not registered fails that target only; a record's
+``module:attr`` model is imported only with ``--trust-trace-code``.
 """
 
 from __future__ import annotations
@@ -45,10 +50,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--attack", required=True, help="attack name (dlg, idlg, ig) or module:attr")
     p.add_argument("--rounds", type=_int_list, default=None, help="rounds to attack, e.g. 1,2")
     p.add_argument("--clients", type=_int_list, default=None, help="partition ids, e.g. 0,3")
-    p.add_argument("--denoise", default=None,
-                   help="denoise the gradients first: none, gaussian, wiener, wavelet, dncnn, "
-                        "pgla, pgla-fixed, pgla-cond (attacks/pgla)")
+    p.add_argument(
+        "--denoise",
+        default=None,
+        help="denoise the gradients first: none, gaussian, wiener, wavelet, dncnn, "
+        "pgla, pgla-fixed, pgla-cond (attacks/pgla)",
+    )
     p.add_argument("--denoiser", default=None, help="learned denoiser folder (fedlab pgla train)")
+    p.add_argument(
+        "--trust-trace-code",
+        action="store_true",
+        help="let a record's model name be 'module:attr', imported and called with the "
+        "manifest's kwargs: this runs arbitrary code named by the trace file, so only use it "
+        "for traces you trust like a script (default: registered models only)",
+    )
     _attack_options(p)
     p.set_defaults(func=attack_command)
     bench = subparsers.add_parser("bench", help="benchmarks")
@@ -79,12 +94,22 @@ def make_attack(name: str, args: argparse.Namespace) -> Attack:
     return cls(**kwargs)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _safe(target_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", target_id)
 
 
-def run_targets(attack: Attack, name: str, targets: Iterable[Target], out: Path,
-                source: str, total: int | None = None) -> dict[str, Any]:
+def run_targets(
+    attack: Attack,
+    name: str,
+    targets: Iterable[Target],
+    out: Path,
+    source: str,
+    total: int | None = None,
+) -> dict[str, Any]:
     """Attack each target not yet in ``out/results.json``; returns the results object.
 
     Raises
@@ -109,8 +134,13 @@ def run_targets(attack: Attack, name: str, targets: Iterable[Target], out: Path,
         try:
             inp = make_input()
             res = attack.reconstruct(inp)
-            row: dict[str, Any] = {"status": "ok", "loss": res.loss, "iterations": res.iterations,
-                                   "restarts": res.restarts, "seconds": res.seconds}
+            row: dict[str, Any] = {
+                "status": "ok",
+                "loss": res.loss,
+                "iterations": res.iterations,
+                "restarts": res.restarts,
+                "seconds": res.seconds,
+            }
             try:
                 images, labels = truth()
             except FedlabError as exc:  # attackable but not scorable
@@ -118,11 +148,16 @@ def run_targets(attack: Attack, name: str, targets: Iterable[Target], out: Path,
             else:
                 images = inp.to_unit_range(images)
                 row.update(metrics.score(images, labels, res.images, res.labels))
-                atomic_save_tensors(out / "reconstructions" / f"{_safe(target_id)}.safetensors",
-                                    {"truth": images, "reconstruction": res.images})
+                atomic_save_tensors(
+                    out / "reconstructions" / f"{_safe(target_id)}.safetensors",
+                    {"truth": images, "reconstruction": res.images},
+                )
         except FedlabError as exc:
             logger.error("%s: %s", target_id, exc)
-            row = {"status": "error", "error": str(exc)}
+            row = {"status": "error", "error": _one_line(str(exc))}
+        except Exception as exc:  # an unforeseen failure costs this target, not the others
+            logger.exception("%s: unexpected error", target_id)
+            row = {"status": "error", "error": _one_line(f"{type(exc).__name__}: {exc}")}
         results["targets"][target_id] = row
         atomic_write_json(path, results)
     return results
@@ -139,8 +174,9 @@ def print_table(results: dict[str, Any]) -> None:
         cells = []
         for c in cols:
             v = row.get(c)
-            cells.append(f"{'-':>9s}" if v is None else
-                         f"{v:9d}" if isinstance(v, int) else f"{v:9.3g}")
+            cells.append(
+                f"{'-':>9s}" if v is None else f"{v:9d}" if isinstance(v, int) else f"{v:9.3g}"
+            )
         print(f"{tid:28s} " + " ".join(cells))
 
 
@@ -182,21 +218,36 @@ def _finish(results: dict[str, Any], out: Path) -> int:
     print_table(results)
     grid = save_grid(out, results)
     print(f"results: {out / RESULTS}" + (f"; grid: {grid}" if grid else ""))
-    ok = [r for r in results["targets"].values() if r.get("status") == "ok"]
-    return 0 if ok else 2
+    rows = results["targets"]
+    failed = [t for t, r in rows.items() if r.get("status") != "ok"]
+    if failed:
+        shown = ", ".join(failed[:10]) + (", ..." if len(failed) > 10 else "")
+        print(
+            f"skipped {len(failed)} of {len(rows)} targets with errors ({shown}); their errors "
+            f"are above and in {out / RESULTS}; re-run the same command to retry them"
+        )
+    return 0 if len(failed) < len(rows) else 2
 
 
 def attack_command(args: argparse.Namespace) -> int:
-    """``fedlab attack``: exit 2 when no target could be attacked."""
-    from fedlab.traces import TraceReader
+    """``fedlab attack``: exit 0 when some target was attacked, 2 when none could be.
 
-    reader = TraceReader(args.trace)
-    records = reader.select(args.rounds, args.clients)
-    if not records:
+    Malformed records (and records whose files or model are refused) are failed targets: they
+    are reported in the table, in ``results.json`` and in a final "skipped" line.
+    """
+    from fedlab.traces import InvalidRecord, TraceReader
+
+    trust = getattr(args, "trust_trace_code", False)
+    reader = TraceReader(args.trace, trust_code=trust, strict=False)
+    if trust:
+        logger.warning("--trust-trace-code: model names in %s may import and run code", args.trace)
+    entries = reader.select_all(args.rounds, args.clients)
+    if not entries:
+        known = [r for r in reader.select_all() if r.round is not None and r.client is not None]
         raise FedlabError(
             f"no records of rounds {args.rounds} and clients {args.clients} in {args.trace}; "
-            f"it has rounds {sorted({r.round for r in reader.records})} and clients "
-            f"{sorted({r.client for r in reader.records})}"
+            f"it has rounds {sorted({r.round for r in known})} and clients "
+            f"{sorted({r.client for r in known})}"
         )
     attack = make_attack(args.attack, args)
     attack_input = reader.attack_input
@@ -204,10 +255,21 @@ def attack_command(args: argparse.Namespace) -> int:
         from attacks.pgla.compose import denoising
 
         attack_input = denoising(attack_input, args.denoise, args.denoiser)
-    targets: list[Target] = [
-        (r.target_id, (lambda r=r: attack_input(r)), (lambda r=r: reader.ground_truth(r)))
-        for r in records
-    ]
+
+    def refused(bad: InvalidRecord) -> Callable[[], Any]:
+        def fail() -> Any:
+            raise FedlabError(bad.error)
+
+        return fail
+
+    targets: list[Target] = []
+    for r in entries:
+        if isinstance(r, InvalidRecord):
+            targets.append((r.target_id, refused(r), refused(r)))
+        else:
+            targets.append(
+                (r.target_id, (lambda r=r: attack_input(r)), (lambda r=r: reader.ground_truth(r)))
+            )
     out = Path(args.out)
     results = run_targets(attack, args.attack, targets, out, str(Path(args.trace).resolve()))
     return _finish(results, out)
@@ -227,6 +289,7 @@ def bench_attacks_command(args: argparse.Namespace) -> int:
         attack = make_attack(name, args)
         targets: list[Target] = []
         for case in bench_cases(images, tuple(args.seeds)):
+
             def make(case=case):
                 return case_input(case)[0]
 
@@ -247,13 +310,17 @@ def bench_attacks_command(args: argparse.Namespace) -> int:
 
 def print_summary(summary: dict[str, dict[str, float]]) -> None:
     """One line per attack: PSNR median [q25, q75] (min..max), failures, SSIM, labels, seconds."""
-    print(f"{'attack':8s} {'n':>3s} {'PSNR med':>9s} {'[q25, q75]':>16s} {'min..max':>14s} "
-          f"{'<20dB':>5s} {'SSIM med':>8s} {'label acc':>9s} {'s/attack':>8s}")
+    print(
+        f"{'attack':8s} {'n':>3s} {'PSNR med':>9s} {'[q25, q75]':>16s} {'min..max':>14s} "
+        f"{'<20dB':>5s} {'SSIM med':>8s} {'label acc':>9s} {'s/attack':>8s}"
+    )
     for name, s in summary.items():
         if not s["n"]:
             print(f"{name:8s}   0 (no successful targets)")
             continue
-        print(f"{name:8s} {s['n']:3d} {s['psnr_median']:9.2f} "
-              f"[{s['psnr_q25']:6.2f}, {s['psnr_q75']:6.2f}] "
-              f"{s['psnr_min']:6.2f}..{s['psnr_max']:6.2f} {s['failures']:5d} "
-              f"{s['ssim_median']:8.3f} {s['label_accuracy']:9.2f} {s['seconds_median']:8.1f}")
+        print(
+            f"{name:8s} {s['n']:3d} {s['psnr_median']:9.2f} "
+            f"[{s['psnr_q25']:6.2f}, {s['psnr_q75']:6.2f}] "
+            f"{s['psnr_min']:6.2f}..{s['psnr_max']:6.2f} {s['failures']:5d} "
+            f"{s['ssim_median']:8.3f} {s['label_accuracy']:9.2f} {s['seconds_median']:8.1f}"
+        )

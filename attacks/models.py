@@ -55,7 +55,21 @@ def dlg_uniform_init_(model: nn.Module, low: float = -0.5, high: float = 0.5) ->
 
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("models", ("attacks.models",))
-"""Victim-model builders by name; a trace's model spec names one of these (or ``module:attr``)."""
+"""Victim-model builders by name; a trace's model spec names one of these (a ``module:attr``
+that is not registered is only built when the reader trusts the trace's code)."""
+
+FEDLAB_BUILDERS = (
+    "clients.supervised.models:cnn",
+    "clients.supervised.models:mlp",
+    "clients.supervised.models:lenet",
+    "clients.dpfedavg.linear:softmax_regression",
+)
+"""Builders fedlab's own workloads name as ``module:attr`` in the traces they record
+(``Workload.model_spec``); registered (lazily) under exactly those names, so that such traces
+are read without trusting code: the import is fixed here, not chosen by the file."""
+
+for _spec in FEDLAB_BUILDERS:
+    MODELS.add_lazy(_spec, _spec)
 
 
 @MODELS.register("lenet")

@@ -4,7 +4,10 @@ A researcher's package adds to a registry either by importing it and decorating 
 (``@STRATEGIES.register("mine")``) or, without being imported by us, through an entry point in
 the group ``fedlab.<kind>`` (for example ``fedlab.strategies``) whose value is ``module:attr``.
 Any registry also accepts ``module:attr`` directly, so a run config can name a class that was
-never registered.
+never registered, unless the caller passes ``allow_import=False`` to :meth:`Registry.get`: the
+trace reader does, because a name read from a file someone else wrote must not choose code to
+import and run. A plugin may also be registered under a ``module:attr`` name, which is then
+looked up like any other name.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class Registry(Generic[T]):
         self.singular = singular or kind.removesuffix("s")
         self.builtin_modules = builtin_modules
         self._items: dict[str, T] = {}
+        self._lazy: dict[str, str] = {}
         self._entry_points_loaded = False
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -87,13 +91,28 @@ class Registry(Generic[T]):
         FedlabError
             If ``name`` is already taken by another object.
         """
-        existing = self._items.get(name)
+        existing = self._items.get(name, self._lazy.get(name))
         if existing is not None and existing is not obj:
             raise FedlabError(
                 f"{self.kind} name {name!r} is already registered to {existing!r}; "
                 "choose another name"
             )
         self._items[name] = obj
+
+    def add_lazy(self, name: str, target: str) -> None:
+        """Add the object at ``target`` (``module:attr``) under ``name``, imported on first lookup.
+
+        The import is fixed by the registering code, so a lazy name is as safe to look up with
+        ``allow_import=False`` as any other registered one.
+
+        Raises
+        ------
+        FedlabError
+            If ``name`` is already registered.
+        """
+        if name in self._items or self._lazy.get(name, target) != target:
+            raise FedlabError(f"{self.kind} name {name!r} is already registered; choose another")
+        self._lazy[name] = target
 
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:
@@ -102,36 +121,50 @@ class Registry(Generic[T]):
         for module in self.builtin_modules:
             importlib.import_module(module)
         for ep in entry_points(group=f"fedlab.{self.kind}"):
-            if ep.name not in self._items:
+            if ep.name not in self._items and ep.name not in self._lazy:
                 self._items[ep.name] = ep.load()
 
     def names(self) -> list[str]:
         """Sorted names known now, entry points included."""
         self._load_entry_points()
-        return sorted(self._items)
+        return sorted({*self._items, *self._lazy})
 
-    def get(self, name: str) -> T:
-        """Look up ``name``, or import it when it is ``module:attr``.
+    def get(self, name: str, *, allow_import: bool = True) -> T:
+        """Look up ``name``, or import it when it is ``module:attr`` and not registered.
+
+        Parameters
+        ----------
+        name : str
+            A registered name, or ``module:attr``.
+        allow_import : bool
+            Whether an unregistered ``module:attr`` is imported; with False only registered
+            names (entry points included) are returned.
 
         Raises
         ------
         FedlabError
             Naming the unknown value and listing the known ones.
         """
-        if ":" in name:
+        if ":" in name and allow_import and name not in self._items and name not in self._lazy:
             return import_object(name, what=self.singular)
         self._load_entry_points()
+        if name in self._lazy and name not in self._items:
+            self._items[name] = import_object(self._lazy[name], what=self.singular)
         try:
             return self._items[name]
         except KeyError:
-            raise FedlabError(
-                f"unknown {self.singular} {name!r}; known: {', '.join(self.names())} "
+            hint = (
                 "(or give 'module:attr' for your own)"
+                if allow_import
+                else "(importing 'module:attr' is disabled here; register it instead)"
+            )
+            raise FedlabError(
+                f"unknown {self.singular} {name!r}; known: {', '.join(self.names())} {hint}"
             ) from None
 
     def __contains__(self, name: object) -> bool:
         self._load_entry_points()
-        return name in self._items
+        return name in self._items or name in self._lazy
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

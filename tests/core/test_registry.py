@@ -50,3 +50,21 @@ def test_entry_points_add_plugins_from_other_packages(monkeypatch):
     reg = Registry("things")
     assert reg.get("marked").__name__ == "MarkedFedAvg"
     assert reg.names() == ["marked"]
+
+
+def test_module_attr_can_be_disabled_and_lazy_names_stay_allowed(tmp_path, monkeypatch):
+    (tmp_path / "sidefx_mod.py").write_text(
+        f"open({str(tmp_path / 'imported')!r}, 'w').close()\ndef f():\n    return 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry("things")
+    with pytest.raises(FedlabError, match="'sidefx_mod:f'.*importing 'module:attr' is disabled"):
+        reg.get("sidefx_mod:f", allow_import=False)
+    assert not (tmp_path / "imported").exists()
+    reg.add_lazy("sidefx_mod:f", "sidefx_mod:f")  # a fixed import chosen by the registering code
+    assert "sidefx_mod:f" in reg and reg.names() == ["sidefx_mod:f"]
+    assert not (tmp_path / "imported").exists()  # imported on first lookup, not before
+    assert reg.get("sidefx_mod:f", allow_import=False)() == 1
+    assert (tmp_path / "imported").exists()
+    with pytest.raises(FedlabError, match="already registered"):
+        reg.add("sidefx_mod:f", int)
