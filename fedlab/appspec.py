@@ -63,8 +63,10 @@ class AppSpec:
             log.addHandler(handler)
             log.setLevel(logging.INFO)
         run = RunFolder(config.out_dir or default_run_dir(self.name))
-        run.write_config(self.name, config.to_mapping(), config.seed)
+        run.write_config(self.name, config.to_mapping(), config.seed, config.warnings())
         log.info("run folder: %s", run.path)
+        for warning in config.warnings():
+            log.warning("%s", warning)
         return self.server_fn(grid, config, run)
 
     def server_app(self, config: RunConfig) -> ServerApp:

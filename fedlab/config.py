@@ -9,6 +9,7 @@ work starts, and the fully resolved config is saved in the run folder.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -46,6 +47,11 @@ def _coerce(key: str, value: Any, expected: type) -> ConfigValue:
             return int(value)
     elif expected is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise FedlabError(
+                    f"run-config key {key!r} must be a finite number, got {value!r}; "
+                    f"write e.g. {key}={_example(expected)}"
+                )
             return float(value)
     elif expected is str:
         if isinstance(value, str):
@@ -147,12 +153,19 @@ class RunConfig:
         return new
 
     # -- validation ---------------------------------------------------------------------------
+    def warnings(self) -> list[str]:
+        """Things about this config a reader of the run folder must know (logged and saved in
+        ``config.json``); none by default."""
+        return []
+
     def validate(self) -> None:
         """Check ranges and choices; raise :class:`FedlabError` naming the bad value."""
+        _finite(self)
         _positive(self, "num_server_rounds", "batch_size")
         _non_negative(
-            self, "num_supernodes", "local_steps", "weight_decay", "momentum", "min_replies"
-        )
+            self, "seed", "num_supernodes", "local_steps", "weight_decay", "momentum",
+            "min_replies",
+        )  # fmt: skip
         _positive(self, "lr", "round_timeout")
         _in_unit_interval(self, "fraction_train", open_low=True)
         _in_unit_interval(self, "test_fraction", open_low=True, open_high=True)
@@ -198,6 +211,15 @@ def _int_set(name: str, text: str) -> set[int] | None:
             f'write e.g. {to_key(name)}="0,3"'
         ) from None
     return values or None
+
+
+def _finite(cfg: RunConfig) -> None:
+    """Every float field is finite (``value <= 0`` is False for NaN, so range checks alone
+    would let NaN through)."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise FedlabError(f"{to_key(f.name)} must be a finite number, got {value}")
 
 
 def _positive(cfg: RunConfig, *names: str) -> None:

@@ -51,11 +51,14 @@ class RunFolder:
         self.plot_every = plot_every
         self._last_plot = time.monotonic()
 
-    def write_config(self, app: str, config: Mapping[str, Any], seed: int) -> None:
-        atomic_write_json(
-            self.path / "config.json",
-            {"app": app, "seed": seed, "run-config": dict(config), "versions": package_versions()},
-        )
+    def write_config(
+        self, app: str, config: Mapping[str, Any], seed: int, warnings: list[str] | None = None
+    ) -> None:
+        content = {"app": app, "seed": seed, "run-config": dict(config)}
+        if warnings:
+            content["warnings"] = list(warnings)
+        content["versions"] = package_versions()
+        atomic_write_json(self.path / "config.json", content)
 
     def add_round(self, record: dict[str, Any]) -> None:
         self.history.append(record)

@@ -117,6 +117,11 @@ class RoundRecorder(StrategyWrapper):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = _in_partition_order(replies)
+        broken = [r for r in replies if not r.has_error() and not is_finite_reply(r)]
+        if broken:
+            log.warning("round %d: %d replies hold NaN or Inf (partitions %s); counted as failed",
+                        server_round, len(broken), _partitions(broken))  # fmt: skip
+            replies = [r for r in replies if all(r is not b for b in broken)]
         ok = [r for r in replies if not r.has_error()]
         self._round.update(replies=len(ok), failures=self._round["sampled"] - len(ok))
         if len(ok) < self.min_replies:
@@ -158,6 +163,26 @@ class RoundRecorder(StrategyWrapper):
         )
 
 
+def is_finite_reply(reply: Message, arrays_key: str | None = None) -> bool:
+    """Whether every floating-point value of the reply's arrays and metrics is finite.
+
+    ``arrays_key`` limits the array check to one ArrayRecord (all of them by default).
+    """
+    for key, record in reply.content.array_records.items():
+        if arrays_key is not None and key != arrays_key:
+            continue
+        for array in record.values():
+            values = array.numpy()
+            if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+                return False
+    for record in reply.content.metric_records.values():
+        for value in record.values():
+            numbers = value if isinstance(value, list) else [value]
+            if not all(np.isfinite(v) for v in numbers if isinstance(v, float)):
+                return False
+    return True
+
+
 def _in_partition_order(replies: Iterable[Message]) -> list[Message]:
     """Replies sorted by partition id: arrival order varies under Ray, and the order of a
     floating-point sum changes its last bits, which would break same-seed reproducibility."""
@@ -168,6 +193,11 @@ def _in_partition_order(replies: Iterable[Message]) -> list[Message]:
         return (1, int(reply.metadata.src_node_id))
 
     return sorted(replies, key=key)
+
+
+def _partitions(replies: list[Message]) -> str:
+    return ", ".join(str(r.content[CLIENT_INFO]["partition-id"]) if CLIENT_INFO in r.content
+                     else f"node {r.metadata.src_node_id}" for r in replies)  # fmt: skip
 
 
 def _plain(metrics: MetricRecord | None) -> dict[str, Any]:

@@ -173,15 +173,17 @@ def train(
     while step < total_steps:
         for batch in loader:
             batch = _to(batch, device)
-            if len(batch[0]) == 0:  # Poisson sampling (Opacus) can draw an empty batch
-                continue
+            # Poisson sampling (Opacus) can draw an empty batch. It still takes a step: DP-SGD
+            # adds its noise and its accountant counts the draw, which the privacy analysis of
+            # sampling at rate q assumes; it just adds nothing to the metric averages.
             optimizer.zero_grad(set_to_none=True)
             loss, metrics = step_fn(model, batch)
             loss.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            averages.add({"loss": loss.item(), **metrics}, len(batch[0]))
+            if len(batch[0]):
+                averages.add({"loss": loss.item(), **metrics}, len(batch[0]))
             step += 1
             if step >= total_steps:
                 break

@@ -1,13 +1,19 @@
-"""Client-level privacy accounting of DP-FedAvg with Flower's ``RdpAccountant`` (dp-accounting).
+"""Client-level privacy accounting of DP-FedAvg with dp-accounting's RDP accountant.
 
-One round of central DP-FedAvg is a sampled Gaussian mechanism over clients: Poisson sampling at
-rate q (add/remove-one neighbours) or a fixed m of N without replacement (replace-one
-neighbours). Replacing one client moves the sum of clipped updates by up to 2C, so under
-replace-one the accounted noise multiplier is z/2 (dp-accounting expects noise std over the
-sensitivity); Poisson sampling with add/remove-one moves it by C and accounts z itself.
+One round of central DP-FedAvg samples clients once and releases one or two Gaussian queries of
+the sampled clients: the sum of clipped updates, and with adaptive clipping the centred count of
+unclipped updates. It is accounted as exactly that, one sampling event wrapping the composed
+queries (``PoissonSampledDpEvent(q, ComposedDpEvent([GaussianDpEvent(z_update),
+GaussianDpEvent(sigma_b / (1/2))]))``), never as separately sampled events.
 
-Rounds with the same noise multiplier are kept as one run of events, so each epsilon costs one
-RDP evaluation however many rounds have passed (Flower's accountant replays events one by one).
+Sampling decides the neighbouring relation: Poisson at rate q goes with add/remove-one
+neighbours, a fixed m of N without replacement with replace-one. Noise multipliers are stored in
+add/remove units (noise std over the add/remove sensitivity: C for the update sum, 1/2 for the
+centred count); replacing one client moves both queries by twice that, so under fixed sampling
+every accounted multiplier is halved.
+
+Rounds with the same mechanism are kept as one run of events, so each epsilon costs one RDP
+evaluation however many rounds have passed.
 """
 
 from __future__ import annotations
@@ -16,13 +22,8 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-from flwr.serverapp import (
-    GaussianPrivacyEvent,
-    NeighboringRelation,
-    PrivacyConfig,
-    RdpAccountant,
-    SamplingMethod,
-)
+from dp_accounting import dp_event
+from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
 from fedlab.errors import FedlabError
 from strategies.dp_sampling import ClientSampler
@@ -36,10 +37,31 @@ RDP_ORDERS = (
 )
 MAX_NOISE_MULTIPLIER = 100.0
 
+#: One round's queries: (update multiplier z_update, count multiplier 2 sigma_b or 0 for none).
+Mechanism = tuple[float, float]
+
+
+def effective_multiplier(update_multiplier: float, count_multiplier: float = 0.0) -> float:
+    """The single Gaussian multiplier equivalent to both queries: (z_u^-2 + z_b^-2)^(-1/2)."""
+    precision = update_multiplier**-2 + (count_multiplier**-2 if count_multiplier else 0.0)
+    return precision**-0.5
+
+
+def round_event(sampler: ClientSampler, mechanism: Mechanism) -> dp_event.DpEvent:
+    """One round as dp-accounting sees it: one client sample wrapping the Gaussian queries."""
+    scale = 1.0 if sampler.kind == "poisson" else 0.5  # replace-one doubles each sensitivity
+    queries = [dp_event.GaussianDpEvent(m * scale) for m in mechanism if m]
+    inner = queries[0] if len(queries) == 1 else dp_event.ComposedDpEvent(queries)
+    if sampler.kind == "poisson":
+        return dp_event.PoissonSampledDpEvent(sampler.rate, inner)
+    return dp_event.SampledWithoutReplacementDpEvent(
+        sampler.population, sampler.expected_size, inner
+    )
+
 
 @dataclass
 class ClientLevelAccountant:
-    """Epsilon at ``delta`` after each round, for the sampling that is actually done.
+    """Epsilon at ``delta`` after each round, for the sampling and queries actually run.
 
     Parameters
     ----------
@@ -50,27 +72,29 @@ class ClientLevelAccountant:
 
     sampler: ClientSampler
     delta: float
-    runs: list[list[float]] = field(default_factory=list)  # [[noise multiplier, rounds], ...]
-    _cache: dict[tuple[tuple[float, float], ...], float] = field(default_factory=dict)
+    runs: list[list] = field(default_factory=list)  # [[(z_update, z_count), rounds], ...]
+    _cache: dict[tuple, float] = field(default_factory=dict)
 
     @property
     def rounds(self) -> int:
         """Rounds accounted so far."""
         return int(sum(count for _, count in self.runs))
 
-    def record(self, noise_multiplier: float) -> None:
-        """Account one round at ``noise_multiplier`` (z: noise std over the clip norm C)."""
-        if self.runs and self.runs[-1][0] == noise_multiplier:
+    def record(self, update_multiplier: float, count_multiplier: float = 0.0) -> None:
+        """Account one round: the update sum at ``update_multiplier`` (noise std over C) and,
+        with adaptive clipping, the centred count at ``count_multiplier`` (sigma_b over 1/2)."""
+        mechanism = (float(update_multiplier), float(count_multiplier))
+        if self.runs and self.runs[-1][0] == mechanism:
             self.runs[-1][1] += 1
         else:
-            self.runs.append([noise_multiplier, 1])
+            self.runs.append([mechanism, 1])
 
-    def epsilon(self, *, extra_rounds: int = 0, noise_multiplier: float | None = None) -> float:
-        """Epsilon so far, or after ``extra_rounds`` more rounds at ``noise_multiplier``."""
-        runs = [tuple(r) for r in self.runs]
+    def epsilon(self, *, extra_rounds: int = 0, mechanism: Mechanism | None = None) -> float:
+        """Epsilon so far, or after ``extra_rounds`` more rounds of ``mechanism`` (the last
+        recorded one by default)."""
+        runs = [(m, count) for m, count in self.runs]
         if extra_rounds:
-            z = noise_multiplier if noise_multiplier is not None else self.runs[-1][0]
-            runs.append((z, float(extra_rounds)))
+            runs.append((mechanism or self.runs[-1][0], extra_rounds))
         key = tuple(runs)
         if not runs:
             return 0.0
@@ -78,64 +102,51 @@ class ClientLevelAccountant:
             self._cache[key] = _rdp_epsilon(self.sampler, runs, self.delta)
         return self._cache[key]
 
-    def would_exceed(self, target_epsilon: float, noise_multiplier: float) -> bool:
-        """Whether one more round at ``noise_multiplier`` would take epsilon above the target."""
-        return self.epsilon(extra_rounds=1, noise_multiplier=noise_multiplier) > target_epsilon
+    def would_exceed(self, target_epsilon: float, mechanism: Mechanism) -> bool:
+        """Whether one more round of ``mechanism`` would take epsilon above the target."""
+        return self.epsilon(extra_rounds=1, mechanism=mechanism) > target_epsilon
 
     def pld_epsilon(self) -> float | None:
-        """Epsilon from dp-accounting's PLD accountant (tighter than RDP); Poisson sampling only."""
+        """Epsilon from dp-accounting's PLD accountant (tighter than RDP); Poisson sampling only.
+
+        The PLD accountant refuses a sampled composition of queries, so each round is the single
+        Gaussian of the same total multiplier (:func:`effective_multiplier`), which is exact for
+        Gaussian queries sharing one sample.
+        """
         if self.sampler.kind != "poisson" or not self.runs:
             return None
-        from dp_accounting import dp_event
         from dp_accounting.pld import pld_privacy_accountant
 
         accountant = pld_privacy_accountant.PLDAccountant()
-        for z, count in self.runs:
-            event = dp_event.PoissonSampledDpEvent(
-                self.sampler.rate, dp_event.GaussianDpEvent(accounted_multiplier(self.sampler, z))
-            )
-            accountant.compose(event, int(count))
+        for mechanism, count in self.runs:
+            single = (effective_multiplier(*mechanism), 0.0)
+            accountant.compose(round_event(self.sampler, single), int(count))
         return float(accountant.get_epsilon(self.delta))
 
     def state_dict(self) -> dict[str, object]:
-        """Flower's JSON-serialisable accountant state for the rounds so far."""
-        return _flower_accountant(self.sampler, [tuple(r) for r in self.runs], self.delta)[
-            0
-        ].state_dict()
+        """The accounted rounds as plain JSON."""
+        return {
+            "sampling": self.sampler.kind, "rate": self.sampler.rate,
+            "population": self.sampler.population, "delta": self.delta,
+            "compositions": [{"update-multiplier": m[0], "count-multiplier": m[1],
+                              "count": int(count)} for m, count in self.runs],
+        }  # fmt: skip
 
 
-def accounted_multiplier(sampler: ClientSampler, noise_multiplier: float) -> float:
-    """Noise std over the sensitivity: z for Poisson (add/remove), z/2 for fixed (replace-one)."""
-    return noise_multiplier if sampler.kind == "poisson" else noise_multiplier / 2
-
-
-def _flower_accountant(
-    sampler: ClientSampler, runs: list[tuple[float, float]], delta: float
-) -> tuple[RdpAccountant, list[GaussianPrivacyEvent]]:
-    if sampler.kind == "poisson":
-        method, relation = SamplingMethod.POISSON, NeighboringRelation.ADD_OR_REMOVE_ONE
-    else:
-        method, relation = SamplingMethod.WITHOUT_REPLACEMENT, NeighboringRelation.REPLACE_ONE
-    accountant = RdpAccountant(
-        PrivacyConfig(delta, sampler.population, relation, method), orders=RDP_ORDERS
+def _rdp_epsilon(sampler: ClientSampler, runs: list[tuple[Mechanism, int]], delta: float) -> float:
+    relation = (
+        rdp.NeighborRel.ADD_OR_REMOVE_ONE
+        if sampler.kind == "poisson"
+        else rdp.NeighborRel.REPLACE_ONE
     )
-    events = []
-    for z, count in runs:
-        event = GaussianPrivacyEvent(
-            accounted_multiplier(sampler, z), sampler.expected_size, sampler.population
-        )
-        accountant.compose(event, int(count))
-        events.append(event)
-    return accountant, events
-
-
-def _rdp_epsilon(sampler: ClientSampler, runs: list[tuple[float, float]], delta: float) -> float:
     absl = logging.getLogger("absl")
     previous = absl.level
     absl.setLevel(logging.ERROR)  # dp-accounting logs one warning per non-converging RDP order
     try:
-        accountant, _ = _flower_accountant(sampler, runs, delta)
-        return accountant.get_epsilon(delta)
+        accountant = rdp.RdpAccountant(RDP_ORDERS, relation)
+        for mechanism, count in runs:
+            accountant.compose(round_event(sampler, mechanism), int(count))
+        return float(accountant.get_epsilon(delta))
     finally:
         absl.setLevel(previous)
 
@@ -143,8 +154,8 @@ def _rdp_epsilon(sampler: ClientSampler, runs: list[tuple[float, float]], delta:
 def epsilon_after(
     sampler: ClientSampler, noise_multiplier: float, rounds: int, delta: float
 ) -> float:
-    """Client-level epsilon of ``rounds`` rounds at ``noise_multiplier``."""
-    return _rdp_epsilon(sampler, [(noise_multiplier, float(rounds))], delta)
+    """Client-level epsilon of ``rounds`` rounds of one Gaussian query at ``noise_multiplier``."""
+    return _rdp_epsilon(sampler, [((noise_multiplier, 0.0), rounds)], delta)
 
 
 def noise_for_target(

@@ -5,11 +5,18 @@ Each round the server learns the noisy fraction b of sampled updates that were *
 
     C <- C * exp(-eta * (b - gamma))
 
-Too many unclipped updates (b > gamma) shrink C; too few grow it. The count is released with
-Gaussian noise of std sigma_b, so the update's own noise multiplier is lowered to keep the
-round's total privacy cost at z (Andrew et al., Theorem 1):
+Too many unclipped updates (b > gamma) shrink C; too few grow it. Each reply contributes its
+bit centred, ``unclipped - 1/2`` (as TF Privacy's quantile estimator does), so adding or removing
+one client moves the released sum by at most 1/2; the sum gets Gaussian noise of std sigma_b and
+the fraction is ``noisy_sum / m + 1/2``. With that sensitivity the count is a Gaussian query of
+multiplier ``2 sigma_b``, and lowering the update's own multiplier to
 
     z_update = (z^-2 - (2 sigma_b)^-2)^(-1/2)
+
+keeps the round, both queries under one sampling, exactly a Gaussian mechanism of multiplier z
+(Andrew et al., Theorem 1). The accountant composes the two queries as they are run
+(:mod:`strategies.dp_accounting`); an uncentred count (sensitivity 1) with this split would cost
+far more than z says (about epsilon 10.4 instead of 5.885 at q 0.1, z 1, 50 rounds).
 
 (Flower 1.42's adaptive wrapper counts *clipped* updates with this same minus sign, so its C
 runs the wrong way; this module is tested to converge from both sides.)
@@ -38,8 +45,9 @@ class AdaptiveClipping:
     learning_rate : float
         eta > 0 (the paper uses 0.2).
     count_stddev : float
-        sigma_b, the std of the noise on the count of unclipped updates (the paper's default is
-        the expected clients per round / 20). 0 releases the exact count (no DP for it).
+        sigma_b, the std of the noise on the centred count of unclipped updates (the paper's
+        default is the expected clients per round / 20). 0 releases the exact count (no DP for
+        it; only for tests of the update rule).
     """
 
     clip_norm: float
@@ -47,7 +55,15 @@ class AdaptiveClipping:
     learning_rate: float = 0.2
     count_stddev: float = 0.0
 
+    #: How far adding or removing one client moves the centred count sum(b_i - 1/2).
+    count_sensitivity = 0.5
+
     def __post_init__(self) -> None:
+        if not all(map(math.isfinite, (self.clip_norm, self.learning_rate, self.count_stddev))):
+            raise FedlabError(
+                f"adaptive clipping needs finite numbers, got clip-norm {self.clip_norm}, "
+                f"clip-lr {self.learning_rate}, clipped-count-stddev {self.count_stddev}"
+            )
         if self.clip_norm <= 0:
             raise FedlabError(f"clip-norm must be > 0, got {self.clip_norm}")
         if not 0 < self.target_quantile < 1:
@@ -70,19 +86,34 @@ class AdaptiveClipping:
             )
         return rest**-0.5
 
-    def step(self, unclipped: int, expected_clients: float, rng: np.random.Generator) -> float:
+    @property
+    def count_multiplier(self) -> float:
+        """The count query's noise multiplier: sigma_b over its sensitivity 1/2 (add/remove)."""
+        return self.count_stddev / self.count_sensitivity
+
+    def released_count(self, unclipped: int, replies: int, rng: np.random.Generator) -> float:
+        """The noisy centred count ``sum_i (b_i - 1/2) + N(0, sigma_b^2)`` over the replies."""
+        centred = unclipped - replies / 2
+        return centred + (rng.normal(0.0, self.count_stddev) if self.count_stddev else 0.0)
+
+    def step(
+        self, unclipped: int, replies: int, expected_clients: float, rng: np.random.Generator
+    ) -> float:
         """Update C from the number of unclipped updates; return the noisy fraction b.
 
         Parameters
         ----------
         unclipped : int
-            Sampled updates whose norm was at most the current C.
+            Replies whose update norm was at most the current C.
+        replies : int
+            Replies counted (each contributes ``b_i - 1/2``).
         expected_clients : float
             The fixed denominator: qN for Poisson sampling, m for fixed sampling.
         rng : numpy Generator
             Draws the count's noise.
         """
-        noisy = unclipped + (rng.normal(0.0, self.count_stddev) if self.count_stddev else 0.0)
-        fraction = noisy / expected_clients
+        if not 0 <= unclipped <= replies:
+            raise FedlabError(f"{unclipped} unclipped of {replies} replies is not a count")
+        fraction = self.released_count(unclipped, replies, rng) / expected_clients + 0.5
         self.clip_norm *= math.exp(-self.learning_rate * (fraction - self.target_quantile))
         return fraction

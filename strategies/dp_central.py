@@ -15,7 +15,14 @@ step shrinks by replies/m, which is logged. To work around *any* inner strategy,
 rewritten to ``global + clip(update_i) * r/m + noise`` with the same noise vector and weight 1:
 a uniform mean over the r replies is then exactly the estimator above, and whatever the inner
 strategy does next (FedAvgM momentum, FedAdam) is post-processing. The guarantee needs the inner
-aggregation to be that uniform mean; robust aggregators (median, trimmed mean) are refused.
+aggregation to be that uniform mean, so only an allowlist of exact classes is wrapped (in flwr
+1.42 every strategy subclasses FedAvg, median, Krum, Bulyan and QFedAvg included, so
+``isinstance`` would let them through); a user's strategy declares itself a mean with
+``dp_mean_aggregation = True``.
+
+A reply whose arrays hold NaN or Inf counts as failed (a zero update): clipping cannot bound it.
+The clients' own training metrics are not aggregated into the round's metrics: nothing in
+``history.json`` is an un-noised statistic of private data.
 """
 
 from __future__ import annotations
@@ -24,13 +31,22 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp.strategy import FedMedian, FedTrimmedAvg, Krum, Strategy
+from flwr.serverapp.strategy import (
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedProx,
+    FedYogi,
+    Strategy,
+)
 
 from fedlab.errors import FedlabError, RunStopped
+from fedlab.server import is_finite_reply
 from strategies.dp_accounting import ClientLevelAccountant
 from strategies.dp_adaptive import AdaptiveClipping
+from strategies.dp_noise import NoiseSource
 from strategies.dp_sampling import ClientSampler
 from strategies.dp_updates import Update, apply_update, clip, norm, update_of
 from strategies.dp_wrapper import ClientSampling, client_reports, read_dp, reply_metrics
@@ -38,7 +54,16 @@ from strategies.dp_wrapper import ClientSampling, client_reports, read_dp, reply
 log = logging.getLogger("fedlab")
 
 CLIP_TOLERANCE = 1e-4  # relative slack on client-side clipping (float32 round-off)
-NOT_MEAN = (FedMedian, FedTrimmedAvg, Krum)
+#: Exact classes whose aggregate is the (weighted) mean of the replies' arrays, then only
+#: post-processing; with weight 1 per reply that mean has sensitivity C/m per client.
+MEAN_AGGREGATORS = (FedAvg, FedAvgM, FedProx, FedAdam, FedYogi, FedAdagrad)
+
+
+def is_mean_aggregator(strategy: Strategy) -> bool:
+    """Whether central DP may wrap ``strategy``: an allowlisted class exactly, or a user's
+    strategy that declares ``dp_mean_aggregation = True``."""
+    return type(strategy) in MEAN_AGGREGATORS or getattr(strategy, "dp_mean_aggregation", False) \
+        is True  # fmt: skip
 
 
 class CentralDP(ClientSampling):
@@ -47,7 +72,8 @@ class CentralDP(ClientSampling):
     Parameters
     ----------
     inner : Strategy
-        Averages the rewritten replies uniformly (FedAvg and its server-optimizer relatives).
+        Averages the rewritten replies uniformly: FedAvg, FedAvgM, FedProx, FedAdam, FedYogi or
+        FedAdagrad exactly, or a strategy declaring ``dp_mean_aggregation = True``.
     sampler : ClientSampler
     clip_norm : float
         C > 0 (C0 when ``adaptive`` is given).
@@ -59,8 +85,8 @@ class CentralDP(ClientSampling):
         Stop cleanly (:class:`~fedlab.errors.RunStopped`) before a round that would exceed it.
     adaptive : AdaptiveClipping, optional
         Adapt C towards a quantile of the update norms (Andrew et al. 2021).
-    seed : int
-        Seeds the noise (a deployment needs a cryptographically secure source instead).
+    noise : NoiseSource
+        Draws the update's and the count's noise: OS entropy by default (strategies.dp_noise).
     report_pld : bool
         Also report dp-accounting's PLD epsilon each round (Poisson sampling; about a second
         per round more).
@@ -81,18 +107,19 @@ class CentralDP(ClientSampling):
         delta: float = 1e-5,
         target_epsilon: float | None = None,
         adaptive: AdaptiveClipping | None = None,
-        seed: int = 0,
+        noise: NoiseSource | None = None,
         reply_view: Callable[[RecordDict], RecordDict] | None = None,
         report_pld: bool = False,
     ) -> None:
         super().__init__(inner, sampler)
         self.reply_view = reply_view
         self.report_pld = report_pld
-        if isinstance(inner, NOT_MEAN):
+        if not is_mean_aggregator(inner):
             raise FedlabError(
-                f"{type(inner).__name__} does not average uniformly, so one client can move its "
-                "aggregate by more than C/m and the noise z*C/m would not cover it; use fedavg, "
-                "fedavgm, fedprox, fedadam, fedyogi or fedadagrad under central DP"
+                f"{type(inner).__name__} is not known to aggregate by a mean of the replies, so "
+                "one client could move its aggregate by more than C/m and the noise z*C/m would "
+                "not cover it; use fedavg, fedavgm, fedprox, fedadam, fedyogi or fedadagrad under "
+                "central DP (a strategy of your own must declare dp_mean_aggregation = True)"
             )
         if clip_norm <= 0:
             raise FedlabError(f"clip-norm must be > 0, got {clip_norm}; e.g. clip-norm=1.0")
@@ -108,7 +135,7 @@ class CentralDP(ClientSampling):
             adaptive.update_noise_multiplier(noise_multiplier)  # fail early if sigma_b too small
         self.accountant = ClientLevelAccountant(sampler, delta)
         self.target_epsilon = target_epsilon
-        self.seed = seed
+        self.noise = noise or NoiseSource()
 
     @property
     def clip_norm(self) -> float:
@@ -120,6 +147,12 @@ class CentralDP(ClientSampling):
         """z for the update: z itself, or less when adaptive clipping's count takes a share."""
         return self.adaptive.update_noise_multiplier(self.noise_multiplier) if self.adaptive \
             else self.noise_multiplier  # fmt: skip
+
+    @property
+    def mechanism(self) -> tuple[float, float]:
+        """The round's queries as accounted: (z_update, count multiplier or 0)."""
+        count = self.adaptive.count_multiplier if self.adaptive else 0.0
+        return self.update_noise_multiplier, count
 
     def noise_std(self) -> float:
         """Std of the noise added to the aggregate: z_update * C / m."""
@@ -135,11 +168,12 @@ class CentralDP(ClientSampling):
 
     def before_round(self, server_round: int) -> None:
         if self.target_epsilon and self.accountant.would_exceed(
-            self.target_epsilon, self.noise_multiplier
+            self.target_epsilon, self.mechanism
         ):
             raise RunStopped(
                 f"round {server_round} would take client-level epsilon to "
-                f"{self.accountant.epsilon(extra_rounds=1):.3f} > target-epsilon "
+                f"{self.accountant.epsilon(extra_rounds=1, mechanism=self.mechanism):.3f} > "
+                "target-epsilon "
                 f"{self.target_epsilon}; stopped after {server_round - 1} rounds at epsilon "
                 f"{self.accountant.epsilon():.3f}"
             )
@@ -155,11 +189,12 @@ class CentralDP(ClientSampling):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Clip, rescale to the fixed denominator, add one noise draw, let ``inner`` average."""
-        replies = list(replies)
+        replies = [r for r in replies if r.has_error() or is_finite_reply(r, self.arrays_key)]
         ok = [r for r in replies if not r.has_error()]
         m = self.sampler.expected_size
         clip_norm, std = self.clip_norm, self.noise_std()
-        rng = np.random.default_rng([self.seed, server_round, 7])
+        mechanism = self.mechanism
+        rng = self.noise.numpy("central", server_round)
         noise: Update = {}  # one draw per array, the same for every reply
         unclipped = 0
         for msg in ok:
@@ -173,29 +208,28 @@ class CentralDP(ClientSampling):
                     noise[key] = rng.normal(0.0, std, value.shape)
             scaled = {k: v * len(ok) / m + noise[k] for k, v in update.items()}
             msg.content[self.arrays_key] = apply_update(record, self.sent, scaled)
-            reply_metrics(msg)[self.weight_key] = 1.0
+            _keep_only_dp_metrics(reply_metrics(msg))[self.weight_key] = 1.0
         if len(ok) < self.sampled:
             log.warning("round %d: %d of %d sampled clients replied; the missing ones count as "
                         "zero updates (same guarantee, step shrunk by %.2f)", server_round,
                         len(ok), self.sampled, len(ok) / max(self.sampled, 1))  # fmt: skip
         reported = client_reports(ok)
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
-        self.accountant.record(self.noise_multiplier)
-        metrics = MetricRecord(dict(metrics or {}))
+        self.accountant.record(*mechanism)
+        metrics = MetricRecord({k: v for k, v in (metrics or {}).items() if k.startswith("dp-")})
         metrics.update(reported)
         metrics.update({
             "dp-sampled": self.sampled,
             "dp-clip-norm": float(clip_norm),
             "dp-noise-multiplier": float(self.noise_multiplier),
             "dp-noise-std": float(std),
-            "dp-unclipped-fraction-true": unclipped / max(len(ok), 1),
             "dp-client-epsilon": self.accountant.epsilon(),
             "dp-delta": self.accountant.delta,
         })  # fmt: skip
         if self.report_pld and (pld := self.accountant.pld_epsilon()) is not None:
             metrics["dp-client-epsilon-pld"] = pld
         if self.adaptive is not None:
-            fraction = self.adaptive.step(unclipped, m, rng)
+            fraction = self.adaptive.step(unclipped, len(ok), m, rng)
             metrics["dp-unclipped-fraction-noisy"] = float(fraction)
         log.info("round %d: client-level epsilon %.4f at delta %g (RDP, %s sampling q=%g, z=%g, "
                  "C=%.4g)", server_round, metrics["dp-client-epsilon"], self.accountant.delta,
@@ -235,3 +269,11 @@ class CentralDPClientSideClipping(CentralDP):
                 "the client mod clipped to another C: use the C the server sends each round"
             )
         return update, bool(dp["unclipped"])
+
+
+def _keep_only_dp_metrics(metrics: MetricRecord) -> MetricRecord:
+    """Drop a reply's training metrics (loss, accuracy, counts) before the inner strategy
+    averages them: they are statistics of private data that no noise covers."""
+    for key in [k for k in metrics if not k.startswith("dp-")]:
+        del metrics[key]
+    return metrics

@@ -5,6 +5,8 @@
   whether it was within C (the bit adaptive clipping counts); the server adds the noise.
 * :class:`LocalDpMod`: local DP. The client clips its update and adds noise itself, before
   anything leaves it; the server is not trusted. This is the threat model of the PGLA attack.
+  Nothing else leaves the client in clear: its training metrics, example count, measured steps
+  and integer buffers are replaced by public values (see :meth:`LocalDpMod.__call__`).
 
 Every reply gets a ConfigRecord ``"dp"`` with the mechanism and its parameters, and the numeric
 ones also as ``dp-*`` entries of its MetricRecord, so recorded traces carry them.
@@ -16,11 +18,13 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedlab.client import derive_seed, partition_of
+from fedlab.client import partition_of
 from fedlab.errors import FedlabError
+from fedlab.server import CLIENT_INFO
+from strategies.dp_noise import NoiseSource
 from strategies.dp_updates import apply_update, clip, float_arrays, update_of
 from strategies.dp_wrapper import DP_RECORD, dp_record, reply_metrics
 
@@ -79,15 +83,17 @@ class LocalDpMod:
     delta : float
         Per release, in (0, 1) for Gaussian noise; ignored for Laplace.
     noise : {"gaussian", "laplace"}
-    seed : int
-        Seeds the noise with the partition and round (a deployment needs a secure source).
+    source : NoiseSource
+        Draws the noise: OS entropy by default; when seeded, from the seed, the partition and
+        this client's own release count (never the round number the server sends, so a server
+        that repeats a round cannot make the client repeat its noise).
     """
 
     clip_norm: float
     epsilon: float
     delta: float = 1e-5
     noise: str = "gaussian"
-    seed: int = 0
+    source: NoiseSource = NoiseSource()
 
     def __post_init__(self) -> None:
         if self.noise not in LOCAL_NOISES:
@@ -147,7 +153,15 @@ class LocalDpMod:
         }  # fmt: skip
 
     def __call__(self, msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        sent, round_config = _global_of(msg)
+        """Train, then release only the noised update and public values.
+
+        The reply keeps: the noised float arrays; every non-float array (a BatchNorm counter) as
+        the server sent it; a MetricRecord of the mechanism's public parameters with
+        ``num-examples`` 1, so the server's average is uniform; the partition id the server
+        already knows. Dropped: training metrics, the example count, measured steps, batch size
+        and any sample-level DP-SGD figures (their sample rate depends on the dataset size).
+        """
+        sent, _ = _global_of(msg)
         reply = call_next(msg, context)
         if reply.has_error():
             return reply
@@ -155,18 +169,33 @@ class LocalDpMod:
         ord_ = 1 if self.noise == "laplace" else 2
         clipped, _ = clip(update_of(record, sent), self.clip_norm, ord_)
         pid, _ = partition_of(context)
-        rng = np.random.default_rng(
-            derive_seed(self.seed, pid, int(round_config.get("server-round", 0)), "local-dp")
-        )
-        draw = rng.laplace if self.noise == "laplace" else rng.normal
-        noisy = {k: v + draw(0.0, self.noise_scale, v.shape) for k, v in clipped.items()}
-        reply.content[ARRAYS] = apply_update(record, sent, noisy)
         state = context.state.config_records.get(LOCAL_STATE, ConfigRecord({"releases": 0}))
         releases = int(state["releases"]) + 1
         context.state[LOCAL_STATE] = ConfigRecord({"releases": releases})
+        rng = self.source.numpy("local-dp", pid, releases)
+        draw = rng.laplace if self.noise == "laplace" else rng.normal
+        noisy = {k: v + draw(0.0, self.noise_scale, v.shape) for k, v in clipped.items()}
+        released = apply_update(record, sent, noisy)
+        reply.content[ARRAYS] = _with_sent_non_float(released, msg.content[ARRAYS])
         params = self.record(releases)
         reply.content[DP_RECORD] = dp_record(params)
-        metrics: MetricRecord = reply_metrics(reply)
-        for key in ("clip-norm", "noise-std", "epsilon", "delta"):
-            metrics[f"dp-{key}"] = float(params[key])  # type: ignore[arg-type]
+        public = {f"dp-{k}": float(params[k]) for k in ("clip-norm", "noise-std", "epsilon",
+                                                         "delta")}  # type: ignore[arg-type]  # fmt: skip
+        for key in list(reply.content.metric_records):
+            del reply.content[key]
+        reply.content["metrics"] = MetricRecord({**public, "num-examples": 1})
+        if CLIENT_INFO in reply.content:
+            reply.content[CLIENT_INFO] = ConfigRecord({"partition-id": pid})
         return reply
+
+
+def _with_sent_non_float(released: ArrayRecord, sent: ArrayRecord) -> ArrayRecord:
+    """``released`` with every non-float array replaced by the server's own value."""
+    out = {}
+    for key, value in released.items():
+        array = value.numpy()
+        if not np.issubdtype(array.dtype, np.floating) and key in sent:
+            out[key] = Array(sent[key].numpy().copy())
+        else:
+            out[key] = value
+    return ArrayRecord(out)

@@ -1,8 +1,10 @@
 """Client sampling for DP-FedAvg: Poisson at rate q, or a fixed m of N without replacement.
 
-The sample is drawn by a seeded RNG over the node list in partition order (the grid the core
-hands strategies), one independent draw per round, so a run is reproducible and the sampling
-that is accounted is the sampling that is done.
+One independent draw per round over the node list in partition order (the grid the core hands
+strategies), so the sampling that is accounted is the sampling that is done. Privacy
+amplification by sampling needs the sample to be secret, so under DP the draw comes from a
+:class:`~strategies.dp_noise.NoiseSource` (OS entropy unless seeded noise was asked for); without
+DP it comes from the run's seed, so runs without DP are reproducible.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fedlab.errors import FedlabError
+from strategies.dp_noise import NoiseSource
 
 SAMPLINGS = ("poisson", "fixed")
 
@@ -33,12 +36,16 @@ class ClientSampler:
     population : int
         N, the number of clients.
     seed : int
+        Draws the sample when ``source`` is None (runs without DP).
+    source : NoiseSource, optional
+        Draws the sample under DP (secret from anyone who knows the seed).
     """
 
     kind: str
     rate: float
     population: int
     seed: int = 0
+    source: NoiseSource | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in SAMPLINGS:
@@ -66,7 +73,10 @@ class ClientSampler:
                 f"{len(node_ids)} nodes are connected but accounting assumes {self.population}; "
                 "set num-supernodes to the number of nodes"
             )
-        rng = np.random.default_rng([self.seed, server_round])
+        if self.source is None:
+            rng = np.random.default_rng([self.seed, server_round])
+        else:
+            rng = self.source.numpy("client-sample", server_round)
         if self.kind == "poisson":
             chosen = np.flatnonzero(rng.random(self.population) < self.rate)
         else:

@@ -134,6 +134,10 @@ class FedFoA(FedAvg):
         Passed to Flower's FedAvg (sampling: ``fraction_train``, ``min_train_nodes``, ...).
     """
 
+    #: The aggregate is a (weighted) mean of the replies' matrices and arrays, so central DP
+    #: may wrap it (with weight 1 per reply the mean moves by at most C/m per client).
+    dp_mean_aggregation = True
+
     def __init__(
         self,
         *,

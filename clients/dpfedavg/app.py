@@ -59,7 +59,7 @@ def build_dp_strategy(config: DPFedAvgConfig, num_nodes: int) -> Strategy:
     target = config.target_epsilon if config.dp_accounted != "local" else 0.0
     return cls(inner, sampler, clip_norm=config.clip_norm, noise_multiplier=z,
                delta=config.delta, target_epsilon=target or None, adaptive=adaptive,
-               seed=config.seed, report_pld=config.report_pld)  # fmt: skip
+               noise=config.noise_source(), report_pld=config.report_pld)  # fmt: skip
 
 
 def dpfedavg_server(grid: Grid, config: RunConfig, run: RunFolder) -> dict[str, Any]:
@@ -83,7 +83,8 @@ def dp_train(msg: Message, context: Context, config: RunConfig) -> Message:
     if config.dp_sgd:
         session = DPSGDSession(context, noise_multiplier=config.dp_sgd_noise_multiplier,
                                max_grad_norm=config.dp_sgd_max_grad_norm,
-                               delta=config.dp_sgd_delta)  # fmt: skip
+                               delta=config.dp_sgd_delta,
+                               source=config.noise_source())  # fmt: skip
 
     def train(m: Message, c: Context) -> Message:
         reply = handle_train(m, c, config, workload=workload,
@@ -99,7 +100,7 @@ def dp_train(msg: Message, context: Context, config: RunConfig) -> Message:
             epsilon=config.local_epsilon,
             delta=config.local_delta,
             noise=config.local_noise,
-            seed=config.seed,
+            source=config.noise_source(),
         )
 
         def call(m: Message, c: Context) -> Message:  # noqa: F811

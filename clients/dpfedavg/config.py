@@ -10,6 +10,7 @@ from fedlab.errors import FedlabError
 from strategies.dp_accounting import MAX_NOISE_MULTIPLIER, epsilon_after
 from strategies.dp_adaptive import AdaptiveClipping
 from strategies.dp_mods import LOCAL_NOISES
+from strategies.dp_noise import SEEDED_NOISE_WARNING, NoiseSource
 from strategies.dp_sampling import SAMPLINGS, ClientSampler
 
 DP_MODES = ("none", "central-server", "central-client", "local")
@@ -26,6 +27,9 @@ class DPFedAvgConfig(RunConfig):
     with and without DP see the same rounds. ``target-epsilon`` > 0 either derives the noise
     multiplier (``noise-multiplier = 0``) or stops the run before the round that would exceed it.
     ``dp-sgd`` adds Opacus' sample-level DP-SGD on each client, accounted separately.
+    Under DP every noise draw and the client sample come from the operating system's entropy;
+    ``dp-seeded-noise=true`` derives them from ``seed`` instead (reproducible, not private
+    against anyone who knows the seed; the run folder says so).
     """
 
     dp_mode: str = "central-server"
@@ -48,6 +52,7 @@ class DPFedAvgConfig(RunConfig):
     dp_sgd_noise_multiplier: float = 1.0
     dp_sgd_max_grad_norm: float = 1.0
     dp_sgd_delta: float = 1e-5
+    dp_seeded_noise: bool = False
 
     @property
     def central(self) -> bool:
@@ -59,10 +64,24 @@ class DPFedAvgConfig(RunConfig):
         """Whether clients add noise to their updates."""
         return self.dp_mode == "local" or (self.central and self.local_epsilon > 0)
 
+    @property
+    def private(self) -> bool:
+        """Whether any DP mechanism runs (central, local or DP-SGD)."""
+        return self.dp_mode != "none" or self.dp_sgd
+
+    def noise_source(self) -> NoiseSource:
+        """Where DP noise comes from: OS entropy, or the seed with ``dp-seeded-noise``."""
+        return NoiseSource(seeded=self.dp_seeded_noise, seed=self.seed)
+
     def sampler(self, population: int | None = None) -> ClientSampler:
-        """The client sampler for ``population`` clients (``num-supernodes`` by default)."""
+        """The client sampler for ``population`` clients (``num-supernodes`` by default); under
+        DP it draws from :meth:`noise_source`, so the sample stays secret."""
+        source = self.noise_source() if self.private else None
         return ClientSampler(self.sampling, self.sample_rate,
-                             population or self.num_supernodes, self.seed)  # fmt: skip
+                             population or self.num_supernodes, self.seed, source)  # fmt: skip
+
+    def warnings(self) -> list[str]:
+        return [SEEDED_NOISE_WARNING] if self.private and self.dp_seeded_noise else []
 
     def count_stddev(self, noise_multiplier: float) -> float:
         """sigma_b of adaptive clipping: as given, or max(m/20, z).

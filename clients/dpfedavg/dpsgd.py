@@ -4,6 +4,10 @@ The client's Opacus accountant lives in ``context.state`` between rounds (a Clie
 for every message), as a ConfigRecord of its history (noise multiplier, sample rate, steps):
 plain lists, no pickle. The sample-level epsilon protects one *example* of this client; it is
 reported as ``dp-sample-epsilon``, apart from the client-level epsilon of central DP.
+
+Opacus' noise and its Poisson batch sampling both draw from torch generators of a
+:class:`~strategies.dp_noise.NoiseSource` (OS entropy by default), not from torch's global RNG,
+which the training loop seeds from the run's seed for the data order.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 import torch
 from flwr.app import ConfigRecord, Context, Message
 from opacus import PrivacyEngine
+from opacus.data_loader import DPDataLoader
 from opacus.validators import ModuleValidator
 from torch import nn
 from torch.optim import Optimizer
@@ -21,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fedlab.errors import FedlabError
 from fedlab.workload import Workload
+from strategies.dp_noise import NoiseSource
 from strategies.dp_wrapper import reply_metrics
 
 ACCOUNTANT_STATE = "dp-sgd-accountant"
@@ -77,16 +83,27 @@ class DPSGDSession:
         Per-sample gradient clip norm.
     delta : float
         Sample-level delta of the reported epsilon.
+    source : NoiseSource
+        Seeds the noise and the batch sampling (OS entropy by default; when seeded, from the
+        seed, the partition and this client's own count of DP-SGD rounds).
     """
 
     def __init__(
-        self, context: Context, *, noise_multiplier: float, max_grad_norm: float, delta: float
+        self,
+        context: Context,
+        *,
+        noise_multiplier: float,
+        max_grad_norm: float,
+        delta: float,
+        source: NoiseSource | None = None,
     ) -> None:
         self.noise_multiplier = noise_multiplier
         self.max_grad_norm = max_grad_norm
         self.delta = delta
+        self.source = source or NoiseSource()
         self.engine = PrivacyEngine(accountant="rdp")
         saved = context.state.config_records.get(ACCOUNTANT_STATE)
+        self.draw = (int(context.node_config["partition-id"]), len(saved["steps"]) if saved else 0)
         if saved is not None:
             history = list(zip(saved["noise-multipliers"], saved["sample-rates"], saved["steps"],
                                strict=True))  # fmt: skip
@@ -95,12 +112,21 @@ class DPSGDSession:
     def prepare(
         self, model: nn.Module, optimizer: Optimizer, loader: DataLoader
     ) -> tuple[nn.Module, Optimizer, DataLoader]:
-        """Opacus' ``make_private`` with Poisson-sampled batches (the training loop's hook)."""
+        """Opacus' ``make_private`` with Poisson-sampled batches (the training loop's hook).
+
+        The loader is made Poisson-sampling here, with its own generator, and handed to
+        ``make_private`` as it is (``poisson_sampling=False`` there only skips a second
+        conversion; the accountant still sees the sample rate 1 / len(loader)).
+        """
+        poisson = DPDataLoader.from_data_loader(
+            loader, generator=self.source.torch("dp-sgd-batches", *self.draw)
+        )
         module, optimizer, loader = self.engine.make_private(
-            module=model, optimizer=optimizer, data_loader=loader,
+            module=model, optimizer=optimizer, data_loader=poisson,
             noise_multiplier=self.noise_multiplier, max_grad_norm=self.max_grad_norm,
-            poisson_sampling=True,
+            poisson_sampling=False, noise_generator=self.source.torch("dp-sgd-noise", *self.draw),
         )  # fmt: skip
+        module.forbid_grad_accumulation()  # what poisson_sampling=True would have set
         return module, optimizer, loader
 
     def finish(self, context: Context, reply: Message) -> float:

@@ -47,7 +47,7 @@ def test_would_exceed_looks_one_round_ahead():
         accountant.record(1.0)
     before = accountant.epsilon()
     assert before < 5.88 < accountant.epsilon(extra_rounds=1)
-    assert accountant.would_exceed(5.8, 1.0) and not accountant.would_exceed(6.0, 1.0)
+    assert accountant.would_exceed(5.8, (1.0, 0.0)) and not accountant.would_exceed(6.0, (1.0, 0.0))
     assert accountant.rounds == 49  # looking ahead does not spend
 
 

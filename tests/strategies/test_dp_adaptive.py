@@ -30,7 +30,7 @@ def simulate(c0: float, gamma: float, seed: int, rounds: int = 40) -> float:
     for _ in range(rounds):
         sampled = rng.binomial(N, Q)
         norms = rng.lognormal(MU, SIGMA, sampled)
-        adaptive.step(int((norms <= adaptive.clip_norm).sum()), N * Q, rng)
+        adaptive.step(int((norms <= adaptive.clip_norm).sum()), sampled, N * Q, rng)
     return adaptive.clip_norm
 
 
@@ -54,9 +54,9 @@ def test_other_quantiles_are_reached_too(c0, gamma):
 def test_direction_too_many_unclipped_shrinks_too_few_grows():
     rng = np.random.default_rng(0)
     shrink = AdaptiveClipping(1.0, 0.5, 0.2)
-    shrink.step(unclipped=10, expected_clients=10, rng=rng)
+    shrink.step(unclipped=10, replies=10, expected_clients=10, rng=rng)
     grow = AdaptiveClipping(1.0, 0.5, 0.2)
-    grow.step(unclipped=0, expected_clients=10, rng=rng)
+    grow.step(unclipped=0, replies=10, expected_clients=10, rng=rng)
     assert shrink.clip_norm == pytest.approx(np.exp(-0.1))
     assert grow.clip_norm == pytest.approx(np.exp(0.1))
 

@@ -68,7 +68,7 @@ def test_aggregate_is_the_fixed_denominator_mean_of_clipped_updates():
     for k in g:
         np.testing.assert_allclose(got[k], expected[k], atol=1e-5)
     assert metrics["dp-sampled"] == 10
-    assert metrics["dp-unclipped-fraction-true"] == pytest.approx(4 / 8)
+    assert not any(k.endswith("-true") for k in metrics)  # no exact private count is released
 
 
 def test_sampling_is_seeded_and_the_inner_strategy_gets_exactly_the_sample():
@@ -133,7 +133,6 @@ def test_client_side_clipping_checks_that_clients_clipped():
     )
     agg, metrics = strategy.aggregate_train(1, [ok])
     np.testing.assert_allclose(as_numpy(agg)["w"], np.full(4, 0.05), atol=1e-6)
-    assert metrics["dp-unclipped-fraction-true"] == 1.0
 
 
 def test_bad_inputs_are_refused_with_one_line_errors():
@@ -141,7 +140,7 @@ def test_bad_inputs_are_refused_with_one_line_errors():
         _central(clip_norm=0.0)
     with pytest.raises(FedlabError, match="noise-multiplier must be > 0"):
         _central(noise_multiplier=-1.0)
-    with pytest.raises(FedlabError, match="does not average uniformly"):
+    with pytest.raises(FedlabError, match="FedMedian is not known to aggregate by a mean"):
         CentralDPServerSideClipping(FedMedian(**inner_kwargs()), ClientSampler("fixed", 0.1, 100),
                                     clip_norm=1.0, noise_multiplier=1.0)  # fmt: skip
     with pytest.raises(FedlabError, match="fraction_train=1.0"):

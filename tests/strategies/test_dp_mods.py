@@ -60,7 +60,7 @@ def test_client_side_clipping_needs_the_server_wrapper():
 
 @pytest.mark.parametrize("noise", ["gaussian", "laplace"])
 def test_local_dp_noise_and_parameters_travel_with_the_reply(noise):
-    mod = LocalDpMod(clip_norm=1.0, epsilon=4.0, delta=1e-5, noise=noise, seed=0)
+    mod = LocalDpMod(clip_norm=1.0, epsilon=4.0, delta=1e-5, noise=noise)
     g = {"w": np.zeros(100_000)}
     ctx = context(pid=3)
     out = mod(_train_message(g), ctx, lambda m, c: reply(g))  # zero update: pure noise

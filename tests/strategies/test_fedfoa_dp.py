@@ -69,7 +69,7 @@ def test_without_clipping_or_noise_the_aggregate_is_the_uniform_mean_of_rebuilt_
     agg, metrics = _round(_dp(clip_norm=100.0, z=1e-9), 1, None, replies)
     expected = np.mean([_truncated(m, rank) for m in mats], axis=0)  # uniform, not by examples
     np.testing.assert_allclose(agg[RELATION].numpy(), expected, atol=1e-4)
-    assert metrics["dp-unclipped-fraction-true"] == 1.0
+    assert "dp-unclipped-fraction-true" not in metrics  # an exact private count
 
 
 def test_clipping_bounds_each_clients_change_of_the_relation_matrix():
@@ -82,7 +82,6 @@ def test_clipping_bounds_each_clients_change_of_the_relation_matrix():
         update = _truncated(m, rank) - previous
         expected += update * min(1.0, c / np.linalg.norm(update)) / len(mats)
     np.testing.assert_allclose(agg[RELATION].numpy(), expected, atol=1e-4)
-    assert metrics["dp-unclipped-fraction-true"] == 0.0  # every update is far larger than C
     # one client moves the aggregate by at most C / m
     assert np.linalg.norm(agg[RELATION].numpy() - previous) <= c + 1e-6
 
