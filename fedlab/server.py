@@ -124,7 +124,10 @@ class RoundRecorder(StrategyWrapper):
             replies = [r for r in replies if all(r is not b for b in broken)]
         ok = [r for r in replies if not r.has_error()]
         self._round.update(replies=len(ok), failures=self._round["sampled"] - len(ok))
-        if len(ok) < self.min_replies:
+        if self._round["sampled"] == 0:
+            # A sampling strategy (Poisson under DP) drew nobody: not a failure of the clients.
+            log.warning("round %d: no client was sampled", server_round)
+        elif len(ok) < self.min_replies:
             raise RunStopped(
                 f"round {server_round}: {len(ok)} of {self._round['sampled']} clients replied, "
                 f"fewer than min-replies={self.min_replies}"

@@ -1,15 +1,21 @@
 """Privacy-utility table and plot of the ``dpfedavg`` app (central DP, server-side clipping).
 
-Every run has the same data, partitions, seed, client sampling (Poisson at ``--sample-rate``
-of ``--num-supernodes`` clients) and rounds; only the noise differs: none, then the noise
-multiplier the app derives for each ``--epsilons`` target (client-level, RDP, at ``--delta``).
-Each run is ``flower-simulation --app fedlab.apps:dpfedavg`` in a fresh process under Ray.
+Every run has the same data, partitions, seed (data order, model init) and rounds: no DP, then
+the noise multiplier the app derives for each ``--epsilons`` target (client-level, RDP, at
+``--delta``). Each DP setting runs ``--draws`` times: the app draws its noise and its Poisson
+client sample (``--sample-rate`` of ``--num-supernodes``) from the operating system's entropy,
+so the draws differ and the table gives their mean and std. The run without DP samples clients
+from the seed, so its draws would all be the same run: it runs once.
+
+Each run is the ``dpfedavg`` app's own server and client code in a fresh process:
+``--backend inprocess`` (default; ``fedlab.inprocess.run_in_process``, no Ray start-up) or
+``--backend ray`` (``flower-simulation --app fedlab.apps:dpfedavg``).
 
 Outputs under ``--out``: ``privacy_utility.md`` (the table), ``privacy_utility.png`` (final
 accuracy against epsilon, and accuracy over rounds), ``privacy_utility.json`` (every figure) and
-``runs/<setting>/`` (each run folder). ``--reuse`` skips settings whose run folder is complete.
+``runs/<setting>/draw-<k>/`` (each run folder). ``--reuse`` skips runs whose folder is complete.
 
-    python simulations/privacy_utility.py --rounds 30 --epsilons 1,2,4,8
+    python simulations/privacy_utility.py --rounds 25 --epsilons 1,2,4,8 --draws 3
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ import argparse
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from fedlab.atomic import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("fedlab.privacy_utility")
 
@@ -48,33 +57,49 @@ def settings(epsilons: list[float]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def run_one(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """Run one setting in a subprocess (or reuse it); return its figures."""
-    folder = args.out / "runs" / name
+IN_PROCESS = """
+import json, logging, sys
+from fedlab.apps import dpfedavg
+from fedlab.inprocess import run_in_process
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+run_in_process(dpfedavg, dpfedavg.resolve_config(json.loads(sys.argv[1])))
+"""
+
+
+def run_one(
+    name: str, draw: int, overrides: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Run one draw of one setting in a subprocess (or reuse it); return its figures."""
+    folder = args.out / "runs" / name / f"draw-{draw}"
     summary = folder / "summary.json"
     config = {**DEFAULTS, "num-server-rounds": args.rounds, "num-supernodes": args.num_supernodes,
               "sample-rate": args.sample_rate, "delta": args.delta, "seed": args.seed,
               **overrides}  # fmt: skip
     if not (args.reuse and summary.is_file()):
-        command = [sys.executable, "-c", "import sys; from fedlab.cli import "
-                   "flower_simulation_main as m; sys.exit(m())", "--app", "fedlab.apps:dpfedavg",
-                   "--out", str(folder), "--run-config",
-                   *[f"{k}={json.dumps(v)}" for k, v in config.items()]]  # fmt: skip
+        if args.backend == "ray":
+            command = [sys.executable, "-c", "import sys; from fedlab.cli import "
+                       "flower_simulation_main as m; sys.exit(m())", "--app",
+                       "fedlab.apps:dpfedavg", "--out", str(folder), "--run-config",
+                       *[f"{k}={json.dumps(v)}" for k, v in config.items()]]  # fmt: skip
+        else:
+            command = [sys.executable, "-c", IN_PROCESS,
+                       json.dumps({**config, "out-dir": str(folder)})]  # fmt: skip
         started = time.perf_counter()
-        log_file = folder.parent / f"{name}.log"
+        log_file = folder.parent / f"draw-{draw}.log"
         folder.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("w") as fh:
             env = {**os.environ, "OMP_NUM_THREADS": "1"}
             code = subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
         if code != 0:
             raise RuntimeError(f"setting {name} failed (exit {code}); see {log_file}")
-        log.info("%s: %.0f s", name, time.perf_counter() - started)
+        log.info("%s draw %d: %.0f s", name, draw, time.perf_counter() - started)
     history = json.loads((folder / "history.json").read_text())
     done = json.loads(summary.read_text())
     last = history[-1]
     train = last.get("train", {})
     return {
         "setting": name,
+        "draw": draw,
         "target-epsilon": overrides.get("target-epsilon"),
         "epsilon": train.get("dp-client-epsilon"),
         "noise-multiplier": train.get("dp-noise-multiplier"),
@@ -89,30 +114,55 @@ def run_one(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> d
     }
 
 
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per setting: mean and std over its draws."""
+    rows = []
+    for name in dict.fromkeys(r["setting"] for r in runs):
+        draws = [r for r in runs if r["setting"] == name]
+        row = {k: draws[0][k] for k in ("setting", "target-epsilon", "epsilon",
+                                          "noise-multiplier", "noise-std")}  # fmt: skip
+        row["draws"] = len(draws)
+        for key in ("final-accuracy", "best-accuracy", "seconds", "mean-clients-per-round"):
+            values = [r[key] for r in draws]
+            row[key] = statistics.fmean(values)
+            row[f"{key}-std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        curves = [r["accuracy-by-round"] for r in draws]
+        row["accuracy-by-round"] = [statistics.fmean(c) for c in zip(*curves, strict=True)]
+        rows.append(row)
+    return rows
+
+
 def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    """Markdown table of the sweep."""
+    """Markdown table of the sweep (mean ± std over draws)."""
     head = (
         f"DP-FedAvg (central DP, server-side clipping C = {DEFAULTS['clip-norm']}) on digits, "
         f"{args.num_supernodes} clients, Poisson sampling q = {args.sample_rate}, "
         f"{args.rounds} rounds, seed {args.seed}, softmax regression; client-level epsilon "
-        f"(RDP) at delta = {args.delta:g}.\n\n"
-        "| setting | client-level epsilon | noise multiplier z | noise std zC/(qN) "
-        "| final accuracy | best accuracy | clients/round | seconds |\n"
-        "|---|---|---|---|---|---|---|---|\n"
+        f"(RDP) at delta = {args.delta:g}; DP settings: mean ± std over {args.draws} draws of "
+        f"the noise and the client sample (OS entropy), backend {args.backend}.\n\n"
+        "| setting | draws | client-level epsilon | noise multiplier z | noise std zC/(qN) "
+        "| final accuracy | best accuracy | clients/round | seconds per run |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
         eps = "inf (no DP)" if r["epsilon"] is None else f"{r['epsilon']:.2f}"
         z = "-" if r["noise-multiplier"] is None else f"{r['noise-multiplier']:.3f}"
         std = "-" if r["noise-std"] is None else f"{r['noise-std']:.4f}"
-        lines.append(f"| {r['setting']} | {eps} | {z} | {std} | {r['final-accuracy']:.3f} | "
-                     f"{r['best-accuracy']:.3f} | {r['mean-clients-per-round']:.1f} | "
-                     f"{r['seconds']:.0f} |")  # fmt: skip
+        lines.append(f"| {r['setting']} | {r['draws']} | {eps} | {z} | {std} | "
+                     f"{_pm(r, 'final-accuracy')} | {_pm(r, 'best-accuracy')} | "
+                     f"{r['mean-clients-per-round']:.1f} | {r['seconds']:.0f} |")  # fmt: skip
     return head + "\n".join(lines) + "\n"
 
 
+def _pm(row: dict[str, Any], key: str) -> str:
+    if row["draws"] == 1:
+        return f"{row[key]:.3f}"
+    return f"{row[key]:.3f} ± {row[f'{key}-std']:.3f}"
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Final accuracy against epsilon (no DP as a line), and accuracy over rounds."""
+    """Final accuracy (mean ± std) against epsilon, no DP as a line; mean accuracy over rounds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,8 +170,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     private = [r for r in rows if r["epsilon"] is not None]
-    left.plot([r["epsilon"] for r in private], [r["final-accuracy"] for r in private], "o-",
-              label="DP-FedAvg")  # fmt: skip
+    left.errorbar([r["epsilon"] for r in private], [r["final-accuracy"] for r in private],
+                  yerr=[r["final-accuracy-std"] for r in private], fmt="o-", capsize=3,
+                  label="DP-FedAvg (mean ± std over draws)")  # fmt: skip
     for r in rows:
         if r["epsilon"] is None:
             left.axhline(r["final-accuracy"], color="grey", ls="--", label="no DP")
@@ -131,7 +182,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
              ylabel="final test accuracy", title="privacy-utility")  # fmt: skip
     left.set_xticks([r["epsilon"] for r in private], [f"{r['epsilon']:.2g}" for r in private])
     left.minorticks_off()
-    right.set(xlabel="round", ylabel="test accuracy", title="accuracy over rounds")
+    right.set(xlabel="round", ylabel="test accuracy (mean over draws)",
+              title="accuracy over rounds")  # fmt: skip
     left.legend()
     right.legend(fontsize=8)
     fig.tight_layout()
@@ -148,6 +200,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sample-rate", type=float, default=0.1)
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--draws", type=int, default=3, help="runs per DP setting")
+    parser.add_argument("--backend", choices=("inprocess", "ray"), default="inprocess")
     parser.add_argument("--reuse", action="store_true")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
@@ -159,11 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     epsilons = [float(e) for e in args.epsilons.split(",")]
     started = time.perf_counter()
-    rows = [run_one(name, overrides, args) for name, overrides in settings(epsilons)]
+    runs = []
+    for name, overrides in settings(epsilons):
+        draws = 1 if overrides["dp-mode"] == "none" else args.draws
+        runs.extend(run_one(name, draw, overrides, args) for draw in range(draws))
+    rows = summarize(runs)
     args.out.mkdir(parents=True, exist_ok=True)
     text = table(rows, args)
-    (args.out / "privacy_utility.md").write_text(text)
-    (args.out / "privacy_utility.json").write_text(json.dumps(rows, indent=2))
+    atomic_write_text(args.out / "privacy_utility.md", text)
+    atomic_write_json(args.out / "privacy_utility.json", {"rows": rows, "runs": runs})
     plot(rows, args.out / "privacy_utility.png")
     log.info("%s\ntotal %.0f s; outputs in %s", text, time.perf_counter() - started, args.out)
     return 0

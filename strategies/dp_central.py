@@ -28,6 +28,7 @@ The clients' own training metrics are not aggregated into the round's metrics: n
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -121,6 +122,14 @@ class CentralDP(ClientSampling):
                 "not cover it; use fedavg, fedavgm, fedprox, fedadam, fedyogi or fedadagrad under "
                 "central DP (a strategy of your own must declare dp_mean_aggregation = True)"
             )
+        for name, value in (
+            ("clip-norm", clip_norm),
+            ("noise-multiplier", noise_multiplier),
+            ("delta", delta),
+            ("target-epsilon", target_epsilon or 0.0),
+        ):
+            if not math.isfinite(value):
+                raise FedlabError(f"{name} must be a finite number, got {value}")
         if clip_norm <= 0:
             raise FedlabError(f"clip-norm must be > 0, got {clip_norm}; e.g. clip-norm=1.0")
         if noise_multiplier <= 0:
@@ -214,7 +223,13 @@ class CentralDP(ClientSampling):
                         "zero updates (same guarantee, step shrunk by %.2f)", server_round,
                         len(ok), self.sampled, len(ok) / max(self.sampled, 1))  # fmt: skip
         reported = client_reports(ok)
-        arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        if ok:
+            arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        else:
+            # Poisson sampling can draw nobody (and every reply can fail): the estimator is then
+            # the global model plus the round's noise, a release the accountant counts like any.
+            noise = {k: rng.normal(0.0, std, v.shape) for k, v in self.sent.items()}
+            arrays, metrics = apply_update(self.sent_record, self.sent, noise), None
         self.accountant.record(*mechanism)
         metrics = MetricRecord({k: v for k, v in (metrics or {}).items() if k.startswith("dp-")})
         metrics.update(reported)

@@ -15,6 +15,7 @@ ones also as ``dp-*`` entries of its MetricRecord, so recorded traces carry them
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,6 +99,13 @@ class LocalDpMod:
     def __post_init__(self) -> None:
         if self.noise not in LOCAL_NOISES:
             raise FedlabError(f"local-noise {self.noise!r} is not one of: gaussian, laplace")
+        for name, value in (
+            ("clip-norm", self.clip_norm),
+            ("local-epsilon", self.epsilon),
+            ("local-delta", self.delta),
+        ):
+            if not math.isfinite(value):
+                raise FedlabError(f"{name} must be a finite number, got {value}")
         if self.clip_norm <= 0:
             raise FedlabError(f"clip-norm must be > 0 for local DP, got {self.clip_norm}")
         if self.epsilon <= 0:

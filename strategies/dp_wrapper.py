@@ -88,6 +88,7 @@ class ClientSampling(StrategyWrapper):
         self.arrays_key = getattr(inner, "arrayrecord_key", "arrays")
         self.weight_key = getattr(inner, "weighted_by_key", "num-examples")
         self.sent: Update = {}
+        self.sent_record = ArrayRecord()
         self.sampled = 0
 
     def summary(self) -> None:
@@ -121,6 +122,7 @@ class ClientSampling(StrategyWrapper):
                 "min_train_nodes=0, min_available_nodes=0 so the accounted sampling is the real one"
             )
         first = messages[0].content.get(self.arrays_key, arrays) if messages else arrays
+        self.sent_record = first
         self.sent = float_arrays(first)
         self.sampled = len(chosen)
         log.info("round %d: sampled %d of %d clients (%s)", server_round, len(chosen),

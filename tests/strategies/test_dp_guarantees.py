@@ -287,3 +287,31 @@ def test_the_round_recorder_counts_a_non_finite_reply_as_failed(tmp_path):
     agg, _ = recorder.aggregate_train(1, [good, broken])
     np.testing.assert_allclose(as_numpy(agg)["w"], np.ones(2))
     assert recorder._round["replies"] == 1 and recorder._round["failures"] == 1
+
+
+class _DrawsNobody(ClientSampler):
+    def sample(self, node_ids, server_round):
+        return []  # what Poisson sampling does with probability (1 - q)^N
+
+
+def test_a_round_that_samples_nobody_releases_noise_and_is_accounted(tmp_path):
+    strategy = CentralDPServerSideClipping(
+        FedAvg(**inner_kwargs()), _DrawsNobody("poisson", 0.1, 100, source=NoiseSource()),
+        clip_norm=1.0, noise_multiplier=1.0,
+    )  # fmt: skip
+    recorder = RoundRecorder(strategy, RunFolder(tmp_path), min_replies=1, num_rounds=1)
+    g = {"w": np.zeros(5000)}
+    assert list(recorder.configure_train(1, arrays(g), ConfigRecord(), Grid(NODES))) == []
+    agg, metrics = recorder.aggregate_train(1, [])
+    assert as_numpy(agg)["w"].std() == pytest.approx(1.0 / 10, rel=0.05)  # z C / m, m = 10
+    assert strategy.accountant.rounds == 1 and metrics["dp-client-epsilon"] > 0
+
+
+@pytest.mark.parametrize("field", ["clip_norm", "noise_multiplier", "delta"])
+def test_the_wrappers_refuse_non_finite_parameters_too(field):
+    kwargs = {"clip_norm": 1.0, "noise_multiplier": 1.0, "delta": 1e-5, field: float("nan")}
+    with pytest.raises(FedlabError, match="finite"):
+        CentralDPServerSideClipping(FedAvg(**inner_kwargs()), ClientSampler("fixed", 0.1, 100),
+                                    **kwargs)  # fmt: skip
+    with pytest.raises(FedlabError, match="finite"):
+        LocalDpMod(clip_norm=1.0, epsilon=float("inf"))
