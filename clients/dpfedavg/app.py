@@ -90,7 +90,8 @@ def dp_train(msg: Message, context: Context, config: RunConfig) -> Message:
         reply = handle_train(m, c, config, workload=workload,
                              prepare=session.prepare if session else None)  # fmt: skip
         if session is not None:
-            session.finish(c, reply)
+            epsilon = session.finish(c, reply)
+            log.info("sample-level (DP-SGD) epsilon %.4f at delta %g", epsilon, session.delta)
         return reply
 
     call = train
