@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from fedlab.errors import FedlabError
 
@@ -119,11 +119,65 @@ class RunConfig:
     trace_clients: str = ""
     trace_batch_size: int = 1
 
+    #: One line per key (field name -> meaning), merged along the class hierarchy by
+    #: :meth:`key_help`; a test checks that every field of every app's config has one.
+    KEY_HELP: ClassVar[dict[str, str]] = {
+        "num_server_rounds": "rounds of federated training",
+        "num_supernodes": "clients (virtual SuperNodes) the server waits for; 0: whoever connects",
+        "seed": "seeds data split, partitions, model init, data order (not DP noise)",
+        "dataset": "dataset name from the DATASETS registry (digits, patches, ...)",
+        "data_path": "local folder or file of a user dataset in its standard format",
+        "image_size": "resize images to this side in pixels; 0: the dataset's own size",
+        "test_fraction": "share of the data held out for server-side evaluation",
+        "partitioner": "how the training data is split across clients: iid, dirichlet, shards",
+        "dirichlet_alpha": "label skew of the dirichlet partitioner (small: very non-IID)",
+        "shards_per_partition": "label shards per client for the shards partitioner",
+        "workload": "workload name or module:attr (model, data and step of the clients)",
+        "model": "model name the workload builds (cnn, mlp, lenet, ...)",
+        "strategy": "Flower strategy name from the STRATEGIES registry",
+        "fraction_train": "share of clients trained each round (Flower's sampling)",
+        "min_replies": "fewest successful replies a round needs, else the run stops cleanly",
+        "round_timeout": "seconds the server waits for a round's replies",
+        "local_epochs": "local epochs per round (ignored when local-steps > 0)",
+        "local_steps": "local optimizer steps per round; 0: use local-epochs",
+        "batch_size": "local mini-batch size",
+        "optimizer": "local optimizer: sgd, adam, adamw",
+        "lr": "local learning rate",
+        "momentum": "SGD momentum",
+        "weight_decay": "L2 weight decay of the local optimizer",
+        "lr_schedule": "local learning-rate schedule: constant or cosine",
+        "device": "auto (CUDA when torch sees a GPU), cpu or cuda",
+        "out_dir": "run folder; default runs/<app>-<UTC time>",
+        "fail_partitions": "comma-separated partition ids that raise on purpose (failure tests)",
+        "record_traces": "record what chosen clients send, as gradient traces",
+        "trace_rounds": "comma-separated rounds to record; empty: all",
+        "trace_clients": "comma-separated partition ids to record; empty: all",
+        "trace_batch_size": "FedSGD batch size of recorded clients",
+    }
+
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def keys(cls) -> list[str]:
         """All run-config keys of this config, sorted."""
         return sorted(to_key(f.name) for f in fields(cls))
+
+    @classmethod
+    def key_help(cls) -> dict[str, str]:
+        """Field name -> one-line meaning, subclasses' lines over their bases'."""
+        merged: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("KEY_HELP", {}))
+        return merged
+
+    def describe_keys(self) -> list[tuple[str, str, ConfigValue, str]]:
+        """(key, type, value, meaning) for every key, sorted by key: what ``--list-keys``
+        prints, read from the config class itself so that it cannot drift."""
+        types_ = _field_types(type(self))
+        meaning = self.key_help()
+        return sorted(
+            (to_key(name), types_[name].__name__, value, meaning.get(name, ""))
+            for name, value in dataclasses.asdict(self).items()
+        )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Self:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 from fedlab.config import RunConfig
 from fedlab.errors import FedlabError
@@ -53,6 +54,30 @@ class DPFedAvgConfig(RunConfig):
     dp_sgd_max_grad_norm: float = 1.0
     dp_sgd_delta: float = 1e-5
     dp_seeded_noise: bool = False
+
+    KEY_HELP: ClassVar[dict[str, str]] = {
+        "dp_mode": "none, central-server, central-client (clients clip) or local (clients noise)",
+        "clip_norm": "C: L2 bound of a client update (L1 for Laplace local noise); C0 if adaptive",
+        "noise_multiplier": "z of central DP (noise std z C / m); 0 with target-epsilon derives it",
+        "target_epsilon": "client-level budget: derive z, or stop before the round exceeding it",
+        "delta": "delta of the client-level epsilon",
+        "report_pld": "also report dp-accounting's PLD epsilon each round (Poisson only)",
+        "sampling": "client sampling: poisson (rate q) or fixed (exactly qN, no replacement)",
+        "sample_rate": "q, the client sampling rate; q x num-supernodes must be whole",
+        "adaptive_clipping": "adapt C to a quantile of update norms (Andrew et al. 2021)",
+        "target_quantile": "gamma: share of updates that should stay unclipped",
+        "clip_lr": "eta: step of the geometric clip-norm update",
+        "clipped_count_stddev": "sigma_b of the noisy centred unclipped count; 0: max(m/20, z)",
+        "local_noise": "local DP noise: gaussian or laplace",
+        "local_epsilon": "local DP epsilon per release (per reply)",
+        "local_delta": "local DP delta per release (Gaussian)",
+        "dp_accounted": "central or local: which guarantee to report when both noises are on",
+        "dp_sgd": "Opacus per-sample DP-SGD inside each client's training",
+        "dp_sgd_noise_multiplier": "sigma of DP-SGD",
+        "dp_sgd_max_grad_norm": "per-sample gradient clip norm of DP-SGD",
+        "dp_sgd_delta": "delta of the sample-level epsilon",
+        "dp_seeded_noise": "derive DP noise from seed (reproducible, NOT private vs the seed)",
+    }
 
     @property
     def central(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from clients.ssl.models import parse_encoders
 from fedlab.config import RunConfig, _choice, _non_negative, _positive
@@ -43,6 +44,21 @@ class SSLConfig(RunConfig):
     weight_averaging: bool = False
     probe_every: int = 0
     probe_size: int = 0
+
+    KEY_HELP: ClassVar[dict[str, str]] = {
+        "ssl_method": "self-supervised objective: simclr, byol or simsiam",
+        "encoders": "comma-separated encoders given to clients round-robin (cnn, resnet, ...)",
+        "proj_dim": "projector output dimension D (relation matrices are D x D)",
+        "proj_hidden": "projector hidden width",
+        "temperature": "SimCLR temperature",
+        "byol_momentum": "BYOL target-network EMA momentum",
+        "fedfoa_lambda": "weight of FedFoA's relation-alignment term",
+        "relation_rank": "eigenpairs of its relation matrix a client uploads",
+        "warmup_rounds": "rounds before relation alignment is switched on",
+        "weight_averaging": "also average encoder weights (FedAvg-SSL; one encoder only)",
+        "probe_every": "run the linear probe every k rounds (and after the last); 0: last only",
+        "probe_size": "labelled training examples for the probe; 0: all",
+    }
 
     def validate(self) -> None:
         super().validate()

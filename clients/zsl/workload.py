@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -51,6 +52,27 @@ class ZslConfig(RunConfig):
     ar2_agl: float = 1.0
     ar2_nearest_unseen: int = 2
     ar2_width: int = 16
+
+    KEY_HELP: ClassVar[dict[str, str]] = {
+        "zsl_dataset": "ZSL benchmark: a bundled one or xlsa17 from data-path",
+        "zsl_split": "which seen/unseen class split of the benchmark",
+        "zsl_partition": "client split: classes (class-disjoint clients) or iid",
+        "zsl_scale": "softmax scale of the compatibility scores",
+        "gzsl_gamma": "calibrated-stacking gamma subtracted from seen-class scores",
+        "parsnets_bases": "ParsNets: K base linear maps",
+        "parsnets_topk": "ParsNets: bases a sample's sparse gate selects",
+        "parsnets_ortho": "ParsNets: weight of the orthogonality regulariser",
+        "parsnets_lowrank": "ParsNets: weight of the low-rank regulariser",
+        "parsnets_ole": "ParsNets: weight of the OLE nuclear-norm loss",
+        "mlp_width": "hidden width of the MLP baseline",
+        "ar2_phase": "(AR)^2 phase: auto, pretrain or finetune",
+        "ar2_pretrain_rounds": "(AR)^2: rounds of pretraining before fine-tuning (auto)",
+        "ar2_ema": "(AR)^2: EMA momentum of the teacher",
+        "ar2_uad": "(AR)^2: weight of unseen-aware distillation",
+        "ar2_agl": "(AR)^2: weight of attribute-guided learning",
+        "ar2_nearest_unseen": "(AR)^2: nearest unseen classes weighing the distillation",
+        "ar2_width": "(AR)^2: backbone width",
+    }
 
     def validate(self) -> None:
         super().validate()
