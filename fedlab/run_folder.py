@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from fedlab.atomic import atomic_write, atomic_write_bytes, atomic_write_json
+from fedlab.history_plot import Panel, history_figure
 
 PACKAGES = ("fedlab", "flwr", "ray", "torch", "numpy", "opacus", "diffusers", "dp-accounting")
 
@@ -40,15 +41,24 @@ class RunFolder:
     path : str or Path
         Created if missing.
     plot_every : float
-        Seconds between redraws of ``history.png`` during a run (drawing costs about 0.2 s);
+        Seconds between redraws of ``history.png`` during a run (drawing costs about 0.5 s);
         the summary at the end always redraws it. ``history.json`` is rewritten every round.
+    plot_panels : sequence of Panel, optional
+        An app's own panel layout for ``history.png``; by default the panels are chosen from
+        the metric names (see :mod:`fedlab.history_plot`).
     """
 
-    def __init__(self, path: str | Path, plot_every: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        plot_every: float = 30.0,
+        plot_panels: Sequence[Panel] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.history: list[dict[str, Any]] = []
         self.plot_every = plot_every
+        self.plot_panels = tuple(plot_panels) if plot_panels is not None else None
         self._last_plot = time.monotonic()
 
     def write_config(
@@ -77,29 +87,9 @@ class RunFolder:
         atomic_write_json(self.path / "summary.json", dict(summary))
 
     def write_plot(self) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        series: dict[str, list[tuple[int, float]]] = {}
-        for rec in self.history:
-            for section in ("train", "evaluate", "client-evaluate"):
-                for k, v in rec.get(section, {}).items():
-                    if isinstance(v, (int, float)):
-                        series.setdefault(f"{section}/{k}", []).append((rec["round"], v))
+        """Redraw ``history.png``: a few panels chosen by :func:`history_figure`."""
         self._last_plot = time.monotonic()
-        if not series:
+        figure = history_figure(self.history, self.plot_panels)
+        if figure is None:
             return
-        fig, axes = plt.subplots(
-            len(series), 1, figsize=(6, 1.8 * len(series)), sharex=True, squeeze=False
-        )
-        for ax, (name, points) in zip(axes[:, 0], sorted(series.items()), strict=True):
-            xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, marker="o")
-            ax.set_ylabel(name, fontsize=8)
-            ax.grid(alpha=0.3)
-        axes[-1, 0].set_xlabel("round")
-        fig.tight_layout()
-        atomic_write(self.path / "history.png", lambda p: fig.savefig(p, format="png", dpi=80))
-        plt.close(fig)
+        atomic_write(self.path / "history.png", lambda p: figure.savefig(p, format="png", dpi=80))
