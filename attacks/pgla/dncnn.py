@@ -4,30 +4,34 @@ Input: the noisy gradient image and a constant channel holding the noise std ``M
 noise map, so one network serves every level and gets the same side information PGLA gets);
 output: the predicted noise, subtracted from the input. Trained on the same clean clipped
 surrogate gradients as PGLA with Gaussian noise of std drawn log-uniform in ``noise_range``.
-Saved as ``dncnn_config.json`` + ``dncnn.safetensors`` + ``transform.json``.
+A diffusers ``ModelMixin`` + ``ConfigMixin``: a denoiser folder holds ``dncnn/``
+(``config.json`` + ``diffusion_pytorch_model.safetensors``, written by ``save_pretrained``) and
+``transform/transform_config.json``; loading reads local safetensors only, never a pickle.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
 from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
-from attacks.pgla.transform import GradientImageTransform
-from fedlab.atomic import atomic_save_tensors, atomic_write_text
+from attacks.pgla.transform import (
+    CONVERT_HINT,
+    LEGACY_TRANSFORM_FILE,
+    GradientImageTransform,
+)
 from fedlab.errors import FedlabError
 
-CONFIG_FILE = "dncnn_config.json"
-WEIGHTS_FILE = "dncnn.safetensors"
+MODEL_SUBFOLDER = "dncnn"
 
 
-class DnCNN(nn.Module):
+class DnCNN(ModelMixin, ConfigMixin):
     """Conv-BN-ReLU stack predicting the noise of a one-channel image.
 
     Parameters
@@ -38,11 +42,14 @@ class DnCNN(nn.Module):
         Feature channels.
     """
 
+    @register_to_config
     def __init__(self, depth: int = 8, channels: int = 32) -> None:
         super().__init__()
         if depth < 2 or channels < 1:
-            raise FedlabError(f"DnCNN needs depth >= 2 and channels >= 1, got {depth}, {channels}")
-        self.config = {"depth": depth, "channels": channels}
+            raise FedlabError(
+                f"DnCNN needs depth >= 2 and channels >= 1, got depth {depth}, channels "
+                f"{channels}; raise them in the training config's model"
+            )
         layers: list[nn.Module] = [nn.Conv2d(2, channels, 3, padding=1), nn.ReLU(inplace=True)]
         for _ in range(depth - 2):
             layers += [
@@ -80,37 +87,47 @@ def dncnn_loss(
 
 
 def save_dncnn(model: DnCNN, transform: GradientImageTransform, folder: str | Path) -> Path:
-    """Write config, weights and transform to ``folder`` (atomic files)."""
+    """Write ``dncnn/`` (config + safetensors weights) and ``transform/`` under ``folder``."""
     folder = Path(folder)
-    atomic_write_text(folder / CONFIG_FILE, json.dumps(model.config, indent=2) + "\n")
-    atomic_save_tensors(folder / WEIGHTS_FILE, model.state_dict())
-    transform.save(folder)
+    model.save_pretrained(folder / MODEL_SUBFOLDER, safe_serialization=True)
+    transform.save_pretrained(folder)
     return folder
 
 
 def load_dncnn(folder: str | Path) -> tuple[DnCNN, GradientImageTransform]:
-    """Load what :func:`save_dncnn` wrote.
+    """Load what :func:`save_dncnn` wrote, from local safetensors only.
 
     Raises
     ------
     FedlabError
-        If files are missing or do not match the architecture.
+        If files are missing, in the old layout, or do not match the architecture.
     """
     folder = Path(folder)
+    if not (folder / MODEL_SUBFOLDER).is_dir():
+        if (folder / LEGACY_TRANSFORM_FILE).is_file():
+            raise FedlabError(
+                f"{folder} holds a DnCNN in the layout before the diffusers mixins "
+                f"(dncnn_config.json, dncnn.safetensors); {CONVERT_HINT}"
+            )
+        raise FedlabError(
+            f"cannot load a DnCNN denoiser from {str(folder)!r}: it has no {MODEL_SUBFOLDER}/ "
+            "folder (train one with `fedlab pgla train --config dncnn-small`)"
+        )
+    transform = GradientImageTransform.from_pretrained(folder)
     try:
-        config = json.loads((folder / CONFIG_FILE).read_text())
-        model = DnCNN(**config)
-        model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
-    except (
-        FileNotFoundError,
-        json.JSONDecodeError,
-        TypeError,
-        RuntimeError,
-        SafetensorError,
-    ) as exc:
+        model = DnCNN.from_pretrained(
+            folder / MODEL_SUBFOLDER,
+            use_safetensors=True,
+            local_files_only=True,
+            low_cpu_mem_usage=False,  # the default needs accelerate, and only warns without
+        )
+    except FedlabError:
+        raise
+    except (OSError, ValueError, TypeError, RuntimeError, SafetensorError) as exc:
         raise FedlabError(
             f"cannot load a DnCNN denoiser from {str(folder)!r} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}); it needs {CONFIG_FILE} and {WEIGHTS_FILE} "
-            "(train one with `fedlab pgla train --config dncnn-small`)"
+            f"{str(exc).splitlines()[0][:200]}); {MODEL_SUBFOLDER}/ needs config.json and "
+            "diffusion_pytorch_model.safetensors (train one with `fedlab pgla train --config "
+            "dncnn-small`)"
         ) from None
-    return model.eval(), GradientImageTransform.load(folder)
+    return model.eval(), transform

@@ -2,7 +2,8 @@
 
 A folder written by :meth:`PGLAPipeline.save_pretrained` holds ``unet/`` (diffusers
 ``config.json`` + ``diffusion_pytorch_model.safetensors``), ``scheduler/``
-(``scheduler_config.json``) and ``transform.json``. Loading reads local folders only.
+(``scheduler_config.json``) and ``transform/`` (``transform_config.json``): every part a
+diffusers ``ConfigMixin``. Loading reads local folders and safetensors only.
 
 The reverse loop is in :meth:`PGLAPipeline.reverse`, in one place: start from
 ``sqrt(abar*) * y`` at the adaptive step (or a fixed one), and feed every step's output to the
@@ -103,11 +104,11 @@ class PGLAPipeline:
 
     # ----------------------------------------------------------------------------- persistence
     def save_pretrained(self, folder: str | Path) -> Path:
-        """Write ``unet/``, ``scheduler/`` and ``transform.json`` under ``folder``."""
+        """Write ``unet/``, ``scheduler/`` and ``transform/`` under ``folder``."""
         folder = Path(folder)
         self.unet.save_pretrained(folder / "unet", safe_serialization=True)
         self.scheduler.save_pretrained(folder / "scheduler")
-        self.transform.save(folder)
+        self.transform.save_pretrained(folder)
         return folder
 
     @classmethod
@@ -127,9 +128,14 @@ class PGLAPipeline:
                 f"denoiser folder {str(folder)!r} does not exist; give a folder written by "
                 "`fedlab pgla train --out DIR`"
             )
-        transform = GradientImageTransform.load(folder)
+        transform = GradientImageTransform.from_pretrained(folder)
         try:
-            unet = UNet2DModel.from_pretrained(folder / "unet", local_files_only=True)
+            unet = UNet2DModel.from_pretrained(
+                folder / "unet",
+                use_safetensors=True,
+                local_files_only=True,
+                low_cpu_mem_usage=False,  # the default needs accelerate, and only warns without
+            )
             scheduler = DDPMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
         except (OSError, ValueError) as exc:
             raise FedlabError(

@@ -8,22 +8,30 @@ the floating-point exponent: the inverse is bit-exact (while the values stay nor
 Only a scalar normalisation is used, on purpose: DP noise is isotropic in gradient space, and a
 per-coordinate normalisation would make it anisotropic in image space, which breaks the
 diffusion model's noise model and the noise level -> timestep mapping.
+
+The transform is a diffusers ``ConfigMixin``: its four numbers are frozen with it by
+``@register_to_config`` and saved as ``transform/transform_config.json`` beside the model's own
+folder (``unet/`` or ``dncnn/``), as a diffusers pipeline saves its scheduler.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
 
-from fedlab.atomic import atomic_write_text
 from fedlab.errors import FedlabError
 
-TRANSFORM_FILE = "transform.json"
+TRANSFORM_SUBFOLDER = "transform"
+TRANSFORM_CONFIG = "transform_config.json"
+LEGACY_TRANSFORM_FILE = "transform.json"
+"""Where denoiser folders written before the diffusers mixins kept the transform."""
+CONVERT_HINT = "convert it with `python simulations/convert_pgla_denoisers.py DIR`"
+TRANSFORM_FIELDS = ("num_params", "side", "scale", "clip_norm")
 
 
 def flatten_gradients(grads: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -59,9 +67,10 @@ def power_of_two(x: float) -> float:
     return float(2.0 ** round(math.log2(x)))
 
 
-@dataclass(frozen=True)
-class GradientImageTransform:
+class GradientImageTransform(ConfigMixin):
     """Flat gradient of ``num_params`` values <-> ``(1, side, side)`` image.
+
+    Immutable: the values live in the frozen ``config`` and are read through properties.
 
     Parameters
     ----------
@@ -76,23 +85,52 @@ class GradientImageTransform:
         data), so that gradients clipped to another norm can be brought to the same units.
     """
 
-    num_params: int
-    side: int
-    scale: float = 1.0
-    clip_norm: float = 1.0
+    config_name = TRANSFORM_CONFIG
 
-    def __post_init__(self) -> None:
-        if self.num_params < 1:
-            raise FedlabError(f"num_params {self.num_params} must be >= 1")
-        if self.side * self.side < self.num_params:
+    @register_to_config
+    def __init__(
+        self, num_params: int, side: int, scale: float = 1.0, clip_norm: float = 1.0
+    ) -> None:
+        if num_params < 1:
+            raise FedlabError(f"num_params {num_params} must be >= 1")
+        if side * side < num_params:
             raise FedlabError(
-                f"side {self.side} gives {self.side**2} pixels, fewer than num_params "
-                f"{self.num_params}; use side >= {math.ceil(math.sqrt(self.num_params))}"
+                f"side {side} gives {side**2} pixels, fewer than num_params "
+                f"{num_params}; use side >= {math.ceil(math.sqrt(num_params))}"
             )
-        if not (self.scale > 0 and math.isfinite(self.scale)):
-            raise FedlabError(f"scale {self.scale} must be a positive finite number")
-        if not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
-            raise FedlabError(f"clip_norm {self.clip_norm} must be a positive finite number")
+        if not (scale > 0 and math.isfinite(scale)):
+            raise FedlabError(f"scale {scale} must be a positive finite number")
+        if not (clip_norm > 0 and math.isfinite(clip_norm)):
+            raise FedlabError(f"clip_norm {clip_norm} must be a positive finite number")
+
+    # Properties over the frozen config, so a transform cannot drift from what it saves.
+    @property
+    def num_params(self) -> int:
+        """Length of the flattened gradient."""
+        return int(self.config["num_params"])
+
+    @property
+    def side(self) -> int:
+        """Image side."""
+        return int(self.config["side"])
+
+    @property
+    def scale(self) -> float:
+        """Divisor applied to the gradient."""
+        return float(self.config["scale"])
+
+    @property
+    def clip_norm(self) -> float:
+        """Clip norm of the fitting gradients."""
+        return float(self.config["clip_norm"])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GradientImageTransform):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.to_dict().values()))
 
     @classmethod
     def for_size(
@@ -148,36 +186,58 @@ class GradientImageTransform:
             )
         return image.reshape(image.shape[0], -1)[:, : self.num_params] * self.scale
 
-    def to_dict(self) -> dict[str, float | int]:
-        """JSON-serialisable statistics."""
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """The four statistics as plain JSON-serialisable values."""
+        return {name: getattr(self, name) for name in TRANSFORM_FIELDS}
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``transform.json`` into ``folder`` atomically."""
-        path = Path(folder) / TRANSFORM_FILE
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write ``transform/transform_config.json`` under the denoiser folder ``folder``.
+
+        Callers write into a temporary checkpoint folder that is renamed when complete, so the
+        non-atomic write of diffusers' ``save_config`` cannot leave a half-written checkpoint.
+        """
+        target = Path(folder) / TRANSFORM_SUBFOLDER
+        self.save_config(target)
+        return target / TRANSFORM_CONFIG
 
     @classmethod
-    def load(cls, folder: str | Path) -> GradientImageTransform:
-        """Read ``transform.json`` from ``folder``.
+    def from_pretrained(cls, folder: str | Path) -> GradientImageTransform:
+        """Read ``transform/transform_config.json`` from the local denoiser folder ``folder``.
+
+        Only local files are read (``local_files_only``): a folder that does not exist is
+        refused here before diffusers could take its name for a hub id.
 
         Raises
         ------
         FedlabError
-            If the file is missing or malformed.
+            If the file is missing, malformed, of another class, or from the old layout.
         """
-        path = Path(folder) / TRANSFORM_FILE
+        folder = Path(folder)
+        path = folder / TRANSFORM_SUBFOLDER / TRANSFORM_CONFIG
+        if not path.is_file():
+            if (folder / LEGACY_TRANSFORM_FILE).is_file():
+                raise FedlabError(
+                    f"{folder} holds a denoiser in the layout before the diffusers mixins "
+                    f"({LEGACY_TRANSFORM_FILE}); {CONVERT_HINT}"
+                )
+            raise FedlabError(
+                f"{path} not found; a PGLA denoiser folder holds {TRANSFORM_SUBFOLDER}/"
+                f"{TRANSFORM_CONFIG} and unet/ (or dncnn/) (write one with "
+                "`fedlab pgla train --out DIR`)"
+            )
         try:
-            data = json.loads(path.read_text())
-            return cls(**{k: data[k] for k in ("num_params", "side", "scale", "clip_norm")})
-        except FileNotFoundError:
+            config = cls.load_config(path.parent, local_files_only=True)
+            saved_class = config.get("_class_name", cls.__name__)
+            if saved_class != cls.__name__:
+                raise ValueError(f"it describes a {saved_class}")
+            missing = [name for name in TRANSFORM_FIELDS if name not in config]
+            if missing:
+                raise KeyError(f"missing {missing}")
+            return cls.from_config(config)
+        except FedlabError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise FedlabError(
-                f"{path} not found; a PGLA denoiser folder holds {TRANSFORM_FILE}, unet/ and "
-                "scheduler/ (write one with `fedlab pgla train --out DIR`)"
-            ) from None
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise FedlabError(
-                f"{path} is malformed ({exc!r}); it needs num_params, side, scale and clip_norm; "
+                f"{path} is malformed ({exc}); it needs num_params, side, scale and clip_norm; "
                 "re-train or restore the file"
             ) from None

@@ -90,8 +90,15 @@ def test_dncnn_round_trip_and_identity_at_zero(tmp_path) -> None:
     model = DnCNN(depth=3, channels=4).eval()
     tf = GradientImageTransform(num_params=NUM_PARAMS, side=8, scale=0.125)
     save_dncnn(model, tf, tmp_path)
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == [
+        "dncnn/config.json",
+        "dncnn/diffusion_pytorch_model.safetensors",
+        "transform/transform_config.json",
+    ]
     loaded, tf2 = load_dncnn(tmp_path)
     assert tf2 == tf
+    assert (loaded.config["depth"], loaded.config["channels"]) == (3, 4)
     den = load_denoiser("dncnn", tmp_path)
     flat = torch.randn(3, NUM_PARAMS) * 0.1
     out = den.denoise(flat, noise_std=0.05)
@@ -101,3 +108,18 @@ def test_dncnn_round_trip_and_identity_at_zero(tmp_path) -> None:
     assert torch.equal(den.denoise(flat, noise_std=0.0), flat)
     with pytest.raises(FedlabError, match="trained for 60"):
         den.denoise(torch.randn(70), noise_std=0.1)
+
+
+def test_dncnn_folder_errors_name_the_fix(tmp_path) -> None:
+    with pytest.raises(FedlabError, match="no dncnn/ folder"):
+        load_dncnn(tmp_path)
+    (tmp_path / "transform.json").write_text("{}")
+    with pytest.raises(FedlabError, match="convert_pgla_denoisers.py"):
+        load_dncnn(tmp_path)
+    save_dncnn(DnCNN(depth=3, channels=4), GradientImageTransform.for_size(60), tmp_path / "d")
+    weights = tmp_path / "d" / "dncnn" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(FedlabError, match="cannot load a DnCNN denoiser"):
+        load_dncnn(tmp_path / "d")
+    with pytest.raises(FedlabError, match="depth >= 2"):
+        DnCNN(depth=1)

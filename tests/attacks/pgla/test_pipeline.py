@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from pgla_helpers import NUM_PARAMS, tiny_pipeline, tiny_unet
@@ -93,8 +95,37 @@ def test_bad_folders_give_fedlab_error(tmp_path) -> None:
     with pytest.raises(FedlabError, match="cannot load the PGLA denoiser"):
         PGLAPipeline.from_pretrained(tmp_path / "den")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FedlabError, match="transform.json not found"):
+    with pytest.raises(FedlabError, match="transform_config.json not found"):
         PGLAPipeline.from_pretrained(tmp_path / "empty")
+
+
+def test_saved_layout_is_diffusers_mixins_and_safetensors_only(tmp_path) -> None:
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(tmp_path)
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == [
+        "scheduler/scheduler_config.json",
+        "transform/transform_config.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+    ]
+    saved = json.loads((tmp_path / "transform" / "transform_config.json").read_text())
+    assert saved["_class_name"] == "GradientImageTransform"
+    loaded = PGLAPipeline.from_pretrained(tmp_path)
+    assert loaded.transform == pipe.transform
+    x = torch.randn(2, 1, 8, 8)
+    t = torch.tensor([3, 500])
+    with torch.no_grad():
+        assert torch.equal(loaded.predict_noise(x, t), pipe.predict_noise(x, t))
+
+
+def test_old_layout_is_refused_with_the_conversion_command(tmp_path) -> None:
+    tiny_pipeline().save_pretrained(tmp_path)
+    config = tmp_path / "transform" / "transform_config.json"
+    (tmp_path / "transform.json").write_text(config.read_text())
+    config.unlink()
+    with pytest.raises(FedlabError, match="convert_pgla_denoisers.py"):
+        PGLAPipeline.from_pretrained(tmp_path)
 
 
 def test_gradient_of_another_model_is_refused() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import torch
 
 from attacks.pgla.denoisers import load_denoiser
 from attacks.pgla.surrogate import clean_gradient, clip_l2, victim_images, victim_model
+from attacks.pgla.train import train_denoiser
 from attacks.pgla.training import TrainConfig, read_latest, resolve_checkpoint
 
 SIMULATIONS = Path(__file__).resolve().parents[3] / "simulations"
@@ -40,8 +43,26 @@ def test_shipped_run_resumes_and_matches_the_victim_model(folder, victim) -> Non
     assert (run / latest["path"] / "optimizer.pt").is_file()  # resumable, not only loadable
     cfg = TrainConfig(**json.loads((run / "train_config.json").read_text()))
     assert cfg.denoiser == NAMES[folder]
-    transform = json.loads((run / latest["path"] / "transform.json").read_text())
+    saved = run / latest["path"] / "transform" / "transform_config.json"
+    transform = json.loads(saved.read_text())
+    assert transform["_class_name"] == "GradientImageTransform"
     assert transform["num_params"] == victim.numel() and transform["side"] == 128
+    model = run / latest["path"] / ("unet" if folder == "pgla" else "dncnn")
+    assert (model / "diffusion_pytorch_model.safetensors").is_file()
+    assert not (run / latest["path"] / "transform.json").exists()  # converted, not duplicated
+
+
+@pytest.mark.parametrize("folder", sorted(NAMES))
+def test_shipped_run_resumes_one_step_in_a_copy(folder, tmp_path) -> None:
+    run = shutil.copytree(SHIPPED / folder, tmp_path / folder)
+    step = read_latest(run)["step"]
+    cfg = TrainConfig(**json.loads((run / "train_config.json").read_text()))
+    state = train_denoiser(replace(cfg, max_steps=step + 1), run)
+    assert state["step"] == step + 1 and len(state["history"]) == step // 100 + 2
+    latest = read_latest(run)
+    assert latest["path"] == f"checkpoints/step-{step + 1:07d}"
+    den = load_denoiser(NAMES[folder], run, **({"steps": 2} if folder == "pgla" else {}))
+    assert den.name == NAMES[folder]
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -68,13 +69,40 @@ def test_wrong_size_is_refused_with_the_expected_size() -> None:
 
 def test_save_load_and_missing_file(tmp_path) -> None:
     tf = GradientImageTransform(num_params=10, side=4, scale=0.5, clip_norm=2.0)
-    tf.save(tmp_path)
-    assert GradientImageTransform.load(tmp_path) == tf
+    path = tf.save_pretrained(tmp_path)
+    assert path == tmp_path / "transform" / "transform_config.json"
+    saved = json.loads(path.read_text())
+    assert saved["_class_name"] == "GradientImageTransform"
+    assert {k: saved[k] for k in tf.to_dict()} == {
+        "num_params": 10,
+        "side": 4,
+        "scale": 0.5,
+        "clip_norm": 2.0,
+    }
+    loaded = GradientImageTransform.from_pretrained(tmp_path)
+    assert loaded == tf and hash(loaded) == hash(tf)
+    assert loaded != GradientImageTransform(num_params=10, side=4, scale=0.25, clip_norm=2.0)
     with pytest.raises(FedlabError, match="fedlab pgla train"):
-        GradientImageTransform.load(tmp_path / "nope")
-    (tmp_path / "transform.json").write_text('{"side": 4}')
+        GradientImageTransform.from_pretrained(tmp_path / "nope")
+    path.write_text('{"side": 4}')
     with pytest.raises(FedlabError, match="malformed"):
-        GradientImageTransform.load(tmp_path)
+        GradientImageTransform.from_pretrained(tmp_path)
+    path.write_text("{not json")
+    with pytest.raises(FedlabError, match="malformed"):
+        GradientImageTransform.from_pretrained(tmp_path)
+    path.write_text(json.dumps({**saved, "_class_name": "DnCNN"}))
+    with pytest.raises(FedlabError, match="describes a DnCNN"):
+        GradientImageTransform.from_pretrained(tmp_path)
+    path.write_text(json.dumps({**saved, "side": 3}))
+    with pytest.raises(FedlabError, match="use side >= 4"):
+        GradientImageTransform.from_pretrained(tmp_path)
+
+
+def test_transform_is_frozen_with_its_config() -> None:
+    tf = GradientImageTransform(num_params=10, side=4, scale=0.5)
+    with pytest.raises(AttributeError):
+        tf.scale = 1.0  # type: ignore[misc]
+    assert tf.config["scale"] == tf.scale == 0.5 and tf.clip_norm == 1.0
 
 
 def test_atomic_writes_leave_no_temporary_and_readable_files(tmp_path) -> None:
