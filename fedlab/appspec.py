@@ -13,12 +13,14 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fedlab.config import RunConfig
+from fedlab.flower_compat import Mod
 from fedlab.run_folder import RunFolder, default_run_dir
 
 log = logging.getLogger("fedlab")
 
 ServerFn = Callable[[Grid, RunConfig, RunFolder], dict[str, Any]]
 Handler = Callable[[Message, Context, RunConfig], Message]
+ModsFn = Callable[[RunConfig], list[Mod]]
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class AppSpec:
     defaults : mapping
         Run-config values that differ from ``config_cls``'s defaults for this app.
     description : str
+    client_mods : callable, optional
+        ``config -> list of Flower mods`` wrapped around every client handler through
+        ``ClientApp(mods=...)``, in Flower's order: the first mod is the outermost. A mod sees
+        every message type, so one meant for training passes the others on unchanged.
     """
 
     name: str
@@ -47,6 +53,7 @@ class AppSpec:
     client_handlers: Mapping[str, Handler]
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    client_mods: ModsFn | None = None
 
     def resolve_config(self, *layers: Mapping[str, Any]) -> RunConfig:
         """Defaults, then each layer in order (TOML files, key=value pairs), validated."""
@@ -79,7 +86,8 @@ class AppSpec:
         return app
 
     def client_app(self, config: RunConfig) -> ClientApp:
-        app = ClientApp()
+        """The ClientApp of ``config``: its handlers, wrapped in ``client_mods(config)``."""
+        app = ClientApp(mods=self.client_mods(config) if self.client_mods else None)
         register = {"train": app.train, "evaluate": app.evaluate, "query": app.query}
         for kind, handler in self.client_handlers.items():
             register[kind]()(_bind(handler, config))

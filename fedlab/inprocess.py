@@ -1,8 +1,9 @@
 """An in-process grid: an app's ServerApp and ClientApp handlers in one process, without Ray.
 
 For fast tests and quick sweeps. Messages go through the same handlers and the same strategy
-code as under Ray; clients run one after another, each with its own persistent
-``context.state``. A handler that raises becomes an error reply, as Flower does.
+code as under Ray, through the same ``ClientApp`` (so the app's client mods wrap them in the
+same order); clients run one after another, each with its own persistent ``context.state``. A
+handler that raises becomes an error reply with Flower's own error code, as under Ray.
 """
 
 from __future__ import annotations
@@ -11,16 +12,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedlab.appspec import AppSpec
 from fedlab.config import RunConfig
-
-CLIENT_APP_EXCEPTION = 0  # Flower's ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+from fedlab.errors import FedlabError
+from fedlab.flower_compat import CLIENT_APP_RAISED_EXCEPTION, ensure_task_identity
 
 
 class InProcessGrid:
-    """Duck-typed ``flwr.serverapp.Grid`` that calls client handlers directly.
+    """Duck-typed ``flwr.serverapp.Grid`` that calls the app's ``ClientApp`` directly.
 
     Parameters
     ----------
@@ -33,6 +33,8 @@ class InProcessGrid:
     def __init__(self, spec: AppSpec, config: RunConfig, num_nodes: int) -> None:
         self.spec = spec
         self.config = config
+        # The ClientApp Ray would run, so its mods wrap the handlers exactly as they do there.
+        self.client_app = spec.client_app(config)
         self.contexts = {
             1000 + i: Context(
                 run_id=1, node_id=1000 + i,
@@ -50,12 +52,18 @@ class InProcessGrid:
     ) -> list[Message]:
         replies = []
         for msg in messages:
-            handler = self.spec.client_handlers[msg.metadata.message_type]
+            kind = msg.metadata.message_type
+            if kind not in self.spec.client_handlers:
+                raise FedlabError(
+                    f"app {self.spec.name!r} has no {kind!r} client handler; it handles "
+                    f"{sorted(self.spec.client_handlers)}: send one of those message types"
+                )
             try:
-                reply = handler(msg, self.contexts[msg.metadata.dst_node_id], self.config)
+                reply = self.client_app(msg, self.contexts[msg.metadata.dst_node_id])
             except Exception as exc:  # noqa: BLE001  (a client failure is data here, as in Flower)
                 reply = Message(
-                    Error(CLIENT_APP_EXCEPTION, f"{type(exc).__name__}: {exc}"), reply_to=msg
+                    Error(CLIENT_APP_RAISED_EXCEPTION, f"{type(exc).__name__}: {exc}"),
+                    reply_to=msg,
                 )
             replies.append(reply)
         return replies
@@ -70,7 +78,6 @@ def run_in_process(spec: AppSpec, config: RunConfig) -> dict[str, Any]:
     Like ``flwr.simulation.run_simulation``, it gives the process a Flower task identity when it
     has none, because Flower refuses to build messages without one.
     """
-    if TaskIdentity._run_id is None:
-        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    ensure_task_identity()
     grid = InProcessGrid(spec, config, config.num_supernodes)
     return spec.run_server(grid, config)  # type: ignore[arg-type]

@@ -3,10 +3,15 @@
 * :func:`central_client_clipping_mod`: central DP, client-side clipping. The client clips its
   update to the C the server sends in the round config (``dp-clip-norm``) and tells the server
   whether it was within C (the bit adaptive clipping counts); the server adds the noise.
-* :class:`LocalDpMod`: local DP. The client clips its update and adds noise itself, before
-  anything leaves it; the server is not trusted. This is the threat model of the PGLA attack.
-  Nothing else leaves the client in clear: its training metrics, example count, measured steps
-  and integer buffers are replaced by public values (see :meth:`LocalDpMod.__call__`).
+* :class:`LocalDpClipNoiseMod`: local DP. The client clips its update and adds noise itself,
+  before anything leaves it; the server is not trusted. This is the threat model of the PGLA
+  attack. Nothing else leaves the client in clear: its training metrics, example count, measured
+  steps and integer buffers are replaced by public values (see
+  :meth:`LocalDpClipNoiseMod.__call__`).
+
+Both act on train messages only and pass every other message type on unchanged, as Flower's own
+mods do, because ``ClientApp(mods=...)`` wraps every handler. ``LocalDpClipNoiseMod`` is not
+Flower's ``flwr.clientapp.mod.LocalDpMod`` (Gaussian only, with a sensitivity its user picks).
 
 Every reply gets a ConfigRecord ``"dp"`` with the mechanism and its parameters, and the numeric
 ones also as ``dp-*`` entries of its MetricRecord, so recorded traces carry them.
@@ -19,11 +24,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord
-from flwr.clientapp.typing import ClientAppCallable
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord
 
 from fedlab.client import partition_of
 from fedlab.errors import FedlabError
+from fedlab.flower_compat import ClientAppCallable
 from fedlab.server import CLIENT_INFO
 from strategies.dp_noise import NoiseSource
 from strategies.dp_updates import apply_update, clip, float_arrays, update_of
@@ -36,6 +41,11 @@ LOCAL_NOISES = ("gaussian", "laplace")
 LOCAL_STATE = "dp-local"  # ConfigRecord in context.state: releases so far
 
 
+def _is_train(msg: Message) -> bool:
+    # "train" or "train.<action>": Flower's message types name an action after the dot
+    return msg.metadata.message_type.split(".")[0] == MessageType.TRAIN
+
+
 def _global_of(msg: Message) -> tuple[dict[str, np.ndarray], ConfigRecord]:
     if ARRAYS not in msg.content:
         raise FedlabError(f"the train message has no ArrayRecord {ARRAYS!r} to clip against")
@@ -45,6 +55,8 @@ def _global_of(msg: Message) -> tuple[dict[str, np.ndarray], ConfigRecord]:
 def central_client_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable
                                 ) -> Message:  # fmt: skip
     """Clip this client's update to the server's ``dp-clip-norm`` (central DP, client-side)."""
+    if not _is_train(msg):
+        return call_next(msg, context)
     sent, round_config = _global_of(msg)
     if "dp-clip-norm" not in round_config:
         raise FedlabError(
@@ -67,7 +79,7 @@ def central_client_clipping_mod(msg: Message, context: Context, call_next: Clien
 
 
 @dataclass(frozen=True)
-class LocalDpMod:
+class LocalDpClipNoiseMod:
     """Local DP: clip the update, then add Gaussian or Laplace noise on the client.
 
     Neighbouring inputs are any two updates of this client, so the sensitivity of the clipped
@@ -169,6 +181,8 @@ class LocalDpMod:
         already knows. Dropped: training metrics, the example count, measured steps, batch size
         and any sample-level DP-SGD figures (their sample rate depends on the dataset size).
         """
+        if not _is_train(msg):
+            return call_next(msg, context)
         sent, _ = _global_of(msg)
         reply = call_next(msg, context)
         if reply.has_error():

@@ -27,6 +27,9 @@ What we chose where it is silent, and why:
   The diagonal is left out because a rank-r reconstruction cannot have the unit diagonal.
 * **Composition.** With ``weight_averaging`` the replies also carry model weights, averaged
   by examples as in FedAvg (homogeneous encoders only); the relation keys ride alongside.
+* **Flower's rules.** Replies are checked with Flower's own reply-consistency check and averaged
+  with Flower's own record helpers (through :mod:`fedlab.flower_compat`), so FedFoA refuses
+  what FedAvg refuses (``InconsistentMessageReplies``) and averages as FedAvg averages.
 
 Client models never leave the clients in the heterogeneous setting, so the linear probe runs
 on the clients (``configure_evaluate`` every ``probe-every`` rounds) and this strategy keeps
@@ -53,6 +56,11 @@ from flwr.serverapp.strategy import FedAvg
 
 from clients.ssl.relation import rebuild
 from fedlab.errors import FedlabError
+from fedlab.flower_compat import (
+    aggregate_arrayrecords,
+    aggregate_metricrecords,
+    validate_message_reply_consistency,
+)
 from fedlab.registry import STRATEGIES
 
 log = logging.getLogger("fedlab")
@@ -113,8 +121,7 @@ def aggregate_relations(matrices: list[np.ndarray], weights: list[float]) -> np.
     w = np.asarray(weights, dtype=np.float64)
     if (w < 0).any() or w.sum() <= 0:
         raise FedlabError(f"aggregation weights must be >= 0 and not all 0, got {w.tolist()}")
-    stacked = np.stack([np.asarray(m, np.float64) for m in matrices])
-    r = np.tensordot(w / w.sum(), stacked, axes=1)
+    r = _weighted_mean([{RELATION: np.asarray(m, np.float64)} for m in matrices], weights)[RELATION]
     return (r + r.T) / 2
 
 
@@ -169,12 +176,9 @@ class FedFoA(FedAvg):
         if not valid:
             return None, None
         contents = [r.content for r in valid]
-        for c in contents:
-            if self.weighted_by_key not in c["metrics"]:
-                raise FedlabError(
-                    f"a FedFoA reply has no {self.weighted_by_key!r} metric; clients must report "
-                    "how many examples they trained on"
-                )
+        if self.weight_averaging:
+            _check_same_model(contents)  # before Flower's check: its message names no fix
+        validate_message_reply_consistency(contents, self.weighted_by_key, check_arrayrecord=True)
         examples = [float(c["metrics"][self.weighted_by_key]) for c in contents]
         weights = [1.0] * len(contents) if self.uniform_weights else examples
         relation = aggregate_relations([reply_relation(c["arrays"]) for c in contents], weights)
@@ -183,7 +187,8 @@ class FedFoA(FedAvg):
             out.update(_average_weights(contents, weights))
         out[RELATION] = Array(relation.astype(np.float32))
         uploaded = [_nbytes(c["arrays"]) for c in contents]
-        metrics = _mean_metrics(contents, examples, self.weighted_by_key)
+        # Metrics are always weighted by examples, as FedAvg weighs them, even with uniform weights
+        metrics = aggregate_metricrecords(contents, self.weighted_by_key)
         metrics.update(
             {
                 "upload-bytes-per-client": float(np.mean(uploaded)),
@@ -191,7 +196,7 @@ class FedFoA(FedAvg):
                 "relation-rank-mean": _mean_rank(contents),
             }
         )
-        return ArrayRecord(out), MetricRecord(metrics)
+        return ArrayRecord(out), metrics
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -201,16 +206,20 @@ class FedFoA(FedAvg):
             return []
         config["server-round"] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        nodes = list(grid.get_node_ids())
-        return self._construct_messages(record, nodes, MessageType.EVALUATE)
+        return [
+            Message(content=record, message_type=MessageType.EVALUATE, dst_node_id=node)
+            for node in grid.get_node_ids()
+        ]
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """Per-client probe accuracies, their mean, std and per-encoder means."""
-        rows = [r.content["metrics"] for r in replies if not r.has_error()]
-        if not rows:
+        valid = [r.content for r in replies if not r.has_error()]
+        if not valid:
             return None
+        validate_message_reply_consistency(valid, self.weighted_by_key, check_arrayrecord=False)
+        rows = [c["metrics"] for c in valid]
         metrics = probe_summary(rows)
         self.probe_results[server_round] = dict(metrics)
         return MetricRecord(metrics)
@@ -232,24 +241,43 @@ def probe_summary(rows: list[Mapping[str, float]]) -> dict[str, float]:
     return out
 
 
-def _average_weights(contents: list[RecordDict], weights: list[float]) -> dict[str, Array]:
+def _model_arrays(content: RecordDict) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in content["arrays"].items() if k not in RELATION_KEYS}
+
+
+def _check_same_model(contents: list[RecordDict]) -> None:
     names = [k for k in contents[0]["arrays"] if k not in RELATION_KEYS]
     for c in contents[1:]:
-        other = [k for k in c["arrays"] if k not in RELATION_KEYS]
-        if other != names:
+        if [k for k in c["arrays"] if k not in RELATION_KEYS] != names:
             raise FedlabError(
                 "weight averaging needs every client to run the same model, but their weights "
                 'differ in names; use one encoder (encoders="cnn") or weight-averaging=false'
             )
-    w = np.asarray(weights, np.float64) / np.sum(weights)
-    out = {}
-    for name in names:
-        arrays = [c["arrays"][name].numpy() for c in contents]
-        if any(a.shape != arrays[0].shape for a in arrays):
+
+
+def _average_weights(contents: list[RecordDict], weights: list[float]) -> dict[str, Array]:
+    """FedAvg of the model weights with ``weights``; each keeps the dtype the clients sent."""
+    _check_same_model(contents)
+    models = [_model_arrays(c) for c in contents]
+    for name, first in models[0].items():
+        # Flower's helper would broadcast mismatched shapes instead of refusing them
+        if any(m[name].shape != first.shape for m in models[1:]):
             raise FedlabError(f"weight {name!r} differs in shape across clients; use one encoder")
-        mean = sum(wi * a.astype(np.float64) for wi, a in zip(w, arrays, strict=True))
-        out[name] = Array(np.asarray(mean).astype(arrays[0].dtype))
-    return out
+    as_float = [{k: v.astype(np.float64) for k, v in m.items()} for m in models]
+    mean = _weighted_mean(as_float, weights)
+    return {k: Array(np.asarray(v).astype(models[0][k].dtype)) for k, v in mean.items()}
+
+
+def _weighted_mean(
+    arrays: list[dict[str, np.ndarray]], weights: list[float]
+) -> dict[str, np.ndarray]:
+    """``sum_k w_k a_k / sum_k w_k`` per key, computed by Flower's ``aggregate_arrayrecords``."""
+    records = [
+        RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in a.items()}),
+                    "metrics": MetricRecord({"weight": float(w)})})
+        for a, w in zip(arrays, weights, strict=True)
+    ]  # fmt: skip
+    return {k: v.numpy() for k, v in aggregate_arrayrecords(records, "weight").items()}
 
 
 def _nbytes(arrays: ArrayRecord) -> int:
@@ -259,13 +287,3 @@ def _nbytes(arrays: ArrayRecord) -> int:
 def _mean_rank(contents: list[RecordDict]) -> float:
     ranks = [len(c["arrays"][EIGVALS].numpy()) for c in contents if EIGVALS in c["arrays"]]
     return float(np.mean(ranks)) if ranks else 0.0
-
-
-def _mean_metrics(contents: list[RecordDict], examples: list[float], key: str) -> dict[str, float]:
-    total = sum(examples) or 1.0
-    out: dict[str, float] = {}
-    for c, n in zip(contents, examples, strict=True):
-        for k, v in c["metrics"].items():
-            if k != key and isinstance(v, int | float):
-                out[k] = out.get(k, 0.0) + float(v) * n / total
-    return out

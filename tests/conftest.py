@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from flwr.supercore.task_identity import TaskIdentity
+
+from fedlab.flower_compat import saved_task_identity
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +28,5 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def flower_identity() -> Iterator[None]:
-    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-    yield
-    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+    with saved_task_identity():
+        yield

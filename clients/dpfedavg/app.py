@@ -2,7 +2,8 @@
 
 Server: the run config's strategy (``fedavg`` by default) inside :class:`ClientSampling` (no DP
 or local DP) or a central DP wrapper (server-side or client-side clipping). Clients: the shared
-training loop, with Opacus DP-SGD when ``dp-sgd`` is on, then the client mods of the mode.
+training loop, with Opacus DP-SGD when ``dp-sgd`` is on, wrapped in the client mods of the mode
+(``AppSpec.client_mods``, so Ray and in-process runs apply them alike).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from clients.supervised.app import central_evaluation, initial_arrays, with_trac
 from fedlab.appspec import AppSpec
 from fedlab.client import handle_evaluate, handle_query, handle_train
 from fedlab.config import RunConfig
+from fedlab.flower_compat import Mod
 from fedlab.run_folder import RunFolder
 from fedlab.server import run_federation
 from fedlab.workload import Workload, build_workload
 from strategies.dp_accounting import noise_for_target
 from strategies.dp_adaptive import AdaptiveClipping
 from strategies.dp_central import CentralDPClientSideClipping, CentralDPServerSideClipping
-from strategies.dp_mods import LocalDpMod, central_client_clipping_mod
+from strategies.dp_mods import LocalDpClipNoiseMod, central_client_clipping_mod
 from strategies.dp_wrapper import ClientSampling, inner_kwargs
 from strategies.fedavg import build_strategy
 
@@ -76,40 +78,45 @@ def dpfedavg_server(grid: Grid, config: RunConfig, run: RunFolder) -> dict[str, 
 
 
 def dp_train(msg: Message, context: Context, config: RunConfig) -> Message:
-    """Train (with DP-SGD if asked), then the client mods: local noise, then client clipping."""
+    """Train, with Opacus DP-SGD inside the loop if ``dp-sgd`` is on.
+
+    DP-SGD is part of training, not a mod: its accountant steps with the optimizer. The mode's
+    client mods (:func:`dp_client_mods`) wrap this handler through the ClientApp.
+    """
     assert isinstance(config, DPFedAvgConfig)
     workload = dp_workload(config)
-    session = None
-    if config.dp_sgd:
-        session = DPSGDSession(context, noise_multiplier=config.dp_sgd_noise_multiplier,
-                               max_grad_norm=config.dp_sgd_max_grad_norm,
-                               delta=config.dp_sgd_delta,
-                               source=config.noise_source())  # fmt: skip
+    if not config.dp_sgd:
+        return handle_train(msg, context, config, workload=workload)
+    session = DPSGDSession(context, noise_multiplier=config.dp_sgd_noise_multiplier,
+                           max_grad_norm=config.dp_sgd_max_grad_norm, delta=config.dp_sgd_delta,
+                           source=config.noise_source())  # fmt: skip
+    reply = handle_train(msg, context, config, workload=workload, prepare=session.prepare)
+    epsilon = session.finish(context, reply)
+    log.info("sample-level (DP-SGD) epsilon %.4f at delta %g", epsilon, session.delta)
+    return reply
 
-    def train(m: Message, c: Context) -> Message:
-        reply = handle_train(m, c, config, workload=workload,
-                             prepare=session.prepare if session else None)  # fmt: skip
-        if session is not None:
-            epsilon = session.finish(c, reply)
-            log.info("sample-level (DP-SGD) epsilon %.4f at delta %g", epsilon, session.delta)
-        return reply
 
-    call = train
-    if config.local:
-        local = LocalDpMod(
-            clip_norm=config.clip_norm,
-            epsilon=config.local_epsilon,
-            delta=config.local_delta,
-            noise=config.local_noise,
-            source=config.noise_source(),
-        )
+def dp_client_mods(config: RunConfig) -> list[Mod]:
+    """The client mods of the run's ``dp-mode``, outermost first (Flower's order).
 
-        def call(m: Message, c: Context) -> Message:  # noqa: F811
-            return local(m, c, train)
-
+    Central DP with client-side clipping: :func:`central_client_clipping_mod`. Local DP:
+    :class:`LocalDpClipNoiseMod`, which clips and noises the update itself. Otherwise none.
+    """
+    assert isinstance(config, DPFedAvgConfig)
+    mods: list[Mod] = []
     if config.dp_mode == "central-client":
-        return central_client_clipping_mod(msg, context, call)
-    return call(msg, context)
+        mods.append(central_client_clipping_mod)
+    if config.local:
+        mods.append(
+            LocalDpClipNoiseMod(
+                clip_norm=config.clip_norm,
+                epsilon=config.local_epsilon,
+                delta=config.local_delta,
+                noise=config.local_noise,
+                source=config.noise_source(),
+            )
+        )
+    return mods
 
 
 dpfedavg = AppSpec(
@@ -117,12 +124,18 @@ dpfedavg = AppSpec(
     config_cls=DPFedAvgConfig,
     server_fn=dpfedavg_server,
     client_handlers={"query": handle_query, "train": dp_train, "evaluate": handle_evaluate},
+    client_mods=dp_client_mods,
     # Softmax regression: z C / m noise falls on every coordinate, and at these epsilons it
     # buries a 57k-parameter CNN (see docs/dp.md); the privacy-utility study uses the same.
     defaults={
-        "num-server-rounds": 10, "num-supernodes": 100,
-        "workload": "clients.dpfedavg.linear:LinearWorkload", "local-epochs": 5,
-        "batch-size": 16, "lr": 0.1, "momentum": 0.0, "clip-norm": 0.3,
+        "num-server-rounds": 10,
+        "num-supernodes": 100,
+        "workload": "clients.dpfedavg.linear:LinearWorkload",
+        "local-epochs": 5,
+        "batch-size": 16,
+        "lr": 0.1,
+        "momentum": 0.0,
+        "clip-norm": 0.3,
     },  # fmt: skip
     description="DP-FedAvg: central DP (server- or client-side clipping) or local DP, "
     "Poisson or fixed client sampling, client-level accounting, optional Opacus DP-SGD.",

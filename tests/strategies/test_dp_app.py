@@ -1,4 +1,4 @@
-"""The dpfedavg ClientApp train handler on real data, without Ray: mods and DP-SGD compose."""
+"""The dpfedavg ClientApp on real data, without Ray: its mods and DP-SGD compose."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import pytest
 from dp_helpers import as_numpy, context
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from clients.dpfedavg.app import dp_train, dp_workload
+from clients.dpfedavg.app import dp_client_mods, dp_workload
 from clients.supervised.app import initial_arrays
 from fedlab.apps import dpfedavg
+from strategies.dp_mods import LocalDpClipNoiseMod, central_client_clipping_mod
 from strategies.dp_wrapper import read_dp
 
 LINEAR = "clients.dpfedavg.linear:LinearWorkload"
@@ -25,7 +26,8 @@ def _call(ctx=None, round_config=None, **values):
         }
     )
     msg = Message(content=content, dst_node_id=0, message_type="train")
-    reply = dp_train(msg, ctx or context(pid=2, num_partitions=100), config)
+    # through the ClientApp Ray would run, so the mode's mods come from AppSpec.client_mods
+    reply = dpfedavg.client_app(config)(msg, ctx or context(pid=2, num_partitions=100))
     before, after = as_numpy(global_arrays), as_numpy(reply.content["arrays"])
     update = np.sqrt(sum(np.square(after[k] - before[k]).sum() for k in before))
     return reply, update
@@ -66,3 +68,27 @@ def test_linear_workload_traces_name_the_model_it_trains():
     rebuilt = ModelSpec(spec["name"], spec["kwargs"]).build().state_dict()
     trained = workload.build_model().state_dict()
     assert {k: v.shape for k, v in rebuilt.items()} == {k: v.shape for k, v in trained.items()}
+
+
+def _config(**values):
+    return dpfedavg.resolve_config({"workload": LINEAR, **values})
+
+
+def test_each_dp_mode_declares_its_client_mods():
+    assert dp_client_mods(_config(**{"dp-mode": "none"})) == []
+    assert dp_client_mods(_config(**{"dp-mode": "central-server"})) == []
+    assert dp_client_mods(_config(**{"dp-mode": "central-client"})) == [central_client_clipping_mod]
+    (local,) = dp_client_mods(_config(**{"dp-mode": "local", "local-epsilon": 2.0}))
+    assert isinstance(local, LocalDpClipNoiseMod) and local.epsilon == 2.0
+
+
+def test_dp_mods_leave_evaluate_messages_alone():
+    config = _config(**{"dp-mode": "central-client"})
+    content = RecordDict(
+        {"arrays": initial_arrays(dp_workload(config), 0), "config": ConfigRecord({})}
+    )
+    msg = Message(content=content, dst_node_id=0, message_type="evaluate")
+    # no dp-clip-norm in the config: the clipping mod would refuse a train message
+    reply = dpfedavg.client_app(config)(msg, context(pid=2, num_partitions=100))
+    assert not reply.has_error()
+    assert "dp" not in reply.content

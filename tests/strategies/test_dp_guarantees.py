@@ -35,7 +35,7 @@ from fedlab.run_folder import RunFolder
 from fedlab.server import CLIENT_INFO, RoundRecorder
 from fedlab.training import TrainConfig, train
 from strategies.dp_central import CentralDPClientSideClipping, CentralDPServerSideClipping
-from strategies.dp_mods import LocalDpMod
+from strategies.dp_mods import LocalDpClipNoiseMod
 from strategies.dp_noise import SEEDED_NOISE_WARNING, NoiseSource
 from strategies.dp_sampling import ClientSampler
 from strategies.dp_wrapper import dp_record, inner_kwargs
@@ -50,7 +50,7 @@ def _train_message(values, server_round=1):
 
 
 def _local(source=None):
-    return LocalDpMod(clip_norm=1.0, epsilon=4.0, source=source or NoiseSource())
+    return LocalDpClipNoiseMod(clip_norm=1.0, epsilon=4.0, source=source or NoiseSource())
 
 
 def _local_noise(mod, ctx, server_round=1):
@@ -314,4 +314,4 @@ def test_the_wrappers_refuse_non_finite_parameters_too(field):
         CentralDPServerSideClipping(FedAvg(**inner_kwargs()), ClientSampler("fixed", 0.1, 100),
                                     **kwargs)  # fmt: skip
     with pytest.raises(FedlabError, match="finite"):
-        LocalDpMod(clip_norm=1.0, epsilon=float("inf"))
+        LocalDpClipNoiseMod(clip_norm=1.0, epsilon=float("inf"))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays as np_arrays
 
 from fedlab.errors import FedlabError
-from strategies.dp_mods import LocalDpMod, central_client_clipping_mod
+from strategies.dp_mods import LocalDpClipNoiseMod, central_client_clipping_mod
 from strategies.dp_updates import clip, norm
 from strategies.dp_wrapper import read_dp
 
@@ -60,7 +60,7 @@ def test_client_side_clipping_needs_the_server_wrapper():
 
 @pytest.mark.parametrize("noise", ["gaussian", "laplace"])
 def test_local_dp_noise_and_parameters_travel_with_the_reply(noise):
-    mod = LocalDpMod(clip_norm=1.0, epsilon=4.0, delta=1e-5, noise=noise)
+    mod = LocalDpClipNoiseMod(clip_norm=1.0, epsilon=4.0, delta=1e-5, noise=noise)
     g = {"w": np.zeros(100_000)}
     ctx = context(pid=3)
     out = mod(_train_message(g), ctx, lambda m, c: reply(g))  # zero update: pure noise
@@ -85,7 +85,7 @@ def test_local_dp_noise_and_parameters_travel_with_the_reply(noise):
 
 
 def test_local_dp_clips_before_noising():
-    mod = LocalDpMod(clip_norm=0.5, epsilon=1e6, delta=0.5, noise="gaussian")  # ~no noise
+    mod = LocalDpClipNoiseMod(clip_norm=0.5, epsilon=1e6, delta=0.5, noise="gaussian")  # ~no noise
     g = {"w": np.zeros(4)}
     out = mod(_train_message(g), context(), lambda m, c: reply({"w": np.full(4, 10.0)}))
     assert np.linalg.norm(as_numpy(out.content["arrays"])["w"]) == pytest.approx(0.5, rel=1e-2)
@@ -93,8 +93,19 @@ def test_local_dp_clips_before_noising():
 
 def test_local_dp_bad_parameters():
     with pytest.raises(FedlabError, match="local-epsilon must be > 0"):
-        LocalDpMod(clip_norm=1.0, epsilon=0.0)
+        LocalDpClipNoiseMod(clip_norm=1.0, epsilon=0.0)
     with pytest.raises(FedlabError, match="clip-norm must be > 0"):
-        LocalDpMod(clip_norm=-1.0, epsilon=1.0)
+        LocalDpClipNoiseMod(clip_norm=-1.0, epsilon=1.0)
     with pytest.raises(FedlabError, match="local-noise"):
-        LocalDpMod(clip_norm=1.0, epsilon=1.0, noise="uniform")
+        LocalDpClipNoiseMod(clip_norm=1.0, epsilon=1.0, noise="uniform")
+
+
+@pytest.mark.parametrize("message_type", ["evaluate", "query"])
+def test_both_mods_pass_other_message_types_on_untouched(message_type):
+    # ClientApp(mods=...) wraps every handler, so a train-only mod must let the others through
+    msg = Message(content=RecordDict(), dst_node_id=0, message_type=message_type)
+    answer = reply({"w": np.ones(3)}, examples=7)
+    for mod in (LocalDpClipNoiseMod(clip_norm=1.0, epsilon=4.0), central_client_clipping_mod):
+        out = mod(msg, context(), lambda m, c: answer)
+        assert out is answer
+        assert out.content["metrics"]["num-examples"] == 7 and "dp" not in out.content

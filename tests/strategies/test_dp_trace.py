@@ -10,7 +10,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from attacks.base import ModelSpec
 from fedlab.traces import TraceReader
-from strategies.dp_mods import LocalDpMod
+from strategies.dp_mods import LocalDpClipNoiseMod
 from strategies.trace_recording import TraceRecording
 
 SPEC = {"name": "lenet", "kwargs": {"num_classes": 10, "image_size": 16}}
@@ -39,7 +39,7 @@ def test_trace_records_carry_the_local_dp_mechanism(tmp_path, noise):
         })  # fmt: skip
         return Message(content=content, dst_node_id=0, message_type="train")
 
-    mod = LocalDpMod(clip_norm=0.5, epsilon=4.0, delta=1e-5, noise=noise)
+    mod = LocalDpClipNoiseMod(clip_norm=0.5, epsilon=4.0, delta=1e-5, noise=noise)
     reply = mod(msg, context(pid=0), train)
     strategy.aggregate_train(1, [reply])
     (record,) = TraceReader(tmp_path).records

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.serverapp.exception import InconsistentMessageReplies
+from flwr.serverapp.strategy import FedAvg
 
 from clients.ssl.relation import factorize, rebuild
 from fedlab.errors import FedlabError
@@ -182,3 +184,40 @@ def test_aggregate_evaluate_keeps_per_client_and_per_encoder_probe_results():
     assert metrics["probe-acc-enc0"] == pytest.approx(0.55)
     assert metrics["probe-acc-enc1"] == pytest.approx(0.7)
     assert strategy.probe_results[3] == probe_summary(rows)
+
+
+def _inconsistent_replies(kind):
+    replies = [_reply(_spd(4, 1), 4, 5, node=1), _reply(_spd(4, 2), 4, 5, node=2)]
+    content = replies[1].content
+    if kind == "metric-keys":
+        content["metrics"]["extra"] = 1.0
+    elif kind == "no-weight-key":
+        for r in replies:
+            del r.content["metrics"]["num-examples"]
+    elif kind == "two-array-records":
+        content["more"] = ArrayRecord({"x": Array(np.ones(1))})
+    elif kind == "array-keys":
+        content["arrays"]["extra"] = Array(np.ones(1))
+    return replies
+
+
+@pytest.mark.parametrize(
+    "kind", ["metric-keys", "no-weight-key", "two-array-records", "array-keys"]
+)
+def test_inconsistent_replies_are_refused_as_flowers_fedavg_refuses_them(kind):
+    with pytest.raises(InconsistentMessageReplies):
+        FedAvg().aggregate_train(1, _inconsistent_replies(kind))
+    with pytest.raises(InconsistentMessageReplies):
+        FedFoA().aggregate_train(1, _inconsistent_replies(kind))
+
+
+def test_inconsistent_probe_replies_are_refused_as_flowers_fedavg_refuses_them():
+    rows = [
+        {"probe-acc": 0.5, "partition-id": 0, "encoder-id": 0, "num-examples": 9},
+        {"probe-acc": 0.7, "partition-id": 1, "encoder-id": 1},
+    ]
+    replies = [_Reply(RecordDict({"metrics": MetricRecord(r)})) for r in rows]
+    with pytest.raises(InconsistentMessageReplies):
+        FedAvg().aggregate_evaluate(1, replies)
+    with pytest.raises(InconsistentMessageReplies):
+        FedFoA().aggregate_evaluate(1, replies)

@@ -80,9 +80,9 @@ def test_blind_estimates() -> None:
 
 @pytest.mark.parametrize("noise", ["gaussian", "laplace"])
 def test_noise_std_from_what_the_dpfedavg_app_records(noise) -> None:
-    from strategies.dp_mods import LocalDpMod
+    from strategies.dp_mods import LocalDpClipNoiseMod
 
-    mod = LocalDpMod(clip_norm=0.5, epsilon=4.0, delta=1e-5, noise=noise)
+    mod = LocalDpClipNoiseMod(clip_norm=0.5, epsilon=4.0, delta=1e-5, noise=noise)
     record = mod.record(releases=1)
     assert record["mechanism"] == "local"
     assert noise_std_from_dp(record) == pytest.approx(mod.noise_std)
