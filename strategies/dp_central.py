@@ -222,7 +222,7 @@ class CentralDP(ClientSampling):
             log.warning("round %d: %d of %d sampled clients replied; the missing ones count as "
                         "zero updates (same guarantee, step shrunk by %.2f)", server_round,
                         len(ok), self.sampled, len(ok) / max(self.sampled, 1))  # fmt: skip
-        reported = client_reports(ok)
+        reported = self.running_worst(client_reports(ok))
         if ok:
             arrays, metrics = self.inner.aggregate_train(server_round, replies)
         else:

@@ -89,6 +89,7 @@ class ClientSampling(StrategyWrapper):
         self.weight_key = getattr(inner, "weighted_by_key", "num-examples")
         self.sent: Update = {}
         self.sent_record = ArrayRecord()
+        self._worst: dict[str, float] = {}
         self.sampled = 0
 
     def summary(self) -> None:
@@ -133,12 +134,21 @@ class ClientSampling(StrategyWrapper):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        reported = client_reports([r for r in replies if not r.has_error()])
+        reported = self.running_worst(client_reports([r for r in replies if not r.has_error()]))
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
         metrics = MetricRecord(dict(metrics or {}))
         metrics["dp-sampled"] = self.sampled
         metrics.update(reported)
         return arrays, metrics
+
+
+    def running_worst(self, reported: dict[str, float]) -> dict[str, float]:
+        """The composed epsilons as maxima over every client so far, not only this round's:
+        a client's total never shrinks, so neither may the reported worst case."""
+        for key in ("dp-sample-epsilon-max", "dp-local-epsilon-total-max"):
+            if key in reported:
+                self._worst[key] = max(self._worst.get(key, 0.0), reported[key])
+        return {**reported, **self._worst}
 
 
 def client_reports(replies: list[Message]) -> dict[str, float]:

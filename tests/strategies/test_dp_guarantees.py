@@ -38,7 +38,7 @@ from strategies.dp_central import CentralDPClientSideClipping, CentralDPServerSi
 from strategies.dp_mods import LocalDpClipNoiseMod
 from strategies.dp_noise import SEEDED_NOISE_WARNING, NoiseSource
 from strategies.dp_sampling import ClientSampler
-from strategies.dp_wrapper import dp_record, inner_kwargs
+from strategies.dp_wrapper import ClientSampling, dp_record, inner_kwargs
 
 NODES = list(range(100))
 
@@ -315,3 +315,16 @@ def test_the_wrappers_refuse_non_finite_parameters_too(field):
                                     **kwargs)  # fmt: skip
     with pytest.raises(FedlabError, match="finite"):
         LocalDpClipNoiseMod(clip_norm=1.0, epsilon=float("inf"))
+
+
+def test_the_reported_local_epsilon_total_never_decreases():
+    strategy = ClientSampling(FedAvg(**inner_kwargs()), ClientSampler("fixed", 0.5, 4))
+    g = {"w": np.zeros(2)}
+    totals = []
+    for rnd, releases in enumerate((3, 1, 2), start=1):  # this round's clients released less
+        list(strategy.configure_train(rnd, arrays(g), ConfigRecord(), Grid([0, 1, 2, 3])))
+        dp = dp_record({"mechanism": "local", "epsilon": 1.0, "epsilon-total": float(releases),
+                        "noise-std": 0.1})  # fmt: skip
+        _, metrics = strategy.aggregate_train(rnd, [reply(g, dp=dp)])
+        totals.append(metrics["dp-local-epsilon-total-max"])
+    assert totals == [3.0, 3.0, 3.0]
