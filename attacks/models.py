@@ -1,13 +1,16 @@
-"""Victim models of the gradient-leakage literature, rebuilt from a model spec."""
+"""Victim models of the gradient-leakage literature, rebuilt from a model spec.
+
+Builders are registered in the core's :data:`fedlab.registry.MODELS` through the
+``fedlab.models`` entry points in pyproject.toml (``lenet`` is :func:`build_lenet`); a workload
+that trains one of these models names it there rather than importing this package.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from fedlab.registry import Registry
+from fedlab.registry import MODELS
 
 
 class LeNet(nn.Module):
@@ -54,25 +57,9 @@ def dlg_uniform_init_(model: nn.Module, low: float = -0.5, high: float = 0.5) ->
     return model
 
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("models", ("attacks.models",))
-"""Victim-model builders by name; a trace's model spec names one of these (a ``module:attr``
-that is not registered is only built when the reader trusts the trace's code)."""
-
-FEDLAB_BUILDERS = (
-    "clients.supervised.models:cnn",
-    "clients.supervised.models:mlp",
-    "clients.supervised.models:lenet",
-    "clients.dpfedavg.linear:softmax_regression",
-)
-"""Builders fedlab's own workloads name as ``module:attr`` in the traces they record
-(``Workload.model_spec``); registered (lazily) under exactly those names, so that such traces
-are read without trusting code: the import is fixed here, not chosen by the file."""
-
-for _spec in FEDLAB_BUILDERS:
-    MODELS.add_lazy(_spec, _spec)
+__all__ = ["MODELS", "LeNet", "build_lenet", "dlg_uniform_init_"]
 
 
-@MODELS.register("lenet")
 def build_lenet(
     num_classes: int = 10, in_channels: int = 3, image_size: int = 32, init: str = "default"
 ) -> nn.Module:

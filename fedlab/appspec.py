@@ -21,6 +21,7 @@ log = logging.getLogger("fedlab")
 ServerFn = Callable[[Grid, RunConfig, RunFolder], dict[str, Any]]
 Handler = Callable[[Message, Context, RunConfig], Message]
 ModsFn = Callable[[RunConfig], list[Mod]]
+CheckFn = Callable[[RunConfig, int], None]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ class AppSpec:
         ``config -> list of Flower mods`` wrapped around every client handler through
         ``ClientApp(mods=...)``, in Flower's order: the first mod is the outermost. A mod sees
         every message type, so one meant for training passes the others on unchanged.
+    check : callable, optional
+        ``(config, num_nodes) -> None``: builds the app's own strategy and workload from the
+        resolved config for ``num_nodes`` nodes and raises
+        :class:`~fedlab.errors.FedlabError` on what would fail; ``flower-simulation`` calls it
+        before Ray starts (:func:`fedlab.app_check.check_by_building` makes one).
     """
 
     name: str
@@ -54,6 +60,7 @@ class AppSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     client_mods: ModsFn | None = None
+    check: CheckFn | None = None
 
     def resolve_config(self, *layers: Mapping[str, Any]) -> RunConfig:
         """Defaults, then each layer in order (TOML files, key=value pairs), validated."""

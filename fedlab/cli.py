@@ -156,7 +156,9 @@ def flower_simulation_main(argv: Sequence[str] | None = None) -> int:
     preflight(spec, config)
     from fedlab.simulation import simulate
 
-    simulate(spec, config, gpu=args.gpu, ray_address=args.ray_address, verbose=args.verbose)
+    interrupted = simulate(
+        spec, config, gpu=args.gpu, ray_address=args.ray_address, verbose=args.verbose
+    )
     summary_path = out / "summary.json"
     if not summary_path.is_file():
         print(f"error: the run ended without a summary; see the log above ({out})", file=sys.stderr)
@@ -169,7 +171,7 @@ def flower_simulation_main(argv: Sequence[str] | None = None) -> int:
         + (f"; stopped early: {summary['stopped-early']}" if summary.get("stopped-early") else "")
     )
     print(f"run folder: {out}")
-    return 0
+    return 130 if interrupted else 0  # 128 + SIGINT, as shells report Ctrl-C
 
 
 def fedlab_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from flwr.app import Context, Error, Message, RecordDict
 
 from fedlab.appspec import AppSpec
 from fedlab.config import RunConfig
+from fedlab.server import StopRequest
 from fedlab.errors import FedlabError
 from fedlab.flower_compat import CLIENT_APP_RAISED_EXCEPTION, ensure_task_identity
 
@@ -43,6 +44,8 @@ class InProcessGrid:
             )
             for i in range(num_nodes)
         }  # fmt: skip
+        # Read by fedlab.server.run_federation at each round start; run_in_process sets it.
+        self.stop_request: StopRequest | None = None
 
     def get_node_ids(self) -> list[int]:
         return list(self.contexts)
@@ -72,12 +75,16 @@ class InProcessGrid:
         raise AttributeError(f"InProcessGrid does not implement Grid.{name}")
 
 
-def run_in_process(spec: AppSpec, config: RunConfig) -> dict[str, Any]:
+def run_in_process(
+    spec: AppSpec, config: RunConfig, *, stop: StopRequest | None = None
+) -> dict[str, Any]:
     """Run ``spec`` for ``config.num_supernodes`` nodes in this process; return the summary.
 
     Like ``flwr.simulation.run_simulation``, it gives the process a Flower task identity when it
-    has none, because Flower refuses to build messages without one.
+    has none, because Flower refuses to build messages without one. Setting ``stop`` (from
+    another thread or a callback) ends the run before its next round, as Ctrl-C does under Ray.
     """
     ensure_task_identity()
     grid = InProcessGrid(spec, config, config.num_supernodes)
+    grid.stop_request = stop
     return spec.run_server(grid, config)  # type: ignore[arg-type]

@@ -3,6 +3,10 @@
 A researcher's package adds to a registry either by importing it and decorating a class
 (``@STRATEGIES.register("mine")``) or, without being imported by us, through an entry point in
 the group ``fedlab.<kind>`` (for example ``fedlab.strategies``) whose value is ``module:attr``.
+fedlab's own built-ins are declared the same way, in its ``pyproject.toml``: the core names no
+plugin module, and every process (a Ray worker included) sees the same registries because entry
+points are read from the installed metadata, not filled in by whoever imported what. An entry
+point is imported on the first lookup of its name, so listing names imports nothing.
 Any registry also accepts ``module:attr`` directly, so a run config can name a class that was
 never registered, unless the caller passes ``allow_import=False`` to :meth:`Registry.get`: the
 trace reader does, because a name read from a file someone else wrote must not choose code to
@@ -59,17 +63,13 @@ class Registry(Generic[T]):
     ----------
     kind : str
         Plural noun used in messages and in the entry-point group ``fedlab.<kind>``.
-    builtin_modules : tuple of str
-        Modules whose import registers the built-in plugins; imported on first lookup so that
-        importing the registry stays cheap.
+    singular : str, optional
+        Noun for one plugin in messages; default ``kind`` without its final "s".
     """
 
-    def __init__(
-        self, kind: str, builtin_modules: tuple[str, ...] = (), singular: str | None = None
-    ) -> None:
+    def __init__(self, kind: str, singular: str | None = None) -> None:
         self.kind = kind
         self.singular = singular or kind.removesuffix("s")
-        self.builtin_modules = builtin_modules
         self._items: dict[str, T] = {}
         self._lazy: dict[str, str] = {}
         self._entry_points_loaded = False
@@ -91,6 +91,10 @@ class Registry(Generic[T]):
         FedlabError
             If ``name`` is already taken by another object.
         """
+        if name in self._lazy and name not in self._items and self._lazy_target_is(name, obj):
+            # A module named by an entry point may also decorate its class: the same object.
+            self._items[name] = obj
+            return
         existing = self._items.get(name, self._lazy.get(name))
         if existing is not None and existing is not obj:
             raise FedlabError(
@@ -114,15 +118,28 @@ class Registry(Generic[T]):
             raise FedlabError(f"{self.kind} name {name!r} is already registered; choose another")
         self._lazy[name] = target
 
+    def _lazy_target_is(self, name: str, obj: object) -> bool:
+        """Whether the lazy target of ``name`` is ``obj`` (compared without a second import when
+        ``obj`` is being defined by the target's own module right now)."""
+        target = self._lazy[name]
+        qualname = getattr(obj, "__qualname__", None)
+        if f"{getattr(obj, '__module__', None)}:{qualname}" == target:
+            return True
+        module_name = target.partition(":")[0]
+        if module_name == getattr(obj, "__module__", None):
+            return False  # the same module defines another object under this name
+        try:
+            return import_object(target, what=self.singular) is obj
+        except FedlabError:
+            return False
+
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:
             return
         self._entry_points_loaded = True
-        for module in self.builtin_modules:
-            importlib.import_module(module)
         for ep in entry_points(group=f"fedlab.{self.kind}"):
             if ep.name not in self._items and ep.name not in self._lazy:
-                self._items[ep.name] = ep.load()
+                self._lazy[ep.name] = ep.value
 
     def names(self) -> list[str]:
         """Sorted names known now, entry points included."""
@@ -170,13 +187,17 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-# Each built-in plugin module registers itself on import; list new ones here.
-STRATEGIES: Registry[Any] = Registry(
-    "strategies", ("strategies.fedavg", "strategies.fedfoa"), singular="strategy"
-)
-WORKLOADS: Registry[Any] = Registry(
-    "workloads", ("clients.supervised.workload", "clients.ssl.workload", "clients.zsl.workload")
-)
-DATASETS: Registry[Any] = Registry("datasets", ("fedlab.data.datasets", "clients.ssl.data"))
-ATTACKS: Registry[Any] = Registry("attacks", ("attacks.dlg", "attacks.idlg", "attacks.inverting"))
-DENOISERS: Registry[Any] = Registry("denoisers", ("attacks.pgla.denoisers",))
+# Built-ins come from the `fedlab.<kind>` entry-point groups in pyproject.toml; add new ones there.
+STRATEGIES: Registry[Any] = Registry("strategies", singular="strategy")
+WORKLOADS: Registry[Any] = Registry("workloads")
+DATASETS: Registry[Any] = Registry("datasets")
+ATTACKS: Registry[Any] = Registry("attacks")
+DENOISERS: Registry[Any] = Registry("denoisers")
+MODELS: Registry[Any] = Registry("models")
+"""Model builders by name (``builder(**kwargs) -> torch.nn.Module``); a trace's model spec names
+one of these, and a ``module:attr`` that is not registered is only built when the reader trusts
+the trace's code."""
+APPS: Registry[Any] = Registry("apps")
+"""The named apps (:class:`~fedlab.appspec.AppSpec`) that ``fedlab.apps:<name>`` resolves."""
+COMMANDS: Registry[Any] = Registry("commands")
+"""``fedlab`` subcommands: each a ``register(subparsers)`` callable adding its parsers."""

@@ -3,13 +3,15 @@
 Flower's ``Strategy.start`` owns the round loop. We add two thin layers around it:
 :class:`PartitionOrderedGrid`, so that seeded node sampling picks the same partitions in every
 run (simulation node ids are random), and :class:`RoundRecorder`, a strategy wrapper that counts
-replies and failures, enforces ``min-replies`` and rewrites the run folder after every round.
+replies and failures, enforces ``min-replies``, rewrites the run folder after every round and
+ends the run at a round boundary when a :class:`StopRequest` (Ctrl-C) asks it to.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -29,6 +31,36 @@ log = logging.getLogger("fedlab")
 
 CLIENT_INFO = "client"  # ConfigRecord name under which clients report their partition id
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
+# A grid carrying a StopRequest under this attribute lets whoever drives the run end it early.
+STOP_REQUEST_ATTR = "stop_request"
+
+
+class StopRequest:
+    """A request, from a signal handler or another thread, to end the run after this round.
+
+    The round in progress finishes and is recorded; the next one does not start, and the
+    summary's ``stopped-early`` is the reason given here. Thread-safe; the first reason wins.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self.reason = ""
+
+    def request(self, reason: str) -> None:
+        """Ask the run to stop before its next round, saying why."""
+        with self._lock:
+            if not self._event.is_set():
+                self.reason = reason
+                self._event.set()
+
+    def is_set(self) -> bool:
+        """Whether a stop has been requested."""
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a stop is requested or ``timeout`` seconds pass; whether it was."""
+        return self._event.wait(timeout)
 
 
 def seed_everything(seed: int) -> None:
@@ -95,19 +127,32 @@ class RoundRecorder(StrategyWrapper):
         A round with fewer successful training replies stops the run, keeping finished rounds.
     num_rounds : int
         For the progress line.
+    stop : StopRequest, optional
+        Checked as each round starts: once set, the run stops with its reason.
     """
 
-    def __init__(self, inner: Strategy, run: RunFolder, min_replies: int, num_rounds: int) -> None:
+    def __init__(
+        self,
+        inner: Strategy,
+        run: RunFolder,
+        min_replies: int,
+        num_rounds: int,
+        stop: StopRequest | None = None,
+    ) -> None:
         super().__init__(inner)
         self.run = run
         self.min_replies = min_replies
         self.num_rounds = num_rounds
+        self.stop = stop
         self._round: dict[str, Any] = {}
         self._started = 0.0
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        # Checked before any message goes out, so every recorded round is a whole one.
+        if self.stop is not None and self.stop.is_set():
+            raise RunStopped(f"round {server_round} not started: {self.stop.reason}")
         self._started = time.perf_counter()
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         self._round = {"round": server_round, "sampled": len(messages)}
@@ -225,16 +270,23 @@ def run_federation(
     ``config.num_supernodes`` of them).
 
     A :class:`RunStopped` raised by a strategy or by the reply check ends the run cleanly:
-    every finished round is already in the run folder, and the summary says why it stopped.
+    every finished round is already in the run folder, and the summary says why it stopped. So
+    does a :class:`StopRequest` that the grid carries as ``stop_request`` (Ctrl-C under
+    ``flower-simulation``), at the start of the next round.
     """
     seed_everything(config.seed)
     started = time.perf_counter()
     stopped = None
+    stop: StopRequest | None = getattr(grid, STOP_REQUEST_ATTR, None)
     try:
         ordered = PartitionOrderedGrid(grid, config.num_supernodes)
         num_nodes = len(ordered.get_node_ids())
         recorder = RoundRecorder(
-            strategy_factory(num_nodes), run, config.min_replies, config.num_server_rounds
+            strategy_factory(num_nodes),
+            run,
+            config.min_replies,
+            config.num_server_rounds,
+            stop=stop,
         )
 
         def evaluate_and_record(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -254,6 +306,9 @@ def run_federation(
         )
     except RunStopped as exc:
         stopped = str(exc)
+        if stop is not None and stop.is_set() and stop.reason not in stopped:
+            # A second Ctrl-C ends the clients mid-round: the missing replies are its doing.
+            stopped = f"{stopped} (after: {stop.reason})"
         log.warning("run stopped early: %s (finished rounds are kept in %s)", stopped, run.path)
     summary = {
         "rounds-finished": len(run.history),

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from fedlab.errors import FedlabError
+from fedlab.registry import MODELS
 
 FORMAT = "fedlab-trace"
 FORMAT_VERSION = "1.0"
@@ -202,19 +203,17 @@ def resolve_in_folder(folder: Path, label: str, rel: Any, *, must_exist: bool = 
 
 
 def check_model_allowed(target_id: str, name: str, *, trust_code: bool) -> None:
-    """Refuse a ``model.name`` not registered in :data:`attacks.models.MODELS`.
+    """Refuse a ``model.name`` not registered in :data:`fedlab.registry.MODELS`.
 
     Building an unregistered name (``module:attr``) imports and runs code the trace names, so it
     is allowed only with ``trust_code`` (``--trust-trace-code``).
     """
-    from attacks.models import MODELS
-
     if not trust_code and name not in MODELS:
         what = "names code to import" if ":" in name else "is not registered"
         raise FedlabError(
             f"{target_id}: unknown model {name!r} (model.name {what}); allowed: "
             f"{', '.join(MODELS.names())}; a trace may only name registered builders since "
-            "reading it must not run code it names: register yours (attacks.models.MODELS "
+            "reading it must not run code it names: register yours (fedlab.registry.MODELS "
             "or a 'fedlab.models' entry point) or, if you trust this trace like a script, "
             "pass --trust-trace-code (TraceReader(..., trust_code=True))"
         )

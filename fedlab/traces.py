@@ -9,7 +9,7 @@ the manifest up front and each record's files when they are loaded, raising
 A trace is untrusted input: the reader checks every field's type and range against the limits
 in :mod:`fedlab.trace_validation`, refuses paths that leave the trace folder (symlinks included),
 reads tensor shapes from the safetensors header before loading any data, and builds only models
-registered in :data:`attacks.models.MODELS`, never importing a ``module:attr`` the manifest
+registered in :data:`fedlab.registry.MODELS`, never importing a ``module:attr`` the manifest
 names unless the caller passes ``trust_code=True``.
 """
 
@@ -26,7 +26,9 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from fedlab.atomic import atomic_save_tensors, atomic_write_json
+from fedlab.attack_input import AttackInput, ModelSpec
 from fedlab.errors import FedlabError
+from fedlab.registry import MODELS
 from fedlab.trace_validation import (
     FORMAT,
     FORMAT_VERSION,
@@ -212,7 +214,7 @@ class TraceReader:
         The trace folder (or its ``manifest.json``).
     trust_code : bool
         Allow a record's ``model.name`` to be ``"module:attr"`` (or any name not registered in
-        :data:`attacks.models.MODELS`), which is then imported and called with the manifest's
+        :data:`fedlab.registry.MODELS`), which is then imported and called with the manifest's
         kwargs: this runs arbitrary code named by the file, so only pass True for traces you
         trust as you would trust a Python script. Default False: only registered builders
         (yours, fedlab's, or those of installed ``fedlab.models`` entry points) are built.
@@ -372,11 +374,8 @@ class TraceReader:
                 raise FedlabError(f"{where}: tensor {name!r} contains NaN or Inf")
         return tensors
 
-    def _build_model(self, record: TraceRecord):
+    def _build_model(self, record: TraceRecord) -> tuple[ModelSpec, nn.Module]:
         """The record's model spec and a freshly built model, after the name and size checks."""
-        from attacks.base import ModelSpec
-        from attacks.models import MODELS
-
         name = record.model["name"]
         check_model_allowed(record.target_id, name, trust_code=self.trust_code)
         spec = ModelSpec(name, record.model["kwargs"], allow_import=self.trust_code)
@@ -407,8 +406,8 @@ class TraceReader:
             )
         return spec, model
 
-    def attack_input(self, record: TraceRecord):
-        """The :class:`attacks.base.AttackInput` of ``record`` (model built to check shapes).
+    def attack_input(self, record: TraceRecord) -> AttackInput:
+        """The :class:`~fedlab.attack_input.AttackInput` of ``record`` (shapes checked on a model).
 
         Raises
         ------
@@ -416,8 +415,6 @@ class TraceReader:
             If a path leaves the trace folder, the model is not registered (and ``trust_code``
             is off) or too large, or a file is missing, corrupt or disagrees with the model.
         """
-        from attacks.base import AttackInput
-
         for rel in (record.received, record.global_, record.ground_truth):
             if rel is not None:  # every path, ground truth included, before anything is built
                 self.resolve(record, rel, must_exist=False)

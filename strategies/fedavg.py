@@ -1,6 +1,7 @@
 """Flower's own weight-averaging strategies, registered under their usual names.
 
-We use Flower's implementations unchanged (``flwr.serverapp.strategy``); this module only maps
+We use Flower's implementations unchanged (``flwr.serverapp.strategy``), registered under their
+usual names by the ``fedlab.strategies`` entry points in pyproject.toml; this module only maps
 run-config values onto their constructors. ``build_strategy`` also accepts ``module:Class`` for a
 researcher's own ``Strategy`` subclass, passing the keyword arguments its signature accepts.
 """
@@ -11,24 +12,11 @@ import inspect
 import math
 from typing import Any
 
-from flwr.serverapp import strategy as flwr_strategies
 from flwr.serverapp.strategy import Strategy
 
 from fedlab.config import RunConfig
 from fedlab.errors import FedlabError
 from fedlab.registry import STRATEGIES
-
-for _name, _cls in {
-    "fedavg": flwr_strategies.FedAvg,
-    "fedavgm": flwr_strategies.FedAvgM,
-    "fedprox": flwr_strategies.FedProx,
-    "fedadam": flwr_strategies.FedAdam,
-    "fedyogi": flwr_strategies.FedYogi,
-    "fedadagrad": flwr_strategies.FedAdagrad,
-    "fedmedian": flwr_strategies.FedMedian,
-    "fedtrimmedavg": flwr_strategies.FedTrimmedAvg,
-}.items():
-    STRATEGIES.add(_name, _cls)
 
 
 def sampling_kwargs(config: RunConfig, num_nodes: int) -> dict[str, Any]:

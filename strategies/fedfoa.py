@@ -54,7 +54,6 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from clients.ssl.relation import rebuild
 from fedlab.errors import FedlabError
 from fedlab.flower_compat import (
     aggregate_arrayrecords,
@@ -62,6 +61,7 @@ from fedlab.flower_compat import (
     validate_message_reply_consistency,
 )
 from fedlab.registry import STRATEGIES
+from strategies.relation_matrices import rebuild
 
 log = logging.getLogger("fedlab")
 

@@ -18,6 +18,7 @@ from flwr.serverapp.strategy import Strategy
 from clients.dpfedavg.config import DPFedAvgConfig
 from clients.dpfedavg.dpsgd import DPSGDSession, OpacusCompatible
 from clients.supervised.app import central_evaluation, initial_arrays, with_trace_recording
+from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import handle_evaluate, handle_query, handle_train
 from fedlab.config import RunConfig
@@ -125,6 +126,7 @@ dpfedavg = AppSpec(
     server_fn=dpfedavg_server,
     client_handlers={"query": handle_query, "train": dp_train, "evaluate": handle_evaluate},
     client_mods=dp_client_mods,
+    check=check_by_building(build_dp_strategy, dp_workload),
     # Softmax regression: z C / m noise falls on every coordinate, and at these epsilons it
     # buries a 57k-parameter CNN (see docs/dp.md); the privacy-utility study uses the same.
     defaults={

@@ -15,7 +15,9 @@ from flwr.serverapp import Grid
 
 from clients.ssl.client import FEDFOA_HANDLERS, init_model, probe_metrics
 from clients.ssl.config import SSLConfig
+from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
+from fedlab.errors import FedlabError
 from fedlab.run_folder import RunFolder
 from fedlab.server import EvaluateFn, run_federation, seed_everything
 from fedlab.training import resolve_device
@@ -48,6 +50,29 @@ def _evaluate_fn(config: SSLConfig, strategies: list[FedFoA]) -> EvaluateFn:
     return evaluate_fn
 
 
+def build_fedfoa_strategy(config: SSLConfig, num_nodes: int) -> FedFoA:
+    """The run's strategy, which must be a :class:`FedFoA` (this app exchanges relations).
+
+    Raises
+    ------
+    FedlabError
+        If ``strategy`` names anything else.
+    """
+    strategy = build_strategy(
+        config,
+        num_nodes,
+        weight_averaging=config.weight_averaging,
+        fraction_evaluate=1.0,  # FedFoA.configure_evaluate asks every node in probe rounds
+        probe_rounds=set() if config.weight_averaging else config.probe_rounds(),
+    )
+    if not isinstance(strategy, FedFoA):
+        raise FedlabError(
+            f"strategy {config.strategy!r} builds a {type(strategy).__name__}, but the fedfoa "
+            "app needs a FedFoA strategy; set strategy=fedfoa (or a FedFoA subclass)"
+        )
+    return strategy
+
+
 def fedfoa_server(grid: Grid, config: SSLConfig, run: RunFolder) -> dict[str, Any]:
     """Build the FedFoA strategy once the nodes are known and run the rounds."""
     workload = build_workload(config)
@@ -58,15 +83,7 @@ def fedfoa_server(grid: Grid, config: SSLConfig, run: RunFolder) -> dict[str, An
     strategies: list[FedFoA] = []
 
     def factory(num_nodes: int) -> FedFoA:
-        strategy = build_strategy(
-            config,
-            num_nodes,
-            weight_averaging=config.weight_averaging,
-            fraction_evaluate=1.0,  # FedFoA.configure_evaluate asks every node in probe rounds
-            probe_rounds=set() if config.weight_averaging else config.probe_rounds(),
-        )
-        if not isinstance(strategy, FedFoA):
-            raise TypeError(f"the fedfoa app needs a FedFoA strategy, got {type(strategy)}")
+        strategy = build_fedfoa_strategy(config, num_nodes)
         strategies.append(strategy)
         return strategy
 
@@ -107,6 +124,7 @@ fedfoa = AppSpec(
         "probe-size": 600,
     },
     description="Federated SimCLR with FedFoA relation aggregation across mixed encoders.",
+    check=check_by_building(build_fedfoa_strategy),
 )
 
 __all__ = ["fedfoa", "sampling_kwargs"]

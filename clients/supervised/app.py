@@ -9,6 +9,7 @@ from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import WEIGHT_TRAINING_HANDLERS
 from fedlab.config import RunConfig
@@ -81,4 +82,5 @@ fedavg = AppSpec(
     client_handlers=WEIGHT_TRAINING_HANDLERS,
     defaults={"num-server-rounds": 10, "local-epochs": 3},
     description="Supervised classification (digits by default) with Flower's FedAvg.",
+    check=check_by_building(build_strategy),
 )

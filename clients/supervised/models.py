@@ -1,4 +1,9 @@
-"""Small image classifiers for the supervised workload, chosen by the run-config key ``model``."""
+"""Small image classifiers for the supervised workload, chosen by the run-config key ``model``.
+
+``lenet`` is DLG's victim model, defined with the attacks (``attacks.models``) and built here by
+its registered name through :data:`fedlab.registry.MODELS`: a workload depends on a model
+builder, not on the attack package's code.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ from collections.abc import Callable
 
 from torch import nn
 
-from attacks.models import LeNet
 from fedlab.errors import FedlabError
+from fedlab.registry import MODELS as MODEL_BUILDERS
 
 
 def cnn(in_channels: int, image_size: int, num_classes: int, width: int = 32) -> nn.Module:
@@ -30,7 +35,8 @@ def mlp(in_channels: int, image_size: int, num_classes: int, width: int = 128) -
 
 def lenet(in_channels: int, image_size: int, num_classes: int) -> nn.Module:
     """DLG's sigmoid LeNet, the victim model of the gradient-leakage attacks."""
-    return LeNet(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    build = MODEL_BUILDERS.get("lenet", allow_import=False)
+    return build(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"cnn": cnn, "mlp": mlp, "lenet": lenet}

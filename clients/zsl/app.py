@@ -13,6 +13,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from clients.zsl.workload import ZslConfig, ZslWorkload
+from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import WEIGHT_TRAINING_HANDLERS, handle_train
 from fedlab.config import RunConfig
@@ -75,6 +76,7 @@ zsl_parsnets = AppSpec(
         "lr": 0.003,
     },
     description="Zero-shot ParsNets on fixed features, clients with disjoint seen classes.",
+    check=check_by_building(build_strategy),
 )
 
 zsl_ar2 = AppSpec(
@@ -91,4 +93,5 @@ zsl_ar2 = AppSpec(
         "ar2-pretrain-rounds": 2,
     },
     description="Zero-shot (AR)^2 on images: pretrain on seen classes, then EMA fine-tuning.",
+    check=check_by_building(build_strategy),
 )

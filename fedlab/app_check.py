@@ -1,0 +1,42 @@
+"""Checks an app runs on its resolved config before Ray starts (``AppSpec.check``).
+
+A check builds what the server and the clients will build: the app's own strategy (so a DP
+wrapper refusing its inner strategy, or an app refusing a foreign one, fails here) and its
+workload with the first client's data (so bad names, paths or sizes fail here), in one process
+and in seconds, instead of inside a Ray actor after ``ray.init``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fedlab.appspec import CheckFn
+from fedlab.config import RunConfig
+from fedlab.workload import Workload, build_workload
+
+
+def check_by_building(
+    build_strategy: Callable[[Any, int], object],
+    build_app_workload: Callable[[Any], Workload] = build_workload,
+) -> CheckFn:
+    """A check that builds the app's strategy and workload, then the first client's dataset.
+
+    Parameters
+    ----------
+    build_strategy : callable
+        ``(config, num_nodes) -> strategy``, the very function the app's server calls.
+    build_app_workload : callable
+        ``config -> workload``, the app's own (default :func:`fedlab.workload.build_workload`).
+
+    Returns
+    -------
+    callable
+        ``(config, num_nodes) -> None``, raising :class:`~fedlab.errors.FedlabError`.
+    """
+
+    def check(config: RunConfig, num_nodes: int) -> None:
+        build_strategy(config, num_nodes)
+        build_app_workload(config).client_dataset(0, num_nodes)
+
+    return check
