@@ -6,7 +6,6 @@ Errors in the user's input (:class:`~fedlab.errors.FedlabError`) print one line 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
@@ -17,9 +16,6 @@ from typing import Any
 from fedlab.errors import FedlabError
 
 log = logging.getLogger("fedlab")
-
-# Modules adding ``fedlab`` subcommands; each exposes ``register(subparsers)``.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("attacks.pgla.cli", "attacks.cli")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -85,9 +81,19 @@ def simulation_parser() -> argparse.ArgumentParser:
 
 def resolve_app(spec: str) -> Any:
     from fedlab.appspec import AppSpec
-    from fedlab.registry import import_object
+    from fedlab.registry import APPS, import_object
 
-    obj = import_object(spec, what="app")
+    module_name, _, name = spec.partition(":")
+    if module_name == "fedlab.apps" and name:
+        if name not in APPS:
+            raise FedlabError(
+                f"app {spec!r}: fedlab.apps has no attribute {name!r} (no installed app of that "
+                f"name); installed: {', '.join(APPS.names())}; pick one, or pass --app "
+                "mymodule:myapp for an AppSpec of your own"
+            )
+        obj = APPS.get(name, allow_import=False)
+    else:
+        obj = import_object(spec, what="app")
     if not isinstance(obj, AppSpec):
         raise FedlabError(
             f"app {spec!r} is a {type(obj).__name__}, not a fedlab AppSpec; "
@@ -110,19 +116,20 @@ def collect_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def preflight(spec: Any, config: Any) -> None:
-    """Build strategy and workload once here, so bad names, data or sizes fail before Ray starts."""
-    from fedlab.workload import build_workload
-    from strategies.fedavg import build_strategy
+    """Run the app's own check (``AppSpec.check``) so bad names, data or sizes fail before Ray.
 
+    The check builds the app's strategy and workload from the resolved config; an app without
+    one is checked when its server starts.
+    """
+    if spec.check is None:
+        return
     flwr_log = logging.getLogger("flwr")
     level = flwr_log.level
     flwr_log.setLevel(logging.ERROR)  # a trial build; its notices come again in the real one
     try:
-        build_strategy(config, config.num_supernodes)
+        spec.check(config, config.num_supernodes)
     finally:
         flwr_log.setLevel(level)
-    workload = build_workload(config)
-    workload.client_dataset(0, config.num_supernodes)
 
 
 @_guard
@@ -178,9 +185,11 @@ def fedlab_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fedlab", description="fedlab tools: traces, attacks, benchmarks."
     )
+    from fedlab.registry import COMMANDS
+
     sub = p.add_subparsers(dest="command", required=True)
-    for module in SUBCOMMAND_MODULES:
-        importlib.import_module(module).register(sub)
+    for name in COMMANDS.names():  # the `fedlab.commands` entry points, fedlab's own included
+        COMMANDS.get(name, allow_import=False)(sub)
     apps = sub.add_parser("apps", help="list the named apps of fedlab.apps")
     apps.set_defaults(func=_list_apps)
     return p
@@ -189,7 +198,7 @@ def fedlab_parser() -> argparse.ArgumentParser:
 def _list_apps(args: argparse.Namespace) -> int:
     import fedlab.apps as apps
 
-    for name in apps.APP_MODULES:
+    for name in apps.names():
         print(f"fedlab.apps:{name:14s} {getattr(apps, name).description}")
     return 0
 
