@@ -15,9 +15,9 @@ from flwr.app import Context, Error, Message, RecordDict
 
 from fedlab.appspec import AppSpec
 from fedlab.config import RunConfig
-from fedlab.server import StopRequest
 from fedlab.errors import FedlabError
 from fedlab.flower_compat import CLIENT_APP_RAISED_EXCEPTION, ensure_task_identity
+from fedlab.server import StopRequest
 
 
 class InProcessGrid:
@@ -36,6 +36,8 @@ class InProcessGrid:
         self.config = config
         # The ClientApp Ray would run, so its mods wrap the handlers exactly as they do there.
         self.client_app = spec.client_app(config)
+        # Read by fedlab.server.run_federation at each round start; run_in_process sets it.
+        self.stop_request: StopRequest | None = None
         self.contexts = {
             1000 + i: Context(
                 run_id=1, node_id=1000 + i,
@@ -44,8 +46,6 @@ class InProcessGrid:
             )
             for i in range(num_nodes)
         }  # fmt: skip
-        # Read by fedlab.server.run_federation at each round start; run_in_process sets it.
-        self.stop_request: StopRequest | None = None
 
     def get_node_ids(self) -> list[int]:
         return list(self.contexts)
