@@ -43,7 +43,14 @@ def dp_workload(config: DPFedAvgConfig) -> Workload:
 
 
 def build_dp_strategy(config: DPFedAvgConfig, num_nodes: int) -> Strategy:
-    """The run's strategy inside the DP wrapper its ``dp-mode`` names."""
+    """The run's strategy inside the DP wrapper its ``dp-mode`` names.
+
+    With ``num-supernodes=0`` (the federation decides, as under ``flwr run``) the config is
+    validated again for the ``num_nodes`` that connected, so every population-dependent check
+    (q N whole, reachable target, delta < 1/N) runs before the first round.
+    """
+    if not config.population_known:
+        config = config.replace(num_supernodes=num_nodes)
     inner = build_strategy(config, num_nodes, **inner_kwargs())
     sampler = config.sampler(num_nodes)
     if not config.central:

@@ -105,6 +105,13 @@ class DPFedAvgConfig(RunConfig):
         return ClientSampler(self.sampling, self.sample_rate,
                              population or self.num_supernodes, self.seed, source)  # fmt: skip
 
+    @property
+    def population_known(self) -> bool:
+        """Whether N is fixed by the config; ``num-supernodes=0`` (``flwr run``) leaves it to
+        the federation, and :func:`clients.dpfedavg.app.build_dp_strategy` validates again
+        with the number of connected nodes."""
+        return self.num_supernodes > 0
+
     def warnings(self) -> list[str]:
         return [SEEDED_NOISE_WARNING] if self.private and self.dp_seeded_noise else []
 
@@ -129,7 +136,11 @@ class DPFedAvgConfig(RunConfig):
                 f"fraction-train is {self.fraction_train}, but dpfedavg samples clients itself; "
                 "leave fraction-train at 1.0 and set sample-rate (and sampling) instead"
             )
-        self.sampler()  # sample-rate in (0, 1] and q*N whole
+        if not 0 < self.sample_rate <= 1:
+            raise FedlabError(f"sample-rate must lie in (0, 1], got {self.sample_rate}")
+        if not self.population_known:
+            return  # the checks that need N run again once the server knows the node count
+        self.sampler()  # q*N whole
         if self.dp_mode != "none" and self.clip_norm <= 0:
             raise FedlabError(f"clip-norm must be > 0, got {self.clip_norm}; e.g. clip-norm=1.0")
         if not 0 < self.delta < 1:

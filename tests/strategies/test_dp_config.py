@@ -92,3 +92,21 @@ def test_adaptive_clipping_count_stddev_defaults():
     assert big.count_stddev(1.0) == pytest.approx(5.0)
     with pytest.raises(FedlabError, match="clipped-count-stddev 0.4 is too small"):
         config(**{"adaptive-clipping": True, "clipped-count-stddev": 0.4})
+
+
+def test_the_federation_may_decide_the_node_count():
+    """``flwr run`` passes num-supernodes=0; the population checks run with the real count."""
+    cfg = config(**{"num-supernodes": 0, "target-epsilon": 4.0, "noise-multiplier": 0.0})
+    strategy = build_dp_strategy(cfg, 100)
+    assert strategy.sampler.population == 100 and strategy.noise_multiplier > 0
+    with pytest.raises(FedlabError, match="not a whole number"):
+        build_dp_strategy(cfg, 7)
+
+
+def test_flwr_app_resolves_a_run_config_once_per_process():
+    from fedlab.flwr_app import resolve
+
+    run_config = {"app": "dpfedavg", "app-config": "num-server-rounds=3"}
+    first = resolve(run_config)
+    assert resolve(dict(run_config)) is first
+    assert first[1].num_supernodes == 0 and first[1].num_server_rounds == 3

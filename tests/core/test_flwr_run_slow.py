@@ -1,0 +1,48 @@
+"""``flwr run .`` (Flower's own CLI, local simulation) completes two rounds for every app.
+
+The federation, not the app, decides the node count (``--federation-config num-supernodes``):
+each app must accept that, validate its population-dependent keys against it and write its run
+folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FLWR = Path(sys.executable).with_name("flwr")
+
+# Two rounds at a tiny size; everything else is the app's default.
+APP_CONFIGS = {
+    "fedavg": "local-epochs=1",
+    "dpfedavg": "sample-rate=0.5",
+    "fedfoa": "local-steps=2 batch-size=32 probe-size=100",
+    "zsl_parsnets": "local-steps=2",
+    "zsl_ar2": "ar2-pretrain-rounds=1",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("app", sorted(APP_CONFIGS))
+def test_flwr_run_completes_two_rounds(app, tmp_path):
+    out = tmp_path / "run"
+    app_config = f"num-server-rounds=2 out-dir={out} {APP_CONFIGS[app]}"
+    env = {**os.environ, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    proc = subprocess.run(
+        [str(FLWR), "run", ".", "--stream", "--federation-config", "num-supernodes=4",
+         "--run-config", f'app="{app}" app-config="{app_config}"'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=420,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    history = json.loads((out / "history.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["round"] for r in history] == [1, 2], summary
+    assert summary["stopped-early"] is None
+    assert json.loads((out / "config.json").read_text())["app"] == app
