@@ -29,7 +29,7 @@ from fedlab.atomic import atomic_save_tensors, atomic_write_json
 from fedlab.errors import FedlabError
 from fedlab.registry import ATTACKS
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"fedlab.{__name__}")
 
 RESULTS = "results.json"
 Target = tuple[str, Callable[[], AttackInput], Callable[[], tuple[torch.Tensor, torch.Tensor]]]

@@ -29,7 +29,7 @@ from torch import nn
 from attacks.base import Attack, AttackInput, AttackResult, soft_cross_entropy
 from fedlab.registry import ATTACKS
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"fedlab.{__name__}")
 
 
 def gradient_l2(dummy: list[torch.Tensor], target: list[torch.Tensor]) -> torch.Tensor:

@@ -19,7 +19,7 @@ from attacks.base import Attack, AttackInput, AttackResult
 from attacks.idlg import recover_labels
 from fedlab.registry import ATTACKS
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"fedlab.{__name__}")
 
 
 def cosine_distance(dummy: list[torch.Tensor], target: list[torch.Tensor]) -> torch.Tensor:

@@ -18,12 +18,19 @@ from fedlab.errors import FedlabError
 log = logging.getLogger("fedlab")
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
+    """Configure the one logger hierarchy, once, for both console scripts.
+
+    Every module logs under ``fedlab`` (the core as ``fedlab``, plugins as
+    ``fedlab.<module>``), so this handler shows them all: INFO by default, DEBUG with
+    ``--verbose``, which also lets Flower's own lines through (WARNING and up otherwise).
+    """
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
+    logging.getLogger("flwr").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def _guard(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
@@ -74,8 +81,14 @@ def simulation_parser() -> argparse.ArgumentParser:
         default=None,
         help="join a running Ray cluster (e.g. 127.0.0.1:6379) instead of starting one",
     )
-    p.add_argument("--list-keys", action="store_true", help="print the app's run-config keys")
-    p.add_argument("--verbose", action="store_true", help="show Flower's own log lines")
+    p.add_argument(
+        "--list-keys",
+        action="store_true",
+        help="print the app's run-config keys: type, value (defaults and overrides) and meaning",
+    )
+    p.add_argument(
+        "--verbose", action="store_true", help="debug log lines, Flower's own lines included"
+    )
     return p
 
 
@@ -135,7 +148,7 @@ def preflight(spec: Any, config: Any) -> None:
 @_guard
 def flower_simulation_main(argv: Sequence[str] | None = None) -> int:
     args = simulation_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     spec = resolve_app(args.app)
     layers = [collect_overrides(args.run_config)]
     cli: dict[str, Any] = {}
@@ -149,8 +162,8 @@ def flower_simulation_main(argv: Sequence[str] | None = None) -> int:
     if config.num_supernodes < 1:
         raise FedlabError(f"num-supernodes must be >= 1, got {config.num_supernodes}")
     if args.list_keys:
-        for key, value in config.to_mapping().items():
-            print(f"{key} = {value!r}")
+        for key, kind, value, meaning in config.describe_keys():
+            print(f"{key} ({kind}) = {value!r}  # {meaning}")
         return 0
     from fedlab.run_folder import default_run_dir
 
@@ -187,6 +200,9 @@ def fedlab_parser() -> argparse.ArgumentParser:
     )
     from fedlab.registry import COMMANDS
 
+    p.add_argument(
+        "--verbose", action="store_true", help="debug log lines, Flower's own lines included"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     for name in COMMANDS.names():  # the `fedlab.commands` entry points, fedlab's own included
         COMMANDS.get(name, allow_import=False)(sub)
@@ -206,5 +222,5 @@ def _list_apps(args: argparse.Namespace) -> int:
 @_guard
 def fedlab_main(argv: Sequence[str] | None = None) -> int:
     args = fedlab_parser().parse_args(argv)
-    _setup_logging(getattr(args, "verbose", False))
+    setup_logging(args.verbose)
     return int(args.func(args) or 0)

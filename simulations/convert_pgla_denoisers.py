@@ -35,7 +35,7 @@ from attacks.pgla.transform import (
 )
 from fedlab.errors import FedlabError
 
-log = logging.getLogger("convert_pgla_denoisers")
+log = logging.getLogger("fedlab.convert_pgla_denoisers")
 
 LEGACY_DNCNN_CONFIG = "dncnn_config.json"
 LEGACY_DNCNN_WEIGHTS = "dncnn.safetensors"

@@ -35,7 +35,7 @@ from attacks.pgla.report import write_report
 from attacks.pgla.surrogate import clean_gradient, clip_l2, victim_images, victim_model
 from fedlab.atomic import atomic_write_text
 
-log = logging.getLogger("pgla_bench")
+log = logging.getLogger("fedlab.pgla_bench")
 
 CLIP = 1.0
 DELTA = 1e-5

@@ -44,7 +44,7 @@ from fedlab.client import derive_seed
 from fedlab.registry import WORKLOADS
 from fedlab.training import TrainConfig, train
 
-log = logging.getLogger("zsl_benchmark")
+log = logging.getLogger("fedlab.zsl_benchmark")
 HERE = Path(__file__).resolve().parent
 GAMMAS = np.round(np.arange(0.0, 12.01, 0.25), 2)
 MLP_WIDTHS = (32, 64, 128, 256, 512)

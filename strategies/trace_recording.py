@@ -32,7 +32,7 @@ from fedlab.errors import FedlabError
 from fedlab.strategy_wrapper import StrategyWrapper
 from fedlab.traces import TraceWriter
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"fedlab.{__name__}")
 
 GROUND_TRUTH_KEY = "ground-truth"
 CONFIG_FEDSGD = "fedsgd"

@@ -17,7 +17,7 @@ from dataclasses import asdict
 
 from fedlab.errors import FedlabError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"fedlab.{__name__}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -14,7 +14,7 @@ from attacks.pgla.schedule import dp_value, noise_std_from_dp
 from attacks.pgla.transform import flatten_gradients, unflatten_gradients
 from fedlab.errors import FedlabError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"fedlab.{__name__}")
 
 
 def gradient_noise_std(inp: AttackInput) -> float | None:

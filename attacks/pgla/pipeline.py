@@ -32,7 +32,7 @@ from attacks.pgla.schedule import start_timestep, target_alpha_bar
 from attacks.pgla.transform import GradientImageTransform
 from fedlab.errors import FedlabError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"fedlab.{__name__}")
 
 SAMPLERS = ("ddpm", "ddim")
 COND_STARTS = ("adaptive", "noise")

@@ -28,7 +28,7 @@ from attacks.pgla.transform import GradientImageTransform
 from fedlab.atomic import atomic_write_text
 from fedlab.errors import FedlabError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"fedlab.{__name__}")
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 OPTIMIZER_FILE = "optimizer.pt"

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from fedlab.atomic import atomic_write_text
 from fedlab.errors import FedlabError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"fedlab.{__name__}")
 
 LATEST_FILE = "latest.json"
 CONFIG_FILE = "train_config.json"

@@ -55,4 +55,5 @@ def test_console_script_prints_no_traceback(tmp_path):
 def test_list_keys(capsys):
     assert flower_simulation_main(["--app", APP, "--list-keys"]) == 0
     out = capsys.readouterr().out
-    assert "num-server-rounds = 10" in out and "local-epochs = 3" in out
+    assert "num-server-rounds (int) = 10  # rounds of federated training" in out
+    assert "local-epochs (int) = 3" in out

@@ -53,7 +53,7 @@ def test_old_dncnn_run_converts_to_the_same_outputs(tmp_path, convert, caplog) -
         expected = expected.view(2, -1)[:, :NUM_PARAMS] * scale
     out = load_denoiser("dncnn", run).denoise(flat, noise_std=0.05)
     assert torch.equal(out, expected)
-    caplog.set_level(logging.INFO, logger="convert_pgla_denoisers")
+    caplog.set_level(logging.INFO, logger="fedlab.convert_pgla_denoisers")
     assert convert.main([str(run)]) == 0  # a second run leaves a converted folder alone
     assert f"{run / 'checkpoints' / 'step-0000003'}: already converted" in caplog.text
 
