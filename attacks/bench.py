@@ -21,8 +21,16 @@ from skimage import data, transform
 from attacks.base import AttackInput, ModelSpec
 
 BENCH_IMAGES: tuple[str, ...] = (
-    "astronaut", "camera", "chelsea", "coffee", "coins",
-    "rocket", "hubble_deep_field", "brick", "immunohistochemistry", "gravel",
+    "astronaut",
+    "camera",
+    "chelsea",
+    "coffee",
+    "coins",
+    "rocket",
+    "hubble_deep_field",
+    "brick",
+    "immunohistochemistry",
+    "gravel",
 )
 """scikit-image photos of the benchmark (all bundled in the wheel, no download)."""
 
@@ -46,7 +54,9 @@ def bench_image(name: str, size: int = 32) -> torch.Tensor:
     h, w = img.shape[:2]
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
-    img = transform.resize(img[top:top + s, left:left + s, :3], (size, size), anti_aliasing=True)
+    img = transform.resize(
+        img[top : top + s, left : left + s, :3], (size, size), anti_aliasing=True
+    )
     return torch.tensor(img, dtype=torch.float32).permute(2, 0, 1).clamp(0, 1).contiguous()
 
 
@@ -64,8 +74,9 @@ class BenchCase:
         return f"{self.image}/seed-{self.seed}"
 
 
-def bench_cases(images: tuple[str, ...] = BENCH_IMAGES,
-                seeds: tuple[int, ...] = (0,)) -> Iterator[BenchCase]:
+def bench_cases(
+    images: tuple[str, ...] = BENCH_IMAGES, seeds: tuple[int, ...] = (0,)
+) -> Iterator[BenchCase]:
     """The cases in a fixed order: images outer, seeds inner."""
     for image in images:
         label = BENCH_IMAGES.index(image) % NUM_CLASSES
@@ -77,15 +88,21 @@ def case_input(case: BenchCase, size: int = 32) -> tuple[AttackInput, torch.Tens
     """The attack input of ``case`` (labels unknown to the attacker) and its ground truth."""
     x = bench_image(case.image, size)[None]
     y = torch.tensor([case.label])
-    spec = ModelSpec("lenet", {"num_classes": NUM_CLASSES, "image_size": size,
-                               "init": "dlg-uniform"})
+    spec = ModelSpec(
+        "lenet", {"num_classes": NUM_CLASSES, "image_size": size, "init": "dlg-uniform"}
+    )
     torch.manual_seed(case.seed)
     model = spec.build()
     loss = torch.nn.functional.cross_entropy(model(x), y)
     grads = [g.detach() for g in torch.autograd.grad(loss, list(model.parameters()))]
-    inp = AttackInput(model=spec, params=[p.detach().clone() for p in model.parameters()],
-                      batch_size=1, image_shape=(3, size, size), num_classes=NUM_CLASSES,
-                      gradients=grads)
+    inp = AttackInput(
+        model=spec,
+        params=[p.detach().clone() for p in model.parameters()],
+        batch_size=1,
+        image_shape=(3, size, size),
+        num_classes=NUM_CLASSES,
+        gradients=grads,
+    )
     return inp, x, y
 
 
@@ -96,12 +113,14 @@ def summarize(rows: list[dict]) -> dict[str, float]:
     return {
         "n": len(rows),
         "psnr_median": statistics.median(psnr) if psnr else float("nan"),
-        "psnr_q25": float(q[0]), "psnr_q75": float(q[1]),
-        "psnr_min": min(psnr, default=float("nan")), "psnr_max": max(psnr, default=float("nan")),
+        "psnr_q25": float(q[0]),
+        "psnr_q75": float(q[1]),
+        "psnr_min": min(psnr, default=float("nan")),
+        "psnr_max": max(psnr, default=float("nan")),
         "failures": sum(p < FAILURE_PSNR for p in psnr),
         "ssim_median": statistics.median([r["ssim"] for r in rows]) if rows else float("nan"),
         "label_accuracy": statistics.fmean([r["label_accuracy"] for r in rows])
-        if rows else float("nan"),
-        "seconds_median": statistics.median([r["seconds"] for r in rows])
-        if rows else float("nan"),
+        if rows
+        else float("nan"),
+        "seconds_median": statistics.median([r["seconds"] for r in rows]) if rows else float("nan"),
     }

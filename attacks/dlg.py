@@ -124,8 +124,13 @@ def lbfgs_match(
     phases = [line_search] + ([None] if polish and line_search is not None else [])
     for phase in phases:
         opt = torch.optim.LBFGS(
-            variables, lr=1.0, max_iter=chunk, history_size=history_size,
-            tolerance_grad=1e-12, tolerance_change=1e-14, line_search_fn=phase,
+            variables,
+            lr=1.0,
+            max_iter=chunk,
+            history_size=history_size,
+            tolerance_grad=1e-12,
+            tolerance_change=1e-14,
+            line_search_fn=phase,
         )
         stalls, phase_best = 0, math.inf
         while evals < max_evals:
@@ -151,8 +156,9 @@ def lbfgs_match(
             for v, b in zip(variables, best_vars, strict=True):
                 v.copy_(b)
         final = best_loss
-    return _Run(x.detach(), None if label_logits is None else label_logits.detach(), final,
-                evals, history)
+    return _Run(
+        x.detach(), None if label_logits is None else label_logits.detach(), final, evals, history
+    )
 
 
 @ATTACKS.register("dlg")
@@ -217,13 +223,20 @@ class DLG(Attack):
         for attempt in range(self.restarts + 1):  # noqa: B007
             x0 = inp.initial_images(self.init, gen)
             run = lbfgs_match(
-                model, target, x0, labels=labels, num_classes=inp.num_classes,
-                max_evals=self.max_iterations, rel_tol=self.rel_tol, generator=gen,
+                model,
+                target,
+                x0,
+                labels=labels,
+                num_classes=inp.num_classes,
+                max_evals=self.max_iterations,
+                rel_tol=self.rel_tol,
+                generator=gen,
                 monitor=self.monitor,
             )
             evals += run.evals
-            logger.debug("%s attempt %d: loss %.3e in %d evals", self.name, attempt,
-                         run.loss, run.evals)
+            logger.debug(
+                "%s attempt %d: loss %.3e in %d evals", self.name, attempt, run.loss, run.evals
+            )
             if math.isfinite(run.loss) and (best is None or run.loss < best.loss):
                 best = run
             if best is not None and best.loss <= self.restart_tol * scale:
@@ -236,7 +249,11 @@ class DLG(Attack):
             assert best.label_logits is not None
             pred = best.label_logits.argmax(dim=-1)
         return AttackResult(
-            images=inp.to_unit_range(best.x), labels=pred.long(), loss=best.loss,
-            iterations=evals, restarts=attempt, seconds=time.perf_counter() - t0,
+            images=inp.to_unit_range(best.x),
+            labels=pred.long(),
+            loss=best.loss,
+            iterations=evals,
+            restarts=attempt,
+            seconds=time.perf_counter() - t0,
             history=best.history,
         )

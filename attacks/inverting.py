@@ -77,9 +77,15 @@ class InvertingGradients(Attack):
         self.lr = lr
         self.seed = seed
 
-    def _attempt(self, model: nn.Module, target: list[torch.Tensor], labels: torch.Tensor,
-                 x0: torch.Tensor, low: torch.Tensor, high: torch.Tensor
-                 ) -> tuple[torch.Tensor, float, list[float]]:
+    def _attempt(
+        self,
+        model: nn.Module,
+        target: list[torch.Tensor],
+        labels: torch.Tensor,
+        x0: torch.Tensor,
+        low: torch.Tensor,
+        high: torch.Tensor,
+    ) -> tuple[torch.Tensor, float, list[float]]:
         params = list(model.parameters())
         x = x0.clone().requires_grad_(True)
         opt = torch.optim.Adam([x], lr=self.lr)
@@ -128,7 +134,11 @@ class InvertingGradients(Attack):
                 best = run
         assert best is not None
         return AttackResult(
-            images=inp.to_unit_range(best[0]), labels=labels, loss=best[1],
-            iterations=self.max_iterations * (self.restarts + 1), restarts=self.restarts,
-            seconds=time.perf_counter() - t0, history=best[2],
+            images=inp.to_unit_range(best[0]),
+            labels=labels,
+            loss=best[1],
+            iterations=self.max_iterations * (self.restarts + 1),
+            restarts=self.restarts,
+            seconds=time.perf_counter() - t0,
+            history=best[2],
         )

@@ -33,9 +33,7 @@ def ssim(truth: torch.Tensor, recon: torch.Tensor) -> float:
     t, r = _hwc(truth), _hwc(recon)
     win = min(7, t.shape[0], t.shape[1])
     win -= 1 - win % 2  # odd
-    return float(
-        structural_similarity(t, r, data_range=1.0, channel_axis=-1, win_size=max(win, 3))
-    )
+    return float(structural_similarity(t, r, data_range=1.0, channel_axis=-1, win_size=max(win, 3)))
 
 
 def match_order(truth: torch.Tensor, recon: torch.Tensor) -> np.ndarray:

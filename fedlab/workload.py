@@ -51,7 +51,6 @@ class Workload(ABC):
     ) -> tuple[torch.Tensor, Mapping[str, float]]:
         """Loss and per-batch metrics of one batch (used for training and evaluation)."""
 
-
     def model_spec(self) -> dict[str, Any]:
         """``{"name", "kwargs"}`` that rebuilds :meth:`build_model` through
         ``attacks.models.MODELS`` (a name or ``module:attr``), for gradient traces."""

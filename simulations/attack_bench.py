@@ -60,9 +60,13 @@ def markdown(out: Path, attacks: list[str]) -> str:
         )
     for name in attacks:
         results = json.loads((out / name / "results.json").read_text())["targets"]
-        lines += ["", f"### {name} per target", "",
-                  "| target | PSNR | SSIM | label acc | loss | iterations | restarts | s |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"### {name} per target",
+            "",
+            "| target | PSNR | SSIM | label acc | loss | iterations | restarts | s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for tid, r in results.items():
             if r.get("status") != "ok":
                 lines.append(f"| {tid} | error: {r.get('error')} | | | | | | |")
@@ -86,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     args = argparse.Namespace(
-        attacks=a.attacks, images=a.images, seeds=[int(s) for s in a.seeds.split(",")],
-        max_iterations=a.max_iterations, restarts=a.restarts, seed=a.seed, out=a.out,
+        attacks=a.attacks,
+        images=a.images,
+        seeds=[int(s) for s in a.seeds.split(",")],
+        max_iterations=a.max_iterations,
+        restarts=a.restarts,
+        seed=a.seed,
+        out=a.out,
     )
     code = bench_attacks_command(args)
     text = markdown(Path(a.out), [n for n in a.attacks.split(",") if n])

@@ -43,14 +43,23 @@ def main() -> None:
     ours_t, bare_t = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
-            ours = [str(BIN / "flower-simulation"), "--app", "fedlab.apps:fedavg",
-                    "--out", f"{tmp}/run{i}", "--run-config", f"num-server-rounds={args.rounds}"]
+            ours = [
+                str(BIN / "flower-simulation"),
+                "--app",
+                "fedlab.apps:fedavg",
+                "--out",
+                f"{tmp}/run{i}",
+                "--run-config",
+                f"num-server-rounds={args.rounds}",
+            ]
             bare = [sys.executable, str(HERE / "overhead" / "bare_flower_fedavg.py"),
                     "--rounds", str(args.rounds)]  # fmt: skip
             ours_t.append(timed(ours))
             bare_t.append(timed(bare))
-            print(f"pair {i + 1}: fedlab {ours_t[-1]:.2f} s, bare flower {bare_t[-1]:.2f} s",
-                  flush=True)
+            print(
+                f"pair {i + 1}: fedlab {ours_t[-1]:.2f} s, bare flower {bare_t[-1]:.2f} s",
+                flush=True,
+            )
     ratios = [a / b for a, b in zip(ours_t, bare_t, strict=True)]
     table = "\n".join([
         f"| command ({args.rounds} rounds, 10 supernodes, digits) | wall s: median (min-max) |",

@@ -141,7 +141,6 @@ class ClientSampling(StrategyWrapper):
         metrics.update(reported)
         return arrays, metrics
 
-
     def running_worst(self, reported: dict[str, float]) -> dict[str, float]:
         """The composed epsilons as maxima over every client so far, not only this round's:
         a client's total never shrinks, so neither may the reported worst case."""

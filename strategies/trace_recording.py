@@ -110,9 +110,14 @@ class TraceRecording(StrategyWrapper):
 
     def summary(self) -> None:
         """Log the wrapper's settings, then the inner strategy's summary."""
-        logger.info("TraceRecording into %s (rounds %s, clients %s, FedSGD %s, batch %d)",
-                    self.writer.path, self.rounds or "all", self.clients or "all",
-                    self.fedsgd, self.batch_size)
+        logger.info(
+            "TraceRecording into %s (rounds %s, clients %s, FedSGD %s, batch %d)",
+            self.writer.path,
+            self.rounds or "all",
+            self.clients or "all",
+            self.fedsgd,
+            self.batch_size,
+        )
         self.inner.summary()
 
     def configure_train(
@@ -185,22 +190,28 @@ class TraceRecording(StrategyWrapper):
             image_shape = tuple(gt[0].shape[1:])
             batch_size = int(gt[0].shape[0])
         else:
-            logger.warning("round %d client %d sent no ground truth; it cannot be scored",
-                           server_round, client)
-        if image_shape is None:
-            raise FedlabError(
-                "TraceRecording needs image_shape= when clients send no ground truth"
+            logger.warning(
+                "round %d client %d sent no ground truth; it cannot be scored", server_round, client
             )
+        if image_shape is None:
+            raise FedlabError("TraceRecording needs image_shape= when clients send no ground truth")
         dp = dict(self.dp or {})
         dp.update({k[3:]: v for k, v in metrics.items() if k.startswith("dp-")})
         lr = metrics.get("lr", self._round_lr.get(server_round, self.lr))
         self.writer.add(
-            server_round=server_round, client=client,
+            server_round=server_round,
+            client=client,
             received=dict(content[arrays_key].to_torch_state_dict()),
-            global_path=self._global_paths[server_round], model=self.model,
-            batch_size=batch_size, image_shape=image_shape,  # type: ignore[arg-type]
-            num_classes=self.num_classes, kind="arrays",
+            global_path=self._global_paths[server_round],
+            model=self.model,
+            batch_size=batch_size,
+            image_shape=image_shape,  # type: ignore[arg-type]
+            num_classes=self.num_classes,
+            kind="arrays",
             lr=None if lr is None else float(lr),
             local_steps=int(metrics.get("local-steps", 1 if self.fedsgd else 0)),
-            ground_truth=gt, dp=dp or None, mean=self.mean, std=self.std,
+            ground_truth=gt,
+            dp=dp or None,
+            mean=self.mean,
+            std=self.std,
         )

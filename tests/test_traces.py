@@ -29,13 +29,22 @@ def _write_fedsgd_trace(path, lr=0.1):
     start = {k: v.clone() for k, v in model.state_dict().items()}
     loss = torch.nn.functional.cross_entropy(model(images), labels)
     grads = torch.autograd.grad(loss, list(model.parameters()))
-    sent = {n: start[n] - lr * g for (n, _), g in zip(model.named_parameters(), grads,
-                                                        strict=True)}
+    sent = {n: start[n] - lr * g for (n, _), g in zip(model.named_parameters(), grads, strict=True)}
     writer = TraceWriter(path)
     gpath = writer.write_global(1, start)
-    writer.add(server_round=1, client=5, received=sent, global_path=gpath, model=SPEC,
-               batch_size=2, image_shape=(3, 16, 16), num_classes=10, lr=lr,
-               ground_truth=(images, labels), dp={"mechanism": "none"})
+    writer.add(
+        server_round=1,
+        client=5,
+        received=sent,
+        global_path=gpath,
+        model=SPEC,
+        batch_size=2,
+        image_shape=(3, 16, 16),
+        num_classes=10,
+        lr=lr,
+        ground_truth=(images, labels),
+        dp={"mechanism": "none"},
+    )
     return grads, images, labels
 
 
@@ -55,9 +64,16 @@ def test_writer_reader_round_trip(tmp_path):
     # appending through a new writer keeps the old record
     sent = TraceReader(tmp_path).load(record, record.received)
     TraceWriter(tmp_path).add(
-        server_round=2, client=5, received=sent,
-        global_path=record.global_, model=SPEC, batch_size=2, image_shape=(3, 16, 16),
-        num_classes=10, lr=0.1)
+        server_round=2,
+        client=5,
+        received=sent,
+        global_path=record.global_,
+        model=SPEC,
+        batch_size=2,
+        image_shape=(3, 16, 16),
+        num_classes=10,
+        lr=0.1,
+    )
     assert [r.round for r in TraceReader(tmp_path).records] == [1, 2]
     assert not list(tmp_path.rglob("*.tmp"))
 
@@ -69,18 +85,36 @@ def test_a_hand_written_trace_without_our_writer_is_readable(tmp_path):
     loss = torch.nn.functional.cross_entropy(model(images), labels)
     grads = torch.autograd.grad(loss, list(model.parameters()))
     names = [f"layer{i}" for i in range(len(grads))]
-    save_file({n: g.contiguous() for n, g in zip(names, grads, strict=True)},
-              tmp_path / "g.safetensors")
-    save_file({n: p.detach().contiguous() for n, p in zip(names, model.parameters(),
-                                                            strict=True)},
-              tmp_path / "w.safetensors")
-    (tmp_path / MANIFEST).write_text(json.dumps({
-        "format": "fedlab-trace", "format_version": "1.2",
-        "records": [{"round": 7, "client": 0, "kind": "gradients", "received": "g.safetensors",
-                     "global": "w.safetensors", "model": SPEC, "batch_size": 1,
-                     "image_shape": [3, 16, 16], "num_classes": 10, "param_names": names,
-                     "framework": "other"}],
-    }))
+    save_file(
+        {n: g.contiguous() for n, g in zip(names, grads, strict=True)}, tmp_path / "g.safetensors"
+    )
+    save_file(
+        {n: p.detach().contiguous() for n, p in zip(names, model.parameters(), strict=True)},
+        tmp_path / "w.safetensors",
+    )
+    (tmp_path / MANIFEST).write_text(
+        json.dumps(
+            {
+                "format": "fedlab-trace",
+                "format_version": "1.2",
+                "records": [
+                    {
+                        "round": 7,
+                        "client": 0,
+                        "kind": "gradients",
+                        "received": "g.safetensors",
+                        "global": "w.safetensors",
+                        "model": SPEC,
+                        "batch_size": 1,
+                        "image_shape": [3, 16, 16],
+                        "num_classes": 10,
+                        "param_names": names,
+                        "framework": "other",
+                    }
+                ],
+            }
+        )
+    )
     reader = TraceReader(tmp_path)
     inp = reader.attack_input(reader.records[0])
     assert reader.records[0].extra == {"framework": "other"}

@@ -48,8 +48,14 @@ def partition_indices(
 
 @lru_cache(maxsize=16)
 def _partition(
-    label_bytes: bytes, dtype: str, num_partitions: int, method: str, seed: int, alpha: float,
-    shards_per_partition: int, min_partition_size: int,
+    label_bytes: bytes,
+    dtype: str,
+    num_partitions: int,
+    method: str,
+    seed: int,
+    alpha: float,
+    shards_per_partition: int,
+    min_partition_size: int,
 ) -> tuple[np.ndarray, ...]:
     """Memoised per process (each ClientApp call asks again); the arrays are read-only."""
     from datasets import Dataset

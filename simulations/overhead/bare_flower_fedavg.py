@@ -66,8 +66,9 @@ def client_app(num_nodes: int) -> ClientApp:
                 F.cross_entropy(net(x[batch]), y[batch]).backward()
                 opt.step()
         metrics = MetricRecord({"num-examples": len(idx)})
-        return Message(RecordDict({"arrays": ArrayRecord(net.state_dict()), "metrics": metrics}),
-                       reply_to=msg)
+        return Message(
+            RecordDict({"arrays": ArrayRecord(net.state_dict()), "metrics": metrics}), reply_to=msg
+        )
 
     return app
 
@@ -88,10 +89,16 @@ def server_app(rounds: int, num_nodes: int) -> ServerApp:
                 acc = (net(xt).argmax(1) == yt).float().mean().item()
             return MetricRecord({"accuracy": acc})
 
-        strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=num_nodes,
-                          min_available_nodes=num_nodes)
-        result = strategy.start(grid, ArrayRecord(model().state_dict()), num_rounds=rounds,
-                                train_config=ConfigRecord(), evaluate_fn=evaluate)
+        strategy = FedAvg(
+            fraction_evaluate=0.0, min_train_nodes=num_nodes, min_available_nodes=num_nodes
+        )
+        result = strategy.start(
+            grid,
+            ArrayRecord(model().state_dict()),
+            num_rounds=rounds,
+            train_config=ConfigRecord(),
+            evaluate_fn=evaluate,
+        )
         final = result.evaluate_metrics_serverapp[rounds]["accuracy"]
         print(f"bare flower: final accuracy {final:.4f}", flush=True)
 
@@ -107,8 +114,12 @@ def main() -> None:
                "init_args": {"num_cpus": os.cpu_count() or 1}}  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_simulation(server_app(args.rounds, args.supernodes), client_app(args.supernodes),
-                       num_supernodes=args.supernodes, backend_config=backend)
+        run_simulation(
+            server_app(args.rounds, args.supernodes),
+            client_app(args.supernodes),
+            num_supernodes=args.supernodes,
+            backend_config=backend,
+        )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,13 @@ def crop_image(name: str, size: int) -> torch.Tensor:
 
 
 def fedsgd_input(
-    images: torch.Tensor, labels: torch.Tensor, *, seed: int = 0, init: str = "dlg-uniform",
-    lr: float | None = None, num_classes: int = 10,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    seed: int = 0,
+    init: str = "dlg-uniform",
+    lr: float | None = None,
+    num_classes: int = 10,
 ) -> AttackInput:
     """The AttackInput of one FedSGD step of a seeded LeNet on ``images``.
 
@@ -39,8 +44,10 @@ def fedsgd_input(
     loss = torch.nn.functional.cross_entropy(model(images), labels)
     grads = [g.detach() for g in torch.autograd.grad(loss, list(model.parameters()))]
     common = dict(
-        model=spec, params=[p.detach().clone() for p in model.parameters()],
-        batch_size=images.shape[0], image_shape=tuple(images.shape[1:]),
+        model=spec,
+        params=[p.detach().clone() for p in model.parameters()],
+        batch_size=images.shape[0],
+        image_shape=tuple(images.shape[1:]),
         num_classes=num_classes,
     )
     if lr is None:

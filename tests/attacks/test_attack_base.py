@@ -46,8 +46,16 @@ def test_gradients_and_update_together_are_refused():
     x, y = _batch()
     inp = fedsgd_input(x, y)
     with pytest.raises(FedlabError, match="exactly one"):
-        AttackInput(model=inp.model, params=inp.params, batch_size=1, image_shape=(3, 16, 16),
-                    num_classes=10, gradients=inp.gradients, update=inp.gradients, lr=1.0)
+        AttackInput(
+            model=inp.model,
+            params=inp.params,
+            batch_size=1,
+            image_shape=(3, 16, 16),
+            num_classes=10,
+            gradients=inp.gradients,
+            update=inp.gradients,
+            lr=1.0,
+        )
 
 
 def test_non_finite_gradients_are_refused():
@@ -56,8 +64,14 @@ def test_non_finite_gradients_are_refused():
     grads = [g.clone() for g in inp.gradients]
     grads[2][0] = float("nan")
     with pytest.raises(FedlabError, match="NaN"):
-        AttackInput(model=inp.model, params=inp.params, batch_size=1, image_shape=(3, 16, 16),
-                    num_classes=10, gradients=grads)
+        AttackInput(
+            model=inp.model,
+            params=inp.params,
+            batch_size=1,
+            image_shape=(3, 16, 16),
+            num_classes=10,
+            gradients=grads,
+        )
 
 
 def test_shapes_that_disagree_with_the_model_are_refused():

@@ -33,13 +33,24 @@ def _trace(path, clients=(0, 1)):
     for c in clients:
         x = crop_image(("astronaut", "chelsea", "coffee")[c], 16)[None]
         y = torch.tensor([c + 2])
-        grads = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y),
-                                    list(model.parameters()))
-        sent = {n: start[n] - 0.1 * g for (n, _), g in zip(model.named_parameters(), grads,
-                                                            strict=True)}
-        writer.add(server_round=1, client=c, received=sent, global_path=gpath, model=SPEC,
-                   batch_size=1, image_shape=(3, 16, 16), num_classes=10, lr=0.1,
-                   ground_truth=(x, y))
+        grads = torch.autograd.grad(
+            torch.nn.functional.cross_entropy(model(x), y), list(model.parameters())
+        )
+        sent = {
+            n: start[n] - 0.1 * g for (n, _), g in zip(model.named_parameters(), grads, strict=True)
+        }
+        writer.add(
+            server_round=1,
+            client=c,
+            received=sent,
+            global_path=gpath,
+            model=SPEC,
+            batch_size=1,
+            image_shape=(3, 16, 16),
+            num_classes=10,
+            lr=0.1,
+            ground_truth=(x, y),
+        )
 
 
 def test_attack_writes_results_resumes_and_isolates_a_corrupt_target(tmp_path, capsys):
@@ -47,8 +58,19 @@ def test_attack_writes_results_resumes_and_isolates_a_corrupt_target(tmp_path, c
     _trace(trace)
     corrupt = trace / "round-0001" / "client-0001.safetensors"
     corrupt.write_bytes(corrupt.read_bytes()[:200])
-    argv = ["attack", "--trace", str(trace), "--attack", "idlg", "--max-iterations", "60",
-            "--restarts", "0", "--out", str(out)]
+    argv = [
+        "attack",
+        "--trace",
+        str(trace),
+        "--attack",
+        "idlg",
+        "--max-iterations",
+        "60",
+        "--restarts",
+        "0",
+        "--out",
+        str(out),
+    ]
     assert _run(argv) == 0
     results = json.loads((out / "results.json").read_text())
     ok, bad = results["targets"]["round-1/client-0"], results["targets"]["round-1/client-1"]
@@ -78,7 +100,8 @@ def test_nothing_attackable_exits_2_and_unknown_selection_is_refused(tmp_path):
     row = json.loads((out / "results.json").read_text())["targets"]["round-1/client-0"]
     assert "unknown model 'no-such-model'" in row["error"]
     with pytest.raises(FedlabError, match="no records of rounds \\[9\\]"):
-        _run(["attack", "--trace", str(trace), "--attack", "dlg", "--rounds", "9",
-              "--out", str(out)])
+        _run(
+            ["attack", "--trace", str(trace), "--attack", "dlg", "--rounds", "9", "--out", str(out)]
+        )
     with pytest.raises(FedlabError, match="holds results of attack 'dlg'"):
         _run(["attack", "--trace", str(trace), "--attack", "ig", "--out", str(out)])

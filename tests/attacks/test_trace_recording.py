@@ -37,14 +37,24 @@ def _global():
 
 
 def _reply(state, pid, n, truth=True, shift=0.0):
-    content = RecordDict({
-        "arrays": ArrayRecord({k: v + shift for k, v in state.items()}),
-        "metrics": MetricRecord({"num-examples": n, "partition-id": pid, "lr": 0.05,
-                                 "local-steps": 1, "dp-std": 0.0}),
-    })
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({k: v + shift for k, v in state.items()}),
+            "metrics": MetricRecord(
+                {
+                    "num-examples": n,
+                    "partition-id": pid,
+                    "lr": 0.05,
+                    "local-steps": 1,
+                    "dp-std": 0.0,
+                }
+            ),
+        }
+    )
     if truth:
-        content["ground-truth"] = ArrayRecord({"images": torch.full((1, 3, 16, 16), 0.5 + pid / 10),
-                                               "labels": torch.tensor([pid])})
+        content["ground-truth"] = ArrayRecord(
+            {"images": torch.full((1, 3, 16, 16), 0.5 + pid / 10), "labels": torch.tensor([pid])}
+        )
     return Message(content=content, dst_node_id=0, message_type="train")
 
 
@@ -77,8 +87,7 @@ def test_aggregate_train_records_strips_ground_truth_and_matches_plain_fedavg(tm
     assert all("ground-truth" not in r.content for r in replies)
     # FedAvg weighted by examples: (1 * (+1) + 3 * (-1)) / 4 = -0.5 shift
     agg = arrays.to_torch_state_dict()
-    np.testing.assert_allclose(agg["fc.bias"].numpy(), (state["fc.bias"] - 0.5).numpy(),
-                               rtol=1e-6)
+    np.testing.assert_allclose(agg["fc.bias"].numpy(), (state["fc.bias"] - 0.5).numpy(), rtol=1e-6)
     assert metrics["lr"] == pytest.approx(0.05)
     reader = TraceReader(tmp_path)
     (record,) = reader.records  # client 4 is not recorded
@@ -121,8 +130,7 @@ def test_partition_id_from_a_config_record_and_lr_from_the_train_config(tmp_path
     """fedlab's own clients: partition id in ConfigRecord "client", lr only in the config."""
     strategy = _wrapper(tmp_path)
     state = _global()
-    list(strategy.configure_train(1, ArrayRecord(state), ConfigRecord({"lr": 0.2}),
-                                  _Grid([1, 2])))
+    list(strategy.configure_train(1, ArrayRecord(state), ConfigRecord({"lr": 0.2}), _Grid([1, 2])))
     replies = []
     for pid in (0, 1):
         reply = _reply(state, pid, 2)
@@ -133,4 +141,6 @@ def test_partition_id_from_a_config_record_and_lr_from_the_train_config(tmp_path
     strategy.aggregate_train(1, replies)
     records = TraceReader(tmp_path).records
     assert [(r.client, r.lr, r.local_steps, r.dp) for r in records] == [
-        (0, 0.2, 1, None), (1, 0.2, 1, None)]
+        (0, 0.2, 1, None),
+        (1, 0.2, 1, None),
+    ]
