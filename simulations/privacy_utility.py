@@ -48,6 +48,9 @@ DEFAULTS = {
 }
 
 
+SETTINGS = ("rounds", "num_supernodes", "sample_rate", "delta", "seed", "draws", "backend")
+
+
 def settings(epsilons: list[float]) -> list[tuple[str, dict[str, Any]]]:
     """(name, run-config overrides) for no DP and each target epsilon."""
     out: list[tuple[str, dict[str, Any]]] = [("no-dp", {"dp-mode": "none"})]
@@ -75,6 +78,8 @@ def run_one(
     config = {**DEFAULTS, "num-server-rounds": args.rounds, "num-supernodes": args.num_supernodes,
               "sample-rate": args.sample_rate, "delta": args.delta, "seed": args.seed,
               **overrides}  # fmt: skip
+    if getattr(args, "seeded_noise", False) and config["dp-mode"] != "none":
+        config["dp-seeded-noise"] = True
     if not (args.reuse and summary.is_file()):
         if args.backend == "ray":
             command = [sys.executable, "-c", "import sys; from fedlab.cli import "
@@ -155,6 +160,29 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def readme_table(rows: list[dict[str, Any]]) -> str:
+    """The README's compact table: setting, epsilon, z, final accuracy."""
+    lines = [
+        "| setting | client-level epsilon (delta 1e-5) | z | final accuracy |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["epsilon"] is None:
+            note = " (deterministic: one run)" if r["draws"] == 1 else ""
+            lines.append(f"| no DP | inf | - | {_pm(r, 'final-accuracy')}{note} |")
+        else:
+            lines.append(f"| {r['setting']} | {r['epsilon']:.2f} | {r['noise-multiplier']:.3f} "
+                         f"| {_pm(r, 'final-accuracy')} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def tables_from_results(results: dict[str, Any]) -> tuple[str, str]:
+    """(full table, README table) from a saved ``privacy_utility.json``: what the docs show
+    must be what this returns (a test diffs them)."""
+    args = argparse.Namespace(**results["settings"])
+    return table(results["rows"], args), readme_table(results["rows"])
+
+
 def _pm(row: dict[str, Any], key: str) -> str:
     if row["draws"] == 1:
         return f"{row[key]:.3f}"
@@ -200,8 +228,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sample-rate", type=float, default=0.1)
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--draws", type=int, default=3, help="runs per DP setting")
+    parser.add_argument("--draws", type=int, default=5, help="runs per DP setting")
     parser.add_argument("--backend", choices=("inprocess", "ray"), default="inprocess")
+    parser.add_argument(
+        "--seeded-noise",
+        action="store_true",
+        help="dp-seeded-noise=true: reproducible draws (for tests; not private against the seed)",
+    )
     parser.add_argument("--reuse", action="store_true")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
@@ -221,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     text = table(rows, args)
     atomic_write_text(args.out / "privacy_utility.md", text)
-    atomic_write_json(args.out / "privacy_utility.json", {"rows": rows, "runs": runs})
+    saved_settings = {k: getattr(args, k) for k in SETTINGS}
+    atomic_write_json(
+        args.out / "privacy_utility.json", {"settings": saved_settings, "rows": rows, "runs": runs}
+    )
     plot(rows, args.out / "privacy_utility.png")
     log.info("%s\ntotal %.0f s; outputs in %s", text, time.perf_counter() - started, args.out)
     return 0
