@@ -13,6 +13,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fedlab.config import RunConfig
+from fedlab.errors import FedlabError
 from fedlab.flower_compat import Mod
 from fedlab.run_folder import RunFolder, default_run_dir
 
@@ -51,6 +52,11 @@ class AppSpec:
         resolved config for ``num_nodes`` nodes and raises
         :class:`~fedlab.errors.FedlabError` on what would fail; ``flower-simulation`` calls it
         before Ray starts (:func:`fedlab.app_check.check_by_building` makes one).
+    ignored_keys : tuple of str
+        Keys of the shared :class:`~fedlab.config.RunConfig` this app does not honour (e.g.
+        ``record-traces`` in an app that records no traces). Setting one to anything but its
+        default is refused when the config is resolved, naming the key and the app, rather
+        than silently ignored.
     """
 
     name: str
@@ -61,13 +67,26 @@ class AppSpec:
     description: str = ""
     client_mods: ModsFn | None = None
     check: CheckFn | None = None
+    ignored_keys: tuple[str, ...] = ()
 
     def resolve_config(self, *layers: Mapping[str, Any]) -> RunConfig:
         """Defaults, then each layer in order (TOML files, key=value pairs), validated."""
         merged: dict[str, Any] = dict(self.defaults)
         for layer in layers:
             merged.update(layer)
-        return self.config_cls.from_mapping(merged)
+        config = self.config_cls.from_mapping(merged)
+        baseline = self.config_cls.from_mapping(dict(self.defaults)).to_mapping()
+        values = config.to_mapping()
+        changed = [key for key in self.ignored_keys if values[key] != baseline[key]]
+        if changed:
+            raise FedlabError(
+                f"app {self.name!r} does not honour {', '.join(changed)} (set to "
+                f"{', '.join(repr(values[k]) for k in changed)}); leave "
+                f"{'it' if len(changed) == 1 else 'them'} at the default, or use an app that "
+                f"does (record-traces: fedavg, dpfedavg); keys this app ignores: "
+                f"{', '.join(self.ignored_keys)}"
+            )
+        return config
 
     def run_server(self, grid: Grid, config: RunConfig) -> dict[str, Any]:
         """Create the run folder, save the config, run the server function."""

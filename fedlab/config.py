@@ -22,6 +22,10 @@ from fedlab.errors import FedlabError
 
 ConfigValue = bool | int | float | str
 
+#: The shared keys of gradient-trace recording, honoured by apps that wrap their strategy in
+#: trace recording (fedavg, dpfedavg); others list them in ``AppSpec.ignored_keys``.
+TRACE_KEYS = ("record-traces", "trace-rounds", "trace-clients", "trace-batch-size")
+
 
 def to_key(field_name: str) -> str:
     """Field name -> run-config key."""

@@ -16,7 +16,7 @@ from clients.zsl.workload import ZslConfig, ZslWorkload
 from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import WEIGHT_TRAINING_HANDLERS, handle_train
-from fedlab.config import RunConfig
+from fedlab.config import TRACE_KEYS, RunConfig
 from fedlab.run_folder import RunFolder
 from fedlab.server import EvaluateFn, run_federation, seed_everything
 from fedlab.workload import build_workload
@@ -77,6 +77,7 @@ zsl_parsnets = AppSpec(
     },
     description="Zero-shot ParsNets on fixed features, clients with disjoint seen classes.",
     check=check_by_building(build_strategy),
+    ignored_keys=TRACE_KEYS,  # no trace recording around the ZSL strategies
 )
 
 zsl_ar2 = AppSpec(
@@ -94,4 +95,5 @@ zsl_ar2 = AppSpec(
     },
     description="Zero-shot (AR)^2 on images: pretrain on seen classes, then EMA fine-tuning.",
     check=check_by_building(build_strategy),
+    ignored_keys=TRACE_KEYS,  # no trace recording around the ZSL strategies
 )

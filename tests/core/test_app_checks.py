@@ -63,3 +63,20 @@ def test_unknown_app_name_lists_the_installed_ones(no_ray, capsys):
     assert flower_simulation_main(["--app", "fedlab.apps:nope"]) == 2
     err = capsys.readouterr().err
     assert "installed: dpfedavg, fedavg, fedfoa" in err
+
+
+@pytest.mark.parametrize(
+    ("app", "pair", "key"),
+    [
+        ("fedfoa", "record-traces=true", "record-traces"),
+        ("fedfoa", 'fail-partitions="0"', "fail-partitions"),
+        ("fedfoa", 'trace-rounds="1"', "trace-rounds"),
+        ("zsl_parsnets", "record-traces=true", "record-traces"),
+        ("zsl_ar2", "trace-batch-size=4", "trace-batch-size"),
+    ],
+)
+def test_a_shared_key_the_app_ignores_is_refused_before_ray(app, pair, key, capsys, no_ray):
+    code = flower_simulation_main(["--app", f"fedlab.apps:{app}", "--run-config", pair])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"app {app!r} does not honour {key}" in err
