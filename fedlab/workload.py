@@ -53,7 +53,7 @@ class Workload(ABC):
 
     def model_spec(self) -> dict[str, Any]:
         """``{"name", "kwargs"}`` that rebuilds :meth:`build_model` through
-        ``attacks.models.MODELS`` (a name or ``module:attr``), for gradient traces."""
+        ``fedlab.registry.MODELS`` (a registered name), for gradient traces."""
         raise FedlabError(
             f"workload {type(self).__name__} has no model spec, so its updates cannot be "
             "recorded as traces; implement Workload.model_spec or set record-traces=false"

@@ -64,7 +64,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def train_command(args: argparse.Namespace) -> int:
     """Run ``fedlab pgla train``; returns the exit code."""
     from attacks.pgla.train import resolve_config, train_denoiser
-    from attacks.pgla.training import TrainConfig
+    from attacks.pgla.training import DenoiserTrainConfig
 
     cfg = resolve_config(args.config)
     data = asdict(cfg)
@@ -77,7 +77,7 @@ def train_command(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             data[key] = value
-    cfg = TrainConfig.from_dict(data)
+    cfg = DenoiserTrainConfig.from_dict(data)
     state = train_denoiser(cfg, args.out, resume=not args.no_resume)
     last = state["history"][-1] if state["history"] else {}
     log.info(

@@ -18,7 +18,7 @@ from attacks.pgla.schedule import make_scheduler, start_timesteps
 from attacks.pgla.surrogate import gradient_stream, surrogate_images
 from attacks.pgla.training import (
     CONFIG_FILE,
-    TrainConfig,
+    DenoiserTrainConfig,
     read_latest,
     resolve_checkpoint,
     run_loop,
@@ -41,7 +41,7 @@ def shipped_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
-def resolve_config(name_or_path: str) -> TrainConfig:
+def resolve_config(name_or_path: str) -> DenoiserTrainConfig:
     """A shipped config by name (e.g. ``small``) or a JSON file path."""
     path = Path(name_or_path)
     if not path.suffix and (CONFIG_DIR / f"{name_or_path}.json").exists():
@@ -51,7 +51,7 @@ def resolve_config(name_or_path: str) -> TrainConfig:
             f"training config {name_or_path!r} not found; give a JSON file or one of "
             f"{', '.join(shipped_configs())}"
         )
-    return TrainConfig.from_file(path)
+    return DenoiserTrainConfig.from_file(path)
 
 
 def _log_uniform(size: int, noise_range: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
@@ -100,7 +100,9 @@ def pgla_loss(
     return loss_fn
 
 
-def train_denoiser(cfg: TrainConfig, out: str | Path, *, resume: bool = True) -> dict[str, Any]:
+def train_denoiser(
+    cfg: DenoiserTrainConfig, out: str | Path, *, resume: bool = True
+) -> dict[str, Any]:
     """Train (or resume) a PGLA or DnCNN denoiser into ``out``; returns the final state.
 
     ``out`` ends up with ``train_config.json``, ``checkpoints/step-N/`` (a loadable denoiser
@@ -118,7 +120,7 @@ def train_denoiser(cfg: TrainConfig, out: str | Path, *, resume: bool = True) ->
     latest = read_latest(out) if resume else None
     if latest is not None:
         try:  # a run saved before a config field existed has that field's default
-            saved = asdict(TrainConfig(**json.loads((out / CONFIG_FILE).read_text())))
+            saved = asdict(DenoiserTrainConfig(**json.loads((out / CONFIG_FILE).read_text())))
         except (TypeError, json.JSONDecodeError) as exc:
             raise FedlabError(
                 f"{out / CONFIG_FILE} is not a training config ({exc}); use a new --out"
@@ -198,14 +200,16 @@ def train_denoiser(cfg: TrainConfig, out: str | Path, *, resume: bool = True) ->
     )
 
 
-def _new_model(cfg: TrainConfig, transform: GradientImageTransform) -> torch.nn.Module:
+def _new_model(cfg: DenoiserTrainConfig, transform: GradientImageTransform) -> torch.nn.Module:
     if cfg.denoiser == "dncnn":
         return DnCNN(**cfg.model)
     conditional = cfg.denoiser == "pgla-cond"
     return build_unet(sample_size=transform.side, conditional=conditional, **cfg.model)
 
 
-def _load_model(cfg: TrainConfig, folder: Path) -> tuple[torch.nn.Module, GradientImageTransform]:
+def _load_model(
+    cfg: DenoiserTrainConfig, folder: Path
+) -> tuple[torch.nn.Module, GradientImageTransform]:
     if cfg.denoiser == "dncnn":
         return load_dncnn(folder)
     pipe = PGLAPipeline.from_pretrained(folder)
@@ -213,13 +217,13 @@ def _load_model(cfg: TrainConfig, folder: Path) -> tuple[torch.nn.Module, Gradie
     return pipe.unet, pipe.transform
 
 
-def _check_kind(cfg: TrainConfig, pipe: PGLAPipeline, folder: Path) -> None:
+def _check_kind(cfg: DenoiserTrainConfig, pipe: PGLAPipeline, folder: Path) -> None:
     if pipe.conditional != (cfg.denoiser == "pgla-cond"):
         kind = "pgla-cond" if pipe.conditional else "pgla"
         raise FedlabError(f"{folder} holds a {kind} denoiser, but the config trains {cfg.denoiser}")
 
 
-def _init_model(cfg: TrainConfig) -> tuple[torch.nn.Module, GradientImageTransform]:
+def _init_model(cfg: DenoiserTrainConfig) -> tuple[torch.nn.Module, GradientImageTransform]:
     """The model for ``cfg`` with weights from ``cfg.init_from`` (its transform too).
 
     A ``pgla-cond`` model may start from a ``pgla`` one: its second input channel and its

@@ -36,7 +36,7 @@ TIMESTEP_PRIORS = ("uniform", "noise-range")
 
 
 @dataclass
-class TrainConfig:
+class DenoiserTrainConfig:
     """Everything a training run depends on; saved as ``train_config.json`` beside the weights.
 
     Parameters
@@ -95,7 +95,7 @@ class TrainConfig:
     device: str = "cpu"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, data: dict[str, Any]) -> DenoiserTrainConfig:
         """Build from a dict, refusing unknown keys and bad values."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -108,7 +108,7 @@ class TrainConfig:
         return cfg
 
     @classmethod
-    def from_file(cls, path: str | Path) -> TrainConfig:
+    def from_file(cls, path: str | Path) -> DenoiserTrainConfig:
         """Read a JSON config file."""
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
@@ -195,7 +195,7 @@ def run_loop(
     model: torch.nn.Module,
     stream: Iterator[torch.Tensor],
     loss_fn: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
-    cfg: TrainConfig,
+    cfg: DenoiserTrainConfig,
     save: Callable[[int, torch.optim.Optimizer, dict[str, Any]], None],
     start_step: int = 0,
     optimizer_state: dict[str, Any] | None = None,

@@ -39,11 +39,11 @@ def lenet(in_channels: int, image_size: int, num_classes: int) -> nn.Module:
     return build(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"cnn": cnn, "mlp": mlp, "lenet": lenet}
+CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {"cnn": cnn, "mlp": mlp, "lenet": lenet}
 
 
 def build_classifier(name: str, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
-    """Build ``name`` from :data:`MODELS`."""
-    if name not in MODELS:
-        raise FedlabError(f"model {name!r} is not one of: {', '.join(sorted(MODELS))}")
-    return MODELS[name](in_channels, image_size, num_classes)
+    """Build ``name`` from :data:`CLASSIFIERS`."""
+    if name not in CLASSIFIERS:
+        raise FedlabError(f"model {name!r} is not one of: {', '.join(sorted(CLASSIFIERS))}")
+    return CLASSIFIERS[name](in_channels, image_size, num_classes)

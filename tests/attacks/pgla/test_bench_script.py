@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from attacks.pgla.train import resolve_config, train_denoiser
-from attacks.pgla.training import TrainConfig
+from attacks.pgla.training import DenoiserTrainConfig
 
 SCRIPT = Path(__file__).resolve().parents[3] / "simulations" / "pgla_bench.py"
 
@@ -22,7 +22,7 @@ def _load_script():
 def test_bench_script_writes_every_table(tmp_path) -> None:
     tiny = resolve_config("tiny")
     train_denoiser(tiny, tmp_path / "pgla")
-    cond = TrainConfig.from_dict({**tiny.__dict__, "denoiser": "pgla-cond", "max_steps": 2})
+    cond = DenoiserTrainConfig.from_dict({**tiny.__dict__, "denoiser": "pgla-cond", "max_steps": 2})
     train_denoiser(cond, tmp_path / "cond")
     out = tmp_path / "out"
     bench = _load_script()

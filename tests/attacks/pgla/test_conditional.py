@@ -12,14 +12,14 @@ from attacks.pgla.denoisers import load_denoiser
 from attacks.pgla.pipeline import PGLAPipeline, build_unet
 from attacks.pgla.schedule import make_scheduler, start_timestep, start_timesteps
 from attacks.pgla.train import _init_model, pgla_loss, train_denoiser
-from attacks.pgla.training import TrainConfig
+from attacks.pgla.training import DenoiserTrainConfig
 from attacks.pgla.transform import GradientImageTransform
 from fedlab.errors import FedlabError
 
 
-def _config(**kw) -> TrainConfig:
+def _config(**kw) -> DenoiserTrainConfig:
     base = {"batch_size": 2, "max_steps": 2, "checkpoint_every": 2, "num_fit": 2}
-    return TrainConfig(warmup_steps=1, model=FAST_UNET, **(base | kw))
+    return DenoiserTrainConfig(warmup_steps=1, model=FAST_UNET, **(base | kw))
 
 
 def _tiny_cond_pipeline(seed: int = 0) -> PGLAPipeline:
@@ -111,11 +111,11 @@ def test_denoiser_kind_must_match_the_folder(tmp_path) -> None:
 
 def test_new_config_fields_are_validated_and_old_runs_resume(tmp_path) -> None:
     with pytest.raises(FedlabError, match="allowed: uniform, noise-range"):
-        TrainConfig.from_dict({"timesteps": "cosine"})
+        DenoiserTrainConfig.from_dict({"timesteps": "cosine"})
     with pytest.raises(FedlabError, match="allowed: pgla, pgla-cond, dncnn"):
-        TrainConfig.from_dict({"denoiser": "ddpm"})
+        DenoiserTrainConfig.from_dict({"denoiser": "ddpm"})
     with pytest.raises(FedlabError, match="init_from .* is not a folder"):
-        TrainConfig.from_dict({"init_from": str(tmp_path / "missing")})
+        DenoiserTrainConfig.from_dict({"init_from": str(tmp_path / "missing")})
     train_denoiser(_config(max_steps=1, checkpoint_every=1), tmp_path)
     saved = json.loads((tmp_path / "train_config.json").read_text())
     for key in ("timesteps", "init_from"):  # a run saved before these fields existed

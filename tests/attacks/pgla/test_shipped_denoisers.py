@@ -16,7 +16,7 @@ import torch
 from attacks.pgla.denoisers import load_denoiser
 from attacks.pgla.surrogate import clean_gradient, clip_l2, victim_images, victim_model
 from attacks.pgla.train import train_denoiser
-from attacks.pgla.training import TrainConfig, read_latest, resolve_checkpoint
+from attacks.pgla.training import DenoiserTrainConfig, read_latest, resolve_checkpoint
 
 SIMULATIONS = Path(__file__).resolve().parents[3] / "simulations"
 SHIPPED = SIMULATIONS / "results" / "pgla" / "denoisers"
@@ -41,7 +41,7 @@ def test_shipped_run_resumes_and_matches_the_victim_model(folder, victim) -> Non
     assert latest is not None and (run / latest["path"]).is_dir()
     assert resolve_checkpoint(run) == run / latest["path"]
     assert (run / latest["path"] / "optimizer.pt").is_file()  # resumable, not only loadable
-    cfg = TrainConfig(**json.loads((run / "train_config.json").read_text()))
+    cfg = DenoiserTrainConfig(**json.loads((run / "train_config.json").read_text()))
     assert cfg.denoiser == NAMES[folder]
     saved = run / latest["path"] / "transform" / "transform_config.json"
     transform = json.loads(saved.read_text())
@@ -56,7 +56,7 @@ def test_shipped_run_resumes_and_matches_the_victim_model(folder, victim) -> Non
 def test_shipped_run_resumes_one_step_in_a_copy(folder, tmp_path) -> None:
     run = shutil.copytree(SHIPPED / folder, tmp_path / folder)
     step = read_latest(run)["step"]
-    cfg = TrainConfig(**json.loads((run / "train_config.json").read_text()))
+    cfg = DenoiserTrainConfig(**json.loads((run / "train_config.json").read_text()))
     state = train_denoiser(replace(cfg, max_steps=step + 1), run)
     assert state["step"] == step + 1 and len(state["history"]) == step // 100 + 2
     latest = read_latest(run)

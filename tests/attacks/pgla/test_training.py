@@ -10,7 +10,7 @@ from pgla_helpers import FAST_UNET
 from attacks.pgla.cli import main
 from attacks.pgla.denoisers import load_denoiser
 from attacks.pgla.train import resolve_config, shipped_configs, train_denoiser
-from attacks.pgla.training import TrainConfig
+from attacks.pgla.training import DenoiserTrainConfig
 from fedlab.errors import FedlabError
 
 
@@ -25,9 +25,9 @@ def test_every_shipped_config_validates() -> None:
 
 def test_bad_configs_are_refused(tmp_path) -> None:
     with pytest.raises(FedlabError, match="unknown training config keys \\['lr_max'\\]"):
-        TrainConfig.from_dict({"lr_max": 1.0})
+        DenoiserTrainConfig.from_dict({"lr_max": 1.0})
     with pytest.raises(FedlabError, match="allowed: digits, sample-patches"):
-        TrainConfig.from_dict({"surrogate": "cifar10"})
+        DenoiserTrainConfig.from_dict({"surrogate": "cifar10"})
     with pytest.raises(FedlabError, match="one of"):
         resolve_config("nonexistent")
     bad = tmp_path / "bad.json"
@@ -40,7 +40,7 @@ def test_bad_configs_are_refused(tmp_path) -> None:
     "denoiser,model", [("pgla", FAST_UNET), ("dncnn", {"depth": 2, "channels": 2})]
 )
 def test_train_checkpoint_resume_and_load(tmp_path, denoiser, model) -> None:
-    cfg = TrainConfig(
+    cfg = DenoiserTrainConfig(
         denoiser=denoiser,
         batch_size=1,
         max_steps=2,
@@ -63,7 +63,7 @@ def test_train_checkpoint_resume_and_load(tmp_path, denoiser, model) -> None:
     assert not (tmp_path / "checkpoints" / "step-0000001").exists()  # keeps the last two
     den = load_denoiser(denoiser, tmp_path)  # a run folder resolves to its latest checkpoint
     assert den.name == denoiser
-    other = TrainConfig(
+    other = DenoiserTrainConfig(
         denoiser=denoiser, batch_size=1, max_steps=4, seed=1, num_fit=2, model=model
     )
     with pytest.raises(FedlabError, match="another config"):
@@ -73,17 +73,19 @@ def test_train_checkpoint_resume_and_load(tmp_path, denoiser, model) -> None:
 def test_a_copied_fine_tuning_run_resumes_without_its_source(tmp_path) -> None:
     model = {"depth": 2, "channels": 2}
     base = dict(denoiser="dncnn", batch_size=1, checkpoint_every=1, num_fit=2, model=model)
-    train_denoiser(TrainConfig(max_steps=1, warmup_steps=1, **base), tmp_path / "source")
-    fine = TrainConfig(max_steps=1, init_from=str(tmp_path / "source"), **base)
+    train_denoiser(DenoiserTrainConfig(max_steps=1, warmup_steps=1, **base), tmp_path / "source")
+    fine = DenoiserTrainConfig(max_steps=1, init_from=str(tmp_path / "source"), **base)
     train_denoiser(fine, tmp_path / "fine")
     (tmp_path / "fine").rename(tmp_path / "shipped")
     (tmp_path / "source").rename(tmp_path / "gone")
-    state = train_denoiser(TrainConfig(max_steps=2, **base), tmp_path / "shipped")
+    state = train_denoiser(DenoiserTrainConfig(max_steps=2, **base), tmp_path / "shipped")
     assert state["step"] == 2 and len(state["history"]) == 2
     saved = json.loads((tmp_path / "shipped" / "train_config.json").read_text())
     assert saved["init_from"] == str(tmp_path / "source")  # the origin stays on record
     with pytest.raises(FedlabError, match="only max_steps, time_limit_s, init_from may change"):
-        train_denoiser(TrainConfig(max_steps=3, **(base | {"batch_size": 2})), tmp_path / "shipped")
+        train_denoiser(
+            DenoiserTrainConfig(max_steps=3, **(base | {"batch_size": 2})), tmp_path / "shipped"
+        )
 
 
 def test_cli_reports_errors_with_exit_code_2(tmp_path, capsys) -> None:
