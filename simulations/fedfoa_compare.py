@@ -1,15 +1,24 @@
 """FedFoA against local-only SSL, FedAvg-SSL, raw pixels and random init, over seeds.
 
-Centrally simulated (``clients/ssl/loop.py``: the clients' ``local_round`` and the server's
-``FedFoA.aggregate_train`` in one process, no Ray), because the machine has two shared cores;
-the ``fedfoa`` app runs the same code through ``flower-simulation``.
+Every cell is a run of the ``fedfoa`` app itself: its config comes from the app's
+``resolve_config`` (the app's defaults, then the study's setting, then the method's keys), it
+runs through :func:`fedlab.inprocess.run_in_process` (the app's ServerApp code, its strategy and
+its ClientApp with its handlers; no Ray, because the machine has two shared cores), it writes a
+normal run folder under ``--runs-dir`` (ignored by git), and the figures are read back from that
+folder's ``summary.json``. A fix to the app therefore moves these figures on the next rerun.
 
 Setting: ``textured-shapes``, Dirichlet alpha 0.1 over ``--clients`` clients, SimCLR.
+
 * heterogeneous encoders (``--hetero``, round-robin): FedFoA vs local-only SSL (the same
   models and seeds with lambda = 0: no relation ever reaches a client);
 * homogeneous encoders (``--homo``): FedAvg-SSL vs FedFoA vs local-only (the sweep adds
   FedFoA composed with FedAvg);
-* raw-pixel and random-init probes (each client's model at round 0).
+* random init: the app's ClientApp answers an ``evaluate`` message before any training round;
+  a client with no saved model probes the one ``init_model`` gives it in round 1, so this is
+  exactly the starting point of every method above (mean over all clients);
+* raw pixels: the same probe on the flattened pixels of the app's workload (no model is
+  involved, so no app round can produce it; it uses the probe the ClientApp uses).
+
 A gain counts only where it exceeds twice the larger seed std of the two methods.
 
 Usage: ``python simulations/fedfoa_compare.py [--seeds 0 1 2] [--sweep]``; writes
@@ -22,54 +31,57 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from flwr.app import ArrayRecord, Message, RecordDict
 
-from clients.ssl.client import init_model, probe_metrics
 from clients.ssl.config import SSLConfig
-from clients.ssl.loop import run_in_process
 from clients.ssl.probe import linear_probe
-from clients.ssl.workload import SSLWorkload
+from fedlab.apps import fedfoa
+from fedlab.cli import setup_logging
+from fedlab.errors import FedlabError
+from fedlab.flower_compat import ensure_task_identity
+from fedlab.inprocess import InProcessGrid, run_in_process
+from fedlab.workload import build_workload
 
-log = logging.getLogger("fedlab.compare")
+log = logging.getLogger("fedlab.fedfoa_compare")
 OUT = Path(__file__).resolve().parent / "results" / "fedfoa"
 
 
-def base_config(args: argparse.Namespace, seed: int, **changes: Any) -> SSLConfig:
-    """The shared setting; ``changes`` pick the method."""
-    cfg = SSLConfig(
-        seed=seed,
-        num_supernodes=args.clients,
-        num_server_rounds=args.rounds,
-        local_steps=args.steps,
-        batch_size=args.batch_size,
-        probe_size=args.probe_size,
-        probe_every=0,
-    )
-    return cfg.replace(**changes)
+def study_setting(args: argparse.Namespace) -> dict[str, Any]:
+    """Run-config keys every cell shares (on top of the app's defaults)."""
+    return {
+        "num-supernodes": args.clients,
+        "num-server-rounds": args.rounds,
+        "local-steps": args.steps,
+        "batch-size": args.batch_size,
+        "probe-size": args.probe_size,
+        "probe-every": 0,
+    }
 
 
 def methods(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    lam = {"fedfoa_lambda": args.lam, "relation_rank": args.rank, "warmup_rounds": args.warmup}
-    off = {"fedfoa_lambda": 0.0}
+    """Method name -> the run-config keys that make it."""
+    lam = {"fedfoa-lambda": args.lam, "relation-rank": args.rank, "warmup-rounds": args.warmup}
+    off = {"fedfoa-lambda": 0.0}
     if args.sweep:
         het = {"encoders": args.hetero}
         grid = {"local-only": {**het, **off}, "fedfoa": {**het, **lam}}
         for v in args.sweep_lambda:
-            grid[f"lambda={v:g}"] = {**het, **lam, "fedfoa_lambda": v}
+            grid[f"lambda={v:g}"] = {**het, **lam, "fedfoa-lambda": v}
         for v in args.sweep_rank:
-            grid[f"rank={v}"] = {**het, **lam, "relation_rank": v}
+            grid[f"rank={v}"] = {**het, **lam, "relation-rank": v}
         for v in args.sweep_warmup:
-            grid[f"warmup={v}"] = {**het, **lam, "warmup_rounds": v}
-        homo = {"encoders": args.homo, "weight_averaging": True}
+            grid[f"warmup={v}"] = {**het, **lam, "warmup-rounds": v}
+        homo = {"encoders": args.homo, "weight-averaging": True}
         grid["homo fedavg-ssl"] = {**homo, **off}
         grid["homo fedfoa+fedavg"] = {**homo, **lam}
         return grid
     het, homo = {"encoders": args.hetero}, {"encoders": args.homo}
-    wa = {"weight_averaging": True}
+    wa = {"weight-averaging": True}
     return {
         "hetero fedfoa": {**het, **lam},
         "hetero local-only": {**het, **off},
@@ -79,22 +91,90 @@ def methods(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     }
 
 
-def baselines(args: argparse.Namespace, seed: int) -> dict[str, float]:
-    """Raw pixels, and the mean over clients of each encoder's random-init probe."""
+def cell_config(
+    setting: Mapping[str, Any], changes: Mapping[str, Any], *, seed: int, run_dir: Path
+) -> SSLConfig:
+    """The resolved ``fedfoa`` config of one cell: app defaults, setting, method, seed, folder."""
+    config = fedfoa.resolve_config(setting, changes, {"seed": seed, "out-dir": str(run_dir)})
+    return config  # type: ignore[return-value]
+
+
+def figures_from_run_folder(run_dir: Path) -> dict[str, float]:
+    """The last round's train and evaluate metrics, as the run wrote them to ``summary.json``."""
+    summary_path = Path(run_dir) / "summary.json"
+    if not summary_path.is_file():
+        raise FedlabError(
+            f"no summary.json in run folder {run_dir}; the run did not finish: rerun the cell"
+        )
+    summary = json.loads(summary_path.read_text())
+    final = summary.get("final") or {}
+    if summary.get("stopped-early") or "probe-acc-mean" not in final.get("evaluate", {}):
+        raise FedlabError(
+            f"run folder {run_dir} has no final probe accuracy (stopped early: "
+            f"{summary.get('stopped-early')!r}); rerun the cell with a longer round-timeout"
+        )
+    return {**final.get("train", {}), **final["evaluate"]}
+
+
+def run_cell(config: SSLConfig) -> dict[str, float]:
+    """Run the ``fedfoa`` app for ``config`` in this process; return its figures.
+
+    The figures are read back from the run folder (``config.out_dir``), not from the returned
+    summary, so the study reports what a user of the app would find on disk.
+    """
+    run_in_process(fedfoa, config)
+    return figures_from_run_folder(Path(config.out_dir))
+
+
+def random_init_probe(config: SSLConfig) -> float:
+    """Mean probe accuracy of every client's model before its first round, via the ClientApp.
+
+    Each client of a fresh in-process grid has an empty ``context.state``, so the app's
+    ``evaluate`` handler probes the model ``init_model`` builds for it, the one its first
+    training round starts from.
+    """
+    ensure_task_identity()
+    grid = InProcessGrid(fedfoa, config, config.num_supernodes)
+    messages = [
+        Message(RecordDict({"arrays": ArrayRecord()}), dst_node_id=node, message_type="evaluate")
+        for node in grid.get_node_ids()
+    ]
+    accs = []
+    for reply in grid.send_and_receive(messages):
+        if reply.has_error():
+            raise FedlabError(
+                f"random-init probe failed on a client: {reply.error.reason}; fix the evaluate "
+                "handler of the fedfoa app"
+            )
+        accs.append(float(reply.content["metrics"]["probe-acc"]))
+    return float(np.mean(accs))
+
+
+def raw_pixel_probe(config: SSLConfig) -> float:
+    """The probe on flattened pixels of the app's workload (probe split -> held-out split)."""
+    workload = build_workload(config)
+    tr, te = workload.probe_train_dataset(), workload.test_dataset()
+    return linear_probe(
+        tr.images.numpy(), tr.labels.numpy(), te.images.numpy(), te.labels.numpy(), seed=config.seed
+    ).accuracy
+
+
+def baselines(args: argparse.Namespace, seed: int, runs_dir: Path) -> dict[str, float]:
+    """Raw pixels, and the random-init probe of each encoder layout."""
+    setting = study_setting(args)
     out = {}
     for label, enc in (("hetero", args.hetero), ("homo", args.homo)):
-        cfg = base_config(args, seed, encoders=enc)
-        workload = SSLWorkload(cfg)
-        accs = [
-            probe_metrics(workload, init_model(workload, p), seed=seed)["probe-acc"]
-            for p in range(len(enc.split(",")))
-        ]
-        out[f"{label} random-init"] = float(np.mean(accs))
-    tr, te = workload.probe_train_dataset(), workload.test_dataset()
-    out["raw pixels"] = linear_probe(
-        tr.images.numpy(), tr.labels.numpy(), te.images.numpy(), te.labels.numpy(), seed=seed
-    ).accuracy
+        config = cell_config(
+            setting, {"encoders": enc}, seed=seed, run_dir=runs_dir / f"{label}-init-seed{seed}"
+        )
+        out[f"{label} random-init"] = random_init_probe(config)
+    out["raw pixels"] = raw_pixel_probe(config)
     return out
+
+
+def run_dir_name(name: str, seed: int) -> str:
+    """A folder name for a method and seed (``hetero fedfoa`` -> ``hetero-fedfoa-seed0``)."""
+    return f"{name.replace(' ', '-').replace('=', '')}-seed{seed}"
 
 
 def main() -> None:
@@ -116,25 +196,34 @@ def main() -> None:
     p.add_argument("--sweep-warmup", type=int, nargs="*", default=[0, 2])
     p.add_argument("--only", nargs="*", default=[], help="run only these method names")
     p.add_argument("--out", default="")
+    p.add_argument("--runs-dir", default="", help="where the run folders go (default OUT/runs)")
     p.add_argument("--merge", nargs="*", default=[], help="combine per-seed output files")
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(1)
+    # The console scripts' setup: one handler on the fedlab hierarchy (the app's round lines and
+    # ours, once each), Flower's own INFO lines off.
+    setup_logging(verbose=False)
     out = Path(args.out or OUT / ("fedfoa_sweep.json" if args.sweep else "fedfoa_compare.json"))
+    runs_dir = Path(args.runs_dir or OUT / "runs") / out.stem
     runs: dict[str, list[dict[str, Any]]] = {}
     for path in args.merge:  # per-seed files from parallel runs
         for name, rows in json.loads(Path(path).read_text())["runs"].items():
             runs.setdefault(name, []).extend(rows)
+
+    def save() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2) + "\n")
+
     for seed in [] if args.merge else args.seeds:
         if not args.sweep:
-            for name, acc in baselines(args, seed).items():
+            for name, acc in baselines(args, seed, runs_dir).items():
                 runs.setdefault(name, []).append({"seed": seed, "probe-acc-mean": acc})
         for name, changes in methods(args).items():
             if args.only and name not in args.only:
                 continue
+            run_dir = runs_dir / run_dir_name(name, seed)
+            config = cell_config(study_setting(args), changes, seed=seed, run_dir=run_dir)
             started = time.perf_counter()
-            history = run_in_process(base_config(args, seed, **changes))
-            final = {**history[-1]["train"], **history[-1].get("evaluate", {})}
+            final = run_cell(config)
             final.update(seed=seed, seconds=round(time.perf_counter() - started, 1))
             runs.setdefault(name, []).append(final)
             log.info(
@@ -144,13 +233,16 @@ def main() -> None:
                 final["probe-acc-mean"],
                 final["seconds"],
             )
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2) + "\n")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2) + "\n")
+            save()
+    save()
     table = summarize(runs)
     out.with_suffix(".md").write_text(table + "\n")
     log.info("\n%s", table)
+
+
+def _mean_std(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    accs = [r["probe-acc-mean"] for r in rows]
+    return float(np.mean(accs)), float(np.std(accs))
 
 
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> str:
@@ -160,12 +252,12 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> str:
         "|---|---|---|---|",
     ]
     for name, rows in runs.items():
-        accs = [r["probe-acc-mean"] for r in rows]
+        mean, std = _mean_std(rows)
         encs = sorted({k for r in rows for k in r if k.startswith("probe-acc-enc")})
         per_enc = ", ".join(f"{k[10:]} {np.mean([r[k] for r in rows]):.3f}" for k in encs)
         up = [r["upload-bytes-per-client"] for r in rows if "upload-bytes-per-client" in r]
         lines.append(
-            f"| {name} | {np.mean(accs):.3f} +- {np.std(accs):.3f} (n={len(accs)}) "
+            f"| {name} | {mean:.3f} +- {std:.3f} (n={len(rows)}) "
             f"| {per_enc or '-'} | {f'{np.mean(up):,.0f}' if up else '-'} |"
         )
     lines += [
@@ -181,6 +273,32 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> str:
             verdict = "gain" if diff > bar else ("loss" if -diff > bar else "no (within noise)")
             lines.append(f"| {a} - {b} | {diff:+.3f} | {bar:.3f} | {verdict} |")
     return "\n".join(lines)
+
+
+def readme_rows(
+    short: dict[str, list[dict[str, Any]]], long: dict[str, list[dict[str, Any]]]
+) -> str:
+    """The FedFoA rows of README.md's results table, from the 4 x 25 and 4 x 100 step runs."""
+
+    def acc(runs: dict[str, list[dict[str, Any]]], name: str) -> str:
+        return "{:.3f} +- {:.3f}".format(*_mean_std(runs[name]))
+
+    def upload(name: str) -> float:
+        return float(np.mean([r["upload-bytes-per-client"] for r in short[name]]))
+
+    foa, avg = upload("hetero fedfoa"), upload("homo fedavg-ssl")
+    return "\n".join(
+        [
+            "| Dirichlet 0.1, 4 clients, `cnn:16,resnet:8`, 4 x 100 local steps: FedFoA "
+            f"| {acc(long, 'hetero fedfoa')} |",
+            f"| same, local-only SSL on identical models | {acc(long, 'hetero local-only')} |",
+            "| same budget, 4 x 25 steps: FedFoA / local-only / homogeneous FedAvg-SSL "
+            f"| {acc(short, 'hetero fedfoa')} / {acc(short, 'hetero local-only')} / "
+            f"{acc(short, 'homo fedavg-ssl')} |",
+            "| upload per client per round: FedFoA (rank 16) / FedAvg-SSL "
+            f"| {foa:,.0f} B / {avg:,.0f} B ({avg / foa:.0f}x) |",
+        ]
+    )
 
 
 PAIRS = (

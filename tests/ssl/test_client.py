@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 
 from clients.ssl.client import STATE_KEY, alignment_weight, handle_evaluate, handle_train
 from clients.ssl.config import SSLConfig
-from clients.ssl.loop import run_in_process
+from fedlab.apps import fedfoa
 from fedlab.errors import FedlabError
+from fedlab.inprocess import run_in_process
 from strategies.fedfoa import EIGVALS, EIGVECS, RELATION
 
 TINY = dict(
@@ -81,8 +84,11 @@ def test_warm_up_rounds_switch_the_alignment_off():
     assert alignment_weight(config, 3, False) == 0.0
 
 
-def test_in_process_federation_mixes_two_architectures():
-    history = run_in_process(SSLConfig(**TINY))
+def test_in_process_federation_mixes_two_architectures(tmp_path):
+    mapping = {k.replace("_", "-"): v for k, v in TINY.items()}
+    config = fedfoa.resolve_config(mapping, {"out-dir": str(tmp_path)})
+    run_in_process(fedfoa, config)
+    history = json.loads((tmp_path / "history.json").read_text())
     final = history[-1]
     assert [h["round"] for h in history] == [1, 2]
     assert {"probe-acc-enc0", "probe-acc-enc1", "probe-acc-p0", "probe-acc-p1"} <= set(

@@ -1,0 +1,101 @@
+"""The FedFoA study's figures are the fedfoa app's own, and its published tables are its JSON."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from fedlab.apps import fedfoa
+from fedlab.errors import FedlabError
+from fedlab.inprocess import run_in_process
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "simulations" / "results" / "fedfoa"
+
+TINY_STUDY = argparse.Namespace(
+    clients=2, rounds=2, steps=2, batch_size=16, probe_size=200,
+    hetero="cnn:4,resnet:2", homo="cnn:4", lam=1.0, rank=3, warmup=1, sweep=False,
+)  # fmt: skip
+# Small enough for a fast test; the study's projector (64) would dominate its run time.
+TINY_MODEL = {"proj-dim": 8, "proj-hidden": 16, "partitioner": "iid"}
+
+
+def _without_timings(figures: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in figures.items() if not k.endswith("seconds")}
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(
+        "fedfoa_compare", ROOT / "simulations" / "fedfoa_compare.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("method", ["hetero fedfoa", "homo fedavg-ssl"])
+def test_a_study_cell_equals_the_apps_own_run(method, tmp_path):
+    """The script's cell and ``run_in_process`` of the same resolved config give equal figures."""
+    script = _script()
+    setting = {**script.study_setting(TINY_STUDY), **TINY_MODEL}
+    changes = script.methods(TINY_STUDY)[method]
+    config = script.cell_config(setting, changes, seed=3, run_dir=tmp_path / "study")
+    cell = script.run_cell(config)
+
+    app_config = fedfoa.resolve_config({**config.to_mapping(), "out-dir": str(tmp_path / "app")})
+    run_in_process(fedfoa, app_config)
+    summary = json.loads((tmp_path / "app" / "summary.json").read_text())
+    final = summary["final"]
+    app_figures = {**final["train"], **final["evaluate"]}
+    assert cell.keys() == app_figures.keys()
+    # Wall time is the one figure two runs of the same config cannot share.
+    assert _without_timings(cell) == _without_timings(app_figures)
+    assert cell["probe-acc-mean"] == final["evaluate"]["probe-acc-mean"]
+    # The study's cell is a normal run folder of the app, config included.
+    written = json.loads((tmp_path / "study" / "config.json").read_text())
+    assert written["app"] == "fedfoa" and written["seed"] == 3
+    assert (tmp_path / "study" / "history.json").is_file()
+
+
+def test_random_init_probe_is_the_clientapps_answer_before_training(tmp_path):
+    """The random-init baseline equals the evaluate handler's probe of each client's init model."""
+    from clients.ssl.client import init_model, probe_metrics
+    from fedlab.workload import build_workload
+
+    script = _script()
+    setting = {**script.study_setting(TINY_STUDY), **TINY_MODEL}
+    config = script.cell_config(
+        setting, {"encoders": TINY_STUDY.hetero}, seed=1, run_dir=tmp_path / "init"
+    )
+    workload = build_workload(config)
+    expected = [
+        probe_metrics(workload, init_model(workload, p), seed=1)["probe-acc"]
+        for p in range(config.num_supernodes)
+    ]
+    assert script.random_init_probe(config) == pytest.approx(sum(expected) / len(expected))
+
+
+def test_a_run_folder_without_a_final_probe_is_refused(tmp_path):
+    script = _script()
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"stopped-early": "round 1: 0 of 4 clients replied", "final": None})
+    )
+    with pytest.raises(FedlabError, match="no final probe accuracy"):
+        script.figures_from_run_folder(tmp_path)
+
+
+def test_readme_and_docs_tables_are_the_committed_results():
+    """Each published FedFoA table is regenerated from its JSON by the script's table function."""
+    script = _script()
+    short = json.loads((RESULTS / "fedfoa_compare.json").read_text())["runs"]
+    long = json.loads((RESULTS / "fedfoa_compare_long.json").read_text())["runs"]
+    docs = (ROOT / "docs" / "fedfoa.md").read_text()
+    for runs, name in ((short, "fedfoa_compare"), (long, "fedfoa_compare_long")):
+        table = script.summarize(runs)
+        assert table + "\n" == (RESULTS / f"{name}.md").read_text()
+        assert table in docs
+    assert script.readme_rows(short, long) in (ROOT / "README.md").read_text()
