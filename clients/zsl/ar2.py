@@ -21,6 +21,7 @@ What is kept from the paper, and what differs:
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -153,14 +154,17 @@ def ar2_losses(
     *,
     uad: float,
     agl: float,
+    adjust: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Fine-tuning loss: seen-class ZSL cross-entropy + ``uad`` * UAD + ``agl`` * AGL.
 
-    ``labels`` are class ids, ``positions`` their index in ``seen``.
+    ``labels`` are class ids, ``positions`` their index in ``seen``; ``adjust`` (a label-skew
+    remedy) maps the seen-class logits of both cross-entropies before the loss.
     """
+    adjust = adjust or (lambda logits: logits)
     fmap = model.feature_map(images)
     pooled = fmap.mean((2, 3))
-    loss_cls = F.cross_entropy(model.scores(model.head(pooled))[:, seen], positions)
+    loss_cls = F.cross_entropy(adjust(model.scores(model.head(pooled))[:, seen]), positions)
     loss = loss_cls
     metrics = {"cls": loss_cls.item()}
     if uad > 0:
@@ -172,7 +176,7 @@ def ar2_losses(
     if agl > 0:
         attr_pred = model.attribute_predictions(fmap)
         loss_attr = F.mse_loss(attr_pred, model.attributes[labels])
-        loss_proto = F.cross_entropy(model.prototype_scores(pooled)[:, seen], positions)
+        loss_proto = F.cross_entropy(adjust(model.prototype_scores(pooled)[:, seen]), positions)
         loss = loss + agl * (loss_attr + loss_proto)
         metrics["agl"] = (loss_attr + loss_proto).item()
     return loss, metrics

@@ -1,4 +1,4 @@
-"""Build the :class:`~clients.zsl.data.ZslData` of a run: ``shapes``, ``digits`` or ``xlsa17``."""
+"""Build the :class:`~clients.zsl.data.ZslData` of a run: shapes, digits, compo or xlsa17."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import numpy as np
 import torch
 
 from clients.zsl import benchmarks as bm
+from clients.zsl import compo
 from clients.zsl.data import ZslData, stratified_holdout
 from clients.zsl.xlsa17 import load_xlsa17
 from fedlab.errors import FedlabError
 
-ZSL_DATASETS = ("shapes", "digits", "xlsa17")
+ZSL_DATASETS = ("shapes", "digits", "compo", "xlsa17")
 REPRESENTATIONS = ("features", "images")
 SHAPES_PER_CLASS = 150
 HOLDOUT_SEED = 0  # the held-out seen test split is fixed, whatever the run's seed
@@ -84,6 +85,26 @@ def digits_data(split: int, representation: str, test_fraction: float) -> ZslDat
     )
 
 
+def compo_data(split: int, representation: str, test_fraction: float) -> ZslData:
+    """The compositional benchmark (64 classes, 16 unseen, 12 exact attributes)."""
+    labels = compo.compo_labels()
+    unseen = compo.compo_split(split)
+
+    def load(idx: np.ndarray) -> torch.Tensor:
+        index = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        source = compo.all_images() if representation == "images" else compo.all_features()
+        return source[index]
+
+    return ZslData(
+        load=load,
+        labels=labels,
+        attributes=compo.compo_attributes(),
+        class_names=compo.class_names(),
+        name=f"compo/split{split}",
+        **_protocol(labels, tuple(int(c) for c in unseen), test_fraction),
+    )
+
+
 def load_zsl(
     dataset: str,
     *,
@@ -112,4 +133,6 @@ def load_zsl(
         return load_xlsa17(data_path)
     if dataset == "shapes":
         return shapes_data(split, representation, test_fraction)
+    if dataset == "compo":
+        return compo_data(split, representation, test_fraction)
     return digits_data(split, representation, test_fraction)

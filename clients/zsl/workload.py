@@ -19,7 +19,8 @@ from torch import nn
 
 from clients.zsl.ar2 import Ar2Net, ar2_losses, nearest_unseen
 from clients.zsl.data import ZslData, ZslTensors, class_disjoint_partition
-from clients.zsl.metrics import gzsl, zsl_top1
+from clients.zsl.label_skew import LABEL_SKEW_REMEDIES, adjust_logits
+from clients.zsl.metrics import ausuc, gzsl, zsl_top1
 from clients.zsl.models import MLP, CompatibilityModel, ParsNets
 from clients.zsl.sources import ZSL_DATASETS, load_zsl
 from fedlab.config import RunConfig, _choice, to_key
@@ -39,6 +40,9 @@ class ZslConfig(RunConfig):
     zsl_partition: str = "classes"
     zsl_scale: float = 20.0
     gzsl_gamma: float = 0.0
+    zsl_label_skew: str = "none"
+    fedrs_alpha: float = 0.5
+    fedlc_tau: float = 1.0
     parsnets_bases: int = 4
     parsnets_topk: int = 2
     parsnets_ortho: float = 1e-2
@@ -59,6 +63,10 @@ class ZslConfig(RunConfig):
         "zsl_partition": "client split: classes (class-disjoint clients) or iid",
         "zsl_scale": "softmax scale of the compatibility scores",
         "gzsl_gamma": "calibrated-stacking gamma subtracted from seen-class scores",
+        "zsl_label_skew": "client loss remedy for label skew: none, fedrs (restricted softmax) "
+        "or fedlc (logit calibration); the loss always runs over all seen classes",
+        "fedrs_alpha": "FedRS: factor on the logits of seen classes a client does not hold",
+        "fedlc_tau": "FedLC: strength of the per-class calibration tau * n_c^(-1/4)",
         "parsnets_bases": "ParsNets: K base linear maps",
         "parsnets_topk": "ParsNets: bases a sample's sparse gate selects",
         "parsnets_ortho": "ParsNets: weight of the orthogonality regulariser",
@@ -79,6 +87,14 @@ class ZslConfig(RunConfig):
         _choice(self, "zsl_dataset", ZSL_DATASETS)
         _choice(self, "zsl_partition", ("classes", "iid"))
         _choice(self, "ar2_phase", ("auto", "pretrain", "finetune"))
+        _choice(self, "zsl_label_skew", LABEL_SKEW_REMEDIES)
+        if not 0 <= self.fedrs_alpha <= 1:
+            raise FedlabError(
+                f"fedrs-alpha must lie in [0, 1] (1 = plain softmax), got {self.fedrs_alpha}"
+            )
+        if not self.fedlc_tau > 0:
+            raise FedlabError(f"fedlc-tau must be > 0 (use zsl-label-skew=none for plain "
+                              f"softmax), got {self.fedlc_tau}")  # fmt: skip
         for name in ("zsl_scale", "parsnets_bases", "parsnets_topk", "mlp_width", "ar2_width",
                      "ar2_nearest_unseen"):  # fmt: skip
             if getattr(self, name) <= 0:
@@ -143,7 +159,21 @@ class ZslWorkload(Workload):
         return trainval[parts[partition_id]]
 
     def client_dataset(self, partition_id: int, num_partitions: int) -> ZslTensors:
-        return self.data.subset(self.partition(partition_id, num_partitions))
+        """A client's data; its per-seen-class counts are kept for the label-skew remedies."""
+        subset = self.data.subset(self.partition(partition_id, num_partitions))
+        counts = torch.bincount(self.positions[subset.labels], minlength=len(self.seen))
+        self.__dict__["local_counts"] = counts
+        return subset
+
+    def seen_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Training logits over all seen classes, adjusted by ``zsl-label-skew`` on a client
+        (one that called :meth:`client_dataset`); unchanged in centralised training."""
+        counts = self.__dict__.get("local_counts")
+        if counts is None or self.config.zsl_label_skew == "none":
+            return logits
+        c = self.config
+        return adjust_logits(logits, counts, c.zsl_label_skew, alpha=c.fedrs_alpha,
+                             tau=c.fedlc_tau)  # fmt: skip
 
     def train_dataset(self) -> ZslTensors:
         return self.data.subset(self.data.trainval)
@@ -171,12 +201,14 @@ class ZslWorkload(Workload):
         """T1, acc-s, acc-u and H from :meth:`test_scores`, with calibration ``gamma``."""
         d = self.data
         out = {"T1": zsl_top1(scores["scores-unseen"], scores["labels-unseen"], d.unseen)}
-        out.update(gzsl(scores["scores-seen"], scores["labels-seen"], scores["scores-unseen"],
-                        scores["labels-unseen"], d.seen, d.unseen, gamma))  # fmt: skip
+        parts = (scores["scores-seen"], scores["labels-seen"], scores["scores-unseen"],
+                 scores["labels-unseen"], d.seen, d.unseen)  # fmt: skip
+        out.update(gzsl(*parts, gamma))
+        out["AUSUC"] = ausuc(*parts)
         return out
 
     def evaluator(self):
-        """``model -> {T1, acc-s, acc-u, H}`` with the configured ``gzsl-gamma``."""
+        """``model -> {T1, acc-s, acc-u, H, AUSUC}`` with the configured ``gzsl-gamma``."""
         self.test_sets  # noqa: B018  (load the test data now, before any round)
 
         def evaluate(model: nn.Module) -> dict[str, float]:
@@ -196,7 +228,7 @@ class ZslWorkload(Workload):
         emb = model.embed(x)
         pos = self.positions[labels]
         logits = model.scores(emb)[:, self.seen]
-        ce = F.cross_entropy(logits, pos)
+        ce = F.cross_entropy(self.seen_logits(logits), pos)
         reg = model.regularization(emb, labels)
         acc = (logits.argmax(1) == pos).float().mean().item()
         return ce + reg, {"ce": ce.item(), "reg": reg.item(), "seen-accuracy": acc}
@@ -258,8 +290,8 @@ class Ar2Workload(ZslWorkload):
         if c.ar2_phase == "pretrain":
             model.update_teacher(0.0)
             logits = model.classifier(model.feature_map(images).mean((2, 3)))
-            loss = F.cross_entropy(logits, pos)
+            loss = F.cross_entropy(self.seen_logits(logits), pos)
             return loss, {"seen-accuracy": (logits.argmax(1) == pos).float().mean().item()}
         model.update_teacher(c.ar2_ema)
         return ar2_losses(model, images, pos, labels, self.seen, self.nearest,
-                          uad=c.ar2_uad, agl=c.ar2_agl)  # fmt: skip
+                          uad=c.ar2_uad, agl=c.ar2_agl, adjust=self.seen_logits)  # fmt: skip

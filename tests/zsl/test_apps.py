@@ -50,7 +50,7 @@ def test_server_evaluation_reports_t1_and_h():
     torch.manual_seed(0)
     arrays = ArrayRecord(workload.build_model().state_dict())
     metrics = zsl_evaluation(workload)(1, arrays)
-    assert set(metrics) == {"T1", "acc-s", "acc-u", "H"}
+    assert set(metrics) == {"T1", "acc-s", "acc-u", "H", "AUSUC"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
 
 
