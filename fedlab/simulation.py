@@ -33,6 +33,7 @@ from typing import Any
 from fedlab.appspec import AppSpec
 from fedlab.atomic import atomic_write_json
 from fedlab.config import RunConfig
+from fedlab.run_guard import descendants, start_guard
 from fedlab.server import STOP_REQUEST_ATTR, StopRequest
 
 log = logging.getLogger("fedlab")
@@ -91,14 +92,20 @@ def simulate(
         # The grid carries the stop request to fedlab.server.run_federation.
         spec.run_server(_GridWithStop(grid, stop), config)  # type: ignore[arg-type]
 
-    already_running = _descendants(os.getpid())
+    already_running = descendants(os.getpid())
     # Ray's workers are the raylet's children: when it exits first they would be orphaned to
     # init and out of reach of the clean-up below; as a subreaper this process inherits them.
     _become_child_subreaper()
+    # If this process is killed outright (SIGKILL), no clean-up below runs: the guard ends
+    # what the run started.
+    guard = start_guard()
     try:
         with interrupt_handling(stop, stop_now=lambda: _stop_now(already_running, config)):
             _run_simulation_once(server_app, spec.client_app(config), config, backend, verbose)
     finally:
+        if guard is not None:
+            guard.terminate()
+            guard.wait()
         shutdown_ray(already_running)
     return stop.reason or None
 
@@ -198,7 +205,7 @@ def shutdown_ray(already_running: set[int] | None = None) -> list[int]:
 
         if ray.is_initialized():
             ray.shutdown()
-    left = _descendants(os.getpid()) - (already_running or set())
+    left = descendants(os.getpid()) - (already_running or set())
     if left:
         log.warning("ending %d process(es) the run left behind: %s", len(left), sorted(left))
         _terminate(left)
@@ -208,7 +215,7 @@ def shutdown_ray(already_running: set[int] | None = None) -> list[int]:
 def _stop_now(already_running: set[int], config: RunConfig) -> None:
     """Second Ctrl-C: end the run's processes and this one at once; finished rounds stay."""
     log.warning("interrupted again: stopping now; finished rounds are kept in the run folder")
-    _terminate(_descendants(os.getpid()) - already_running, grace=2.0)
+    _terminate(descendants(os.getpid()) - already_running, grace=2.0)
     if config.out_dir:
         _write_interrupted_summary(Path(config.out_dir), config.num_server_rounds)
     for stream in (sys.stdout, sys.stderr):
@@ -245,26 +252,6 @@ def _become_child_subreaper() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
         log.debug("prctl(PR_SET_CHILD_SUBREAPER) failed: errno %d", ctypes.get_errno())
-
-
-def _descendants(pid: int) -> set[int]:
-    """Process ids of every living descendant of ``pid``, read from /proc (empty elsewhere)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # the process ended while we looked
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def _terminate(pids: set[int], grace: float = 5.0) -> None:

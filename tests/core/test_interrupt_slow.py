@@ -132,3 +132,46 @@ def _alive(pid: int) -> bool:
         return _stat_fields(pid)[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def test_a_sigkilled_driver_leaves_no_ray_process(tmp_path):
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [
+            str(BIN / "flower-simulation"),
+            "--app",
+            "fedlab.apps:fedavg",
+            "--out",
+            str(out),
+            "--num-supernodes",
+            "2",
+            "--gpu",
+            "off",
+            "--run-config",
+            f"num-server-rounds={PLANNED}",
+            "local-epochs=1",
+            "model=mlp",
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    try:
+        assert wait_until(lambda: rounds_in(out / "history.json") >= 1, 60), "no round in 60 s"
+        group = processes_in_group(proc.pid)
+        sessions = {m for cmd in group.values() for m in re.findall(r"/session_[\w\-.]+", cmd)}
+        assert sessions, group
+        proc.kill()  # SIGKILL to the driver alone: none of its own clean-up runs
+        proc.wait()
+
+        def nothing_left() -> bool:
+            alive = {pid for pid in group if pid != proc.pid and _alive(pid)}
+            return not alive and not any(processes_mentioning(s) for s in sessions)
+
+        assert wait_until(nothing_left, 30), {s: processes_mentioning(s) for s in sessions}
+    finally:
+        if processes_in_group(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
