@@ -51,6 +51,12 @@ def alignment_weight(config: SSLConfig, server_round: int, has_relation: bool) -
     return config.fedfoa_lambda if has_relation and server_round > config.warmup_rounds else 0.0
 
 
+def fedsc_alpha(config: SSLConfig, server_round: int) -> float:
+    """FedSC's local weight: 1 in round 1, falling linearly towards ``fedsc-alpha-min``."""
+    progress = max(server_round - 1, 0) / config.num_server_rounds
+    return 1.0 - (1.0 - config.fedsc_alpha_min) * progress
+
+
 def local_round(
     workload: SSLWorkload,
     model: SSLModel,
@@ -64,11 +70,21 @@ def local_round(
 ) -> LocalRound:
     """Train ``model`` in place for one round, then factorize its local relation matrix."""
     cfg = workload.config
-    weight = alignment_weight(cfg, server_round, relation is not None)
     target = torch.as_tensor(relation, dtype=torch.float32) if relation is not None else None
-    step = workload.aligned_step(target, weight)
+    if cfg.relation_objective == "fedsc":
+        use = relation is not None and server_round > cfg.warmup_rounds
+        weight = fedsc_alpha(cfg, server_round) if use else 1.0
+        step = workload.fedsc_step(target if use else None, weight)
+    else:
+        weight = alignment_weight(cfg, server_round, relation is not None)
+        step = workload.aligned_step(target, weight)
     result = train(model, dataset, step, train_cfg, device=device, seed=seed)
-    vals, vecs = factorize(workload.local_relation(model, dataset, device), cfg.relation_rank)
+    if cfg.relation_objective == "fedsc":
+        torch.manual_seed(derive_seed(seed, "fedsc-views"))
+        shared = workload.local_second_moment(model, dataset, device)
+    else:
+        shared = workload.local_relation(model, dataset, device)
+    vals, vecs = factorize(shared, cfg.relation_rank)
     metrics = {f"train-{k}": v for k, v in result.metrics.items()}
     metrics.update({"train-seconds": result.seconds, "align-weight": weight})
     return LocalRound(result.num_examples, metrics, vals, vecs)

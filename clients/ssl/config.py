@@ -21,6 +21,10 @@ class SSLConfig(RunConfig):
     the number of eigenpairs a client uploads. ``weight-averaging`` also averages model weights
     (FedAvg-SSL; homogeneous encoders only). ``probe-every`` runs the linear probe every k rounds
     (and always after the last), on at most ``probe-size`` labelled training examples (0: all).
+    ``relation-objective=fedsc`` (with ``ssl-method=spectral``) shares FedSC's uncentred second
+    moment instead of the correlation and trains FedSC's objective against the aggregate, with
+    the local weight alpha falling from 1 to ``fedsc-alpha-min``; with ``weight-averaging`` this
+    is FedSC proper, without it (heterogeneous encoders) our ablation of its relation objective.
     """
 
     dataset: str = "textured-shapes"
@@ -44,9 +48,12 @@ class SSLConfig(RunConfig):
     weight_averaging: bool = False
     probe_every: int = 0
     probe_size: int = 0
+    relation_objective: str = "fedfoa"
+    fedsc_alpha_min: float = 0.2
+    spectral_mu: float = 5.0
 
     KEY_HELP: ClassVar[dict[str, str]] = {
-        "ssl_method": "self-supervised objective: simclr, byol or simsiam",
+        "ssl_method": "self-supervised objective: simclr, byol, simsiam or spectral",
         "encoders": "comma-separated encoders given to clients round-robin (cnn, resnet, ...)",
         "proj_dim": "projector output dimension D (relation matrices are D x D)",
         "proj_hidden": "projector hidden width",
@@ -58,12 +65,23 @@ class SSLConfig(RunConfig):
         "weight_averaging": "also average encoder weights (FedAvg-SSL; one encoder only)",
         "probe_every": "run the linear probe every k rounds (and after the last); 0: last only",
         "probe_size": "labelled training examples for the probe; 0: all",
+        "relation_objective": "fedfoa (align correlations) or fedsc (FedSC's spectral objective)",
+        "fedsc_alpha_min": "FedSC: local weight alpha falls linearly from 1 to this over rounds",
+        "spectral_mu": "spectral loss: feature norms clamped to sqrt(mu) (FedSC's mu)",
     }
 
     def validate(self) -> None:
         super().validate()
-        _choice(self, "ssl_method", ("simclr", "byol", "simsiam"))
-        _positive(self, "proj_dim", "proj_hidden", "temperature", "relation_rank")
+        _choice(self, "ssl_method", ("simclr", "byol", "simsiam", "spectral"))
+        _choice(self, "relation_objective", ("fedfoa", "fedsc"))
+        _positive(self, "proj_dim", "proj_hidden", "temperature", "relation_rank", "spectral_mu")
+        if not 0 <= self.fedsc_alpha_min <= 1:
+            raise FedlabError(f"fedsc-alpha-min must lie in [0, 1], got {self.fedsc_alpha_min}")
+        if self.relation_objective == "fedsc" and self.ssl_method != "spectral":
+            raise FedlabError(
+                f"relation-objective=fedsc needs ssl-method=spectral (FedSC's loss shares the "
+                f"spectral loss's second moment), got ssl-method={self.ssl_method}; set both"
+            )
         _non_negative(self, "fedfoa_lambda", "warmup_rounds", "probe_every", "probe_size")
         if not 0 <= self.byol_momentum < 1:
             raise FedlabError(f"byol-momentum must lie in [0, 1), got {self.byol_momentum}")

@@ -124,7 +124,7 @@ class SSLModel(nn.Module):
     ----------
     encoder : str
         ``arch`` or ``arch:width``.
-    method : {"simclr", "byol", "simsiam"}
+    method : {"simclr", "byol", "simsiam", "spectral"}
     in_channels, image_size : int
     proj_dim : int
         Output size D of the projector (shared across the federation).

@@ -11,7 +11,13 @@ from torch import nn
 from clients.ssl.augment import augment
 from clients.ssl.config import SSLConfig
 from clients.ssl.models import SSLModel, parse_encoders
-from clients.ssl.objectives import negative_cosine, nt_xent
+from clients.ssl.objectives import (
+    clamp_norm,
+    negative_cosine,
+    nt_xent,
+    second_moment,
+    spectral_contrastive,
+)
 from clients.ssl.relation import alignment_loss, relation_matrix
 from fedlab.data.datasets import ImageDataset
 from fedlab.errors import FedlabError
@@ -66,6 +72,8 @@ class SSLWorkload(PartitionedImageWorkload):
         method = self.config.ssl_method
         if method == "simclr":
             loss = nt_xent(z1, z2, self.config.temperature)
+        elif method == "spectral":
+            loss = spectral_contrastive(z1, z2, mu=self.config.spectral_mu)
         elif method == "simsiam":
             p1, p2 = model.predictor(z1), model.predictor(z2)
             loss = (negative_cosine(p1, z2) + negative_cosine(p2, z1)) / 2
@@ -94,6 +102,41 @@ class SSLWorkload(PartitionedImageWorkload):
             return ssl + weight * align, {"ssl-loss": ssl.item(), "align-loss": align.item()}
 
         return step_fn
+
+    def fedsc_step(self, external: torch.Tensor | None, alpha: float) -> StepFn:
+        """FedSC's step: the spectral loss with the other clients' second moment ``external``."""
+        if external is None or alpha == 1:
+            return self.step
+
+        def step_fn(model: nn.Module, batch: tuple[torch.Tensor, ...]):
+            images = batch[0]
+            z1 = model.project(augment(images, None))  # type: ignore[operator]
+            z2 = model.project(augment(images, None))  # type: ignore[operator]
+            loss = spectral_contrastive(
+                z1, z2, mu=self.config.spectral_mu, external=external, alpha=alpha
+            )
+            return loss, {"ssl-loss": loss.item(), "fedsc-alpha": alpha}
+
+        return step_fn
+
+    @torch.no_grad()
+    def local_second_moment(
+        self, model: SSLModel, dataset: ImageDataset, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
+        """FedSC's shared matrix: ``Z^T Z / 2n`` of two augmented views of the whole partition.
+
+        FedSC averages it over 5 passes of augmentation; one pass of two views is used here.
+        """
+        was_training = model.training
+        model.to(device).eval()
+        images = dataset.images
+        mu = self.config.spectral_mu
+        parts = []
+        for i in range(0, len(images), 256):
+            chunk = images[i : i + 256].to(device)
+            parts += [clamp_norm(model.project(augment(chunk, None)), mu) for _ in range(2)]
+        model.train(was_training)
+        return second_moment(torch.cat(parts).cpu().double())
 
     @torch.no_grad()
     def local_relation(
