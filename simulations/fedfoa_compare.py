@@ -60,6 +60,8 @@ def study_setting(args: argparse.Namespace) -> dict[str, Any]:
         "batch-size": args.batch_size,
         "probe-size": args.probe_size,
         "probe-every": 0,
+        "partitioner": args.partitioner,
+        "dirichlet-alpha": args.alpha,
     }
 
 
@@ -82,12 +84,19 @@ def methods(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         return grid
     het, homo = {"encoders": args.hetero}, {"encoders": args.homo}
     wa = {"weight-averaging": True}
+    # FedSC shares the full D x D second moment (rank = proj-dim: nothing is cut)
+    fedsc = {"ssl-method": "spectral", "relation-objective": "fedsc", "relation-rank": 64}
+    spectral_alone = {**fedsc, "fedsc-alpha-min": 1.0}  # alpha stays 1: the aggregate is unused
     return {
         "hetero fedfoa": {**het, **lam},
         "hetero local-only": {**het, **off},
+        "hetero fedsc-objective": {**het, **fedsc},
+        "hetero local-only spectral": {**het, **spectral_alone},
         "homo fedavg-ssl": {**homo, **off, **wa},
+        "homo fedsc": {**homo, **fedsc, **wa},
         "homo fedfoa": {**homo, **lam},
         "homo local-only": {**homo, **off},
+        "homo local-only spectral": {**homo, **spectral_alone},
     }
 
 
@@ -181,6 +190,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--partitioner", default="dirichlet", choices=["dirichlet", "iid"])
+    p.add_argument("--alpha", type=float, default=0.1, help="Dirichlet alpha")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--batch-size", type=int, default=64)
@@ -310,6 +321,10 @@ PAIRS = (
     ("homo fedavg-ssl", "homo local-only"),
     ("homo fedfoa+fedavg", "homo fedavg-ssl"),
     ("fedfoa", "local-only"),
+    ("hetero fedsc-objective", "hetero local-only spectral"),
+    ("hetero fedfoa", "hetero fedsc-objective"),
+    ("homo fedsc", "homo fedavg-ssl"),
+    ("homo fedsc", "homo local-only spectral"),
 )
 
 

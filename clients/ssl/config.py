@@ -48,6 +48,7 @@ class SSLConfig(RunConfig):
     weight_averaging: bool = False
     probe_every: int = 0
     probe_size: int = 0
+    min_partition_size: int = 2
     relation_objective: str = "fedfoa"
     fedsc_alpha_min: float = 0.2
     spectral_mu: float = 5.0
@@ -65,6 +66,7 @@ class SSLConfig(RunConfig):
         "weight_averaging": "also average encoder weights (FedAvg-SSL; one encoder only)",
         "probe_every": "run the linear probe every k rounds (and after the last); 0: last only",
         "probe_size": "labelled training examples for the probe; 0: all",
+        "min_partition_size": "Dirichlet partitions are redrawn until each client has this many",
         "relation_objective": "fedfoa (align correlations) or fedsc (FedSC's spectral objective)",
         "fedsc_alpha_min": "FedSC: local weight alpha falls linearly from 1 to this over rounds",
         "spectral_mu": "spectral loss: feature norms clamped to sqrt(mu) (FedSC's mu)",
@@ -75,6 +77,11 @@ class SSLConfig(RunConfig):
         _choice(self, "ssl_method", ("simclr", "byol", "simsiam", "spectral"))
         _choice(self, "relation_objective", ("fedfoa", "fedsc"))
         _positive(self, "proj_dim", "proj_hidden", "temperature", "relation_rank", "spectral_mu")
+        if self.min_partition_size < 2:
+            raise FedlabError(
+                f"min-partition-size must be >= 2 (a batch of one cannot be contrasted), got "
+                f"{self.min_partition_size}"
+            )
         if not 0 <= self.fedsc_alpha_min <= 1:
             raise FedlabError(f"fedsc-alpha-min must lie in [0, 1], got {self.fedsc_alpha_min}")
         if self.relation_objective == "fedsc" and self.ssl_method != "spectral":

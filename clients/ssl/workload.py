@@ -35,7 +35,11 @@ class SSLWorkload(PartitionedImageWorkload):
     """
 
     config: SSLConfig
-    min_partition_size = 2  # a batch of one cannot be contrasted
+
+    @property
+    def min_partition_size(self) -> int:  # type: ignore[override]
+        """``min-partition-size`` (at least 2: a batch of one cannot be contrasted)."""
+        return self.config.min_partition_size
 
     def __init__(self, config: SSLConfig) -> None:
         if not isinstance(config, SSLConfig):
