@@ -63,8 +63,7 @@ class ZslConfig(RunConfig):
         "zsl_partition": "client split: classes (class-disjoint clients) or iid",
         "zsl_scale": "softmax scale of the compatibility scores",
         "gzsl_gamma": "calibrated-stacking gamma subtracted from seen-class scores",
-        "zsl_label_skew": "client loss remedy for label skew: none, fedrs (restricted softmax) "
-        "or fedlc (logit calibration); the loss always runs over all seen classes",
+        "zsl_label_skew": "label-skew remedy in client losses: none, fedrs or fedlc",
         "fedrs_alpha": "FedRS: factor on the logits of seen classes a client does not hold",
         "fedlc_tau": "FedLC: strength of the per-class calibration tau * n_c^(-1/4)",
         "parsnets_bases": "ParsNets: K base linear maps",
