@@ -1,0 +1,69 @@
+"""Shipped audit presets (the same keys as an audit TOML file).
+
+``default``: the ``dpfedavg`` app on the ``patches`` dataset with DLG's sigmoid LeNet (the model
+whose gradients the shipped PGLA denoiser was trained on), no DP, central DP at client-level
+epsilon 2 and 8, local DP at epsilon 8 and 5,000 per release, 2 traced targets each, iDLG and
+inverting gradients capped at 1,000 iterations with the plateau stop, denoisers none and PGLA.
+``full``: more targets, settings and the DLG attack, for a background run. ``tiny``: seconds,
+for tests (softmax regression on digits, 20 clients, 3 rounds).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LENET_PATCHES = {"workload": "supervised", "model": "lenet", "dataset": "patches"}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {
+        "app": "dpfedavg",
+        "run": {**LENET_PATCHES, "num-server-rounds": 10, "num-supernodes": 100},
+        "settings": [
+            {"mode": "none"},
+            {"mode": "central", "epsilon": 2.0},
+            {"mode": "central", "epsilon": 8.0},
+            {"mode": "local", "epsilon": 8.0},
+            {"mode": "local", "epsilon": 5000.0},
+        ],
+        "targets": 2,
+        "attacks": ["idlg", "ig"],
+        "denoisers": ["none", "pgla"],
+        "max-iterations": 1000,
+    },
+    "full": {
+        "app": "dpfedavg",
+        "run": {**LENET_PATCHES, "num-server-rounds": 20, "num-supernodes": 100},
+        "settings": [
+            {"mode": "none"},
+            {"mode": "central", "epsilon": 1.0},
+            {"mode": "central", "epsilon": 4.0},
+            {"mode": "central", "epsilon": 16.0},
+            {"mode": "local", "epsilon": 8.0},
+            {"mode": "local", "epsilon": 500.0},
+            {"mode": "local", "epsilon": 5000.0},
+            {"mode": "local", "epsilon": 50000.0},
+        ],
+        "targets": 6,
+        "attacks": ["idlg", "ig", "dlg"],
+        "denoisers": ["none", "pgla"],
+        "max-iterations": 2000,
+    },
+    "tiny": {
+        "app": "dpfedavg",
+        "run": {
+            "num-server-rounds": 3,
+            "num-supernodes": 20,
+            "local-epochs": 1,
+            "sample-rate": 0.5,
+        },
+        "settings": [{"mode": "none"}, {"mode": "local", "epsilon": 1.0}],
+        "targets": 1,
+        "attacks": ["idlg"],
+        "denoisers": ["none"],
+        "max-iterations": 100,
+        "null-canaries": 50,
+        "bootstrap": 50,
+        "workers": 0,
+        "attack-aggregate": False,
+    },
+}

@@ -1,0 +1,359 @@
+"""The audit sweep: every setting is a real run of the app, then its traces are attacked.
+
+Layout of ``--out``::
+
+    audit-config.json          the audit's config (a resumed audit must be given the same)
+    settings/<name>/run/       the app's run folder (config, history, model, traces)
+    settings/<name>/setting.json   accountant, canary estimates, utility, targets (written last)
+    settings/<name>/attacks/<target>__<attack>__<denoiser>.json (+ .safetensors)
+    audit.json, report.html    :mod:`attacks.audit.report`
+
+Resume: a setting with ``setting.json`` is not run again (a run killed midway is started over,
+its folder replaced); an attack whose row exists is not run again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from attacks.audit.canaries import CanaryMod, ObservingGrid, canary_statistics, flat, with_canaries
+from attacks.audit.config import AuditConfig, Setting
+from attacks.audit.estimate import estimate_epsilon, gaussian_pair_epsilon
+from fedlab.appspec import AppSpec
+from fedlab.atomic import atomic_save_tensors, atomic_write_json
+from fedlab.config import RunConfig
+from fedlab.errors import FedlabError
+from fedlab.flower_compat import ensure_task_identity
+
+log = logging.getLogger("fedlab.audit")
+
+DP_KEYS = ("dp_mode", "target_epsilon", "local_epsilon", "clip_norm")
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A setting resolved against the app: its run config, population and canaries."""
+
+    setting: Setting
+    config: RunConfig
+    canaries: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return self.setting.name
+
+
+def resolve_settings(spec: AppSpec, audit: AuditConfig, out: Path) -> list[Planned]:
+    """Every setting's run config, resolved and checked by the app before anything runs.
+
+    Raises
+    ------
+    FedlabError
+        One line: an app that cannot record traces or has no DP-FedAvg keys, an epsilon the
+        sampling cannot reach, a population too small for one canary, any key the app refuses.
+    """
+    if "record-traces" in spec.ignored_keys:
+        raise FedlabError(
+            f"audit: app {spec.name!r} cannot record gradient traces "
+            "(record-traces is in its ignored keys); audit an app that records "
+            "them, e.g. dpfedavg"
+        )
+    fields = set(spec.config_cls.__dataclass_fields__)
+    missing = [k for k in DP_KEYS if k not in fields]
+    if missing:
+        raise FedlabError(
+            f"audit: app {spec.name!r} has no {', '.join(missing)} keys; the audit "
+            "sweeps DP-FedAvg's dp-mode, target-epsilon and local-epsilon "
+            "(use dpfedavg or an app built on DPFedAvgConfig)"
+        )
+    base = {
+        **audit.run,
+        "record-traces": True,
+        "trace-rounds": str(audit.trace_round),
+        "trace-clients": "",
+        "trace-batch-size": 1,
+    }
+    planned = []
+    for setting in audit.settings:
+        layer = {
+            **base,
+            **setting.overrides(),
+            "out-dir": str(out / "settings" / setting.name / "run"),
+        }
+        try:
+            config = spec.resolve_config(layer)
+            n = config.num_supernodes
+            if audit.trace_round > config.num_server_rounds:
+                raise FedlabError(
+                    f"trace-round {audit.trace_round} > num-server-rounds "
+                    f"{config.num_server_rounds}"
+                )
+            k = int(math.floor(audit.canary_share * n + 1e-9))
+            if k < 2:
+                raise FedlabError(
+                    f"{n} clients leave room for {k} canaries at canary-share "
+                    f"{audit.canary_share}; need at least 2 (num-supernodes >= "
+                    f"{math.ceil(2 / audit.canary_share)})"
+                )
+            if spec.check is not None:
+                spec.check(config, n)
+        except FedlabError as exc:
+            raise FedlabError(f"audit setting {setting.name}: {exc}") from None
+        planned.append(Planned(setting, config, tuple(range(n - k, n))))
+    return planned
+
+
+def accountant(setting: Setting, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The app's own privacy figures after the last round (epsilon None: no guarantee)."""
+    train = history[-1].get("train", {}) if history else {}
+    if setting.mode == "central":
+        return {
+            "epsilon": train.get("dp-client-epsilon"),
+            "delta": train.get("dp-delta"),
+            "what": "client-level, RDP, Poisson sampling (the app's accountant)",
+        }
+    if setting.mode == "local":
+        return {
+            "epsilon": train.get("dp-local-epsilon-total-max"),
+            "delta": train.get("dp-delta"),
+            "per-release": train.get("dp-local-epsilon-per-release"),
+            "noise-std": train.get("dp-local-noise-std"),
+            "clip-norm": train.get("dp-clip-norm"),
+            "what": "local, composed over the most releases of any client",
+        }
+    return {"epsilon": None, "delta": None, "what": "no DP: no guarantee"}
+
+
+def _per_release_bound(acc: dict[str, Any], delta: float) -> float | None:
+    """Epsilon the claimed Gaussian noise gives a canary's reply (distance C, add/remove)."""
+    std, clip = acc.get("noise-std"), acc.get("clip-norm")
+    if not std or not clip:
+        return None
+    return gaussian_pair_epsilon(float(clip) / float(std), 1.0, 0.0, 1.0, delta)
+
+
+def run_setting(spec: AppSpec, plan: Planned, audit: AuditConfig, folder: Path) -> dict[str, Any]:
+    """Run the app with canaries for one setting; write and return ``setting.json``."""
+    path = folder / "setting.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    run_dir = Path(plan.config.out_dir)
+    if run_dir.exists():  # a run killed midway starts over
+        shutil.rmtree(run_dir)
+    config = plan.config
+    clip = float(config.clip_norm)  # type: ignore[attr-defined]
+    audited = with_canaries(spec, CanaryMod(frozenset(plan.canaries), clip, audit.seed))
+    ensure_task_identity()
+    keep = {audit.trace_round, audit.trace_round + 1}
+    grid = ObservingGrid(audited, config, config.num_supernodes, plan.canaries, keep=keep)
+    started = time.perf_counter()
+    summary = audited.run_server(grid, config)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - started
+    from safetensors.numpy import load_file
+
+    final_arrays = {
+        k: v.astype(np.float64)
+        for k, v in load_file(run_dir / "model.safetensors").items()
+        if np.issubdtype(v.dtype, np.floating)
+    }
+    stats = canary_statistics(
+        grid.seen, flat(final_arrays), list(plan.canaries), audit.seed, audit.null_canaries
+    )
+    history = json.loads((run_dir / "history.json").read_text())
+    acc = accountant(plan.setting, history)
+    delta = float(acc.get("delta") or getattr(config, "delta", 1e-5))
+    estimates = {
+        k: estimate_epsilon(
+            np.array(v["observed"]),
+            np.array(v["null"]),
+            delta,
+            resamples=audit.bootstrap,
+            seed=audit.seed,
+        ).to_json()
+        for k, v in stats.items()
+    }
+    bounds = {
+        "final": acc["epsilon"],
+        "all-iterates": acc["epsilon"],
+        "per-release": _per_release_bound(acc, delta) if plan.setting.mode == "local" else None,
+    }
+    for key, est in estimates.items():
+        bound = bounds[key]
+        est["accountant"] = bound
+        est["exceeds"] = bool(bound is not None and est["low"] is not None and est["low"] > bound)
+    aggregate = None
+    if plan.setting.mode == "central" and audit.trace_round in grid.seen.arrays:
+        after = grid.seen.arrays.get(audit.trace_round + 1) or final_arrays
+        before = grid.seen.arrays[audit.trace_round]
+        aggregate = folder / "aggregate.safetensors"
+        atomic_save_tensors(
+            aggregate,
+            {k: torch.from_numpy((after[k] - before[k]).astype(np.float32)) for k in before},
+        )
+    result = {
+        "setting": plan.name,
+        "mode": plan.setting.mode,
+        "epsilon-target": plan.setting.epsilon,
+        "run-seconds": round(seconds, 2),
+        "rounds": summary.get("rounds-finished"),
+        "population": config.num_supernodes,
+        "canaries": list(plan.canaries),
+        "canary-norm": clip,
+        "accountant": acc,
+        "estimates": estimates,
+        "utility": [h.get("evaluate", {}).get("accuracy") for h in history],
+        "statistics": stats,
+        "aggregate": str(aggregate) if aggregate else None,
+        "sampled": {str(k): v for k, v in grid.seen.sampled.items()},
+    }
+    atomic_write_json(path, result)
+    return result
+
+
+def plan_jobs(
+    plan: Planned, result: dict[str, Any], audit: AuditConfig, folder: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The attack jobs of one setting, and its targets' threshold figures."""
+    from attacks import metrics
+    from fedlab.traces import TraceReader
+    from fedlab.workload import build_workload
+
+    trace = folder / "run" / "traces"
+    reader = TraceReader(trace, strict=True)
+    records = [
+        r
+        for r in reader.select_all()
+        if r.round == audit.trace_round and r.client not in set(plan.canaries)
+    ]
+    records.sort(key=lambda r: r.client)
+    targets = records[: audit.targets]
+    test = build_workload(plan.config).test_dataset()
+    mean_image = test.images.float().mean(0)
+    baseline = []
+    for r in targets:
+        images = reader.attack_input(r).to_unit_range(reader.ground_truth(r)[0])
+        baseline.extend(metrics.psnr(img, mean_image) for img in images)
+    jobs = []
+    common = {
+        "setting": plan.name,
+        "trace": str(trace),
+        "max_iterations": audit.max_iterations,
+        "patience": audit.patience,
+        "seed": audit.seed,
+    }
+    for r in targets:
+        for attack in audit.attacks:
+            for den in audit.denoisers:
+                jobs.append(
+                    {
+                        **common,
+                        "kind": "trace",
+                        "target": r.target_id,
+                        "record": r.target_id,
+                        "truth_records": [r.target_id],
+                        "attack": attack,
+                        "denoiser": den,
+                        "denoiser_dir": audit.denoiser_dir(den),
+                        "out": str(folder / "attacks" / _job_name(r.target_id, attack, den)),
+                    }
+                )
+    if result.get("aggregate") and targets and audit.attack_aggregate:
+        for attack in audit.attacks:
+            jobs.append(
+                {
+                    **common,
+                    "kind": "aggregate",
+                    "target": f"aggregate-{audit.trace_round}",
+                    "record": targets[0].target_id,
+                    "truth_records": [r.target_id for r in records],
+                    "aggregate": result["aggregate"],
+                    "attack": attack,
+                    "denoiser": "none",
+                    "denoiser_dir": None,
+                    "out": str(
+                        folder
+                        / "attacks"
+                        / _job_name(f"aggregate-{audit.trace_round}", attack, "none")
+                    ),
+                }
+            )
+    info = {
+        "targets": [r.target_id for r in targets],
+        "num-classes": test.num_classes,
+        "mean-image-psnr": [float(v) for v in baseline],
+    }
+    return jobs, info
+
+
+def _job_name(target: str, attack: str, denoiser: str) -> str:
+    return f"{target.replace('/', '_')}__{attack}__{denoiser}.json"
+
+
+def check_resume(out: Path, audit: AuditConfig, app: str) -> None:
+    """Refuse to resume an audit of another config into the same folder."""
+    path = out / "audit-config.json"
+    mine = json.loads(json.dumps({**audit.to_json(), "app": app, "workers": None}))
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != mine:
+            raise FedlabError(
+                f"audit: {out} holds an audit of another config; give another "
+                "--out, or the same config to resume it"
+            )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, mine)
+
+
+def run_audit(spec: AppSpec, audit: AuditConfig, out: Path, app: str) -> dict[str, Any]:
+    """The whole audit; returns what :func:`attacks.audit.report.write_report` wrote."""
+    from attacks.audit.jobs import init_worker, run_job
+    from attacks.audit.report import write_report
+
+    started = time.perf_counter()
+    plans = resolve_settings(spec, audit, out)  # every refusal before any run
+    check_resume(out, audit, app)
+    pool: Executor | None = None
+    if audit.workers > 0:
+        pool = ProcessPoolExecutor(
+            max_workers=audit.workers, mp_context=get_context("spawn"), initializer=init_worker
+        )
+    futures: list[Future] = []
+    inline: list[dict[str, Any]] = []
+    settings: dict[str, Any] = {}
+    try:
+        for plan in tqdm(plans, desc="settings", unit="setting"):
+            folder = out / "settings" / plan.name
+            result = run_setting(spec, plan, audit, folder)
+            jobs, info = plan_jobs(plan, result, audit, folder)
+            settings[plan.name] = {**result, **info}
+            if pool is None:
+                inline.extend(jobs)
+            else:
+                futures.extend(pool.submit(run_job, job) for job in jobs)
+        rows = []
+        if pool is None:
+            for job in tqdm(inline, desc="attacks", unit="target"):
+                rows.append(run_job(job))
+        else:
+            for fut in tqdm(
+                as_completed(futures), total=len(futures), desc="attacks", unit="target"
+            ):
+                rows.append(fut.result())
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return write_report(out, audit, app, settings, rows, time.perf_counter() - started)
