@@ -69,8 +69,8 @@ class VideoSpec:
 
     size: int = 96
     frames: int = 48
-    min_sprite: int = 9
-    max_sprite: int = 26
+    min_sprite: int = 12
+    max_sprite: int = 28
     min_speed: float = 0.5
     max_speed: float = 3.0
     jitter: float = 0.25

@@ -174,9 +174,10 @@ class ArenaRunner:
                     conf = _mean_confident(dets.scores, s.sampler.min_score)
                     need_key = coverage < s.min_coverage or conf < s.min_confidence * key_conf
                 since_key += 1
-            tracks = match_tracks(
-                tracks, record.detections.boxes, record.detections.scores, s.sampler.min_score
-            )
+            if s.method in ("arena", "prev-boxes"):  # the others need no tracks
+                tracks = match_tracks(
+                    tracks, record.detections.boxes, record.detections.scores, s.sampler.min_score
+                )
             record.seconds = time.perf_counter() - start
             records.append(record)
         return records

@@ -106,11 +106,11 @@ class ArenaViT(ModelMixin, ConfigMixin):
         self,
         image_size: int = 96,
         patch_size: int = 8,
-        dim: int = 96,
-        depth: int = 6,
+        dim: int = 64,
+        depth: int = 4,
         heads: int = 4,
-        mlp_ratio: float = 3.0,
-        head_hidden: int = 96,
+        mlp_ratio: float = 2.0,
+        head_hidden: int = 64,
     ) -> None:
         super().__init__()
         if image_size % patch_size:
@@ -265,30 +265,42 @@ class ArenaViT(ModelMixin, ConfigMixin):
 
 # -- targets and decoding -------------------------------------------------------------------------
 def dense_targets(
-    boxes: np.ndarray, image_size: int, patch_size: int
+    boxes: np.ndarray, image_size: int, patch_size: int, centre_radius: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-token targets of one frame's boxes.
+    """Per-token targets of one frame's boxes (FCOS-style centre sampling).
+
+    A token is positive for a box when its patch centre lies within ``centre_radius`` patches
+    (and inside the box) of the box centre, and always for the token holding the centre; a
+    token claimed by two boxes belongs to the smaller. Positives regress their own offset.
 
     Returns
     -------
-    objectness : ``(N,)`` float32, 1 at the token holding a box centre (the larger box wins)
-    box : ``(N, 4)`` float32 ``dx, dy, log w, log h`` in patch units at those tokens
+    objectness : ``(N,)`` float32, 1 at positive tokens
+    box : ``(N, 4)`` float32 ``dx, dy, log w, log h`` in patch units (box centre minus the
+        token centre, and the size) at positive tokens
     region : ``(N,)`` float32, 1 at tokens overlapping any box (used to bias token dropping)
     """
     g = image_size // patch_size
-    obj = np.zeros(g * g, np.float32)
-    reg = np.zeros((g * g, 4), np.float32)
+    obj = np.zeros((g, g), np.float32)
+    reg = np.zeros((g, g, 4), np.float32)
     region = np.zeros((g, g), np.float32)
-    order = np.argsort([(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]) if len(boxes) else []
-    for j in order:
+    areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
+    centres = np.arange(g) + 0.5
+    for j in np.argsort(areas)[::-1] if len(boxes) else []:  # larger first, smaller overwrite
         x1, y1, x2, y2 = boxes[j] / patch_size
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        col, row = min(int(cx), g - 1), min(int(cy), g - 1)
-        k = row * g + col
-        obj[k] = 1.0
-        reg[k] = (cx - col - 0.5, cy - row - 0.5, math.log(x2 - x1), math.log(y2 - y1))
+        rx = min(centre_radius, (x2 - x1) / 2)
+        ry = min(centre_radius, (y2 - y1) / 2)
+        mask = np.outer(np.abs(centres - cy) <= ry, np.abs(centres - cx) <= rx)
+        mask[min(int(cy), g - 1), min(int(cx), g - 1)] = True
+        rows, cols = np.nonzero(mask)
+        obj[rows, cols] = 1.0
+        reg[rows, cols] = np.stack(
+            [cx - centres[cols], cy - centres[rows],
+             np.full(len(rows), math.log(x2 - x1)), np.full(len(rows), math.log(y2 - y1))], 1
+        )  # fmt: skip
         region[int(y1) : math.ceil(y2), int(x1) : math.ceil(x2)] = 1.0
-    return obj, reg, region.reshape(-1)
+    return obj.reshape(-1), reg.reshape(-1, 4), region.reshape(-1)
 
 
 def detection_loss(

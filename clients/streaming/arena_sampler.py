@@ -84,26 +84,24 @@ def poi_distribution(
 
     Sums to 1; uniform when there is no confident track.
     """
-    centres = (np.arange(grid) + 0.5) * patch
-    prob = np.zeros((grid, grid))
-    for track in tracks:
-        if track.score < config.min_score:
-            continue
-        cx, cy = predicted_centre(track, dt)
-        w, h = track.box[2] - track.box[0], track.box[3] - track.box[1]
-        vx, vy = np.abs(track.velocity) * dt
-        sx = config.size_gain * w + config.speed_gain * vx + config.base_sigma
-        sy = config.size_gain * h + config.speed_gain * vy + config.base_sigma
-        gx = np.exp(-0.5 * ((centres - cx) / sx) ** 2)
-        gy = np.exp(-0.5 * ((centres - cy) / sy) ** 2)
-        mass = np.outer(gy, gx)
-        total = mass.sum()
-        if total > 0:
-            prob += mass / total
-    total = prob.sum()
-    if total <= 0:
+    live = [t for t in tracks if t.score >= config.min_score]
+    if not live:
         return np.full(grid * grid, 1.0 / grid**2)
-    return (prob / total).reshape(-1)
+    boxes = np.array([t.box for t in live], np.float64)
+    velocity = np.array([t.velocity for t in live], np.float64)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2 + velocity * dt
+    sigma = (config.size_gain * (boxes[:, 2:] - boxes[:, :2])
+             + config.speed_gain * np.abs(velocity) * dt + config.base_sigma)  # fmt: skip
+    tokens = (np.arange(grid) + 0.5) * patch
+    gx = np.exp(-0.5 * ((tokens[None] - centre[:, :1]) / sigma[:, :1]) ** 2)  # (objects, grid)
+    gy = np.exp(-0.5 * ((tokens[None] - centre[:, 1:]) / sigma[:, 1:]) ** 2)
+    mass = gy.sum(1) * gx.sum(1)
+    ok = mass > 0
+    if not ok.any():
+        return np.full(grid * grid, 1.0 / grid**2)
+    # each object contributes unit mass: sum_k outer(gy_k, gx_k) / mass_k
+    prob = np.einsum("ki,kj->ij", gy[ok] / mass[ok, None], gx[ok])
+    return (prob / prob.sum()).reshape(-1)
 
 
 def border_tokens(grid: int) -> np.ndarray:
@@ -166,25 +164,30 @@ def match_tracks(
 ) -> list[Track]:  # fmt: skip
     """Tracks of the current detections, velocities from greedy nearest-centre matching.
 
-    A detection matched to a previous track (centre distance below its box's larger side)
-    gets the centre displacement as velocity (smoothed with ``momentum``); others start at 0.
+    Detections are taken by descending score; each is matched to the nearest unmatched
+    previous track whose centre lies closer than the detection's larger side, and gets the
+    centre displacement as velocity (smoothed with ``momentum``); unmatched ones start at 0.
     """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    confident = scores >= min_score
+    boxes, scores = boxes[confident], scores[confident]
+    order = np.argsort(-scores, kind="stable")
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    reach = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    if previous:
+        prev = np.array([(t.box[:2] + t.box[2:]) / 2 for t in previous])
+        dist = np.linalg.norm(centres[:, None] - prev[None], axis=2)
     tracks: list[Track] = []
-    used: set[int] = set()
-    prev_centres = [predicted_centre(t, 0.0) for t in previous]
-    for box, score in sorted(zip(boxes, scores, strict=True), key=lambda bs: -bs[1]):
-        if score < min_score:
-            continue
-        centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
-        best, best_d = -1, max(box[2] - box[0], box[3] - box[1])
-        for j, pc in enumerate(prev_centres):
-            d = float(np.hypot(*(centre - pc)))
-            if j not in used and d < best_d:
-                best, best_d = j, d
+    used = np.zeros(len(previous), bool)
+    for i in order:
         velocity = np.zeros(2)
-        if best >= 0:
-            used.add(best)
-            shift = centre - prev_centres[best]
-            velocity = momentum * previous[best].velocity + (1 - momentum) * shift
-        tracks.append(Track(np.asarray(box, np.float64), velocity, float(score)))
+        if previous:
+            d = np.where(used, np.inf, dist[i])
+            j = int(np.argmin(d))
+            if d[j] < reach[i]:
+                used[j] = True
+                shift = centres[i] - prev[j]
+                velocity = momentum * previous[j].velocity + (1 - momentum) * shift
+        tracks.append(Track(boxes[i], velocity, float(scores[i])))
     return tracks
