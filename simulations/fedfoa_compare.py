@@ -62,6 +62,8 @@ def study_setting(args: argparse.Namespace) -> dict[str, Any]:
         "probe-every": 0,
         "partitioner": args.partitioner,
         "dirichlet-alpha": args.alpha,
+        "dataset": args.dataset,
+        "min-partition-size": args.min_partition_size,
     }
 
 
@@ -192,6 +194,8 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--partitioner", default="dirichlet", choices=["dirichlet", "iid"])
     p.add_argument("--alpha", type=float, default=0.1, help="Dirichlet alpha")
+    p.add_argument("--dataset", default="textured-shapes")
+    p.add_argument("--min-partition-size", type=int, default=2)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--batch-size", type=int, default=64)

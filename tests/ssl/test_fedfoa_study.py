@@ -19,7 +19,7 @@ RESULTS = ROOT / "simulations" / "results" / "fedfoa"
 TINY_STUDY = argparse.Namespace(
     clients=2, rounds=2, steps=2, batch_size=16, probe_size=200,
     hetero="cnn:4,resnet:2", homo="cnn:4", lam=1.0, rank=3, warmup=1, sweep=False,
-    partitioner="dirichlet", alpha=0.1,
+    partitioner="dirichlet", alpha=0.1, dataset="textured-shapes", min_partition_size=2,
 )  # fmt: skip
 # Small enough for a fast test; the study's projector (64) would dominate its run time.
 TINY_MODEL = {"proj-dim": 8, "proj-hidden": 16, "partitioner": "iid"}
