@@ -287,7 +287,36 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> str:
             diff, bar = np.mean(xa) - np.mean(xb), 2 * max(np.std(xa), np.std(xb))
             verdict = "gain" if diff > bar else ("loss" if -diff > bar else "no (within noise)")
             lines.append(f"| {a} - {b} | {diff:+.3f} | {bar:.3f} | {verdict} |")
+    present = [(a, b) for a, b in PAIRS if a in runs and b in runs]
+    paired = {(a, b): paired_interval(runs[a], runs[b]) for a, b in present}
+    if any(p is not None for p in paired.values()):
+        lines += [
+            "",
+            "| comparison (paired by seed) | mean difference | 95 % t interval | seeds |",
+            "|---|---|---|---|",
+        ]
+        for (a, b), p in paired.items():
+            if p is not None:
+                lines.append(f"| {a} - {b} | {p[0]:+.3f} | {p[1]:+.3f} .. {p[2]:+.3f} | {p[3]} |")
     return "\n".join(lines)
+
+
+def paired_interval(
+    rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]
+) -> tuple[float, float, float, int] | None:
+    """Mean of ``a - b`` over the seeds both have, with its 95 % Student-t interval.
+
+    None with fewer than 2 common seeds (no interval exists).
+    """
+    from scipy import stats
+
+    by_seed = {r["seed"]: r["probe-acc-mean"] for r in rows_b}
+    diffs = [r["probe-acc-mean"] - by_seed[r["seed"]] for r in rows_a if r["seed"] in by_seed]
+    if len(diffs) < 2:
+        return None
+    mean, sem = float(np.mean(diffs)), float(stats.sem(diffs))
+    half = float(stats.t.ppf(0.975, len(diffs) - 1)) * sem
+    return mean, mean - half, mean + half, len(diffs)
 
 
 def readme_rows(
