@@ -2,7 +2,8 @@
 
 The broken mechanisms report exactly what the real one reports (noise std, epsilon), so the
 app's accountant is fooled; only what is added differs. ``scale`` multiplies every noise draw of
-the local DP mod: 0 is "noise computed but not added", 0.5 is "noise std halved".
+the local DP mod: 0 is "noise computed but not added", 0.5 is "noise std halved". Draws are
+seeded (from the run's seed), so the tests are reproducible.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def broken_app(scale: float) -> AppSpec:
                 epsilon=config.local_epsilon,
                 delta=config.local_delta,
                 noise=config.local_noise,
-                source=ScaledNoiseSource(scale=scale),
+                source=ScaledNoiseSource(seeded=True, seed=config.seed, scale=scale),
             )
         ]
 
