@@ -1,0 +1,1 @@
+"""Diff-SR: arbitrary-scale super-resolution on a federatedly trained diffusion prior."""

@@ -1,0 +1,147 @@
+"""Images the prior trains on and the images held out for testing, all bundled offline.
+
+Every image comes from scikit-image's or scikit-learn's wheel (no download), as RGB float in
+[0, 1] (grey images repeated over three channels), shrunk with the workload's one antialiased
+downsampler (:mod:`clients.sr.degrade`) so that its shorter side is at most
+:data:`MAX_SIDE` pixels: a 32-px crop then holds structure, not a patch of a smooth area.
+
+Held out for testing, never trained on (:data:`HELDOUT_IMAGES`): ``chelsea`` (cat photo),
+``coffee`` (photo), ``gravel`` (texture), ``clock`` (grey photo). ``cat`` is left out of
+training too: it is the same photo as ``chelsea``. Synthetic images (colorwheel, logo,
+checkerboard, phantom, horse silhouette) are not used.
+
+Clients of the federated apps hold different images: training image ``i`` of
+:data:`TRAIN_IMAGES` goes to client ``i % K``; client ``k`` super-resolves crops of held-out
+image ``k % 4``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from clients.sr.degrade import downsample_to
+from fedlab.errors import FedlabError
+
+TRAIN_IMAGES: tuple[str, ...] = (
+    "astronaut", "camera", "coins", "rocket", "hubble_deep_field", "brick", "grass", "moon",
+    "retina", "immunohistochemistry", "text", "page", "china", "flower",
+)  # fmt: skip
+"""Training images (``china``, ``flower``: scikit-learn's sample photos)."""
+
+HELDOUT_IMAGES: tuple[str, ...] = ("chelsea", "coffee", "gravel", "clock")
+"""Test images: never trained on, never used for calibration."""
+
+MAX_SIDE = 256
+SKLEARN_IMAGES = ("china", "flower")
+
+
+@lru_cache(maxsize=32)
+def _load(name: str) -> np.ndarray:
+    if name in SKLEARN_IMAGES:
+        from sklearn.datasets import load_sample_image
+
+        img = load_sample_image(f"{name}.jpg")
+    else:
+        import skimage.data
+
+        if not hasattr(skimage.data, name):
+            raise FedlabError(
+                f"image {name!r} is not in scikit-image's bundled data; use one of "
+                f"{', '.join(TRAIN_IMAGES + HELDOUT_IMAGES)}"
+            )
+        img = getattr(skimage.data, name)()
+    img = np.asarray(img)
+    if img.dtype == np.uint8:
+        img = img.astype(np.float32) / 255.0
+    img = img.astype(np.float32)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    x = torch.from_numpy(np.ascontiguousarray(img[..., :3].transpose(2, 0, 1)))[None]
+    h, w = x.shape[-2:]
+    factor = MAX_SIDE / min(h, w)
+    if factor < 1:
+        x = downsample_to(x, (round(h * factor), round(w * factor)))
+    return x[0].numpy()
+
+
+def load_image(name: str) -> torch.Tensor:
+    """A bundled image as a ``(3, H, W)`` float tensor in [0, 1], shorter side <= 256."""
+    return torch.from_numpy(_load(name).copy())
+
+
+def client_images(partition_id: int, num_partitions: int) -> tuple[str, ...]:
+    """Training images of one client: every ``num_partitions``-th, from ``partition_id``."""
+    if not 1 <= num_partitions <= len(TRAIN_IMAGES):
+        raise FedlabError(
+            f"{num_partitions} clients cannot each hold a different training image: there are "
+            f"{len(TRAIN_IMAGES)}; use at most {len(TRAIN_IMAGES)} supernodes"
+        )
+    return TRAIN_IMAGES[partition_id::num_partitions]
+
+
+def heldout_image_of(partition_id: int) -> str:
+    """The held-out image client ``partition_id`` super-resolves."""
+    return HELDOUT_IMAGES[partition_id % len(HELDOUT_IMAGES)]
+
+
+def fixed_crops(
+    names: tuple[str, ...] | list[str], size: int, per_image: int, seed: int,
+    min_std: float = 0.04,
+) -> torch.Tensor:  # fmt: skip
+    """``per_image`` crops of ``size`` px from each image, positions drawn from ``seed``.
+
+    A crop whose pixel std is below ``min_std`` (a flat area) is redrawn, at most 50 times.
+    Returns ``(len(names) * per_image, 3, size, size)`` in [0, 1], image by image.
+    """
+    rng = np.random.default_rng(seed)
+    crops = []
+    for name in names:
+        img = load_image(name)
+        _, h, w = img.shape
+        if h < size or w < size:
+            raise FedlabError(f"image {name!r} ({h}x{w}) is smaller than the crop {size}")
+        for _ in range(per_image):
+            for _attempt in range(50):
+                y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+                crop = img[:, y : y + size, x : x + size]
+                if float(crop.std()) >= min_std:
+                    break
+            crops.append(crop)
+    return torch.stack(crops)
+
+
+class RandomCrops(Dataset):
+    """Random ``size``-px crops (with random horizontal flips) of ``images``, in [-1, 1].
+
+    Item ``i`` is drawn from ``(seed, i)``, so the data are fixed by the seed without being
+    stored; ``length`` is how many distinct crops one pass holds. Images are picked with
+    probability proportional to their area.
+    """
+
+    def __init__(self, names: tuple[str, ...], size: int, length: int, seed: int) -> None:
+        if not names:
+            raise FedlabError("no training images for this client; use fewer supernodes")
+        self.images = [load_image(n) for n in names]
+        small = [n for n, im in zip(names, self.images, strict=True) if min(im.shape[1:]) < size]
+        if small:
+            raise FedlabError(f"images {small} are smaller than the crop size {size}")
+        areas = np.array([im.shape[1] * im.shape[2] for im in self.images], dtype=np.float64)
+        self.p = areas / areas.sum()
+        self.size, self.length, self.seed = size, length, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor]:
+        rng = np.random.default_rng((self.seed, i))
+        img = self.images[int(rng.choice(len(self.images), p=self.p))]
+        _, h, w = img.shape
+        y, x = int(rng.integers(0, h - self.size + 1)), int(rng.integers(0, w - self.size + 1))
+        crop = img[:, y : y + self.size, x : x + self.size]
+        if rng.random() < 0.5:
+            crop = crop.flip(-1)
+        return (crop * 2.0 - 1.0,)

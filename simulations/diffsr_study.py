@@ -1,0 +1,169 @@
+"""The Diff-SR study: calibration oracle, PRF fit, test table, timing; every cell an app run.
+
+Protocol declared in docs/diffsr.md ("Study protocol") before running. Steps:
+
+- ``calibrate``: per scale, a ``diffsr`` app run (4 clients, ``eval-images=calibration``,
+  ``train-prior=false``) of SDEdit at every oracle-grid t; oracle t = best mean HaarPSI;
+  ``kappa`` of the PRF fitted to the oracle t's.
+- ``test``: per scale, ``diffsr`` app runs on the clients' held-out crops with every method.
+- ``timing``: seconds per 64-px image against the number of DDIM steps.
+- ``report``: tables (markdown) and the plot from ``simulations/results/diffsr/study.json``.
+
+``python simulations/diffsr_study.py all --level B`` runs everything; results are saved after
+every app run, and a step already in the JSON is skipped (delete it to rerun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from clients.sr.app import diffsr  # noqa: E402
+from clients.sr.config import SHIPPED_DIR, SHIPPED_PRIOR  # noqa: E402
+from clients.sr.evaluate import calibrated_prf, heldout_crops, scale_tag  # noqa: E402
+from clients.sr.methods import DiffSR  # noqa: E402
+from clients.sr.prf import fit_kappa  # noqa: E402
+from clients.sr.report import write_report  # noqa: E402
+from fedlab.atomic import atomic_write_json  # noqa: E402
+from fedlab.diffusion import load_unet, make_scheduler  # noqa: E402
+from fedlab.inprocess import run_in_process  # noqa: E402
+
+log = logging.getLogger("fedlab.diffsr_study")
+
+SCALES = (1.5, 2.0, 2.5, 3.0, 4.0, 6.0)
+ORACLE_GRID = (0, 75, 150, 225, 300, 375, 450, 525, 600)
+FIXED_T = ORACLE_GRID[1:]
+CAL_CROPS, TEST_CROPS, CROP = 2, 6, 64
+LEVELS = {"A": {"steps": 20, "fixed_seeds": "0,1"}, "B": {"steps": 10, "fixed_seeds": "0"}}
+RESULTS = SHIPPED_DIR / "study.json"
+RUNS = ROOT / "runs" / "diffsr-study"
+
+
+def load() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+
+
+def save(data: dict) -> None:
+    atomic_write_json(RESULTS, data)
+
+
+def app_run(name: str, overrides: dict) -> dict[str, float]:
+    """One ``diffsr`` app run (one round, no training); the clients' aggregated metrics."""
+    out = RUNS / name
+    config = diffsr.resolve_config({
+        "num-server-rounds": 1, "num-supernodes": 4, "train-prior": False, "device": "cpu",
+        "eval-crop-size": CROP, "out-dir": str(out), **overrides,
+    })  # fmt: skip
+    start = time.perf_counter()
+    summary = run_in_process(diffsr, config)
+    history = json.loads((out / "history.json").read_text())
+    metrics = history[-1]["client-evaluate"]
+    log.info("%s: %.0f s", name, time.perf_counter() - start)
+    if summary["stopped-early"]:
+        raise RuntimeError(f"{name} stopped early: {summary['stopped-early']}")
+    return {**metrics, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def calibrate(level: str) -> None:
+    data = load()
+    cal = data.setdefault("calibration", {"level": level, "scales": {}})
+    steps = LEVELS[level]["steps"]
+    for scale in SCALES:
+        tag = scale_tag(scale)
+        if tag in cal["scales"]:
+            continue
+        m = app_run(f"calibration-{tag}", {
+            "eval-images": "calibration", "eval-crops": CAL_CROPS, "scales": str(scale),
+            "methods": "sdedit", "fixed-t": ",".join(map(str, ORACLE_GRID)),
+            "sample-seeds": "0", "sample-steps": steps,
+        })  # fmt: skip
+        haarpsi = {t: m[f"t{t}-haarpsi-{tag}-s0"] for t in ORACLE_GRID}
+        cal["scales"][tag] = {"scale": scale, "haarpsi": haarpsi,
+                              "oracle-t": max(haarpsi, key=haarpsi.get),
+                              "seconds": m["seconds"]}  # fmt: skip
+        save(data)
+    oracle = {v["scale"]: v["oracle-t"] for v in cal["scales"].values()}
+    ac = make_scheduler().alphas_cumprod
+    prf = calibrated_prf(CAL_CROPS, CROP, 1.0)
+    kappa = fit_kappa(prf, oracle, ac)
+    fitted = prf.with_kappa(kappa)
+    cal["kappa"] = kappa
+    cal["prf-t"] = {scale_tag(s): fitted.start_step(s, ac) for s in SCALES}
+    cal["prf-t-kappa1"] = {scale_tag(s): prf.start_step(s, ac) for s in SCALES}
+    save(data)
+    log.info("oracle t %s; kappa %.3g -> PRF t %s", oracle, kappa, cal["prf-t"])
+
+
+def test(level: str) -> None:
+    data = load()
+    kappa = data["calibration"]["kappa"]
+    res = data.setdefault("test", {"level": level, "kappa": kappa, "scales": {}})
+    lv = LEVELS[level]
+    for scale in SCALES:
+        tag = scale_tag(scale)
+        done = res["scales"].setdefault(tag, {"scale": scale})
+        common = {"eval-crops": TEST_CROPS, "scales": str(scale), "sample-steps": lv["steps"],
+                  "prf-kappa": kappa}  # fmt: skip
+        if "guided" not in done:
+            done["guided"] = app_run(
+                f"test-{tag}-guided",
+                {**common, "methods": "bicubic,cnn,prf,ilvr,ddnm", "sample-seeds": "0,1"},
+            )
+            save(data)
+        if "fixed" not in done:
+            done["fixed"] = app_run(f"test-{tag}-fixed", {
+                **common, "methods": "sdedit", "fixed-t": ",".join(map(str, FIXED_T)),
+                "sample-seeds": lv["fixed_seeds"]})  # fmt: skip
+            save(data)
+
+
+def timing() -> None:
+    data = load()
+    unet = load_unet(SHIPPED_PRIOR)
+    hr = heldout_crops(0, 1, CROP)
+    from clients.sr.degrade import downsample
+
+    lr = downsample(hr, 4.0)
+    rows = []
+    for steps in (5, 10, 20, 50):
+        sr = DiffSR(unet, make_scheduler(), steps=steps)
+        sr.run(lr, (CROP, CROP), 300)  # warm-up
+        start = time.perf_counter()
+        sr.run(lr, (CROP, CROP), 300, generator=torch.Generator().manual_seed(0))
+        rows.append({"steps": steps, "seconds": round(time.perf_counter() - start, 3)})
+    data["timing"] = {"image": f"{CROP}x{CROP}", "t-start": 300, "threads": 1, "rows": rows}
+    save(data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=("calibrate", "test", "timing", "report", "all"))
+    parser.add_argument("--level", choices=tuple(LEVELS), default="B")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(1)
+    np.seterr(all="ignore")
+    if args.step in ("calibrate", "all"):
+        calibrate(args.level)
+    if args.step in ("test", "all"):
+        test(args.level)
+    if args.step in ("timing", "all"):
+        timing()
+    if args.step in ("report", "all"):
+        prior = SHIPPED_DIR / "prior_training.json"
+        extra = {"prior": json.loads(prior.read_text())} if prior.exists() else {}
+        write_report({**load(), **extra}, ROOT)
+
+
+if __name__ == "__main__":
+    main()
