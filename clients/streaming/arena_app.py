@@ -30,6 +30,7 @@ from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import WEIGHT_TRAINING_HANDLERS
 from fedlab.config import TRACE_KEYS
+from fedlab.errors import FedlabError
 from fedlab.run_folder import RunFolder
 from fedlab.server import EvaluateFn, run_federation, seed_everything
 from strategies.fedavg import build_strategy
@@ -54,6 +55,21 @@ def load_run_model(config: ArenaConfig, run_dir: str | Path) -> ArenaViT:
     model = ArenaWorkload(config).build_model()
     model.load_state_dict(load_file(str(Path(run_dir) / "model.safetensors")))
     return model.eval()
+
+
+def initial_weights(path: str | Path) -> dict:
+    """Weights to start from: a run folder (its ``model.safetensors``) or a detector folder
+    written by ``save_pretrained`` (its ``diffusion_pytorch_model.safetensors``)."""
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    for name in ("model.safetensors", "diffusion_pytorch_model.safetensors"):
+        if (folder / name).is_file():
+            return load_file(str(folder / name))
+    raise FedlabError(
+        f"init-from {str(path)!r} holds neither model.safetensors (a run folder) nor "
+        "diffusion_pytorch_model.safetensors (a detector folder); give one of those folders"
+    )
 
 
 def arena_evaluation(config: ArenaConfig, workload: ArenaWorkload) -> EvaluateFn:
@@ -87,7 +103,11 @@ def arena_evaluation(config: ArenaConfig, workload: ArenaWorkload) -> EvaluateFn
 def arena_server(grid: Grid, config: ArenaConfig, run: RunFolder) -> dict[str, Any]:
     workload = ArenaWorkload(config)
     seed_everything(config.seed)
-    initial = ArrayRecord(workload.build_model().state_dict())
+    model = workload.build_model()
+    if config.init_from:
+        model.load_state_dict(initial_weights(config.init_from))
+        log.info("starting from %s", config.init_from)
+    initial = ArrayRecord(model.state_dict())
     return run_federation(
         grid, config, run,
         strategy_factory=lambda num_nodes: build_strategy(config, num_nodes),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from clients.streaming.arena_data import VideoSpec
@@ -43,6 +44,7 @@ class ArenaConfig(RunConfig):
     arena_eval: bool = True
     arena_budget: float = 0.3
     arena_interval: int = 0
+    init_from: str = ""
 
     KEY_HELP: ClassVar[dict[str, str]] = {
         "frame_size": "side of the square procedural frames in pixels (a multiple of patch-size)",
@@ -61,6 +63,7 @@ class ArenaConfig(RunConfig):
         "arena_eval": "after the last round, also run Arena inference on the test videos",
         "arena_budget": "PoI token budget (share of tokens) of that Arena evaluation",
         "arena_interval": "keyframe interval of that evaluation; 0: adaptive",
+        "init_from": "start from this run folder's model.safetensors (or a detector folder)",
     }
 
     def validate(self) -> None:
@@ -89,6 +92,11 @@ class ArenaConfig(RunConfig):
         if not 0 < self.arena_budget <= 1:
             raise FedlabError(
                 f"arena-budget must lie in (0, 1] (share of tokens), got {self.arena_budget}"
+            )
+        if self.init_from and not Path(self.init_from).is_dir():
+            raise FedlabError(
+                f"init-from {self.init_from!r} is not a folder; give a run folder or a detector "
+                "folder (e.g. simulations/results/arena/detector), or leave it empty"
             )
         self.video_spec()
 

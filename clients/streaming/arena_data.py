@@ -69,7 +69,7 @@ class VideoSpec:
 
     size: int = 96
     frames: int = 48
-    min_sprite: int = 12
+    min_sprite: int = 14
     max_sprite: int = 28
     min_speed: float = 0.5
     max_speed: float = 3.0
@@ -136,7 +136,7 @@ def _sources() -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
             continue
         grey = coins[y0:y1, x0:x1].astype(np.float32) / 255
         out["coin"].append((np.repeat(grey[..., None], 3, 2), region.image.astype(np.float32)))
-    rocket = sd.rocket()[30:400, 290:390].astype(np.float32) / 255
+    rocket = sd.rocket()[60:380, 250:420].astype(np.float32) / 255
     out["rocket"] = [(rocket, np.ones(rocket.shape[:2], np.float32))]
     faces = sd.lfw_subset()[:100].astype(np.float32)
     out["face"] = [(np.repeat(f[..., None], 3, 2), np.ones(f.shape, np.float32)) for f in faces]

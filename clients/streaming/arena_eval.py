@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import statistics
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,8 @@ def evaluate_method(
 ) -> dict[str, Any]:
     """Run one method over ``videos`` (single thread, batch 1) and summarise it.
 
+    Video ``i`` is run with seed ``settings.seed + i`` (as the study does).
+
     Returns
     -------
     dict
@@ -56,7 +59,7 @@ def evaluate_method(
     reference = 0
     patch = model.config.patch_size
     for i, video in enumerate(videos):
-        recs = run_method(model, video.frames, settings)
+        recs = run_method(model, video.frames, replace(settings, seed=settings.seed + i))
         records += recs
         total_bytes += stream_bytes(video.frames, [r.keep for r in recs], patch, crf=crf)
         reference += (

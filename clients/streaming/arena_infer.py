@@ -138,7 +138,7 @@ class ArenaRunner:
         budget_count = max(1, round(s.sampler.budget * self.n))
         records: list[FrameRecord] = []
         tracks: list[Track] = []
-        memory = head_memory = None
+        memory = None
         key_conf = 0.0
         since_key = 0
         need_key = True
@@ -157,7 +157,6 @@ class ArenaRunner:
                 adaptive_due = s.interval == 0 and (need_key or since_key >= s.max_interval)
                 if memory is None or interval_due or adaptive_due:
                     out, memory = self.model(x)
-                    head_memory = self.model.predict(memory + self.model.stale)
                     dets = self._decode(out)
                     record = FrameRecord(dets, None, self.n * self.depth, True, 0.0)
                     key_conf = _mean_confident(dets.scores, s.sampler.min_score)
@@ -168,7 +167,7 @@ class ArenaRunner:
                     record = FrameRecord(key_record.detections, np.zeros(0, np.int64), 0, False, 0)
                 else:
                     keep, coverage = self._select(tracks, rng, budget_count)
-                    out = self._sparse(x, keep, head_memory)
+                    out = self._sparse(x, keep, memory)
                     dets = self._decode(out)
                     record = FrameRecord(dets, keep, len(keep) * self.depth, False, 0.0, coverage)
                     conf = _mean_confident(dets.scores, s.sampler.min_score)
@@ -201,19 +200,19 @@ class ArenaRunner:
                     break
             return keep.astype(np.int64), 1.0
         prob = poi_distribution(tracks, self.grid, self.patch, s.sampler)
-        return sample_pois(prob, s.sampler, rng)
+        keep, coverage = sample_pois(prob, s.sampler, rng)
+        if not any(t.score >= s.sampler.min_score for t in tracks):
+            coverage = 1.0  # nothing predicted, so nothing left uncovered
+        return keep, coverage
 
-    def _sparse(self, x: torch.Tensor, keep: np.ndarray, head_memory: torch.Tensor) -> torch.Tensor:
-        """Head outputs with only ``keep`` encoded; the head is per token, so the outputs at the
-        other positions are the keyframe memory's (computed once per keyframe)."""
+    def _sparse(self, x: torch.Tensor, keep: np.ndarray, memory: torch.Tensor) -> torch.Tensor:
+        """Head outputs with only ``keep`` encoded, the keyframe memory at the other positions."""
         if len(keep) == 0:
-            return head_memory
+            return self.model.predict(memory + self.model.stale)
         index = torch.from_numpy(keep)
         patches = self.model.patchify(x)[:, index]
-        kept = self.model.predict(self.model.encode(patches, index))
-        out = head_memory.clone()
-        out[:, index] = kept
-        return out
+        features = self.model.assemble(self.model.encode(patches, index), index, memory)
+        return self.model.predict(features)
 
 
 def run_method(model: ArenaViT, frames: np.ndarray, settings: ArenaSettings) -> list[FrameRecord]:

@@ -6,7 +6,8 @@ each keeping the positional embedding of its own position. Before the head, the 
 tokens that were not processed are filled in from a *memory* (the keyframe's last-layer
 features) plus a learned ``stale`` vector that tells the head "this came from the memory".
 
-The head is dense (CenterNet/FCOS-like, no Hungarian matching): every token predicts an
+The head is dense (CenterNet/FCOS-like, no Hungarian matching), a small convolution over the
+token grid: every token predicts an
 objectness logit (is a box centre inside this patch?) and a box ``(dx, dy, log w, log h)``: the
 centre offset from the patch centre in patch units and the size in patch units. Detections are
 the 3x3 local maxima of the objectness map.
@@ -98,7 +99,7 @@ class ArenaViT(ModelMixin, ConfigMixin):
         Token width, number of blocks, attention heads.
     mlp_ratio : float
     head_hidden : int
-        Hidden width of the per-token head.
+        Hidden width of the head (a 3x3 convolution over the token grid, then 1x1).
     """
 
     @register_to_config
@@ -126,7 +127,9 @@ class ArenaViT(ModelMixin, ConfigMixin):
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.stale = nn.Parameter(torch.zeros(dim))
-        self.head = nn.Sequential(nn.Linear(dim, head_hidden), nn.GELU(), nn.Linear(head_hidden, 5))
+        self.head = nn.Sequential(
+            nn.Conv2d(dim, head_hidden, 3, padding=1), nn.GELU(), nn.Conv2d(head_hidden, 5, 1)
+        )
 
     # -- input ----------------------------------------------------------------------------------
     def patchify(self, frames: torch.Tensor) -> torch.Tensor:
@@ -195,8 +198,13 @@ class ArenaViT(ModelMixin, ConfigMixin):
         return full.scatter(1, keep.unsqueeze(-1).expand(-1, -1, kept.shape[-1]), kept)
 
     def predict(self, features: torch.Tensor) -> torch.Tensor:
-        """Head outputs ``(B, N, 5)``: objectness logit, dx, dy, log w, log h."""
-        return self.head(features)
+        """Head outputs ``(B, N, 5)``: objectness logit, dx, dy, log w, log h.
+
+        The head is a 3x3 convolution over the token grid, so each token's box also sees its
+        neighbours' features (kept or from the memory)."""
+        b, n, d = features.shape
+        grid = features.transpose(1, 2).reshape(b, d, self.grid, self.grid)
+        return self.head(grid).reshape(b, 5, n).transpose(1, 2)
 
     def forward(
         self,
@@ -304,9 +312,14 @@ def dense_targets(
 
 
 def detection_loss(
-    out: torch.Tensor, obj: torch.Tensor, box: torch.Tensor, pos_weight: float = 4.0
+    out: torch.Tensor,
+    obj: torch.Tensor,
+    box: torch.Tensor,
+    pos_weight: float = 4.0,
+    box_weight: float = 2.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Objectness BCE (positives weighted) plus L1 box regression at the positive tokens."""
+    """Objectness BCE (positives weighted) plus ``box_weight`` x smooth-L1 box regression at
+    the positive tokens."""
     logits = out[..., 0]
     cls = F.binary_cross_entropy_with_logits(
         logits, obj, pos_weight=torch.tensor(pos_weight, device=out.device)
@@ -316,7 +329,7 @@ def detection_loss(
         reg = F.smooth_l1_loss(out[..., 1:][pos], box[pos], beta=0.1)
     else:
         reg = out[..., 1:].sum() * 0.0
-    return cls + reg, {"obj-loss": cls.item(), "box-loss": reg.item()}
+    return cls + box_weight * reg, {"obj-loss": cls.item(), "box-loss": reg.item()}
 
 
 @torch.no_grad()
