@@ -26,15 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler, UNet2DModel
 
 from attacks.pgla.schedule import start_timestep, target_alpha_bar
 from attacks.pgla.transform import GradientImageTransform
+from fedlab.diffusion.sampling import reverse as diffusion_reverse
 from fedlab.errors import FedlabError
 
 log = logging.getLogger(f"fedlab.{__name__}")
 
-SAMPLERS = ("ddpm", "ddim")
 COND_STARTS = ("adaptive", "noise")
 
 
@@ -169,34 +169,11 @@ class PGLAPipeline:
         about ``steps`` evenly spaced deterministic steps (eta = 0). ``cond`` and ``level``
         go to a conditional UNet at every step.
         """
-        if sampler not in SAMPLERS:
-            raise FedlabError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
-        if steps < 1:
-            raise FedlabError(f"steps {steps} must be >= 1")
-        total = self.scheduler.config.num_train_timesteps
-        if sampler == "ddpm":
-            sched: Any = DDPMScheduler.from_config(self.scheduler.config)
-            sched.set_timesteps(total)  # stride 1: previous step of t is t - 1
-            ts = list(range(t_start, -1, -1))
-        else:
-            stride = max(1, math.ceil((t_start + 1) / steps))
-            sched = DDIMScheduler.from_config(self.scheduler.config, set_alpha_to_one=True)
-            sched.set_timesteps(total // stride)  # DDIM's step goes from t to t - total // n
-            stride = total // sched.num_inference_steps
-            ts = list(range(t_start, -1, -stride))
-        iterator = ts
-        if progress:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(ts, desc=f"pgla {sampler}", leave=False)
-        for t in iterator:
-            tt = torch.full((x.shape[0],), t, dtype=torch.long)
-            eps = self.predict_noise(x, tt, cond, level)
-            if sampler == "ddpm":
-                x = sched.step(eps, t, x, generator=generator).prev_sample
-            else:
-                x = sched.step(eps, t, x, eta=0.0).prev_sample
-        return x
+        return diffusion_reverse(
+            lambda xt, tt: self.predict_noise(xt, tt, cond, level),
+            self.scheduler.config, x, t_start, sampler=sampler, steps=steps,
+            generator=generator, progress=progress, desc="pgla",
+        )  # fmt: skip
 
     def denoise_images(
         self,

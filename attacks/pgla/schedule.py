@@ -14,54 +14,23 @@ from typing import Any
 import torch
 from diffusers import DDPMScheduler
 
+from fedlab.diffusion.schedule import SCHEDULER_CONFIG, target_alpha_bar
+from fedlab.diffusion.schedule import make_scheduler as _make_scheduler
+from fedlab.diffusion.schedule import start_step as start_timestep
+from fedlab.diffusion.schedule import start_steps as start_timesteps
 from fedlab.errors import FedlabError
 
-SCHEDULER_CONFIG: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "beta_schedule": "linear",
-    "beta_start": 1e-4,
-    "beta_end": 0.02,
-    "prediction_type": "epsilon",
-    "clip_sample": False,
-    "steps_offset": 0,
-}
-"""The DDPM of Ho et al. (and PGLA): T = 1000, linear betas 1e-4..0.02, timesteps 0..999."""
+# The schedule and the noise-level -> start-step rule are the project's shared ones
+# (fedlab.diffusion.schedule); these names stay for PGLA's callers.
+__all__ = [
+    "SCHEDULER_CONFIG", "make_scheduler", "start_timestep", "start_timesteps", "target_alpha_bar",
+    "dp_value", "noise_std_from_dp", "estimate_noise_std",
+]  # fmt: skip
 
 
 def make_scheduler() -> DDPMScheduler:
     """A fresh :class:`DDPMScheduler` with :data:`SCHEDULER_CONFIG`."""
-    return DDPMScheduler(**SCHEDULER_CONFIG)
-
-
-def target_alpha_bar(m: float) -> float:
-    """``abar* = 1 / (1 + M^2)`` for a noise std ``M`` in data units.
-
-    Raises
-    ------
-    FedlabError
-        If ``M`` is negative or not finite.
-    """
-    if not (m >= 0 and math.isfinite(m)):
-        raise FedlabError(f"noise std M={m!r} must be a finite number >= 0")
-    return 1.0 / (1.0 + m * m)
-
-
-def start_timestep(alphas_cumprod: torch.Tensor, m: float) -> int | None:
-    """The first 0-based ``t`` with ``abar_t < abar*``; ``None`` for ``M = 0`` (nothing to do).
-
-    A noise level beyond the schedule's last ``abar`` starts at ``T - 1``.
-    """
-    target_alpha_bar(m)  # validates M
-    if m == 0:
-        return None
-    return int(start_timesteps(alphas_cumprod, torch.tensor([m], dtype=torch.float64))[0])
-
-
-def start_timesteps(alphas_cumprod: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Vectorised :func:`start_timestep` for noise stds ``m > 0`` of shape ``(B,)``."""
-    target = (1.0 / (1.0 + m.double() ** 2)).to(alphas_cumprod.dtype)  # as the scalar compares
-    first_below = (alphas_cumprod[None, :] >= target[:, None]).sum(dim=1)
-    return first_below.clamp_max(len(alphas_cumprod) - 1)
+    return _make_scheduler()
 
 
 DP_KEY_ALIASES: dict[str, tuple[str, ...]] = {

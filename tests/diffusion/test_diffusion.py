@@ -45,12 +45,16 @@ def test_factories_unconditional_and_class_conditional():
         build_unet({**TINY_TEST_CONFIG, "block_out_channels": (4,)})
 
 
-def test_start_step_rule_is_pglas():
+def test_start_step_rule_is_the_first_step_below_the_target_and_pglas():
     from attacks.pgla.schedule import start_timestep
 
     ac = make_scheduler().alphas_cumprod
     levels = [1e-4, 0.01, 0.1, 0.5, 1.0, 3.0, 1000.0]
-    assert [start_step(ac, m) for m in levels] == [start_timestep(ac, m) for m in levels]
+    for m in levels[:-1]:
+        t = start_step(ac, m)
+        target = torch.tensor(1 / (1 + m * m), dtype=ac.dtype)  # compared in the schedule's dtype
+        assert ac[t] < target and (t == 0 or ac[t - 1] >= target)
+    assert start_timestep is start_step  # PGLA uses the shared rule itself
     steps = start_steps(ac, torch.tensor(levels))
     assert steps.tolist() == sorted(steps.tolist()) and steps[-1] == 999
     assert start_step(ac, 0.0) is None
