@@ -42,6 +42,7 @@ from fedlab.diffusion import (  # noqa: E402
     build_unet,
     denoising_step,
     heldout_denoising_loss,
+    load_unet,
     train_with_checkpoints,
 )
 from fedlab.inprocess import run_in_process  # noqa: E402
@@ -122,15 +123,60 @@ def cnn(out: Path, steps: int) -> None:
     )
 
 
+def finalize(mode: str, out: Path, steps: int) -> None:
+    """Ship a run stopped at a checkpoint/round boundary: its last saved weights and history.
+
+    A federated run folder holds ``model.safetensors`` and ``history.json`` as of its last
+    finished round; a central one its checkpoints. Only rounds/steps up to ``steps`` count.
+    """
+    model = build_unet("cpu", sample_size=32)
+    if mode == "federated":
+        from safetensors.torch import load_file
+
+        history = json.loads((out / "history.json").read_text())
+        rounds = steps // (CLIENTS * LOCAL_STEPS)
+        if len(history) != rounds:
+            raise SystemExit(f"{out} has {len(history)} rounds, not {rounds}: stop it there")
+        model.load_state_dict(load_file(out / "model.safetensors"))
+        run_config = json.loads((out / "config.json").read_text())["run-config"]
+        entry = {
+            "run-config": run_config, "total-optimizer-steps": steps,
+            "stopped-after-round": rounds, "seconds": None,
+            "history": [{"round": h["round"], "steps": h["round"] * CLIENTS * LOCAL_STEPS,
+                         **h["evaluate"], "train-loss": h["train"].get("train-loss")}
+                        for h in history],
+        }  # fmt: skip
+    else:
+        from fedlab.diffusion.training import read_latest
+
+        latest = read_latest(out)
+        if latest is None or latest["step"] != steps:
+            raise SystemExit(f"{out} is not at step {steps}")
+        model = load_unet(out / latest["path"])
+        entry = {"total-optimizer-steps": steps, "batch-size": BATCH, "lr": LR,
+                 "seconds": sum(h["seconds"] for h in latest["history"]),
+                 "history": latest["history"]}  # fmt: skip
+    dest = SHIPPED_DIR / f"prior-{mode}"
+    shutil.rmtree(dest, ignore_errors=True)
+    model.eval().save_pretrained(dest, safe_serialization=True)
+    _record(mode, entry)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("federated", "central", "cnn"))
     parser.add_argument("--steps", type=int, default=TOTAL_STEPS)
     parser.add_argument("--out", default="")
+    parser.add_argument(
+        "--finalize", action="store_true", help="ship a run stopped at --steps from its run folder"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
     out = Path(args.out or ROOT / "runs" / f"diffsr-prior-{args.mode}").resolve()
+    if args.finalize:
+        finalize(args.mode, out, args.steps)
+        return
     {"federated": lambda: federated(out), "central": lambda: central(out, args.steps),
      "cnn": lambda: cnn(out, args.steps)}[args.mode]()  # fmt: skip
 
