@@ -94,7 +94,7 @@ def calibrate(level: str) -> None:
         save(data)
     oracle = {v["scale"]: v["oracle-t"] for v in cal["scales"].values()}
     ac = make_scheduler().alphas_cumprod
-    prf = calibrated_prf(CAL_CROPS, CROP, 1.0)
+    prf = calibrated_prf()  # the 8 calibration crops (2 per client, 64 px)
     kappa = fit_kappa(prf, oracle, ac)
     fitted = prf.with_kappa(kappa)
     cal["kappa"] = kappa

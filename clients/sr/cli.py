@@ -105,7 +105,7 @@ def super_resolve_file(
     elif method == "sdedit":
         result, t_used = sr.sdedit(lr, size, t, generator=gen), t
     else:
-        prf = calibrated_prf(2, 64, kappa or default_kappa())
+        prf = calibrated_prf(kappa=kappa or default_kappa())
         t_used = prf.start_step(scale, sr.alphas_cumprod)
         if method == "prf":
             result = sr.run(lr, size, t_used, generator=gen)

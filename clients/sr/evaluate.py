@@ -29,6 +29,8 @@ log = logging.getLogger("fedlab.sr")
 TEST_SEED = 2026
 CALIBRATION_SEED = 4051
 CALIBRATION_CLIENTS = 4
+PRF_CALIBRATION_CROPS = 2  # per client: 8 crops of training images, 64 px (docs/diffsr.md)
+PRF_CALIBRATION_SIZE = 64
 
 
 def scale_tag(scale: float) -> str:
@@ -58,7 +60,9 @@ def _interleave(num_images: int, per_image: int) -> list[int]:
 
 
 @lru_cache(maxsize=8)
-def calibrated_prf(count: int, size: int, kappa: float) -> PRF:
+def calibrated_prf(
+    count: int = PRF_CALIBRATION_CROPS, size: int = PRF_CALIBRATION_SIZE, kappa: float = 1.0
+) -> PRF:
     """PRF tabulated on the calibration crops of :data:`CALIBRATION_CLIENTS` clients."""
     crops = torch.cat([calibration_crops(k, CALIBRATION_CLIENTS, count, size)
                        for k in range(CALIBRATION_CLIENTS)])  # fmt: skip
@@ -100,7 +104,7 @@ def _scale_metrics(
         record("bicubic", sr.bicubic(lr, hw), seeds[0])
     if "cnn" in methods:
         record("cnn", load_cnn(config.cnn_folder()).super_resolve(lr, hw), seeds[0])
-    prf = calibrated_prf(config.eval_crops, config.eval_crop_size, config.prf_kappa)
+    prf = calibrated_prf(PRF_CALIBRATION_CROPS, PRF_CALIBRATION_SIZE, config.prf_kappa)
     for seed in seeds:
         # the same start noise for every method of a seed: paired comparisons
         noise_seed = derive_seed(seed, partition_id) % 2**63
