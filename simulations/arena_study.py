@@ -4,9 +4,10 @@ Two steps, each reproducible on its own:
 
 ``train``
     runs the ``streaming_arena`` app itself (``fedlab.inprocess.run_in_process``: its
-    ServerApp, ClientApps, FedAvg and training loop) with the study's config, and ships the
-    global detector as ``simulations/results/arena/detector`` (``save_pretrained``:
-    ``config.json`` + safetensors) with the run's history.
+    ServerApp, ClientApps, FedAvg and training loop) with the study's config, in two stages
+    (the second starts from the first's global model, ``init-from``, at a lower learning
+    rate), and ships the global detector as ``simulations/results/arena/detector``
+    (``save_pretrained``: ``config.json`` + safetensors) with the runs' histories.
 
 ``evaluate``
     loads the shipped detector and runs every method of the declared grid (docs/arena.md) over
@@ -17,7 +18,7 @@ Two steps, each reproducible on its own:
 ``tables``
     regenerates ``arena.md`` from ``arena.json``.
 
-    python simulations/arena_study.py train
+    python simulations/arena_study.py train            # stages 1 and 2, about 30 min
     python simulations/arena_study.py evaluate
 """
 
@@ -48,7 +49,8 @@ from fedlab.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 log = logging.getLogger("fedlab.arena_study")
 
 RESULTS = ROOT / "simulations" / "results" / "arena"
-#: The study's training run of the app (see docs/arena.md).
+#: The study's training runs of the app (see docs/arena.md): stage 1, then stage 2 starting
+#: from stage 1's global model at a lower learning rate.
 STUDY_CONFIG: dict[str, Any] = {
     # One client holding all 24 training videos: the app's FedAvg over one node is central
     # training through the same loop (federated rounds of 4 clients make less progress per
@@ -60,6 +62,7 @@ STUDY_CONFIG: dict[str, Any] = {
     "test-videos": 10,
     "arena-eval": True,
 }
+STAGE_2: dict[str, Any] = {"num-server-rounds": 6, "lr": 5e-4}
 #: The declared grid (docs/arena.md).
 BUDGETS = (0.2, 0.3, 0.4, 0.5)
 INTERVALS = (2, 3, 4, 6, 8)
@@ -96,17 +99,40 @@ def settings_of(cell: dict[str, Any], seed: int) -> ArenaSettings:
 
 # -- train ------------------------------------------------------------------------------------
 def train(args: argparse.Namespace) -> None:
+    """Stage 1 into ``run-dir``/stage-1, stage 2 (from stage 1's model) into ``run-dir``/stage-2;
+    ship stage 2's global model."""
     from fedlab.inprocess import run_in_process
 
     run_dir = Path(args.run_dir)
-    config = streaming_arena.resolve_config({**STUDY_CONFIG, "out-dir": str(run_dir)})
-    summary = run_in_process(streaming_arena, config)
-    model = load_run_model(config, run_dir)
+    stages = {"1": dict(STUDY_CONFIG),
+              "2": {**STUDY_CONFIG, **STAGE_2, "init-from": str(run_dir / "stage-1")}}  # fmt: skip
+    wanted = ["1", "2"] if args.stage == "all" else [args.stage]
+    record = {}
+    for stage in ("1", "2"):  # stages already run (e.g. --stage 2 after --stage 1)
+        folder = run_dir / f"stage-{stage}"
+        if stage not in wanted and (folder / "summary.json").is_file():
+            record[f"stage-{stage}"] = {
+                "config": json.loads((folder / "config.json").read_text())["run-config"],
+                "summary": json.loads((folder / "summary.json").read_text()),
+                "history": json.loads((folder / "history.json").read_text()),
+            }
+    for stage in wanted:
+        folder = run_dir / f"stage-{stage}"
+        config = streaming_arena.resolve_config({**stages[stage], "out-dir": str(folder)})
+        summary = run_in_process(streaming_arena, config)
+        history = json.loads((folder / "history.json").read_text())
+        record[f"stage-{stage}"] = {"config": config.to_mapping(), "summary": summary,
+                                    "history": history}  # fmt: skip
+        log.info("stage %s: final %s", stage, summary["final"]["evaluate"])
+    last = record.get("stage-2") or record["stage-1"]
+    config = streaming_arena.resolve_config(
+        {k: v for k, v in last["config"].items() if k not in ("out-dir", "init-from")}
+    )
+    model = load_run_model(config, last["config"]["out-dir"])
     model.save_pretrained(RESULTS / "detector", safe_serialization=True)
-    history = json.loads((run_dir / "history.json").read_text())
-    atomic_write_json(RESULTS / "train.json", {"config": config.to_mapping(),
-                                               "summary": summary, "history": history})  # fmt: skip
-    log.info("shipped %s; final %s", RESULTS / "detector", summary["final"]["evaluate"])
+    record.update({"config": last["config"], "history": last["history"]})
+    atomic_write_json(RESULTS / "train.json", record)
+    log.info("shipped %s", RESULTS / "detector")
 
 
 # -- evaluate ---------------------------------------------------------------------------------
@@ -118,7 +144,7 @@ def evaluate(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     train_info = json.loads((RESULTS / "train.json").read_text())
     config = streaming_arena.resolve_config(
-        {k: v for k, v in train_info["config"].items() if k != "out-dir"}
+        {k: v for k, v in train_info["config"].items() if k not in ("out-dir", "init-from")}
     )
     videos = ArenaWorkload(config).test_videos
     model = load_detector(RESULTS / "detector")
@@ -271,6 +297,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="step", required=True)
     t = sub.add_parser("train")
     t.add_argument("--run-dir", default=str(ROOT / "runs" / "arena-study"))
+    t.add_argument("--stage", choices=("1", "2", "all"), default="all")
     sub.add_parser("evaluate")
     sub.add_parser("tables")
     args = parser.parse_args()
