@@ -37,7 +37,7 @@ def _num(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def table_from_audit(data: dict[str, Any]) -> str:
+def table_from_audit(data: dict[str, Any], wall_s: float | None = None) -> str:
     """The Markdown table of one audit: a row per setting and trace attack cell."""
     lines = [
         "| setting | accountant eps | final-model est. [95 %] | all-iterates est. [95 %] | "
@@ -56,22 +56,79 @@ def table_from_audit(data: dict[str, Any]) -> str:
             return text + (" **exceeds**" if v.get("exceeds") else "")
 
         util = [u for u in s["utility"] if u is not None]
-        head = [name, _num(s["accountant"].get("epsilon")), e("final"), e("all-iterates"),
-                e("per-release"), _num(util[-1] if util else None)]  # fmt: skip
+        head = [
+            name,
+            _num(s["accountant"].get("epsilon")),
+            e("final"),
+            e("all-iterates"),
+            e("per-release"),
+            _num(util[-1] if util else None),
+        ]
         first = True
         for key, c in s["attacks"].items():
             if c["n"] == 0:
                 continue
             psnr = f"{_num(c['psnr-median'])} [{_num(c['psnr-min'])}, {_num(c['psnr-max'])}]"
             cells = (head if first else [""] * len(head)) + [
-                key, psnr, _num(c["label-accuracy"]), "yes" if c["succeeds"] else "no"]  # fmt: skip
+                key,
+                psnr,
+                _num(c["label-accuracy"]),
+                "yes" if c["succeeds"] else "no",
+            ]
             lines.append("| " + " | ".join(cells) + " |")
             first = False
     b = data["boundary"]
     lines.append("")
-    lines.append(f"Boundary (largest epsilon at which no attack on a traced client beats the "
-                 f"thresholds): central DP {_num(b['central'])}, local DP {_num(b['local'])}. "
-                 f"Audit wall time {data['seconds']:.0f} s.")  # fmt: skip
+    lines.append(
+        f"Boundary (largest epsilon at which no attack on a traced client beats the "
+        f"thresholds): central DP {_num(b['central'])}, local DP {_num(b['local'])}. "
+        f"Audit wall time {wall_s or data['seconds']:.0f} s."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def compact_table(data: dict[str, Any], wall_s: float | None = None) -> str:
+    """One row per setting: accountant, estimates, accuracy, the best trace attack."""
+    lines = [
+        "| setting | accountant eps | estimate: all-iterates [95 %] | estimate: per-release "
+        "[95 %] (bound) | accuracy | best attack (median PSNR dB, label acc) | leaks? |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in data["settings"].items():
+        est = s["estimates"]
+        cells = {k: c for k, c in s["attacks"].items() if k.startswith("trace:") and c["n"]}
+        best = max(cells.items(), key=lambda kv: kv[1]["psnr-median"], default=None)
+        attack = (
+            "-"
+            if best is None
+            else (
+                f"{best[0][6:]} {best[1]['psnr-median']:.1f} dB, {_num(best[1]['label-accuracy'])}"
+            )
+        )
+        ar, pr = est["all-iterates"], est["per-release"]
+        util = [u for u in s["utility"] if u is not None]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    _num(s["accountant"].get("epsilon")),
+                    f"{_num(ar['epsilon'])} [{_num(ar['low'])}, {_num(ar['high'])}]",
+                    f"{_num(pr['epsilon'])} [{_num(pr['low'])}, {_num(pr['high'])}] "
+                    f"({_num(pr['accountant'])})",
+                    _num(util[-1] if util else None),
+                    attack,
+                    "attack succeeds" if s["any-target-attack-succeeds"] else "no attack succeeds",
+                ]
+            )
+            + " |"
+        )
+    b = data["boundary"]
+    lines += [
+        "",
+        f"Boundary: central DP {_num(b['central'])}, local DP {_num(b['local'])}; "
+        f"audit wall time {wall_s or data['seconds']:.0f} s.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -100,21 +157,36 @@ def summary_plot(data: dict[str, Any], path: Path) -> None:
         if acc is not None:
             a.hlines(acc, j - 0.4, j + 0.4, colors="k", label="accountant" if j == 1 else None)
     a.set_yscale("symlog", linthresh=1)
-    a.set_ylim(bottom=0)
+    accs = [data["settings"][n]["accountant"].get("epsilon") or 0.0 for n in names]
+    a.set_ylim(bottom=0, top=2 * max([50.0, *accs]))
     a.set_xticks(range(len(names)), names, rotation=15, fontsize=8)
     a.set_ylabel("epsilon (estimates capped at 50)")
     a.legend(fontsize=7)
-    keys = sorted({k for n in names for k, c in data["settings"][n]["attacks"].items()
-                   if k.startswith("trace:") and c["n"]})  # fmt: skip
+    keys = sorted(
+        {
+            k
+            for n in names
+            for k, c in data["settings"][n]["attacks"].items()
+            if k.startswith("trace:") and c["n"]
+        }
+    )
     width = 0.8 / max(len(keys), 1)
     for i, key in enumerate(keys):
-        pts = [(j, data["settings"][n]["attacks"].get(key, {}).get("psnr-median"))
-               for j, n in enumerate(names)]  # fmt: skip
+        pts = [
+            (j, data["settings"][n]["attacks"].get(key, {}).get("psnr-median"))
+            for j, n in enumerate(names)
+        ]
         pts = [(j + (i - len(keys) / 2 + 0.5) * width, y) for j, y in pts if y is not None]
         b.bar([p[0] for p in pts], [p[1] for p in pts], width=width, label=key[6:])
     for j, n in enumerate(names):
-        b.hlines(data["settings"][n]["psnr-threshold"], j - 0.45, j + 0.45, colors="k",
-                 linestyles="dashed", label="mean image + 3 dB" if j == 0 else None)  # fmt: skip
+        b.hlines(
+            data["settings"][n]["psnr-threshold"],
+            j - 0.45,
+            j + 0.45,
+            colors="k",
+            linestyles="dashed",
+            label="mean image + 3 dB" if j == 0 else None,
+        )
     b.set_xticks(range(len(names)), names, rotation=15, fontsize=8)
     b.set_ylabel("median PSNR over targets (dB)")
     b.legend(fontsize=7, ncol=2)
@@ -127,8 +199,10 @@ def summary_plot(data: dict[str, Any], path: Path) -> None:
 
 def regenerate(folder: Path) -> str:
     data = json.loads((folder / "audit.json").read_text())
-    table = table_from_audit(data)
+    wall = json.loads((folder / "timing.json").read_text())["wall_s"]
+    table = table_from_audit(data, wall)
     atomic_write_text(folder / "table.md", table)
+    atomic_write_text(folder / "compact.md", compact_table(data, wall))
     summary_plot(data, folder / "summary.png")
     return table
 
@@ -139,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=None, help="audit folder (default runs/audit-<preset>)")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--tables-only", action="store_true")
+    parser.add_argument(
+        "--keep-timing",
+        action="store_true",
+        help="resume a finished --work (estimates recomputed from its canary statistics) and "
+        "keep the timing.json of the first, full run",
+    )
     args = parser.parse_args(argv)
     folder = RESULTS / args.preset
     if not args.tables_only:
@@ -155,11 +235,18 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("audit.json", "report.html"):
             shutil.copyfile(work / name, folder / f".{name}.tmp")
             (folder / f".{name}.tmp").replace(folder / name)
-        atomic_write_json(folder / "timing.json", {
-            "preset": args.preset, "command": " ".join(cmd[1:]), "wall_s": round(wall, 1),
-            "cpus": os.cpu_count(), "load_average_1min_at_end": os.getloadavg()[0],
-            "note": "2 CPU cores shared with other jobs; a resumed audit counts only this call",
-        })  # fmt: skip
+        if not args.keep_timing:
+            atomic_write_json(
+                folder / "timing.json",
+                {
+                    "preset": args.preset,
+                    "command": " ".join(cmd[1:]),
+                    "wall_s": round(wall, 1),
+                    "cpus": os.cpu_count(),
+                    "load_average_1min_at_end": os.getloadavg()[0],
+                    "note": "2 CPU cores shared with other jobs",
+                },
+            )
     print(regenerate(folder))
     return 0
 

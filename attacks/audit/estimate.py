@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import log_ndtr
+from scipy.stats import t as student_t
 
 #: Estimates are capped here; a cap means "the canaries are told apart essentially always".
 MAX_EPSILON = 50.0
@@ -116,7 +117,11 @@ class Estimate:
     epsilon : float
         From all canaries.
     low, high : float
-        2.5 and 97.5 percentiles over bootstrap resamples of the canaries.
+        The 95 % spread: the 2.5 and 97.5 percentiles over bootstrap resamples of the canaries,
+        widened where needed to the Welch t interval of the mean difference mapped through the
+        same Gaussian epsilon (with ten canaries the percentile bootstrap alone is too narrow:
+        one default audit's real local DP mechanism gave 7.3 [4.6, 10.9] against its 3.55 from
+        nine replies; the t interval reaches 2.8).
     observed, null : int
         Numbers of inserted and never-inserted canary statistics.
     """
@@ -164,4 +169,35 @@ def estimate_epsilon(
         for _ in range(resamples)
     ]
     low, high = np.nanpercentile(draws, [2.5, 97.5])
-    return Estimate(point, float(low), float(high), len(observed), len(null))
+    t_low, t_high = _welch_interval(observed, null, delta, pooled)
+    return Estimate(
+        point, float(min(low, t_low)), float(max(high, t_high)), len(observed), len(null)
+    )
+
+
+def _welch_interval(
+    observed: np.ndarray, null: np.ndarray, delta: float, pooled: bool
+) -> tuple[float, float]:
+    """Epsilons at the ends of the 95 % Welch t interval of ``|mean(observed) - mean(null)|``.
+
+    The spread of each sample is its own (Welch-Satterthwaite degrees of freedom); the ends are
+    mapped through the Gaussian-pair epsilon at the point estimate's standard deviations.
+    """
+    n1, n0 = len(observed), len(null)
+    v1, v0 = observed.var(ddof=1) / n1, null.var(ddof=1) / n0
+    se = math.sqrt(v1 + v0)
+    if se == 0:
+        return math.inf, -math.inf  # no spread: the bootstrap's interval stands
+    dof = (v1 + v0) ** 2 / (v1**2 / (n1 - 1) + v0**2 / (n0 - 1))
+    q = float(student_t.ppf(0.975, dof))
+    diff = float(observed.mean() - null.mean())
+    s1, s0 = float(observed.std(ddof=1)), float(null.std(ddof=1))
+    if pooled:
+        s1 = s0 = math.sqrt(((n1 - 1) * s1**2 + (n0 - 1) * s0**2) / (n1 + n0 - 2))
+    lo_d, hi_d = diff - q * se, diff + q * se
+    near = 0.0 if lo_d <= 0 <= hi_d else min(abs(lo_d), abs(hi_d))
+    far = max(abs(lo_d), abs(hi_d))
+    return (
+        gaussian_pair_epsilon(near, s1, 0.0, s0, delta),
+        gaussian_pair_epsilon(far, s1, 0.0, s0, delta),
+    )

@@ -145,11 +145,42 @@ def _per_release_bound(acc: dict[str, Any], delta: float) -> float | None:
     return gaussian_pair_epsilon(float(clip) / float(std), 1.0, 0.0, 1.0, delta)
 
 
+def estimates_of(
+    stats: dict[str, Any], acc: dict[str, Any], mode: str, delta: float, audit: AuditConfig
+) -> dict[str, Any]:
+    """The three estimates from the canary statistics, each with the epsilon it is compared
+    with and whether it exceeds it (its lower end above that epsilon)."""
+    bounds = {
+        "final": acc["epsilon"],
+        "all-iterates": acc["epsilon"],
+        "per-release": _per_release_bound(acc, delta) if mode == "local" else None,
+    }
+    out = {}
+    for key, v in stats.items():
+        est = estimate_epsilon(
+            np.array(v["observed"]),
+            np.array(v["null"]),
+            delta,
+            resamples=audit.bootstrap,
+            seed=audit.seed,
+        ).to_json()
+        bound = bounds[key]
+        est["accountant"] = bound
+        est["exceeds"] = bool(bound is not None and est["low"] is not None and est["low"] > bound)
+        out[key] = est
+    return out
+
+
 def run_setting(spec: AppSpec, plan: Planned, audit: AuditConfig, folder: Path) -> dict[str, Any]:
     """Run the app with canaries for one setting; write and return ``setting.json``."""
     path = folder / "setting.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    if path.exists():  # resumed: the estimates are recomputed from the stored statistics
+        done = json.loads(path.read_text())
+        delta = float(done["accountant"].get("delta") or getattr(plan.config, "delta", 1e-5))
+        done["estimates"] = estimates_of(
+            done["statistics"], done["accountant"], done["mode"], delta, audit
+        )
+        return done
     run_dir = Path(plan.config.out_dir)
     if run_dir.exists():  # a run killed midway starts over
         shutil.rmtree(run_dir)
@@ -175,25 +206,7 @@ def run_setting(spec: AppSpec, plan: Planned, audit: AuditConfig, folder: Path) 
     history = json.loads((run_dir / "history.json").read_text())
     acc = accountant(plan.setting, history)
     delta = float(acc.get("delta") or getattr(config, "delta", 1e-5))
-    estimates = {
-        k: estimate_epsilon(
-            np.array(v["observed"]),
-            np.array(v["null"]),
-            delta,
-            resamples=audit.bootstrap,
-            seed=audit.seed,
-        ).to_json()
-        for k, v in stats.items()
-    }
-    bounds = {
-        "final": acc["epsilon"],
-        "all-iterates": acc["epsilon"],
-        "per-release": _per_release_bound(acc, delta) if plan.setting.mode == "local" else None,
-    }
-    for key, est in estimates.items():
-        bound = bounds[key]
-        est["accountant"] = bound
-        est["exceeds"] = bool(bound is not None and est["low"] is not None and est["low"] > bound)
+    estimates = estimates_of(stats, acc, plan.setting.mode, delta, audit)
     aggregate = None
     if plan.setting.mode == "central" and audit.trace_round in grid.seen.arrays:
         after = grid.seen.arrays.get(audit.trace_round + 1) or final_arrays

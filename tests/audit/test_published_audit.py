@@ -1,0 +1,31 @@
+"""The published audit figures are the committed JSON of a `fedlab audit` run, tabulated."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "simulations" / "results" / "audit" / "default"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(
+        "audit_study", ROOT / "simulations" / "audit_study.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_and_docs_tables_are_the_committed_audit() -> None:
+    data = json.loads((RESULTS / "audit.json").read_text())
+    wall = json.loads((RESULTS / "timing.json").read_text())["wall_s"]
+    script = _script()
+    full, compact = script.table_from_audit(data, wall), script.compact_table(data, wall)
+    assert full == (RESULTS / "table.md").read_text()
+    assert compact == (RESULTS / "compact.md").read_text()
+    assert full in (ROOT / "docs" / "audit.md").read_text()
+    assert compact in (ROOT / "README.md").read_text()
+    assert data["config"]["max_iterations"] == 1000 and len(data["settings"]) == 5
