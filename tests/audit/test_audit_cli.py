@@ -87,3 +87,13 @@ def test_bad_config_is_refused_in_one_line_before_any_run(
     assert code == 2
     assert message in err and "\n" not in err, err
     assert not out.exists()
+
+
+def test_an_app_that_cannot_record_traces_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code = fedlab_main(["audit", "--app", "fedfoa", "--preset", "tiny", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot record gradient traces" in err
+    assert not out.exists()
