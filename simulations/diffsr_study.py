@@ -16,10 +16,12 @@ every app run, and a step already in the JSON is skipped (delete it to rerun).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,17 @@ def load() -> dict:
 
 def save(data: dict) -> None:
     atomic_write_json(RESULTS, data)
+
+
+def update(change: Callable[[dict], None]) -> dict:
+    """Load, change and save the results under a lock (test steps may run in parallel)."""
+    RUNS.mkdir(parents=True, exist_ok=True)
+    with open(RUNS / "study.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = load()
+        change(data)
+        save(data)
+    return data
 
 
 def app_run(name: str, overrides: dict) -> dict[str, float]:
@@ -104,27 +117,34 @@ def calibrate(level: str) -> None:
     log.info("oracle t %s; kappa %.3g -> PRF t %s", oracle, kappa, cal["prf-t"])
 
 
-def test(level: str) -> None:
-    data = load()
-    kappa = data["calibration"]["kappa"]
-    res = data.setdefault("test", {"level": level, "kappa": kappa, "scales": {}})
+def test(level: str, scales: tuple[float, ...] = SCALES) -> None:
+    kappa = load()["calibration"]["kappa"]
     lv = LEVELS[level]
-    for scale in SCALES:
+    update(lambda d: d.setdefault("test", {"level": level, "kappa": kappa, "scales": {}}))
+    for scale in scales:
         tag = scale_tag(scale)
-        done = res["scales"].setdefault(tag, {"scale": scale})
         common = {"eval-crops": TEST_CROPS, "scales": str(scale), "sample-steps": lv["steps"],
                   "prf-kappa": kappa}  # fmt: skip
-        if "guided" not in done:
-            done["guided"] = app_run(
-                f"test-{tag}-guided",
-                {**common, "methods": "bicubic,cnn,prf,ilvr,ddnm", "sample-seeds": "0,1"},
-            )
-            save(data)
-        if "fixed" not in done:
-            done["fixed"] = app_run(f"test-{tag}-fixed", {
-                **common, "methods": "sdedit", "fixed-t": ",".join(map(str, FIXED_T)),
-                "sample-seeds": lv["fixed_seeds"]})  # fmt: skip
-            save(data)
+        cells = {
+            "guided": {**common, "methods": "bicubic,cnn,prf,ilvr,ddnm", "sample-seeds": "0,1"},
+            "fixed": {**common, "methods": "sdedit", "fixed-t": ",".join(map(str, FIXED_T)),
+                      "sample-seeds": lv["fixed_seeds"]},
+        }  # fmt: skip
+        for cell, overrides in cells.items():
+            if cell in load()["test"]["scales"].get(tag, {}):
+                continue
+            result = app_run(f"test-{tag}-{cell}", overrides)
+
+            def put(
+                d: dict,
+                tag: str = tag,
+                cell: str = cell,
+                result: dict = result,
+                scale: float = scale,
+            ) -> None:
+                d["test"]["scales"].setdefault(tag, {"scale": scale})[cell] = result
+
+            update(put)
 
 
 def timing() -> None:
@@ -149,6 +169,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=("calibrate", "test", "timing", "report", "all"))
     parser.add_argument("--level", choices=tuple(LEVELS), default="B")
+    parser.add_argument("--scales", default="", help="test only these scales, e.g. 1.5,2")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
@@ -156,7 +177,8 @@ def main() -> None:
     if args.step in ("calibrate", "all"):
         calibrate(args.level)
     if args.step in ("test", "all"):
-        test(args.level)
+        chosen = tuple(float(x) for x in args.scales.split(",")) if args.scales else SCALES
+        test(args.level, chosen)
     if args.step in ("timing", "all"):
         timing()
     if args.step in ("report", "all"):

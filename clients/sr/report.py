@@ -59,6 +59,11 @@ def _label(name: str, prf_t: float | None) -> str:
     return labels[name]
 
 
+def _by_scale(scales: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Entries of a per-scale dict in increasing scale (parallel runs finish in any order)."""
+    return sorted(scales.items(), key=lambda kv: kv[1]["scale"])
+
+
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
@@ -122,7 +127,7 @@ def markdown(results: dict[str, Any]) -> str:
                   "| scale | oracle t (best HaarPSI) | oracle t > 0 | HaarPSI at oracle t | "
                   "HaarPSI at t=0 | PRF t (fitted kappa) | PRF t (kappa 1) | within one step |",
                   "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for tag, c in cal["scales"].items():
+        for tag, c in _by_scale(cal["scales"]):
             h = {int(k): v for k, v in c["haarpsi"].items()}
             prf_t = cal.get("prf-t", {}).get(tag)
             within = (
@@ -135,7 +140,7 @@ def markdown(results: dict[str, Any]) -> str:
             )
         lines.append("")
     test = results.get("test", {}).get("scales", {})
-    for tag, s in test.items():
+    for tag, s in _by_scale(test):
         if "guided" not in s:
             continue
         prf_t = s["guided"].get(f"prf-t-{tag}")
@@ -163,7 +168,7 @@ def compact(results: dict[str, Any]) -> str:
     test = results.get("test", {}).get("scales", {})
     if not test:
         return "(study not run yet)\n"
-    scales = [s for s in test.values() if "guided" in s]
+    scales = [s for _, s in _by_scale(test) if "guided" in s]
     rows: dict[str, list[str]] = {}
     for s in scales:
         for name, vals in method_rows(s).items():
@@ -194,7 +199,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     test = results.get("test", {}).get("scales", {})
     cal = results.get("calibration", {}).get("scales", {})
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, (tag, s) in enumerate(test.items()):
+    for i, (tag, s) in enumerate(_by_scale(test)):
         rows = method_rows(s)
         ts = [0] + [int(n[1:]) for n in rows if n.startswith("t") and n[1:].isdigit()]
         hs = [_mean(rows["bicubic"]["haarpsi"])] + [
