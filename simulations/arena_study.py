@@ -52,17 +52,17 @@ RESULTS = ROOT / "simulations" / "results" / "arena"
 #: The study's training runs of the app (see docs/arena.md): stage 1, then stage 2 starting
 #: from stage 1's global model at a lower learning rate.
 STUDY_CONFIG: dict[str, Any] = {
-    # One client holding all 24 training videos: the app's FedAvg over one node is central
+    # One client holding all 96 training videos: the app's FedAvg over one node is central
     # training through the same loop (federated rounds of 4 clients make less progress per
     # CPU-second, which this 2-core machine cannot spare).
     "num-supernodes": 1,
-    "videos-per-client": 24,
-    "num-server-rounds": 20,
+    "videos-per-client": 96,
+    "num-server-rounds": 10,
     "local-steps": 250,
     "test-videos": 10,
     "arena-eval": True,
 }
-STAGE_2: dict[str, Any] = {"num-server-rounds": 6, "lr": 5e-4}
+STAGE_2: dict[str, Any] = {"num-server-rounds": 4, "lr": 5e-4}
 #: The declared grid (docs/arena.md).
 BUDGETS = (0.2, 0.3, 0.4, 0.5)
 INTERVALS = (2, 3, 4, 6, 8)

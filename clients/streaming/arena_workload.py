@@ -12,6 +12,7 @@ the frame.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from functools import cached_property
 
@@ -21,7 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from clients.streaming.arena_config import ArenaConfig
-from clients.streaming.arena_data import Video, split_videos
+from clients.streaming.arena_data import Video, VideoSpec, split_videos
 from clients.streaming.arena_model import ArenaViT, dense_targets, detection_loss, to_tensor
 from fedlab.client import derive_seed
 from fedlab.workload import Workload
@@ -69,6 +70,13 @@ def sparse_keep(
     return score.argsort(dim=1, descending=True)[:, :count]
 
 
+@functools.lru_cache(maxsize=2)
+def _videos(split: str, count: int, seed: int, spec: VideoSpec, start: int) -> tuple[Video, ...]:
+    """Generated videos, memoised: a ClientApp is rebuilt for every round, the videos are not
+    (they are a pure function of these arguments; each process keeps at most two sets)."""
+    return tuple(split_videos(split, count, seed=seed, spec=spec, start=start))
+
+
 class ArenaWorkload(Workload):
     """Model, data and step of the ``streaming_arena`` app."""
 
@@ -84,8 +92,8 @@ class ArenaWorkload(Workload):
     def train_videos(self, partition_id: int) -> list[Video]:
         """The training videos of one client (disjoint across clients)."""
         c = self.config
-        return split_videos("train", c.videos_per_client, seed=c.seed, spec=c.video_spec(),
-                            start=partition_id * c.videos_per_client)  # fmt: skip
+        return list(_videos("train", c.videos_per_client, c.seed, c.video_spec(),
+                            partition_id * c.videos_per_client))  # fmt: skip
 
     def client_dataset(self, partition_id: int, num_partitions: int) -> PairDataset:
         c = self.config
