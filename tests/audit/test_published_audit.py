@@ -29,3 +29,12 @@ def test_readme_and_docs_tables_are_the_committed_audit() -> None:
     assert full in (ROOT / "docs" / "audit.md").read_text()
     assert compact in (ROOT / "README.md").read_text()
     assert data["config"]["max_iterations"] == 1000 and len(data["settings"]) == 5
+
+
+def test_the_full_preset_table_is_its_committed_audit() -> None:
+    folder = RESULTS.parent / "full"
+    data = json.loads((folder / "audit.json").read_text())
+    wall = json.loads((folder / "timing.json").read_text())["wall_s"]
+    compact = _script().compact_table(data, wall)
+    assert compact == (folder / "compact.md").read_text()
+    assert compact in (ROOT / "docs" / "audit.md").read_text()
