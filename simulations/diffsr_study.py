@@ -147,6 +147,33 @@ def test(level: str, scales: tuple[float, ...] = SCALES) -> None:
             update(put)
 
 
+def explore(level: str, scales: tuple[float, ...] = SCALES) -> None:
+    """Exploratory, declared after the test (not used for any goal): PRF, ILVR and DDNM with
+    the plain rule kappa = 1 instead of the fitted kappa, on the same test crops."""
+    lv = LEVELS[level]
+    update(lambda d: d.setdefault("explore-kappa1", {"level": level, "kappa": 1.0, "scales": {}}))
+    for scale in scales:
+        tag = scale_tag(scale)
+        if tag in load()["explore-kappa1"]["scales"]:
+            continue
+        result = app_run(
+            f"explore-kappa1-{tag}",
+            {
+                "eval-crops": TEST_CROPS,
+                "scales": str(scale),
+                "sample-steps": lv["steps"],
+                "prf-kappa": 1.0,
+                "methods": "bicubic,prf,ilvr,ddnm",
+                "sample-seeds": "0,1",
+            },
+        )
+
+        def put(d: dict, tag: str = tag, result: dict = result, scale: float = scale) -> None:
+            d["explore-kappa1"]["scales"][tag] = {"scale": scale, "guided": result}
+
+        update(put)
+
+
 def timing() -> None:
     data = load()
     unet = load_unet(SHIPPED_PRIOR)
@@ -167,7 +194,7 @@ def timing() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("calibrate", "test", "timing", "report", "all"))
+    parser.add_argument("step", choices=("calibrate", "test", "explore", "timing", "report", "all"))
     parser.add_argument("--level", choices=tuple(LEVELS), default="B")
     parser.add_argument("--scales", default="", help="test only these scales, e.g. 1.5,2")
     args = parser.parse_args()
@@ -179,6 +206,9 @@ def main() -> None:
     if args.step in ("test", "all"):
         chosen = tuple(float(x) for x in args.scales.split(",")) if args.scales else SCALES
         test(args.level, chosen)
+    if args.step == "explore":
+        chosen = tuple(float(x) for x in args.scales.split(",")) if args.scales else SCALES
+        explore(args.level, chosen)
     if args.step in ("timing", "all"):
         timing()
     if args.step in ("report", "all"):

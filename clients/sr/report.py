@@ -152,6 +152,21 @@ def markdown(results: dict[str, Any]) -> str:
                      for m in METRIC_NAMES]  # fmt: skip
             lines.append(f"| {_label(name, prf_t)} | " + " | ".join(cells) + " |")
         lines.append("")
+    explore = results.get("explore-kappa1", {}).get("scales", {})
+    if explore:
+        lines += ["#### Exploratory, declared after the test: the plain rule kappa = 1", "",
+                  "Not part of the declared protocol and not used for any goal: PRF, ILVR and "
+                  "DDNM started at the PRF t of kappa = 1 instead of the fitted kappa; same test "
+                  "crops, seeds and steps. HaarPSI / PSNR, mean ± std over seeds 0 and 1.", "",
+                  "| scale | t (kappa 1) | bicubic | PRF | ILVR-style | DDNM-style |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for tag, s in _by_scale(explore):
+            rows = method_rows(s)
+            cells = [f"{_cell(rows[n]['haarpsi'], 4)} / {_cell(rows[n]['psnr'], 2)}"
+                     for n in ("bicubic", "prf", "ilvr", "ddnm") if n in rows]  # fmt: skip
+            t = s["guided"].get(f"prf-t-{tag}", float("nan"))
+            lines.append(f"| {s['scale']:g} | {t:.0f} | " + " | ".join(cells) + " |")
+        lines.append("")
     timing = results.get("timing")
     if timing:
         lines += [f"#### Seconds per {timing['image']} image on one CPU thread (t start "
