@@ -52,14 +52,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--per-class", type=int, default=60)
     p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--out", default=str(compo.WEIGHTS), help="where to write the weights")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     started = time.perf_counter()
     net = pretrain(args.per_class, args.epochs)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    atomic_write(compo.WEIGHTS, lambda p: save_file(state, str(p)))
-    log.info("wrote %s in %.0f s", compo.WEIGHTS, time.perf_counter() - started)
+    atomic_write(args.out, lambda p: save_file(state, str(p)))
+    log.info("wrote %s in %.0f s", args.out, time.perf_counter() - started)
 
 
 if __name__ == "__main__":
