@@ -121,7 +121,7 @@ class Estimate:
         widened where needed to the Welch t interval of the mean difference mapped through the
         same Gaussian epsilon (with ten canaries the percentile bootstrap alone is too narrow:
         one default audit's real local DP mechanism gave 7.3 [4.6, 10.9] against its 3.55 from
-        nine replies; the t interval reaches 2.8).
+        nine replies, and the t interval 3.7).
     observed, null : int
         Numbers of inserted and never-inserted canary statistics.
     """
