@@ -1,0 +1,129 @@
+"""Does fine-tuning PGLA on the audited model's gradients help on the audited traces?
+
+Protocol (fixed before running): take the audited model from a finished ``fedlab audit``
+(``--audit``, default the ``full`` preset's work folder): the global parameters of the traced
+round of its first local DP setting (round 1: the app's seeded initial model, the same in every
+setting). Fine-tune the shipped PGLA denoiser (``attacks.audit.finetune``) on clipped clean
+gradients of that model on the ``sample-patches`` stand-in set (scikit-learn's two sample
+photos; the victims come from the ``patches`` dataset's scikit-image photos), clip norm C / lr
+(the update bound in gradient units), ``--time-limit-s`` of one CPU thread. Score, on every
+traced target of every local DP setting of the audit, the cosine with the true gradient of:
+the noisy gradient the server saw, the shipped denoiser's output and the fine-tuned one's.
+
+    python simulations/audit_finetune_pgla.py --audit runs/audit-full --time-limit-s 480
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attacks.audit.config import SHIPPED_DENOISERS
+from attacks.audit.finetune import finetune, true_gradient
+from attacks.pgla.compose import denoise_attack_input
+from attacks.pgla.denoisers import load_denoiser
+from attacks.pgla.transform import flatten_gradients
+from fedlab.atomic import atomic_write_json, atomic_write_text
+from fedlab.traces import TraceReader
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results" / "audit"
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
+
+
+def targets(audit: Path) -> list[tuple[str, TraceReader, Any]]:
+    """(setting, reader, record) of every attacked target of every local DP setting."""
+    out = []
+    for folder in sorted((audit / "settings").glob("local-*")):
+        setting = json.loads((folder / "setting.json").read_text())
+        reader = TraceReader(folder / "run" / "traces")
+        canaries = set(setting["canaries"])
+        records = sorted(
+            (r for r in reader.select_all() if r.client not in canaries), key=lambda r: r.client
+        )
+        names = {p.name.split("__")[0] for p in (folder / "attacks").glob("*.json")}
+        out += [(folder.name, reader, r) for r in records if r.target_id.replace("/", "_") in names]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--audit", default="runs/audit-full")
+    parser.add_argument("--work", default="runs/audit-pgla-finetune")
+    parser.add_argument("--time-limit-s", type=float, default=480.0)
+    parser.add_argument("--steps", type=int, default=2000)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    found = targets(Path(args.audit))
+    _, reader, first = found[0]
+    audited = reader.attack_input(first)
+    clip = float(audited.dp["clip-norm"]) / float(audited.lr)
+    work = Path(args.work)
+    if not (work / "latest.json").exists():
+        finetune(
+            SHIPPED_DENOISERS["pgla"],
+            audited,
+            work,
+            steps=args.steps,
+            time_limit_s=args.time_limit_s,
+            clip_norm=clip,
+        )
+    latest = json.loads((work / "latest.json").read_text())
+    shipped = load_denoiser("pgla", SHIPPED_DENOISERS["pgla"])
+    tuned = load_denoiser("pgla", work)
+    rows = []
+    for setting, rd, record in found:
+        inp = rd.attack_input(record)
+        images, labels = rd.ground_truth(record)
+        clean = true_gradient(inp, images, labels)
+        noisy = flatten_gradients(inp.target_gradients())
+        row = {"setting": setting, "target": record.target_id, "noisy": _cos(noisy, clean)}
+        for name, den in (("shipped", shipped), ("fine-tuned", tuned)):
+            out = denoise_attack_input(inp, den).gradients
+            row[name] = _cos(flatten_gradients(out), clean)
+        rows.append(row)
+        print(row, flush=True)
+    settings = sorted({r["setting"] for r in rows}, key=lambda s: float(s.split("eps")[1]))
+    lines = [
+        "| setting | targets | noisy | shipped PGLA | fine-tuned PGLA |",
+        "|---|---|---|---|---|",
+    ]
+    for s in settings:
+        mine = [r for r in rows if r["setting"] == s]
+        med = {k: statistics.median(r[k] for r in mine) for k in ("noisy", "shipped", "fine-tuned")}
+        lines.append(
+            f"| {s} | {len(mine)} | {med['noisy']:.3f} | {med['shipped']:.3f} | "
+            f"{med['fine-tuned']:.3f} |"
+        )
+    lines += [
+        "",
+        f"Median cosine with the true gradient. Fine-tuning: {latest['step']} steps in "
+        f"{latest['elapsed_s']:.0f} s on one thread, clip norm {clip:g} (C / lr).",
+    ]
+    OUT.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        OUT / "pgla_finetune.json",
+        {
+            "audit": str(args.audit),
+            "clip_norm": clip,
+            "steps": latest["step"],
+            "elapsed_s": latest["elapsed_s"],
+            "history": latest["history"],
+            "rows": rows,
+        },
+    )
+    atomic_write_text(OUT / "pgla_finetune.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
