@@ -1,0 +1,31 @@
+"""The published Diff-SR tables are regenerated from the committed study JSON, not typed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from clients.sr.report import compact, markdown, summary
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "simulations" / "results" / "diffsr"
+
+
+def _results() -> dict:
+    results = json.loads((RESULTS / "study.json").read_text())
+    results["prior"] = json.loads((RESULTS / "prior_training.json").read_text())
+    return results
+
+
+def test_docs_readme_and_study_md_are_the_committed_results():
+    results = _results()
+    full = markdown(results)
+    assert (RESULTS / "study.md").read_text() == full + "\n"
+    assert full in (ROOT / "docs" / "diffsr.md").read_text()
+    assert compact(results) in (ROOT / "README.md").read_text()
+
+
+def test_goal_checks_are_computed_from_the_tables():
+    info = summary(_results())
+    assert 0 <= info["within-one-step"] <= info["scales"] == 6
+    assert set(info["haarpsi-avg"]) >= {"bicubic", "prf", "ilvr", "ddnm", "cnn"}
