@@ -174,6 +174,16 @@ def explore(level: str, scales: tuple[float, ...] = SCALES) -> None:
         update(put)
 
 
+def explore_ibp(level: str) -> None:
+    """Exploratory, declared after the test: iterative back-projection without the prior."""
+    steps = LEVELS[level]["steps"]
+    result = app_run("explore-ibp", {
+        "eval-crops": TEST_CROPS, "scales": ",".join(map(str, SCALES)), "sample-steps": steps,
+        "methods": "bicubic,ibp", "sample-seeds": "0"})  # fmt: skip
+    update(lambda d: d.__setitem__("explore-ibp", {"level": level, "iterations": steps,
+                                                   "result": result}))  # fmt: skip
+
+
 def timing() -> None:
     data = load()
     unet = load_unet(SHIPPED_PRIOR)
@@ -194,7 +204,9 @@ def timing() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("calibrate", "test", "explore", "timing", "report", "all"))
+    parser.add_argument(
+        "step", choices=("calibrate", "test", "explore", "explore-ibp", "timing", "report", "all")
+    )
     parser.add_argument("--level", choices=tuple(LEVELS), default="B")
     parser.add_argument("--scales", default="", help="test only these scales, e.g. 1.5,2")
     args = parser.parse_args()
@@ -209,6 +221,8 @@ def main() -> None:
     if args.step == "explore":
         chosen = tuple(float(x) for x in args.scales.split(",")) if args.scales else SCALES
         explore(args.level, chosen)
+    if args.step == "explore-ibp":
+        explore_ibp(args.level)
     if args.step in ("timing", "all"):
         timing()
     if args.step in ("report", "all"):

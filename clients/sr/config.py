@@ -15,7 +15,7 @@ SHIPPED_DIR = REPO_ROOT / "simulations" / "results" / "diffsr"
 SHIPPED_PRIOR = SHIPPED_DIR / "prior-federated"
 SHIPPED_CNN = SHIPPED_DIR / "cnn"
 UNET_CONFIGS = ("tiny", "cpu", "gpu")
-METHODS = ("bicubic", "sdedit", "prf", "ilvr", "ddnm", "cnn")
+METHODS = ("bicubic", "sdedit", "prf", "ilvr", "ddnm", "cnn", "ibp")
 EVAL_IMAGES = ("heldout", "calibration")
 
 
@@ -102,21 +102,21 @@ class DiffSRConfig(DiffusionConfig):
     init_from: str = "shipped"
     train_prior: bool = True
     scales: str = "2,4"
-    methods: str = "bicubic,prf"
+    methods: str = "bicubic,prf,ddnm"
     fixed_t: str = "150,300"
     sample_steps: int = 20
     sample_seeds: str = "0"
     eval_crops: int = 2
     eval_crop_size: int = 64
     eval_images: str = "heldout"
-    prf_kappa: float = 1.0
+    prf_kappa: float = 0.0625  # fitted on the calibration crops (simulations/diffsr_study.py)
     prf_per_image: bool = False
     cnn: str = "shipped"
 
     KEY_HELP: ClassVar[dict[str, str]] = {
         "train_prior": "train the prior each round; false: clients only evaluate the received one",
         "scales": "comma-separated upscaling factors (>= 1) each client evaluates",
-        "methods": "comma-separated: bicubic, sdedit, prf, ilvr, ddnm, cnn",
+        "methods": "comma-separated: bicubic, sdedit, prf, ilvr, ddnm, cnn, ibp (no prior)",
         "fixed_t": "comma-separated start steps of the sdedit method",
         "sample_steps": "DDIM steps of every reverse process",
         "sample_seeds": "comma-separated sampling seeds (start noise); metrics per seed",

@@ -102,6 +102,8 @@ def _scale_metrics(
 
     if "bicubic" in methods:
         record("bicubic", sr.bicubic(lr, hw), seeds[0])
+    if "ibp" in methods:  # back-projection alone, as many corrections as DDIM steps
+        record("ibp", sr.back_projection(lr, hw, config.sample_steps), seeds[0])
     if "cnn" in methods:
         record("cnn", load_cnn(config.cnn_folder()).super_resolve(lr, hw), seeds[0])
     prf = calibrated_prf(PRF_CALIBRATION_CROPS, PRF_CALIBRATION_SIZE, config.prf_kappa)

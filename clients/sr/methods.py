@@ -141,6 +141,18 @@ class DiffSR:
     def bicubic(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return upsample(lr, size)
 
+    def back_projection(
+        self, lr: torch.Tensor, size: tuple[int, int], iterations: int
+    ) -> torch.Tensor:
+        """Iterative back-projection without any prior: ``x <- x + up(y - down(x))`` from the
+        bicubic input, ``iterations`` times (what DDNM's correction does on its own)."""
+        self.check_size(size)
+        x = upsample(lr, size) * 2 - 1
+        y = lr * 2 - 1
+        for _ in range(iterations):
+            x = back_project(x, y)
+        return ((x + 1) / 2).clamp(0, 1)
+
     def sdedit(self, lr: torch.Tensor, size: tuple[int, int], t: int, **kw: Any) -> torch.Tensor:
         return self.run(lr, size, t, **kw)
 

@@ -167,6 +167,20 @@ def markdown(results: dict[str, Any]) -> str:
             t = s["guided"].get(f"prf-t-{tag}", float("nan"))
             lines.append(f"| {s['scale']:g} | {t:.0f} | " + " | ".join(cells) + " |")
         lines.append("")
+    ibp = results.get("explore-ibp")
+    if ibp:
+        r = ibp["result"]
+        tags = sorted({k.split("-")[-2] for k in r if k.startswith("ibp-psnr-")},
+                      key=lambda t: float(t[1:]))  # fmt: skip
+        lines += ["#### Exploratory, declared after the test: back-projection without the prior",
+                  "", f"`ibp`: {ibp['iterations']} back-projection steps from the bicubic input, "
+                  "no diffusion prior (not used for any goal). HaarPSI / PSNR.", "",
+                  "| scale | bicubic | back-projection only |", "|---|---|---|"]  # fmt: skip
+        for tag in tags:
+            cells = [f"{r[f'{n}-haarpsi-{tag}-s0']:.4f} / {r[f'{n}-psnr-{tag}-s0']:.2f}"
+                     for n in ("bicubic", "ibp")]  # fmt: skip
+            lines.append(f"| {tag[1:]} | " + " | ".join(cells) + " |")
+        lines.append("")
     timing = results.get("timing")
     if timing:
         lines += [f"#### Seconds per {timing['image']} image on one CPU thread (t start "

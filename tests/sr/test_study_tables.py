@@ -29,3 +29,11 @@ def test_goal_checks_are_computed_from_the_tables():
     info = summary(_results())
     assert 0 <= info["within-one-step"] <= info["scales"] == 6
     assert set(info["haarpsi-avg"]) >= {"bicubic", "prf", "ilvr", "ddnm", "cnn"}
+
+
+def test_app_and_command_default_kappa_is_the_fitted_one():
+    from clients.sr.cli import default_kappa
+    from clients.sr.config import DiffSRConfig
+
+    fitted = _results()["calibration"]["kappa"]
+    assert DiffSRConfig().prf_kappa == fitted == default_kappa()
