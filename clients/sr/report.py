@@ -184,8 +184,10 @@ def markdown(results: dict[str, Any]) -> str:
     timing = results.get("timing")
     if timing:
         lines += [f"#### Seconds per {timing['image']} image on one CPU thread (t start "
-                  f"{timing['t-start']})", "", "| DDIM steps | " +
-                  " | ".join(str(r["steps"]) for r in timing["rows"]) + " |",
+                  f"{timing['t-start']}; {timing.get('note', 'one run')})", "",
+                  "| DDIM steps asked (taken) | " + " | ".join(
+                      f"{r['steps']} ({r.get('steps-taken', r['steps'])})"
+                      for r in timing["rows"]) + " |",
                   "|---" * (len(timing["rows"]) + 1) + "|",
                   "| seconds | " + " | ".join(f"{r['seconds']:.2f}" for r in timing["rows"]) + " |",
                   ""]  # fmt: skip
