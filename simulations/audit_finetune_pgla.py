@@ -39,6 +39,23 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
 
 
+def _ig_psnr(
+    inp: Any, images: torch.Tensor, labels: torch.Tensor, shipped: Any, tuned: Any
+) -> dict[str, float]:
+    """PSNR of the audit's IG on the noisy, shipped-denoised and fine-tuned-denoised inputs."""
+    from attacks import metrics
+    from attacks.audit.jobs import make_attack
+
+    out = {}
+    for name, den in (("none", None), ("shipped", shipped), ("fine-tuned", tuned)):
+        x = inp if den is None else denoise_attack_input(inp, den)
+        res = make_attack("ig", 1000, 3, 0).reconstruct(x)
+        out[f"ig-psnr-{name}"] = metrics.score(
+            inp.to_unit_range(images), labels, res.images, res.labels
+        )["psnr"]
+    return out
+
+
 def targets(audit: Path) -> list[tuple[str, TraceReader, Any]]:
     """(setting, reader, record) of every attacked target of every local DP setting."""
     out = []
@@ -60,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="runs/audit-pgla-finetune")
     parser.add_argument("--time-limit-s", type=float, default=480.0)
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument(
+        "--ig",
+        action="store_true",
+        help="also run the audit's inverting gradients (1,000 iterations, plateau stop) without "
+        "denoising and with each denoiser where the fine-tuned cosine exceeds 0.5",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     found = targets(Path(args.audit))
@@ -89,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, den in (("shipped", shipped), ("fine-tuned", tuned)):
             out = denoise_attack_input(inp, den).gradients
             row[name] = _cos(flatten_gradients(out), clean)
+        if args.ig and row["fine-tuned"] > 0.5:
+            row.update(_ig_psnr(inp, images, labels, shipped, tuned))
         rows.append(row)
         print(row, flush=True)
     settings = sorted({r["setting"] for r in rows}, key=lambda s: float(s.split("eps")[1]))
@@ -108,6 +133,18 @@ def main(argv: list[str] | None = None) -> int:
         f"Median cosine with the true gradient. Fine-tuning: {latest['step']} steps in "
         f"{latest['elapsed_s']:.0f} s on one thread, clip norm {clip:g} (C / lr).",
     ]
+    ig = [r for r in rows if "ig-psnr-none" in r]
+    for s in settings:
+        mine = [r for r in ig if r["setting"] == s]
+        if mine:
+            med = {
+                k: statistics.median(r[f"ig-psnr-{k}"] for r in mine)
+                for k in ("none", "shipped", "fine-tuned")
+            }
+            lines.append(
+                f"IG PSNR at {s} (median of {len(mine)}): none {med['none']:.2f} dB, "
+                f"shipped {med['shipped']:.2f} dB, fine-tuned {med['fine-tuned']:.2f} dB."
+            )
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
         OUT / "pgla_finetune.json",
