@@ -118,10 +118,10 @@ class Estimate:
         From all canaries.
     low, high : float
         The 95 % spread: the 2.5 and 97.5 percentiles over bootstrap resamples of the canaries,
-        widened where needed to the Welch t interval of the mean difference mapped through the
-        same Gaussian epsilon (with ten canaries the percentile bootstrap alone is too narrow:
-        one default audit's real local DP mechanism gave 7.3 [4.6, 10.9] against its 3.55 from
-        nine replies, and the t interval 3.7).
+        widened where needed to the t interval of the mean difference (pooled standard error,
+        ``n_observed - 1`` degrees of freedom) mapped through the same Gaussian epsilon. With
+        ten canaries the percentile bootstrap alone is too narrow: one default audit's real
+        local DP mechanism gave 7.3 [4.6, 10.9] against its 3.55 from nine replies.
     observed, null : int
         Numbers of inserted and never-inserted canary statistics.
     """
@@ -178,22 +178,27 @@ def estimate_epsilon(
 def _welch_interval(
     observed: np.ndarray, null: np.ndarray, delta: float, pooled: bool
 ) -> tuple[float, float]:
-    """Epsilons at the ends of the 95 % Welch t interval of ``|mean(observed) - mean(null)|``.
+    """Epsilons at the ends of the 95 % t interval of ``|mean(observed) - mean(null)|``.
 
-    The spread of each sample is its own (Welch-Satterthwaite degrees of freedom); the ends are
+    Pooled (a Gaussian mechanism's two outputs share one variance): the pooled standard error
+    with the t quantile of ``len(observed) - 1`` degrees of freedom, so that three canary
+    replies that happen to lie close together do not give a narrow interval. Otherwise Welch's
+    interval (each sample its own spread, Welch-Satterthwaite degrees of freedom). The ends are
     mapped through the Gaussian-pair epsilon at the point estimate's standard deviations.
     """
     n1, n0 = len(observed), len(null)
-    v1, v0 = observed.var(ddof=1) / n1, null.var(ddof=1) / n0
-    se = math.sqrt(v1 + v0)
-    if se == 0:
-        return math.inf, -math.inf  # no spread: the bootstrap's interval stands
-    dof = (v1 + v0) ** 2 / (v1**2 / (n1 - 1) + v0**2 / (n0 - 1))
-    q = float(student_t.ppf(0.975, dof))
-    diff = float(observed.mean() - null.mean())
     s1, s0 = float(observed.std(ddof=1)), float(null.std(ddof=1))
     if pooled:
         s1 = s0 = math.sqrt(((n1 - 1) * s1**2 + (n0 - 1) * s0**2) / (n1 + n0 - 2))
+        se, dof = s1 * math.sqrt(1 / n1 + 1 / n0), n1 - 1
+    else:
+        v1, v0 = s1**2 / n1, s0**2 / n0
+        se = math.sqrt(v1 + v0)
+        dof = (v1 + v0) ** 2 / (v1**2 / (n1 - 1) + v0**2 / (n0 - 1)) if se > 0 else 1
+    if se == 0:
+        return math.inf, -math.inf  # no spread: the bootstrap's interval stands
+    q = float(student_t.ppf(0.975, dof))
+    diff = float(observed.mean() - null.mean())
     lo_d, hi_d = diff - q * se, diff + q * se
     near = 0.0 if lo_d <= 0 <= hi_d else min(abs(lo_d), abs(hi_d))
     far = max(abs(lo_d), abs(hi_d))
