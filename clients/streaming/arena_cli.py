@@ -60,9 +60,18 @@ def load_detector(folder: str | Path):
             f"{str(folder)!r} holds no detector (config.json missing); give a folder written by "
             "ArenaViT.save_pretrained, e.g. simulations/results/arena/detector"
         )
-    return ArenaViT.from_pretrained(
-        str(folder), local_files_only=True, low_cpu_mem_usage=False
-    ).eval()
+    try:
+        # safetensors only: a pickled .bin from someone else's folder is never unpickled
+        model = ArenaViT.from_pretrained(
+            str(folder), use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False
+        )
+    except (OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise FedlabError(
+            f"cannot load a detector from {str(folder)!r} ({first}); it needs config.json and "
+            "diffusion_pytorch_model.safetensors as written by ArenaViT.save_pretrained"
+        ) from None
+    return model.eval()
 
 
 def load_frames(clip: str, size: int, frames: int) -> tuple[np.ndarray, list[np.ndarray] | None]:

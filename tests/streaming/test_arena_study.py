@@ -78,3 +78,17 @@ def test_headline_cell_and_full_ap_reproduce_from_the_shipped_detector() -> None
     assert got["ap50"] == pytest.approx(rows[script.cell_name(cell)]["ap50"], abs=1e-9)
     # x264's own threads make its output vary by a few bytes between runs
     assert got["bytes"] == pytest.approx(rows[script.cell_name(cell)]["bytes"], rel=5e-3)
+
+
+def test_a_detector_folder_with_only_pickled_weights_is_refused(tmp_path) -> None:
+    import shutil
+
+    import torch
+
+    from clients.streaming.arena_cli import load_detector
+    from fedlab.errors import FedlabError
+
+    shutil.copy(RESULTS / "detector" / "config.json", tmp_path / "config.json")
+    torch.save({"x": torch.zeros(1)}, tmp_path / "diffusion_pytorch_model.bin")
+    with pytest.raises(FedlabError, match="safetensors"):
+        load_detector(tmp_path)
