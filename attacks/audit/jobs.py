@@ -10,15 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from attacks import metrics
-from attacks.base import AttackInput, AttackResult
+from attacks.base import AttackInput
 from attacks.inverting import InvertingGradients
 from fedlab.atomic import atomic_save_tensors, atomic_write_json
 from fedlab.errors import FedlabError
@@ -26,83 +24,11 @@ from fedlab.registry import ATTACKS
 
 log = logging.getLogger("fedlab.audit")
 
-CHECK_EVERY = 50  # IG iterations between plateau checks
-
-
-class PlateauInvertingGradients(InvertingGradients):
-    """Inverting gradients that stops when its objective stops improving.
-
-    Every ``CHECK_EVERY`` iterations the lowest objective of that window is compared with the
-    best so far; after ``patience`` windows without a 0.01 % improvement the attempt ends. The
-    step-decay schedule keeps its milestones at 3/8, 5/8 and 7/8 of ``max_iterations``. Only
-    the attack's own objective decides, never the ground truth.
-    """
-
-    def __init__(self, *, patience: int = 3, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.patience = patience
-        self.used = 0
-
-    def _attempt(
-        self,
-        model: nn.Module,
-        target: list[torch.Tensor],
-        labels: torch.Tensor,
-        x0: torch.Tensor,
-        low: torch.Tensor,
-        high: torch.Tensor,
-    ) -> tuple[torch.Tensor, float, list[float]]:
-        from attacks.inverting import cosine_distance, total_variation
-
-        params = list(model.parameters())
-        x = x0.clone().requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=self.lr)
-        n = self.max_iterations
-        sched = torch.optim.lr_scheduler.MultiStepLR(
-            opt, milestones=[int(n * 3 / 8), int(n * 5 / 8), int(n * 7 / 8)], gamma=0.1
-        )
-        history: list[float] = []
-        best, stalls, window = math.inf, 0, math.inf
-
-        def objective() -> torch.Tensor:
-            task = nn.functional.cross_entropy(model(x), labels)
-            dummy = torch.autograd.grad(task, params, create_graph=True)
-            return cosine_distance(dummy, target) + self.tv * total_variation(x)
-
-        it = 0
-        for it in range(1, n + 1):  # noqa: B007
-            opt.zero_grad()
-            loss = objective()
-            loss.backward()
-            x.grad.sign_()
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                x.copy_(torch.maximum(torch.minimum(x, high), low))
-            window = min(window, float(loss.detach()))  # signed Adam is noisy: the window's best
-            if it % CHECK_EVERY == 0:
-                history.append(window)
-                if not math.isfinite(window):
-                    break
-                stalls = stalls + 1 if window > best * (1 - 1e-4) else 0
-                best, window = min(best, window), math.inf
-                if stalls >= self.patience:
-                    break
-        self.used += it
-        with torch.enable_grad():
-            final = float(objective().detach())
-        return x.detach(), final, history
-
-    def reconstruct(self, inp: AttackInput) -> AttackResult:
-        self.used = 0
-        result = super().reconstruct(inp)
-        return dataclasses.replace(result, iterations=self.used)
-
 
 def make_attack(name: str, max_iterations: int, patience: int, seed: int) -> Any:
     """The audit's attack ``name``: no restarts, the cap, the plateau stop."""
     if name == "ig":
-        return PlateauInvertingGradients(
+        return InvertingGradients(
             max_iterations=max_iterations, restarts=0, patience=patience, seed=seed
         )
     cls = ATTACKS.get(name)
@@ -192,4 +118,4 @@ def _attack(job: dict[str, Any], out: Path) -> dict[str, Any]:
     }
 
 
-__all__ = ["PlateauInvertingGradients", "init_worker", "make_attack", "run_job"]
+__all__ = ["init_worker", "make_attack", "run_job"]
