@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -23,12 +22,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fedlab.atomic import atomic_write_text
+from fedlab.diffusion.training import read_latest
+from fedlab.diffusion.training import write_checkpoint as write_diffusion_checkpoint
 from fedlab.errors import FedlabError
 
 log = logging.getLogger(f"fedlab.{__name__}")
 
-LATEST_FILE = "latest.json"
 CONFIG_FILE = "train_config.json"
 KEEP_CHECKPOINTS = 2
 DENOISER_KINDS = ("pgla", "pgla-cond", "dncnn")
@@ -159,35 +158,11 @@ def resolve_checkpoint(folder: str | Path) -> Path:
     return folder / latest["path"] if latest is not None else folder
 
 
-def read_latest(out: Path) -> dict[str, Any] | None:
-    """The ``latest.json`` record of a run folder, or ``None`` when it has none."""
-    path = out / LATEST_FILE
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise FedlabError(f"{path} is corrupt ({exc}); delete it to start over") from None
-
-
 def write_checkpoint(
     out: Path, step: int, write: Callable[[Path], None], state: dict[str, Any]
 ) -> Path:
-    """Write ``checkpoints/step-N`` via ``write(folder)``, then point ``latest.json`` at it."""
-    final = out / "checkpoints" / f"step-{step:07d}"
-    tmp = out / "checkpoints" / f".tmp-step-{step:07d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=2) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    latest = {"step": step, "path": str(final.relative_to(out)), **state}
-    atomic_write_text(out / LATEST_FILE, json.dumps(latest, indent=2) + "\n")
-    old = sorted(p for p in (out / "checkpoints").glob("step-*") if p != final)
-    for p in old[: max(0, len(old) - (KEEP_CHECKPOINTS - 1))]:
-        shutil.rmtree(p, ignore_errors=True)
-    return final
+    """:func:`fedlab.diffusion.training.write_checkpoint`, keeping ``KEEP_CHECKPOINTS``."""
+    return write_diffusion_checkpoint(out, step, write, state, keep=KEEP_CHECKPOINTS)
 
 
 def run_loop(

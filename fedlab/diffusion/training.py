@@ -184,13 +184,28 @@ def _write_checkpoint(
     out: Path, step: int, model: Any, opt_state: Any, history: list, config: TrainConfig,
     keep: int,
 ) -> Path:  # fmt: skip
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        torch.save(opt_state, folder / OPTIMIZER_FILE)
+
+    state = {"history": history, "train-config": asdict(config)}
+    return write_checkpoint(out, step, write, state, keep=keep)
+
+
+def write_checkpoint(
+    out: Path, step: int, write: Callable[[Path], None], state: dict[str, Any], *, keep: int
+) -> Path:
+    """Write ``checkpoints/step-N`` via ``write(folder)``, then point ``latest.json`` at it.
+
+    The folder is written under a temporary name and renamed, so a crash leaves the previous
+    checkpoint and ``latest.json`` intact; only the newest ``keep`` checkpoints are kept.
+    """
     final = out / "checkpoints" / f"step-{step:07d}"
     tmp = out / "checkpoints" / f".tmp-step-{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    torch.save(opt_state, tmp / OPTIMIZER_FILE)
-    state = {"step": step, "history": history, "train-config": asdict(config)}
+    write(tmp)
+    state = {"step": step, **state}
     atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=2) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
