@@ -68,10 +68,11 @@ def rounds_in(history: Path) -> int:
         return 0  # not written yet, or caught mid-write
 
 
-def test_ctrl_c_to_the_process_group_stops_after_the_round_and_leaves_nothing(tmp_path):
-    out = tmp_path / "interrupted"
+def start_run(out: Path, cwd: Path) -> subprocess.Popen:
+    """``flower-simulation`` of PLANNED rounds in its own process group, as a terminal's
+    foreground job has; its output is read back with ``communicate``."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [
             str(BIN / "flower-simulation"),
             "--app",
@@ -91,9 +92,14 @@ def test_ctrl_c_to_the_process_group_stops_after_the_round_and_leaves_nothing(tm
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
-        cwd=tmp_path,
-        start_new_session=True,  # its own process group, as a terminal's foreground job has
+        cwd=cwd,
+        start_new_session=True,
     )
+
+
+def test_ctrl_c_to_the_process_group_stops_after_the_round_and_leaves_nothing(tmp_path):
+    out = tmp_path / "interrupted"
+    proc = start_run(out, tmp_path)
     try:
         assert wait_until(lambda: rounds_in(out / "history.json") >= 1, 60), "no round in 60 s"
         group = processes_in_group(proc.pid)
@@ -136,29 +142,7 @@ def _alive(pid: int) -> bool:
 
 def test_a_sigkilled_driver_leaves_no_ray_process(tmp_path):
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [
-            str(BIN / "flower-simulation"),
-            "--app",
-            "fedlab.apps:fedavg",
-            "--out",
-            str(out),
-            "--num-supernodes",
-            "2",
-            "--gpu",
-            "off",
-            "--run-config",
-            f"num-server-rounds={PLANNED}",
-            "local-epochs=1",
-            "model=mlp",
-        ],  # fmt: skip
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        cwd=tmp_path,
-        start_new_session=True,
-    )
+    proc = start_run(out, tmp_path)
     try:
         assert wait_until(lambda: rounds_in(out / "history.json") >= 1, 60), "no round in 60 s"
         group = processes_in_group(proc.pid)
