@@ -5,12 +5,14 @@ Protocol declared in docs/diffsr.md ("Study protocol") before running. Steps:
 - ``calibrate``: per scale, a ``diffsr`` app run (4 clients, ``eval-images=calibration``,
   ``train-prior=false``) of SDEdit at every oracle-grid t; oracle t = best mean HaarPSI;
   ``kappa`` of the PRF fitted to the oracle t's.
-- ``test``: per scale, ``diffsr`` app runs on the clients' held-out crops with every method.
+- ``test``: per scale, ``diffsr`` app runs on the clients' held-out crops with every method,
+  and PRF's per-image variant (``prf-per-image=true``, same fitted kappa) as its own row.
 - ``timing``: seconds per 64-px image against the number of DDIM steps.
 - ``report``: tables (markdown) and the plot from ``simulations/results/diffsr/study.json``.
 
-``python simulations/diffsr_study.py all --level B`` runs everything; results are saved after
-every app run, and a step already in the JSON is skipped (delete it to rerun).
+``python simulations/diffsr_study.py all --level A`` runs everything; results are saved after
+every app run, and a step already in the JSON is skipped (delete it to rerun). A calibration
+or test of another level in the JSON is refused: move the file aside first.
 """
 
 from __future__ import annotations
@@ -88,8 +90,19 @@ def app_run(name: str, overrides: dict) -> dict[str, float]:
     return {**metrics, "seconds": round(time.perf_counter() - start, 1)}
 
 
+def check_level(data: dict, step: str, level: str) -> None:
+    """Refuse to mix levels: a step's rows all come from one number of reverse steps."""
+    have = data.get(step, {}).get("level", level)
+    if have != level:
+        raise SystemExit(
+            f"error: {RESULTS} holds the {step} at level {have}, not {level}; move it aside "
+            f"(e.g. to study_level{have}.json) to run level {level} from scratch"
+        )
+
+
 def calibrate(level: str) -> None:
     data = load()
+    check_level(data, "calibration", level)
     cal = data.setdefault("calibration", {"level": level, "scales": {}})
     steps = LEVELS[level]["steps"]
     for scale in SCALES:
@@ -119,7 +132,11 @@ def calibrate(level: str) -> None:
 
 
 def test(level: str, scales: tuple[float, ...] = SCALES) -> None:
-    kappa = load()["calibration"]["kappa"]
+    data = load()
+    check_level(data, "test", level)
+    if data.get("calibration", {}).get("level") != level:
+        raise SystemExit(f"error: no level-{level} calibration in {RESULTS}; run calibrate first")
+    kappa = data["calibration"]["kappa"]
     lv = LEVELS[level]
     update(lambda d: d.setdefault("test", {"level": level, "kappa": kappa, "scales": {}}))
     for scale in scales:
@@ -130,6 +147,9 @@ def test(level: str, scales: tuple[float, ...] = SCALES) -> None:
             "guided": {**common, "methods": "bicubic,cnn,prf,ilvr,ddnm", "sample-seeds": "0,1"},
             "fixed": {**common, "methods": "sdedit", "fixed-t": ",".join(map(str, FIXED_T)),
                       "sample-seeds": lv["fixed_seeds"]},
+            # PRF per image: t from each LR input's own detail (same fitted kappa)
+            "per-image": {**common, "methods": "prf", "prf-per-image": True,
+                          "sample-seeds": "0,1"},
         }  # fmt: skip
         for cell, overrides in cells.items():
             if cell in load()["test"]["scales"].get(tag, {}):
@@ -151,6 +171,7 @@ def test(level: str, scales: tuple[float, ...] = SCALES) -> None:
 def explore(level: str, scales: tuple[float, ...] = SCALES) -> None:
     """Exploratory, declared after the test (not used for any goal): PRF, ILVR and DDNM with
     the plain rule kappa = 1 instead of the fitted kappa, on the same test crops."""
+    check_level(load(), "explore-kappa1", level)
     lv = LEVELS[level]
     update(lambda d: d.setdefault("explore-kappa1", {"level": level, "kappa": 1.0, "scales": {}}))
     for scale in scales:
@@ -218,7 +239,7 @@ def main() -> None:
     parser.add_argument(
         "step", choices=("calibrate", "test", "explore", "explore-ibp", "timing", "report", "all")
     )
-    parser.add_argument("--level", choices=tuple(LEVELS), default="B")
+    parser.add_argument("--level", choices=tuple(LEVELS), default="A")
     parser.add_argument("--scales", default="", help="test only these scales, e.g. 1.5,2")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

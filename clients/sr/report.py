@@ -19,6 +19,13 @@ from fedlab.atomic import atomic_write, atomic_write_text
 METRIC_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "haarpsi": "HaarPSI", "gmsd": "GMSD",
                 "lr-psnr": "LR-PSNR"}  # fmt: skip
 GRID_STEP = 75
+LEVEL_TEXT = {"A": "level A (20 DDIM steps, every sampled row over seeds 0 and 1)",
+              "B": "level B (10 DDIM steps, fixed-t rows seed 0 only)"}  # fmt: skip
+
+
+def _level(entry: dict[str, Any]) -> str:
+    level = entry.get("level")
+    return LEVEL_TEXT.get(level, f"level {level}")
 
 
 def _seeds(metrics: dict[str, float], name: str, metric: str, tag: str) -> list[float]:
@@ -38,6 +45,10 @@ def method_rows(scale_result: dict[str, Any]) -> dict[str, dict[str, list[float]
         values = {m: _seeds(merged, name, m, tag) for m in METRIC_NAMES}
         if any(values.values()):
             rows[name] = values
+    per_image = scale_result.get("per-image", {})  # PRF per image: its own app run
+    values = {m: _seeds(per_image, "prf", m, tag) for m in METRIC_NAMES}
+    if any(values.values()):
+        rows["prf-image"] = values
     return rows
 
 
@@ -49,13 +60,16 @@ def _cell(values: list[float], digits: int) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
-def _label(name: str, prf_t: float | None) -> str:
+def _label(name: str, prf_t: float | None, image_t: float | None = None) -> str:
     if name.startswith("t") and name[1:].isdigit():
         return f"SDEdit t={name[1:]}"
     labels = {"bicubic": "bicubic", "cnn": "CNN (LIIF-like)", "ilvr": "ILVR-style",
               "ddnm": "DDNM-style"}  # fmt: skip
     if name == "prf":
         return f"**PRF (ours)**, t={prf_t:.0f}" if prf_t is not None else "**PRF (ours)**"
+    if name == "prf-image":
+        mean_t = f", mean t={image_t:.1f}" if image_t is not None else ""
+        return f"PRF per image (ours){mean_t}"
     return labels[name]
 
 
@@ -123,7 +137,7 @@ def markdown(results: dict[str, Any]) -> str:
     if cal:
         lines += ["#### Calibration (8 crops of training images): oracle t and PRF t", "",
                   f"PRF kappa fitted on these crops: **{cal.get('kappa', float('nan')):g}**. "
-                  f"Reverse steps: level {cal.get('level')}.", "",
+                  f"Reverse steps: {_level(cal)}.", "",
                   "| scale | oracle t (best HaarPSI) | oracle t > 0 | HaarPSI at oracle t | "
                   "HaarPSI at t=0 | PRF t (fitted kappa) | PRF t (kappa 1) | within one step |",
                   "|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -144,20 +158,23 @@ def markdown(results: dict[str, Any]) -> str:
         if "guided" not in s:
             continue
         prf_t = s["guided"].get(f"prf-t-{tag}")
-        lines += [f"#### Test, scale {s['scale']:g} (24 held-out crops, 64 px)", "",
+        image_t = s.get("per-image", {}).get(f"prf-t-{tag}")
+        lines += [f"#### Test, scale {s['scale']:g} (24 held-out crops, 64 px, "
+                  f"{_level(results['test'])})", "",
                   "| method | " + " | ".join(METRIC_NAMES.values()) + " |",
                   "|---" * (len(METRIC_NAMES) + 1) + "|"]  # fmt: skip
         for name, vals in method_rows(s).items():
             cells = [_cell(vals[m], 4 if m in ("ssim", "haarpsi", "gmsd") else 2)
                      for m in METRIC_NAMES]  # fmt: skip
-            lines.append(f"| {_label(name, prf_t)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_label(name, prf_t, image_t)} | " + " | ".join(cells) + " |")
         lines.append("")
     explore = results.get("explore-kappa1", {}).get("scales", {})
     if explore:
         lines += ["#### Exploratory, declared after the test: the plain rule kappa = 1", "",
                   "Not part of the declared protocol and not used for any goal: PRF, ILVR and "
                   "DDNM started at the PRF t of kappa = 1 instead of the fitted kappa; same test "
-                  "crops, seeds and steps. HaarPSI / PSNR, mean ± std over seeds 0 and 1.", "",
+                  f"crops and seeds, {_level(results['explore-kappa1'])}. HaarPSI / PSNR, "
+                  "mean ± std over seeds 0 and 1.", "",
                   "| scale | t (kappa 1) | bicubic | PRF | ILVR-style | DDNM-style |",
                   "|---|---|---|---|---|---|"]  # fmt: skip
         for tag, s in _by_scale(explore):
@@ -174,7 +191,8 @@ def markdown(results: dict[str, Any]) -> str:
                       key=lambda t: float(t[1:]))  # fmt: skip
         lines += ["#### Exploratory, declared after the test: back-projection without the prior",
                   "", f"`ibp`: {ibp['iterations']} back-projection steps from the bicubic input, "
-                  "no diffusion prior (not used for any goal). HaarPSI / PSNR.", "",
+                  f"no diffusion prior (not used for any goal; run with {_level(ibp)}). "
+                  "HaarPSI / PSNR.", "",
                   "| scale | bicubic | back-projection only |", "|---|---|---|"]  # fmt: skip
         for tag in tags:
             cells = [f"{r[f'{n}-haarpsi-{tag}-s0']:.4f} / {r[f'{n}-psnr-{tag}-s0']:.2f}"
@@ -212,7 +230,8 @@ def compact(results: dict[str, Any]) -> str:
     info = summary(results)
     if "best-fixed" in info:
         avg = info["haarpsi-avg"]
-        lines += ["", f"Averaged over scales: PRF {avg['prf']:.4f}, best single fixed t "
+        image = f"PRF per image {avg['prf-image']:.4f}, " if "prf-image" in avg else ""
+        lines += ["", f"Averaged over scales: PRF {avg['prf']:.4f}, {image}best single fixed t "
                   f"({info['best-fixed'][1:]}) {avg[info['best-fixed']]:.4f}, bicubic "
                   f"{avg['bicubic']:.4f}, CNN {avg.get('cnn', float('nan')):.4f}; PRF's t within "
                   f"one grid step of the calibration oracle at {info['within-one-step']} of "
