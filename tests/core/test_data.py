@@ -104,6 +104,22 @@ def test_partitions_are_disjoint_complete_and_deterministic(method):
     assert any(not np.array_equal(a, b) for a, b in zip(parts, other, strict=True))
 
 
+@pytest.mark.parametrize(("n", "k"), [(500, 8), (1437, 10), (7, 7), (100, 3)])
+def test_iid_partitions_equal_flwr_datasets_iid_partitioner(n, k):
+    from datasets import Dataset
+    from flwr_datasets.partitioner import IidPartitioner
+
+    labels = np.arange(n) % 10
+    order = np.random.default_rng(5).permutation(n)
+    reference = IidPartitioner(k)
+    reference.dataset = Dataset.from_dict({"index": order, "label": labels[order]})
+    ours = partition_indices(labels, k, method="iid", seed=5)
+    for i, part in enumerate(ours):
+        expected = np.sort(np.asarray(reference.load_partition(i)["index"]))
+        assert np.array_equal(part, expected)
+        assert not part.flags.writeable
+
+
 def test_dirichlet_small_alpha_is_skewed():
     labels = np.repeat(np.arange(10), 100)
     parts = partition_indices(labels, 10, method="dirichlet", seed=0, alpha=0.1)
