@@ -1,0 +1,100 @@
+"""Run-config keys of the ``streaming_cadm`` app (see docs/cadm.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from fedlab.config import RunConfig, _choice, _positive
+from fedlab.errors import FedlabError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_DIR = REPO_ROOT / "simulations" / "results" / "cadm"
+SHIPPED_DECODER = SHIPPED_DIR / "decoder-aware"
+DECODER_UNETS = ("tiny", "cpu", "gpu")
+
+
+def parse_pairs(text: str, key: str = "pairs") -> list[tuple[int, int]]:
+    """``"2x8,4x5"`` -> ``[(2, 8), (4, 5)]``; one-line errors naming the value."""
+    pairs = []
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        r, sep, b = part.partition("x")
+        if not sep or not r.isdigit() or not b.isdigit():
+            raise FedlabError(f'{key}: {part!r} is not RxB; write e.g. {key}="2x8,4x5"')
+        r_i, b_i = int(r), int(b)
+        if r_i < 1:
+            raise FedlabError(f"{key}: resolution factor {r_i} in {part!r} must be >= 1")
+        if not 1 <= b_i <= 8:
+            raise FedlabError(f"{key}: bit-depth {b_i} in {part!r} is outside 1-8")
+        pairs.append((r_i, b_i))
+    if not pairs or len(set(pairs)) != len(pairs):
+        raise FedlabError(f'{key} {text!r} must name distinct pairs, e.g. {key}="2x8,4x5"')
+    return pairs
+
+
+def parse_crfs(text: str, key: str = "crfs") -> list[int]:
+    try:
+        values = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise FedlabError(f"{key} must be comma-separated integers, got {text!r}") from None
+    if not values or any(not 0 <= v <= 51 for v in values):
+        raise FedlabError(f'{key} {text!r} must name CRFs in 0-51, e.g. {key}="23,28,33,38"')
+    return values
+
+
+@dataclass
+class CadmConfig(RunConfig):
+    """RunConfig plus the CaDM keys: clients hold different training clips (procedural and
+    bigbuckbunny crops), encode them with the real codec at every ``(r, b)`` pair and CRF, and
+    train the conditional decoder UNet on patch pairs with THE loop; the server averages it
+    (FedAvg), checks restoration PSNR on validation clips each round and saves the decoder."""
+
+    num_server_rounds: int = 3
+    num_supernodes: int = 4
+    workload: str = "cadm"
+    optimizer: str = "adam"
+    lr: float = 0.001
+    batch_size: int = 16
+    local_steps: int = 20
+    unet: str = "cpu"
+    pairs: str = "2x8,2x6,4x8,4x5"
+    crfs: str = "23,28,33,38"
+    conditioned: bool = True
+    patch_size: int = 32
+    patches_per_client: int = 4096
+    train_clips: int = 8
+    sample_steps: int = 2
+    save_decoder: bool = True
+
+    KEY_HELP: ClassVar[dict[str, str]] = {
+        "unet": "decoder UNet: tiny (tests), cpu (about 0.27 M parameters) or gpu",
+        "pairs": "comma-separated RxB (resolution factor x bit-depth) pairs trained on",
+        "crfs": "x264 CRFs every training clip is encoded at",
+        "conditioned": "codec-aware: (r, b) as class embedding; false: one class (unaware)",
+        "patch_size": "side of the training patches in pixels (multiple of 8)",
+        "patches_per_client": "random patches in one pass over a client's encoded clips",
+        "train_clips": "training clips in all (clip k goes to client k mod N)",
+        "sample_steps": "DDIM steps of the decoder (validation and the saved default)",
+        "save_decoder": "write the final decoder (UNet + cadm.json) to run/decoder",
+    }
+
+    def validate(self) -> None:
+        super().validate()
+        _choice(self, "unet", DECODER_UNETS)
+        _positive(self, "patch_size", "patches_per_client", "train_clips", "sample_steps")
+        if self.patch_size % 8:
+            raise FedlabError(f"patch-size must be a multiple of 8, got {self.patch_size}")
+        for r, _ in self.pair_list():
+            if 96 % (2 * r):
+                raise FedlabError(
+                    f"pairs: r={r} does not divide the 96-px training clips into even frames; "
+                    "use r in 1, 2, 3, 4, 6, 8, 12, 16, 24, 48"
+                )
+        self.crf_list()
+
+    def pair_list(self) -> list[tuple[int, int]]:
+        return parse_pairs(self.pairs)
+
+    def crf_list(self) -> list[int]:
+        return parse_crfs(self.crfs)

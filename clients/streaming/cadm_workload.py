@@ -1,0 +1,85 @@
+"""The CaDM workload: the conditional decoder UNet trained on (clean, received) patch pairs.
+
+The step (for THE loop, :func:`fedlab.training.train`): the residual target
+``z = (clean - up) / RESIDUAL_SCALE`` is noised to a uniform ``t`` (DDPM forward process),
+concatenated with the conditioning frame ``up`` and the UNet regresses ``z`` (x0-prediction,
+MSE), told the ``(r, b)`` pair as a class label (label 0 for every pair when unaware).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clients.streaming.cadm_config import CadmConfig
+from clients.streaming.cadm_data import PairPatches, client_clips, validation_clips
+from clients.streaming.cadm_model import RESIDUAL_SCALE, build_decoder_unet, diffusion_scheduler
+from fedlab.client import derive_seed
+from fedlab.workload import Workload
+
+
+@functools.lru_cache(maxsize=2)
+def _client_patches(pid: int, num: int, count: int, seed: int, pairs: tuple, crfs: tuple,
+                    patch: int, patches: int) -> PairPatches:  # fmt: skip
+    """Encoded clips of one client, memoised per process (a ClientApp is rebuilt each round;
+    the patches are a pure function of these arguments)."""
+    clips = client_clips(pid, num, count, seed)
+    return PairPatches(clips, list(pairs), list(crfs), patch, patches,
+                       derive_seed(seed, "cadm-patches", pid))  # fmt: skip
+
+
+def diffusion_step(scheduler, conditioned: bool):  # noqa: ANN001, ANN201
+    """The decoder's training step (see the module docstring)."""
+    total = scheduler.config.num_train_timesteps
+
+    def step(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
+        clean, up, labels = batch
+        z = (clean - up) / RESIDUAL_SCALE
+        noise = torch.randn_like(z)
+        t = torch.randint(0, total, (len(z),), device=z.device)
+        xt = scheduler.add_noise(z, noise, t)
+        labels = labels if conditioned else torch.zeros_like(labels)
+        pred = model(torch.cat([xt, up * 2 - 1], dim=1), t, class_labels=labels).sample
+        return F.mse_loss(pred, z), {}
+
+    return step
+
+
+class CadmWorkload(Workload):
+    """Model, data and step of the ``streaming_cadm`` app."""
+
+    config: CadmConfig
+
+    @cached_property
+    def scheduler(self):  # noqa: ANN201
+        return diffusion_scheduler()
+
+    def build_model(self) -> nn.Module:
+        c = self.config
+        return build_decoder_unet(c.unet, num_pairs=len(c.pair_list()),
+                                  conditioned=c.conditioned, sample_size=c.patch_size)  # fmt: skip
+
+    def client_dataset(self, partition_id: int, num_partitions: int) -> PairPatches:
+        c = self.config
+        return _client_patches(partition_id, num_partitions, c.train_clips, c.seed,
+                               tuple(c.pair_list()), tuple(c.crf_list()), c.patch_size,
+                               c.patches_per_client)  # fmt: skip
+
+    @cached_property
+    def _test(self) -> PairPatches:
+        c = self.config
+        crfs = c.crf_list()
+        return PairPatches(validation_clips(c.seed), c.pair_list(), [crfs[len(crfs) // 2]],
+                           c.patch_size, 64, derive_seed(c.seed, "cadm-val"))  # fmt: skip
+
+    def test_dataset(self) -> PairPatches:
+        return self._test
+
+    def step(self, model: nn.Module, batch: tuple[torch.Tensor, ...]
+             ) -> tuple[torch.Tensor, Mapping[str, float]]:  # fmt: skip
+        return diffusion_step(self.scheduler, self.config.conditioned)(model, batch)
