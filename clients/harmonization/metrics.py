@@ -12,7 +12,9 @@ feature statistics (style); none of these is a metric here.
 - **Style distance** between the output's foreground and its background:
   ``colour-dist`` = L2 distance of the per-channel mean and std in RGB [0, 1] (6 numbers);
   ``texture-dist`` = L1 distance of the uniform LBP histograms (P = 8, R = 1, 10 bins, on
-  grey); ``style-dist`` = colour-dist + 0.5 texture-dist.
+  grey); ``style-dist`` = colour-dist + 0.5 texture-dist; ``style-dist-in``: the same with the
+  output's foreground against the *input* background (differs only for SDEdit, which
+  repaints the background too).
 - **Background**: ``bg-error`` = max |output - input| outside the mask (0 = untouched).
 """
 
@@ -29,7 +31,8 @@ from clients.sr.metrics import piq_function
 GREY = np.array([0.299, 0.587, 0.114])
 CANNY_SIGMA, CANNY_LOW, CANNY_HIGH = 2.0, 0.05, 0.15
 LBP_P, LBP_R = 8, 1
-METRICS = ("ssim", "haarpsi", "edge-f1", "colour-dist", "texture-dist", "style-dist", "bg-error")
+METRICS = ("ssim", "haarpsi", "edge-f1", "colour-dist", "texture-dist", "style-dist",
+           "style-dist-in", "bg-error")  # fmt: skip
 
 
 def grey(image: torch.Tensor) -> np.ndarray:
@@ -106,5 +109,6 @@ def harmonization_metrics(
         "haarpsi": haarpsi_fg(go, gs, m),
         "edge-f1": edge_f1(go, gs, m),
         **style_distances(out, m),
+        "style-dist-in": style_distances(torch.where(mask[None], out, background), m)["style-dist"],
         "bg-error": float(bg_err.max()) if bg_err.numel() else 0.0,
     }
