@@ -16,9 +16,9 @@ For each dataset and each of its three fixed seen/unseen splits:
    acc-u and H from the last round of ``history.json`` (the app's evaluation with
    ``gzsl-gamma`` set to the calibration chosen on the federated validation run), H at
    gamma 0 from ``model.safetensors``. The federated validation run is the same app on the
-   validation task (:class:`ValidationParsNetsWorkload` and friends, named by the
-   ``workload`` key). ESZSL is run by no app: it federates exactly (clients send sufficient
-   statistics, the server solves once), computed here.
+   validation task (the run-config key ``zsl-validation-classes``). ESZSL is run by no
+   app: it federates exactly (clients send sufficient statistics, the server solves once),
+   computed here.
 
 Writes ``results.json`` and ``README.md`` (mean and std over splits) under ``--out``
 (default: ``simulations/results/zsl`` beside this script); run folders go to a temporary
@@ -36,7 +36,6 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +48,7 @@ from clients.zsl.baselines import average_statistics, eszsl_model, eszsl_solve, 
 from clients.zsl.benchmarks import random_filter_features
 from clients.zsl.data import ZslData, validation_protocol
 from clients.zsl.metrics import count_flops, count_parameters, latency_per_sample
-from clients.zsl.sources import load_zsl
 from clients.zsl.workload import (
-    Ar2Workload,
-    MlpWorkload,
-    ParsNetsWorkload,
     ZslConfig,
     ZslWorkload,
 )
@@ -108,51 +103,6 @@ METHODS = (
       for name, overrides in (("(AR)^2", {}), ("(AR)^2 w/o UAD", {"ar2-uad": 0.0}),
                               ("(AR)^2 w/o AGL", {"ar2-agl": 0.0}))),
 )  # fmt: skip
-
-
-class ValidationTask(ZslWorkload):
-    """The class-disjoint validation task of the configured split, in place of its test.
-
-    Built from the split's seen training data only (:func:`validation_protocol`, seeded by
-    the split, as the centralised selection does), so an app run on it calibrates the
-    federated model without touching the real unseen classes.
-    """
-
-    @cached_property
-    def data(self) -> ZslData:
-        cfg = self.config
-        full = load_zsl(cfg.zsl_dataset, split=cfg.zsl_split, representation=self.representation,
-                        data_path=cfg.data_path, test_fraction=cfg.test_fraction)  # fmt: skip
-        return validation_protocol(full, VALIDATION_CLASSES, seed=cfg.zsl_split)
-
-
-class ValidationParsNetsWorkload(ValidationTask, ParsNetsWorkload):
-    """ParsNets on the validation task."""
-
-
-class ValidationMlpWorkload(ValidationTask, MlpWorkload):
-    """The MLP baseline on the validation task."""
-
-
-class ValidationAr2Workload(ValidationTask, Ar2Workload):
-    """(AR)^2 on the validation task."""
-
-
-VALIDATION_WORKLOADS: dict[str, type[ZslWorkload]] = {
-    "zsl_parsnets": ValidationParsNetsWorkload,
-    "zsl_mlp": ValidationMlpWorkload,
-    "zsl_ar2": ValidationAr2Workload,
-}
-
-
-def validation_workload_name(workload: str) -> str:
-    """``module:attr`` of the validation-task twin of ``workload``, for the ``workload`` key.
-
-    The module is this script's as imported (``__main__`` when run as a script), so the
-    in-process apps import the very classes defined here.
-    """
-    cls = VALIDATION_WORKLOADS[workload]
-    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def make_workload(method: Method, dataset: str, split: int, data: ZslData | None,
@@ -215,10 +165,10 @@ def federated_config(
             f"method {method.name!r} has no app to run its federated cells; give it app="
             f"one of {sorted(APPS)} or federate it in closed form as ESZSL"
         )
-    workload = validation_workload_name(method.workload) if validation else method.workload
     config = APPS[method.app].resolve_config(
         method.federation,
-        {"workload": workload, "zsl-dataset": dataset, "zsl-split": split,
+        {"workload": method.workload, "zsl-dataset": dataset, "zsl-split": split,
+         "zsl-validation-classes": VALIDATION_CLASSES if validation else 0,
          "num-supernodes": NUM_CLIENTS, "gzsl-gamma": float(gamma), "out-dir": str(run_dir)},
         method.overrides, extra,
     )  # fmt: skip

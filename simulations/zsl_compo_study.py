@@ -35,7 +35,6 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +48,6 @@ from clients.zsl.data import ZslData, validation_protocol
 from clients.zsl.metrics import count_flops, count_parameters, latency_per_sample
 from clients.zsl.sources import load_zsl
 from clients.zsl.workload import (
-    Ar2Workload,
-    MlpWorkload,
-    ParsNetsWorkload,
     ZslConfig,
     ZslWorkload,
 )
@@ -121,42 +117,6 @@ def sample_trial(workload: str, rng: np.random.Generator) -> dict[str, Any]:
                       "parsnets-ole": log_uniform(1e-3, 1.0)})  # fmt: skip
     trial["lr"] = log_uniform(1e-3, 3e-2)
     return trial
-
-
-class ValidationTask(ZslWorkload):
-    """The split's class-disjoint validation task in place of its test (seen data only)."""
-
-    @cached_property
-    def data(self) -> ZslData:
-        cfg = self.config
-        full = load_zsl(cfg.zsl_dataset, split=cfg.zsl_split, representation=self.representation,
-                        test_fraction=cfg.test_fraction)  # fmt: skip
-        return validation_protocol(full, VALIDATION_CLASSES, seed=cfg.zsl_split)
-
-
-class ValidationParsNetsWorkload(ValidationTask, ParsNetsWorkload):
-    """ParsNets on the validation task."""
-
-
-class ValidationMlpWorkload(ValidationTask, MlpWorkload):
-    """The MLP on the validation task."""
-
-
-class ValidationAr2Workload(ValidationTask, Ar2Workload):
-    """(AR)^2 on the validation task."""
-
-
-VALIDATION_WORKLOADS: dict[str, type[ZslWorkload]] = {
-    "zsl_parsnets": ValidationParsNetsWorkload,
-    "zsl_mlp": ValidationMlpWorkload,
-    "zsl_ar2": ValidationAr2Workload,
-}
-
-
-def validation_workload_name(workload: str) -> str:
-    """``module:attr`` of the validation twin, as this module is imported."""
-    cls = VALIDATION_WORKLOADS[workload]
-    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _keys(extra: dict[str, Any]) -> dict[str, Any]:
@@ -269,10 +229,10 @@ def federated_config(method: Method, split: int, extra: dict[str, Any], remedy: 
     """The app's resolved config of one federated run."""
     if method.app is None:
         raise FedlabError(f"method {method.name!r} has no app; federate it in closed form")
-    workload = validation_workload_name(method.workload) if validation else method.workload
     config = APPS[method.app].resolve_config(
         method.federation,
-        {"workload": workload, "zsl-dataset": DATASET, "zsl-split": split, "seed": split,
+        {"workload": method.workload, "zsl-dataset": DATASET, "zsl-split": split, "seed": split,
+         "zsl-validation-classes": VALIDATION_CLASSES if validation else 0,
          "num-supernodes": NUM_CLIENTS, "gzsl-gamma": float(gamma), "zsl-label-skew": remedy,
          "out-dir": str(run_dir)},
         method.overrides, _keys(extra),

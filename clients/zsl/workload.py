@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clients.zsl.ar2 import Ar2Net, ar2_losses, nearest_unseen
-from clients.zsl.data import ZslData, ZslTensors, class_disjoint_partition
+from clients.zsl.data import ZslData, ZslTensors, class_disjoint_partition, validation_protocol
 from clients.zsl.label_skew import LABEL_SKEW_REMEDIES, adjust_logits
 from clients.zsl.metrics import ausuc, gzsl, zsl_top1
 from clients.zsl.models import MLP, CompatibilityModel, ParsNets
@@ -38,6 +38,7 @@ class ZslConfig(RunConfig):
     zsl_dataset: str = "shapes"
     zsl_split: int = 0
     zsl_partition: str = "classes"
+    zsl_validation_classes: int = 0
     zsl_scale: float = 20.0
     gzsl_gamma: float = 0.0
     zsl_label_skew: str = "none"
@@ -61,6 +62,7 @@ class ZslConfig(RunConfig):
         "zsl_dataset": "ZSL benchmark: a bundled one or xlsa17 from data-path",
         "zsl_split": "which seen/unseen class split of the benchmark",
         "zsl_partition": "client split: classes (class-disjoint clients) or iid",
+        "zsl_validation_classes": "0: the split; k > 0: its tuning task, k seen classes as unseen",
         "zsl_scale": "softmax scale of the compatibility scores",
         "gzsl_gamma": "calibrated-stacking gamma subtracted from seen-class scores",
         "zsl_label_skew": "label-skew remedy in client losses: none, fedrs or fedlc",
@@ -103,6 +105,11 @@ class ZslConfig(RunConfig):
                 f"parsnets-topk {self.parsnets_topk} exceeds parsnets-bases "
                 f"{self.parsnets_bases}; the gate can select at most all bases"
             )
+        if self.zsl_validation_classes < 0:
+            raise FedlabError(
+                f"zsl-validation-classes must be >= 0 (0 = the real split), got "
+                f"{self.zsl_validation_classes}"
+            )
         if self.ar2_pretrain_rounds < 0:
             raise FedlabError(f"ar2-pretrain-rounds must be >= 0, got {self.ar2_pretrain_rounds}")
         if not 0 <= self.ar2_ema < 1:
@@ -128,9 +135,14 @@ class ZslWorkload(Workload):
 
     @cached_property
     def data(self) -> ZslData:
+        """The split, or (``zsl-validation-classes`` > 0) its class-disjoint validation task,
+        built from the seen training data only and seeded by the split."""
         cfg = self.config
-        return load_zsl(cfg.zsl_dataset, split=cfg.zsl_split, representation=self.representation,
+        full = load_zsl(cfg.zsl_dataset, split=cfg.zsl_split, representation=self.representation,
                         data_path=cfg.data_path, test_fraction=cfg.test_fraction)  # fmt: skip
+        if cfg.zsl_validation_classes:
+            return validation_protocol(full, cfg.zsl_validation_classes, seed=cfg.zsl_split)
+        return full
 
     @cached_property
     def seen(self) -> torch.Tensor:

@@ -25,6 +25,16 @@ def test_config_refuses_bad_values():
         ZslConfig.from_mapping({"parsnets-topk": 5})
     with pytest.raises(FedlabError, match="ar2-ema must lie in"):
         ZslConfig.from_mapping({"ar2-ema": 1.0})
+    with pytest.raises(FedlabError, match="zsl-validation-classes must be >= 0"):
+        ZslConfig.from_mapping({"zsl-validation-classes": -1})
+
+
+def test_the_validation_key_trains_on_seen_classes_only():
+    real = build_workload(zsl_parsnets.resolve_config())
+    tuning = build_workload(zsl_parsnets.resolve_config({"zsl-validation-classes": 2}))
+    assert len(tuning.data.unseen) == 2 and set(tuning.data.unseen) <= set(real.data.seen)
+    assert set(tuning.data.trainval) <= set(real.data.trainval)
+    assert not set(real.data.unseen) & set(tuning.data.labels[tuning.data.trainval])
 
 
 def test_ar2_phase_follows_the_round():

@@ -63,10 +63,11 @@ def test_the_validation_run_uses_seen_training_data_only(study, tmp_path):
     config = study.federated_config(
         mlp, 0, {"mlp-width": 32}, "fedrs", validation=True, gamma=0.0, run_dir=tmp_path
     )
-    assert config.workload == "zsl_compo_study:ValidationMlpWorkload"
+    assert config.workload == "zsl_mlp"
+    assert config.zsl_validation_classes == study.VALIDATION_CLASSES
     assert config.mlp_width == 32 and config.zsl_label_skew == "fedrs"
     validation = build_workload(config)
-    real = build_workload(config.replace(workload="zsl_mlp"))
+    real = build_workload(config.replace(zsl_validation_classes=0))
     assert len(validation.data.unseen) == study.VALIDATION_CLASSES
     assert set(validation.data.unseen) <= set(real.data.seen)
     assert set(validation.data.test_unseen) <= set(real.data.trainval)

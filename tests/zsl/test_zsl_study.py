@@ -60,14 +60,15 @@ def test_a_federated_cell_equals_the_apps_own_run(script, tmp_path):
 
 def test_the_validation_run_uses_the_validation_task_only(script, tmp_path):
     """The federated calibration run is the app on seen training data: its unseen classes are
-    seen classes of the real split, and its workload key names the script's twin."""
+    seen classes of the real split, chosen by the workload's zsl-validation-classes key."""
     parsnets = next(m for m in script.METHODS if m.name == "ParsNets")
     config = script.federated_config(
         parsnets, "shapes", 0, {}, validation=True, gamma=0.0, run_dir=tmp_path
     )
-    assert config.workload == "zsl_benchmark:ValidationParsNetsWorkload"
+    assert config.workload == "zsl_parsnets"
+    assert config.zsl_validation_classes == script.VALIDATION_CLASSES
     validation = build_workload(config)
-    real = build_workload(config.replace(workload="zsl_parsnets"))
+    real = build_workload(config.replace(zsl_validation_classes=0))
     assert set(validation.data.unseen) <= set(real.data.seen)
     assert set(validation.data.test_unseen) <= set(real.data.trainval)
 
