@@ -15,6 +15,7 @@ from flwr.serverapp import Grid
 
 from clients.ssl.client import FEDFOA_HANDLERS, init_model, probe_metrics
 from clients.ssl.config import SSLConfig
+from clients.ssl.reference import reference_line
 from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.config import TRACE_KEYS
@@ -107,6 +108,13 @@ def fedfoa_server(grid: Grid, config: SSLConfig, run: RunFolder) -> dict[str, An
                 for k, v in final.items()
                 if k.startswith("probe-acc-") and k != "probe-acc-mean"
             ),
+        )
+        line = reference_line(config)
+        log.info(
+            "%s",
+            line
+            or "no stored local-only reference for this setting: compare with a run of "
+            "fedfoa-lambda=0 (same seed), or see simulations/fedfoa_main_job_reference.py",
         )
     return summary
 
