@@ -87,6 +87,12 @@ def local_round(
     vals, vecs = factorize(shared, cfg.relation_rank)
     metrics = {f"train-{k}": v for k, v in result.metrics.items()}
     metrics.update({"train-seconds": result.seconds, "align-weight": weight})
+    if target is not None:
+        # How far the aggregate the client received lies from its own matrix after training:
+        # near 0, the aggregate tells the client nothing it does not already know.
+        metrics["relation-gap"] = float(
+            torch.linalg.norm(shared.cpu() - target) / torch.linalg.norm(target).clamp_min(1e-12)
+        )
     return LocalRound(result.num_examples, metrics, vals, vecs)
 
 
@@ -133,9 +139,19 @@ def handle_train(msg: Message, context: Context, config: SSLConfig) -> Message:
 
 
 def probe_metrics(
-    workload: SSLWorkload, model: SSLModel, *, seed: int, device: torch.device | str = "cpu"
+    workload: SSLWorkload,
+    model: SSLModel,
+    *,
+    seed: int,
+    device: torch.device | str = "cpu",
+    own_classes: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Linear-probe accuracy of ``model``'s frozen encoder (labelled train split -> held-out)."""
+    """Linear-probe accuracy of ``model``'s frozen encoder (labelled train split -> held-out).
+
+    With ``own_classes`` (the labels in the client's partition), the held-out accuracy is also
+    split into ``probe-acc-own`` (classes the client trained on) and ``probe-acc-unseen``
+    (classes it never saw): where federation helps, it should lift the second.
+    """
     train_ds, test_ds = workload.probe_train_dataset(), workload.test_dataset()
     result = probe_model(
         model,
@@ -146,13 +162,21 @@ def probe_metrics(
         seed=seed,
         device=device,
     )
-    return {"probe-acc": result.accuracy, "probe-c": result.c}
+    metrics = {"probe-acc": result.accuracy, "probe-c": result.c}
+    if own_classes is not None:
+        test_y = test_ds.labels.numpy()
+        unseen = np.setdiff1d(np.unique(test_y), own_classes)
+        for key, classes in (("probe-acc-own", own_classes), ("probe-acc-unseen", unseen)):
+            acc = result.accuracy_on(test_y, classes)
+            if acc is not None:
+                metrics[key] = acc
+    return metrics
 
 
 def handle_evaluate(msg: Message, context: Context, config: SSLConfig) -> Message:
     """Linear probe of this client's own encoder (or of the averaged one under weight averaging)."""
     torch.set_num_threads(1)
-    pid, _ = partition_of(context)
+    pid, num_partitions = partition_of(context)
     workload = build_workload(config)
     model = init_model(workload, pid)
     if STATE_KEY in context.state:
@@ -160,7 +184,10 @@ def handle_evaluate(msg: Message, context: Context, config: SSLConfig) -> Messag
     weights = {k: v for k, v in msg.content["arrays"].items() if k not in RELATION_KEYS}
     if weights:
         model.load_state_dict(ArrayRecord(weights).to_torch_state_dict())
-    metrics = probe_metrics(workload, model, seed=config.seed, device=resolve_device(config.device))
+    own = np.unique(workload.client_dataset(pid, num_partitions).labels.numpy())
+    metrics = probe_metrics(
+        workload, model, seed=config.seed, device=resolve_device(config.device), own_classes=own
+    )
     n_enc = len(parse_encoders(config.encoders))
     record = MetricRecord(
         {

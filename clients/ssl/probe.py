@@ -8,7 +8,7 @@ held-out split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,10 +19,19 @@ C_GRID = (0.01, 0.1, 1.0, 10.0)
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """Held-out accuracy and the ``C`` that cross-validation chose."""
+    """Held-out accuracy, the ``C`` that cross-validation chose, and the held-out predictions."""
 
     accuracy: float
     c: float
+    predictions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def accuracy_on(self, test_y: np.ndarray, classes: np.ndarray) -> float | None:
+        """Accuracy on the held-out examples whose label is in ``classes`` (None if there are
+        none)."""
+        mask = np.isin(test_y, classes)
+        if not mask.any():
+            return None
+        return float(np.mean(self.predictions[mask] == test_y[mask]))
 
 
 @torch.no_grad()
@@ -67,8 +76,9 @@ def linear_probe(
         n_jobs=1,
     )
     search.fit(np.asarray(train_x, np.float64).reshape(len(train_x), -1), train_y)
-    acc = search.score(np.asarray(test_x, np.float64).reshape(len(test_x), -1), test_y)
-    return ProbeResult(float(acc), float(search.best_params_["logisticregression__C"]))
+    predictions = search.predict(np.asarray(test_x, np.float64).reshape(len(test_x), -1))
+    acc = float(np.mean(predictions == np.asarray(test_y)))
+    return ProbeResult(acc, float(search.best_params_["logisticregression__C"]), predictions)
 
 
 def probe_model(

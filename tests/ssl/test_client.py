@@ -9,11 +9,19 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
-from clients.ssl.client import STATE_KEY, alignment_weight, handle_evaluate, handle_train
+from clients.ssl.client import (
+    STATE_KEY,
+    alignment_weight,
+    handle_evaluate,
+    handle_train,
+    init_model,
+    probe_metrics,
+)
 from clients.ssl.config import SSLConfig
 from fedlab.apps import fedfoa
 from fedlab.errors import FedlabError
 from fedlab.inprocess import run_in_process
+from fedlab.workload import build_workload
 from strategies.fedfoa import EIGVALS, EIGVECS, RELATION
 
 TINY = dict(
@@ -59,6 +67,9 @@ def test_handle_train_uploads_rank_r_factors_and_keeps_the_model_in_state():
     relation = ArrayRecord({RELATION: Array(np.eye(8, dtype=np.float32))})
     reply2 = handle_train(_train_msg(relation, 2), context, config)
     assert reply2.content["metrics"]["align-weight"] == config.fedfoa_lambda
+    # the identity is a correlation matrix no trained projector reproduces: a gap above 0
+    assert 0.0 < reply2.content["metrics"]["relation-gap"] < 10.0
+    assert "relation-gap" not in reply.content["metrics"]  # round 1 received no aggregate
     second = context.state[STATE_KEY].to_torch_state_dict()
     changed = [k for k in first if not torch.equal(first[k], second[k])]
     assert changed and len(changed) < len(first) + 1
@@ -75,6 +86,21 @@ def test_handle_evaluate_probes_the_clients_own_model():
     )
     metrics = handle_evaluate(msg, context, config).content["metrics"]
     assert 0.0 <= metrics["probe-acc"] <= 1.0 and metrics["encoder-id"] == 0
+    assert 0.0 <= metrics["probe-acc-own"] <= 1.0  # IID: the client holds every class
+    assert "probe-acc-unseen" not in metrics
+
+
+def test_a_label_skewed_client_reports_its_probe_on_classes_it_never_saw():
+    workload = build_workload(SSLConfig(**TINY))
+    test_y = workload.test_dataset().labels.numpy()
+    own = np.unique(test_y)[:2]
+    metrics = probe_metrics(workload, init_model(workload, 0), seed=0, own_classes=own)
+    n_own = np.isin(test_y, own).sum()
+    # the overall accuracy is the example-weighted mean of the two parts
+    assert metrics["probe-acc"] == pytest.approx(
+        (metrics["probe-acc-own"] * n_own + metrics["probe-acc-unseen"] * (len(test_y) - n_own))
+        / len(test_y)
+    )
 
 
 def test_warm_up_rounds_switch_the_alignment_off():

@@ -184,6 +184,20 @@ def test_aggregate_evaluate_keeps_per_client_and_per_encoder_probe_results():
     assert metrics["probe-acc-enc0"] == pytest.approx(0.55)
     assert metrics["probe-acc-enc1"] == pytest.approx(0.7)
     assert strategy.probe_results[3] == probe_summary(rows)
+    assert "probe-acc-unseen-mean" not in metrics
+
+
+def test_probe_summary_averages_unseen_class_accuracy_over_the_clients_that_report_it():
+    rows = [
+        {"probe-acc": 0.5, "partition-id": 0, "encoder-id": 0, "probe-acc-own": 0.9},
+        {"probe-acc": 0.7, "partition-id": 1, "encoder-id": 1, "probe-acc-own": 0.8,
+         "probe-acc-unseen": 0.2},
+        {"probe-acc": 0.6, "partition-id": 2, "encoder-id": 0, "probe-acc-own": 0.7,
+         "probe-acc-unseen": 0.4},
+    ]  # fmt: skip
+    summary = probe_summary(rows)
+    assert summary["probe-acc-own-mean"] == pytest.approx(0.8)
+    assert summary["probe-acc-unseen-mean"] == pytest.approx(0.3)
 
 
 def _inconsistent_replies(kind):
