@@ -263,17 +263,23 @@ def _mean_std(rows: list[dict[str, Any]]) -> tuple[float, float]:
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> str:
     """Markdown: mean +- std of the probe accuracy, per-encoder means, bytes per client."""
     lines = [
-        "| method | probe acc (mean +- std over seeds) | per encoder | upload B/client/round |",
-        "|---|---|---|---|",
+        "| method | probe acc (mean +- std over seeds) | per encoder | upload B/client/round "
+        "| train s/client/round |",
+        "|---|---|---|---|---|",
     ]
+
+    def mean_of(rows: list[dict[str, Any]], key: str, fmt: str) -> str:
+        values = [r[key] for r in rows if key in r]
+        return format(float(np.mean(values)), fmt) if values else "-"
+
     for name, rows in runs.items():
         mean, std = _mean_std(rows)
         encs = sorted({k for r in rows for k in r if k.startswith("probe-acc-enc")})
         per_enc = ", ".join(f"{k[10:]} {np.mean([r[k] for r in rows]):.3f}" for k in encs)
-        up = [r["upload-bytes-per-client"] for r in rows if "upload-bytes-per-client" in r]
         lines.append(
-            f"| {name} | {mean:.3f} +- {std:.3f} (n={len(rows)}) "
-            f"| {per_enc or '-'} | {f'{np.mean(up):,.0f}' if up else '-'} |"
+            f"| {name} | {mean:.3f} +- {std:.3f} (n={len(rows)}) | {per_enc or '-'} "
+            f"| {mean_of(rows, 'upload-bytes-per-client', ',.0f')} "
+            f"| {mean_of(rows, 'train-seconds', '.1f')} |"
         )
     lines += [
         "",
