@@ -90,7 +90,7 @@ def train_cnn(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--local-steps", type=int, default=50)
     parser.add_argument("--only", default="aware,unaware,cnn")
     args = parser.parse_args()

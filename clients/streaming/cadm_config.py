@@ -64,7 +64,8 @@ class CadmConfig(RunConfig):
     patch_size: int = 32
     patches_per_client: int = 4096
     train_clips: int = 8
-    sample_steps: int = 2
+    sample_steps: int = 1
+    focus_prob: float = 0.75
     save_decoder: bool = True
 
     KEY_HELP: ClassVar[dict[str, str]] = {
@@ -76,6 +77,7 @@ class CadmConfig(RunConfig):
         "patches_per_client": "random patches in one pass over a client's encoded clips",
         "train_clips": "training clips in all (clip k goes to client k mod N)",
         "sample_steps": "DDIM steps of the decoder (validation and the saved default)",
+        "focus_prob": "share of training examples drawn at the decoder's own DDIM timesteps",
         "save_decoder": "write the final decoder (UNet + cadm.json) to run/decoder",
     }
 
@@ -92,6 +94,8 @@ class CadmConfig(RunConfig):
                     "use r in 1, 2, 3, 4, 6, 8, 12, 16, 24, 48"
                 )
         self.crf_list()
+        if not 0 <= self.focus_prob <= 1:
+            raise FedlabError(f"focus-prob must lie in [0, 1], got {self.focus_prob}")
 
     def pair_list(self) -> list[tuple[int, int]]:
         return parse_pairs(self.pairs)

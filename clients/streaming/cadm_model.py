@@ -12,7 +12,8 @@ Choices (docs/cadm.md says why):
   of trained pairs). The codec-unaware decoder is the same UNet with one class (label 0 for
   every pair): same architecture, data, steps and seed;
 - **sampling**: the project's one loop, :func:`fedlab.diffusion.reverse`, from ``t = 999``
-  with ``steps`` DDIM steps (default 2), fixed start noise (seeded).
+  with ``steps`` DDIM steps (default 1: the x0-estimate at t = 999, i.e. the posterior
+  mean; more steps add sampled detail and lowered PSNR, docs/cadm.md), fixed start noise.
 
 A decoder folder is ``unet/`` (``save_pretrained``, safetensors) plus ``cadm.json`` (pairs,
 conditioned, steps, residual scale).
@@ -99,7 +100,7 @@ class DecoderMeta:
 
     pairs: list[list[int]] = field(default_factory=lambda: [list(p) for p in DEFAULT_PAIRS])
     conditioned: bool = True
-    steps: int = 2
+    steps: int = 1
     residual_scale: float = RESIDUAL_SCALE
 
 
@@ -200,7 +201,7 @@ class SmallSR(ModelMixin, ConfigMixin):
     def __init__(self, width: int = 32, blocks: int = 4) -> None:
         super().__init__()
         self.head = nn.Conv2d(3, width, 3, padding=1)
-        self.blocks = nn.ModuleList(
+        self.body = nn.ModuleList(
             nn.Sequential(
                 nn.Conv2d(width, width, 3, padding=1),
                 nn.ReLU(),
@@ -212,7 +213,7 @@ class SmallSR(ModelMixin, ConfigMixin):
 
     def forward(self, up: torch.Tensor) -> torch.Tensor:
         h = self.head(up * 2 - 1)
-        for block in self.blocks:
+        for block in self.body:
             h = h + block(h)
         return up + self.tail(h) * RESIDUAL_SCALE
 

@@ -18,7 +18,12 @@ from torch import nn
 
 from clients.streaming.cadm_config import CadmConfig
 from clients.streaming.cadm_data import PairPatches, client_clips, validation_clips
-from clients.streaming.cadm_model import RESIDUAL_SCALE, build_decoder_unet, diffusion_scheduler
+from clients.streaming.cadm_model import (
+    RESIDUAL_SCALE,
+    T_START,
+    build_decoder_unet,
+    diffusion_scheduler,
+)
 from fedlab.client import derive_seed
 from fedlab.workload import Workload
 
@@ -33,8 +38,21 @@ def _client_patches(pid: int, num: int, count: int, seed: int, pairs: tuple, crf
                        derive_seed(seed, "cadm-patches", pid))  # fmt: skip
 
 
-def diffusion_step(scheduler, conditioned: bool):  # noqa: ANN001, ANN201
-    """The decoder's training step (see the module docstring)."""
+def inference_timesteps(steps: int) -> list[int]:
+    """The timesteps the decoder visits with ``steps`` DDIM steps from ``T_START``."""
+    from fedlab.diffusion.sampling import plan
+
+    return plan(diffusion_scheduler().config, T_START, sampler="ddim", steps=steps)[1]
+
+
+def diffusion_step(scheduler, conditioned: bool, focus: list[int] | None = None,  # noqa: ANN001
+                   focus_prob: float = 0.5):  # noqa: ANN201  # fmt: skip
+    """The decoder's training step (see the module docstring).
+
+    With ``focus`` (the inference timesteps), a share ``focus_prob`` of the examples is drawn
+    at those steps instead of uniformly: with two DDIM steps from pure noise only
+    ``t = 999, 499`` are ever visited, which uniform sampling almost never trains.
+    """
     total = scheduler.config.num_train_timesteps
 
     def step(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
@@ -42,6 +60,11 @@ def diffusion_step(scheduler, conditioned: bool):  # noqa: ANN001, ANN201
         z = (clean - up) / RESIDUAL_SCALE
         noise = torch.randn_like(z)
         t = torch.randint(0, total, (len(z),), device=z.device)
+        if focus:
+            chosen = torch.tensor(focus, device=z.device)[
+                torch.randint(0, len(focus), (len(z),), device=z.device)
+            ]
+            t = torch.where(torch.rand(len(z), device=z.device) < focus_prob, chosen, t)
         xt = scheduler.add_noise(z, noise, t)
         labels = labels if conditioned else torch.zeros_like(labels)
         pred = model(torch.cat([xt, up * 2 - 1], dim=1), t, class_labels=labels).sample
@@ -82,4 +105,6 @@ class CadmWorkload(Workload):
 
     def step(self, model: nn.Module, batch: tuple[torch.Tensor, ...]
              ) -> tuple[torch.Tensor, Mapping[str, float]]:  # fmt: skip
-        return diffusion_step(self.scheduler, self.config.conditioned)(model, batch)
+        c = self.config
+        focus = inference_timesteps(c.sample_steps) if c.focus_prob > 0 else None
+        return diffusion_step(self.scheduler, c.conditioned, focus, c.focus_prob)(model, batch)

@@ -1,0 +1,156 @@
+"""CaDM study (docs/cadm.md, protocol declared there before this ran).
+
+    python simulations/cadm_study.py            # evaluate, write study.json, table, plot
+    python simulations/cadm_study.py --report   # tables and plot again from study.json
+
+Test clips carphone (176x144) and bikes (160x128 from 320x136), 30 frames each, never trained
+on; pairs (2, 8), (2, 6), (4, 8), (4, 5) at x264 CRF 23, 28, 33, 38; full-resolution x264 at
+CRF 23-48. Methods: bicubic, the CNN baseline, the codec-unaware and codec-aware diffusion
+decoders shipped in simulations/results/cadm/ (trained by simulations/cadm_train.py through
+the streaming_cadm app), evaluated by the app's own code (clients.streaming.cadm_eval).
+Writes simulations/results/cadm/{study.json, table.md, rd.png}. One thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "results" / "cadm"
+PAIRS = [(2, 8), (2, 6), (4, 8), (4, 5)]
+CRFS = [23, 28, 33, 38]
+X264_CRFS = [23, 28, 33, 38, 43, 48]
+CLIPS = ("carphone", "bikes")
+FRAMES = 30
+METHODS = ("bicubic", "cnn", "cadm-unaware", "cadm")
+
+
+def run_study(frames: int) -> dict:
+    from clients.streaming.cadm_data import test_clip
+    from clients.streaming.cadm_eval import evaluate_clip
+    from clients.streaming.cadm_model import load_decoder, load_small_sr
+
+    aware = load_decoder(OUT / "decoder-aware")
+    unaware = load_decoder(OUT / "decoder-unaware")
+    cnn = load_small_sr(OUT / "cnn")
+    cnn_bytes = sum(p.numel() * p.element_size() for p in cnn.parameters())
+    methods = {
+        "bicubic": (None, 0),
+        "cnn": (lambda up, r, b: cnn.restore(up), cnn_bytes),
+        "cadm-unaware": (lambda up, r, b: unaware.restore(up, r, b), unaware.model_bytes()),
+        "cadm": (lambda up, r, b: aware.restore(up, r, b), aware.model_bytes()),
+    }
+    rows = []
+    start = time.perf_counter()
+    for name in CLIPS:
+        rows += evaluate_clip(test_clip(name, frames), name, pairs=PAIRS, crfs=CRFS,
+                              x264_crfs=X264_CRFS, methods=methods, progress=True)  # fmt: skip
+    return {
+        "protocol": {"clips": list(CLIPS), "frames": frames, "pairs": PAIRS, "crfs": CRFS,
+                     "x264-crfs": X264_CRFS, "methods": list(METHODS),
+                     "steps": aware.meta.steps, "codec": "x264", "preset": "veryfast"},
+        "seconds": round(time.perf_counter() - start, 1),
+        "rows": rows,
+    }  # fmt: skip
+
+
+def summarise(study: dict) -> dict:
+    from clients.streaming.cadm_eval import bd_rates
+
+    rows = study["rows"]
+    out: dict = {"per-pair": {}, "goal": {}, "bd-rate": {}}
+    for metric in ("psnr", "vmaf"):
+        for (clip, method, r, b), v in bd_rates(rows, metric).items():
+            out["bd-rate"].setdefault(f"{method} r{r}b{b}", {})[f"{clip}-{metric}"] = v
+    for r, b in study["protocol"]["pairs"]:
+        for method in study["protocol"]["methods"]:
+            sel = [x for x in rows if x["method"] == method and (x["r"], x["b"]) == (r, b)]
+            fps = [x["decode-fps"] for x in sel if x["decode-fps"]]
+            out["per-pair"][f"{method} r{r}b{b}"] = {
+                k: float(np.mean([x[k] for x in sel]))
+                for k in ("bytes", "psnr", "ssim", "vmaf", "flicker", "flicker-source",
+                          "temporal-error", "model-bytes")
+            } | {"decode-fps": float(np.mean(fps)) if fps else None}  # fmt: skip
+        a, u = out["per-pair"][f"cadm r{r}b{b}"], out["per-pair"][f"cadm-unaware r{r}b{b}"]
+        d_psnr, d_vmaf = a["psnr"] - u["psnr"], a["vmaf"] - u["vmaf"]
+        out["goal"][f"r{r}b{b}"] = {"dpsnr": d_psnr, "dvmaf": d_vmaf,
+                                    "met": bool(d_psnr >= 0.3 and d_vmaf >= 0)}  # fmt: skip
+    x = [r for r in rows if r["method"] == "x264"]
+    out["per-pair"]["x264 full-res"] = {
+        k: float(np.mean([r[k] for r in x]))
+        for k in ("bytes", "psnr", "ssim", "vmaf", "flicker", "flicker-source", "temporal-error")
+    } | {"model-bytes": 0.0, "decode-fps": None}  # fmt: skip
+    return out
+
+
+def _fmt(v: float | None, spec: str = ".1f", suffix: str = "") -> str:
+    return "n/a" if v is None else f"{v:{spec}}{suffix}"
+
+
+def _bd(bd: dict, metric: str) -> str:
+    return " / ".join(_fmt(bd.get(f"{clip}-{metric}"), "+.0f", "%") for clip in CLIPS)
+
+
+def table(study: dict, summary: dict) -> str:
+    clip_bytes = np.mean([r["bytes"] for r in study["rows"] if r["method"] == "bicubic"])
+    lines = [
+        "| method | (r, b) | stream KB | PSNR | SSIM | VMAF | flicker (src) | model KB "
+        "(÷ stream) | BD-rate PSNR carphone / bikes | BD-rate VMAF carphone / bikes | fps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, m in summary["per-pair"].items():
+        method, _, pair = key.rpartition(" ")
+        bd = summary["bd-rate"].get(key, {})
+        amort = (
+            f"{m['model-bytes'] / 1e3:.0f} ({m['model-bytes'] / clip_bytes:.0f}x)"
+            if m["model-bytes"]
+            else "0"
+        )
+        lines.append(
+            f"| {method} | {pair} | {m['bytes'] / 1e3:.1f} | {m['psnr']:.2f} | {m['ssim']:.3f} "
+            f"| {m['vmaf']:.1f} | {m['flicker']:.2f} ({m['flicker-source']:.2f}) | {amort} | "
+            f"{_bd(bd, 'psnr')} | {_bd(bd, 'vmaf')} | "
+            f"{_fmt(m['decode-fps'], '.1f')} |"
+        )  # fmt: skip
+    lines += ["", "| (r, b) | codec-aware − unaware PSNR (dB) | VMAF | goal (>= 0.3 dB, "
+              "no VMAF loss) |", "|---|---|---|---|"]  # fmt: skip
+    for pair, g in summary["goal"].items():
+        lines.append(f"| {pair} | {g['dpsnr']:+.2f} | {g['dvmaf']:+.2f} | "
+                     f"{'met' if g['met'] else 'not met'} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--report", action="store_true", help="rebuild outputs from study.json")
+    parser.add_argument("--frames", type=int, default=FRAMES)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(1)
+    from clients.streaming.cadm_eval import rd_plot
+    from fedlab.atomic import atomic_write, atomic_write_text
+
+    path = OUT / "study.json"
+    if args.report:
+        study = json.loads(path.read_text())
+    else:
+        study = run_study(args.frames)
+    study["summary"] = summarise(study)
+    atomic_write_text(path, json.dumps(study, indent=1))
+    atomic_write_text(OUT / "table.md", table(study, study["summary"]))
+    atomic_write(OUT / "rd.png", lambda p: rd_plot(study["rows"], p))
+    print(table(study, study["summary"]))  # the script's result
+
+
+if __name__ == "__main__":
+    main()
