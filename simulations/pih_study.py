@@ -7,6 +7,8 @@ Protocol declared in docs/freepih.md ("Declared before tuning or testing") befor
   lowest style distance with edge F1 >= 0.7 (else the highest edge F1).
 - ``test``: the same run on the 24 test composites.
 - ``timing``: seconds per image (batch 1, one thread) against the number of DDIM steps.
+- ``central``: the headline FreePIH setting and SDEdit on the test composites with the
+  centrally trained prior (``prior-central``, same steps), if it was trained.
 - ``report``: tables (into docs/freepih.md and README.md between the ``pih-table`` markers)
   and the plot, from ``simulations/results/pih/study.json``.
 
@@ -109,8 +111,8 @@ def run_set(step: str) -> None:
         return
     composites = "tuning" if step == "tuning" else "test"
     metrics = app_run(step, grid_overrides(composites))
-    entry = {"level": LEVEL, "composites": composites, "num-examples": metrics["num-examples"],
-             "run-seconds": metrics["run-seconds"], "rows": rows_of(metrics)}  # fmt: skip
+    entry = {"level": LEVEL, "composites": composites, "run-seconds": metrics["run-seconds"],
+             "rows": rows_of(metrics)}  # fmt: skip
     if step == "tuning":
         entry["headline"] = headline(entry["rows"])
         log.info("headline FreePIH setting (tuning): %s", entry["headline"])
@@ -137,6 +139,29 @@ def timing() -> None:
     data = load()
     data["timing"] = {"level": "batch 1, one thread, 4 test composites, mean per image",
                       "threads": torch.get_num_threads(), "rows": rows}  # fmt: skip
+    save(data)
+
+
+def central() -> None:
+    data = load()
+    if "central-prior" in data:
+        return
+    folder = SHIPPED_DIR / "prior-central"
+    if not folder.is_dir():
+        raise SystemExit(f"{folder} does not exist: run simulations/pih_train_prior.py central")
+    best = data["tuning"]["headline"]  # freepih-t<t>-g<g>
+    t, g = best.split("-")[1][1:], best.split("-")[2][1:]
+    names = [best, *(f"sdedit-t{s}" for s in SDEDIT_T)]
+    m = app_run("prior-central", {
+        "composites": "test", "sample-steps": STEPS, "methods": "sdedit,freepih",
+        "sdedit-t": ",".join(map(str, SDEDIT_T)), "freepih-t": t, "guidance": g,
+        "init-from": str(folder),
+    })  # fmt: skip
+    # the federated rows are the test step's: the same composites, seeds and steps
+    rows = {"federated": {n: data["test"]["rows"][n] for n in names},
+            "central": {n: {k: m[f"{n}-{k}"] for k in METRICS} for n in names}}  # fmt: skip
+    data = load()
+    data["central-prior"] = {"level": LEVEL, "rows": rows}
     save(data)
 
 
@@ -168,6 +193,14 @@ def goals(data: dict) -> dict:
             }  # fmt: skip
     h = rows[best]
     out["goal-1"] = out["content-at-equal-style"][best]["above"]
+    # SDEdit settings at least as harmonized (style) that keep at least as much content
+    out["headline-dominated-by"] = [
+        f"sdedit-t{t}" for t in SDEDIT_T
+        if rows[f"sdedit-t{t}"]["style-dist"] <= h["style-dist"]
+        and rows[f"sdedit-t{t}"]["ssim"] >= h["ssim"]
+    ]  # fmt: skip
+    if out["goal-1"] is None and out["headline-dominated-by"]:
+        out["goal-1"] = False  # out of SDEdit's range, but an SDEdit point beats it on both
     out["goal-2"] = bool(h["style-dist"] < rows["cut"]["style-dist"]
                          and h["style-dist"] < rows["histogram"]["style-dist"]
                          and h["edge-f1"] >= EDGE_F1_MIN)  # fmt: skip
@@ -204,6 +237,13 @@ def table(data: dict) -> str:
         lines.append(f"| {m} | {rows[m]['style-dist']:.3f} | {c['ssim']:.3f} | {ref} | "
                      f"{c['haarpsi']:.3f} | {ref_h} |")  # fmt: skip
     verdict = {True: "met", False: "not met", None: "not comparable"}
+    dominated = g["headline-dominated-by"]
+    if dominated:
+        d = rows[dominated[0]]
+        lines += ["", f"The headline FreePIH (style distance {rows[best]['style-dist']:.3f}, SSIM "
+                  f"{rows[best]['ssim']:.3f}) is dominated by {', '.join(dominated)}: e.g. "
+                  f"{dominated[0]} has style distance {d['style-dist']:.3f} and SSIM "
+                  f"{d['ssim']:.3f}."]  # fmt: skip
     lines += [
         "",
         f"Goals: (1) more content than SDEdit at equal style distance: "
@@ -219,6 +259,15 @@ def table(data: dict) -> str:
         for steps, r in t.items():
             lines.append(f"| {steps} | {r['sdedit-t200']:.2f} | {r['freepih-t200-g0']:.2f} | "
                          f"{r['freepih-t200-g1']:.2f} |")  # fmt: skip
+    if "central-prior" in data:
+        c = data["central-prior"]["rows"]
+        lines += ["", "Federated against central prior (1,000 steps each), same test composites:",
+                  "", "| method | SSIM fed | SSIM central | style dist fed | style dist central |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for n in c["federated"]:
+            f, k = c["federated"][n], c["central"][n]
+            lines.append(f"| {n} | {f['ssim']:.3f} | {k['ssim']:.3f} | {f['style-dist']:.3f} | "
+                         f"{k['style-dist']:.3f} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -234,6 +283,9 @@ def plot(data: dict) -> None:
         sd = [(rows[f"sdedit-t{t}"]["style-dist"], rows[f"sdedit-t{t}"][key], t)
               for t in SDEDIT_T]  # fmt: skip
         ax.plot([p[0] for p in sd], [p[1] for p in sd], "k.-", label="SDEdit (t)")
+        sd_in = [rows[f"sdedit-t{t}"]["style-dist-in"] for t in SDEDIT_T]
+        ax.plot(sd_in, [p[1] for p in sd], ".:", color="grey",
+                label="SDEdit, style dist against the input background")  # fmt: skip
         for x, y, t in sd:
             ax.annotate(f"{t}", (x, y), fontsize=7)
         for g, marker in zip(GUIDANCE, ("o", "s", "^"), strict=True):
@@ -275,14 +327,14 @@ def report() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("tuning", "test", "timing", "report", "all"))
+    parser.add_argument("step", choices=("tuning", "test", "timing", "central", "report", "all"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
     steps = ("tuning", "test", "timing", "report") if args.step == "all" else (args.step,)
     for step in steps:
         {"tuning": lambda: run_set("tuning"), "test": lambda: run_set("test"),
-         "timing": timing, "report": report}[step]()  # fmt: skip
+         "timing": timing, "central": central, "report": report}[step]()  # fmt: skip
 
 
 if __name__ == "__main__":

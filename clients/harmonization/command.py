@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--style", default="", help="style name of the painting (default: inferred)")
     p.add_argument("--model", default="", help="style-conditioned UNet folder (default: shipped)")
-    p.add_argument("--t", type=int, default=200, help="start step of FreePIH (default 200)")
+    p.add_argument("--t", type=int, default=300, help="start step of FreePIH (default 300)")
     p.add_argument("--steps", type=int, default=10, help="DDIM steps (default 10)")
     p.add_argument("--guidance", type=float, default=1.0, help="guidance weight (0: plain DDIM)")
     p.add_argument("--seed", type=int, default=0, help="start-noise seed")
@@ -85,7 +85,7 @@ def infer_style(unet: torch.nn.Module, scheduler: object, background: torch.Tens
 
 def harmonize_files(
     fg: str | Path, mask: str | Path, bg: str | Path, out: str | Path, *, style: str = "",
-    model: str = "", t: int = 200, steps: int = 10, guidance: float = 1.0, seed: int = 0,
+    model: str = "", t: int = 300, steps: int = 10, guidance: float = 1.0, seed: int = 0,
     progress: bool = True,
 ) -> tuple[Path, Path]:  # fmt: skip
     """Harmonize the object of ``fg`` inside ``mask`` into ``bg``; write result and grid."""

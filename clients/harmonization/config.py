@@ -42,7 +42,7 @@ class HarmonizationConfig(PIHPriorConfig):
     max_composites: int = 0
     methods: str = "cut,histogram,reinhard,sdedit,freepih"
     sdedit_t: str = "100,300"
-    freepih_t: str = "200"
+    freepih_t: str = "300"  # the study's headline, chosen on the tuning composites
     guidance: str = "1"
     content_weight: float = 1.0
     style_weight: float = 1.0

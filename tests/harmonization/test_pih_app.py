@@ -77,3 +77,11 @@ def test_harmonization_app_reports_every_method_with_an_untouched_background(tin
     assert metrics["sdedit-t100-bg-error"] > 0
     assert metrics["freepih-t100-g1-seconds"] > 0
     assert metrics["freepih-t100-g0-ssim"] < 1.0
+
+
+def test_shipped_prior_is_style_conditioned_and_names_its_styles():
+    from clients.harmonization.config import SHIPPED_PRIOR
+
+    prior = load_unet(SHIPPED_PRIOR)
+    assert prior.config.num_class_embeds == 5
+    assert prior_styles(prior, SHIPPED_PRIOR)[-1] == "photo"

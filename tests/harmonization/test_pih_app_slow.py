@@ -31,5 +31,5 @@ def test_harmonization_app_under_ray_reports_the_clients_metrics(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     metrics = json.loads((out / "history.json").read_text())[-1]["client-evaluate"]
-    assert metrics["freepih-t200-g1-bg-error"] == 0.0
-    assert metrics["cut-style-dist"] > 0 and 0 < metrics["freepih-t200-g1-ssim"] < 1
+    assert metrics["freepih-t300-g1-bg-error"] == 0.0
+    assert metrics["cut-style-dist"] > 0 and 0 < metrics["freepih-t300-g1-ssim"] < 1
