@@ -9,6 +9,8 @@ Protocol declared in docs/freepih.md ("Declared before tuning or testing") befor
 - ``timing``: seconds per image (batch 1, one thread) against the number of DDIM steps.
 - ``central``: the headline FreePIH setting and SDEdit on the test composites with the
   centrally trained prior (``prior-central``, same steps), if it was trained.
+- ``style-inference``: how often ``fedlab harmonize``'s default (no ``--style``) infers the
+  right style of the 24 test backgrounds (a diagnostic of the command, not of FreePIH).
 - ``report``: tables (into docs/freepih.md and README.md between the ``pih-table`` markers)
   and the plot, from ``simulations/results/pih/study.json``.
 
@@ -165,6 +167,27 @@ def central() -> None:
     save(data)
 
 
+def style_inference() -> None:
+    from clients.harmonization.command import infer_style
+    from clients.harmonization.config import SHIPPED_PRIOR
+    from clients.harmonization.data import STYLES, composite, test_specs
+    from fedlab.diffusion import load_unet, make_scheduler
+
+    data = load()
+    if "style-inference" in data:
+        return
+    unet, scheduler = load_unet(SHIPPED_PRIOR), make_scheduler()
+    names = (*STYLES, "photo")
+    rows = {}
+    for spec in test_specs():
+        c = composite(spec)
+        rows[spec.name] = names[infer_style(unet, scheduler, c.background[None], c.mask[None])]
+    right = sum(rows[s.name] == s.style for s in test_specs())
+    data = load()
+    data["style-inference"] = {"correct": right, "of": len(rows), "inferred": rows}
+    save(data)
+
+
 # ---------------------------------------------------------------------------- report
 
 
@@ -259,6 +282,13 @@ def table(data: dict) -> str:
         for steps, r in t.items():
             lines.append(f"| {steps} | {r['sdedit-t200']:.2f} | {r['freepih-t200-g0']:.2f} | "
                          f"{r['freepih-t200-g1']:.2f} |")  # fmt: skip
+    if "style-inference" in data:
+        si = data["style-inference"]
+        lines += [
+            "",
+            f"`fedlab harmonize` without `--style` infers the right style of "
+            f"{si['correct']} of {si['of']} test backgrounds (chance: 1 in 5).",
+        ]
     if "central-prior" in data:
         c = data["central-prior"]["rows"]
         lines += ["", "Federated against central prior (1,000 steps each), same test composites:",
@@ -327,14 +357,18 @@ def report() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("tuning", "test", "timing", "central", "report", "all"))
+    parser.add_argument(
+        "step", choices=("tuning", "test", "timing", "style-inference", "central", "report", "all")
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
-    steps = ("tuning", "test", "timing", "report") if args.step == "all" else (args.step,)
+    every = ("tuning", "test", "timing", "style-inference", "central", "report")
+    steps = every if args.step == "all" else (args.step,)
     for step in steps:
         {"tuning": lambda: run_set("tuning"), "test": lambda: run_set("test"),
-         "timing": timing, "central": central, "report": report}[step]()  # fmt: skip
+         "timing": timing, "style-inference": style_inference, "central": central,
+         "report": report}[step]()  # fmt: skip
 
 
 if __name__ == "__main__":
