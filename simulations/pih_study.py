@@ -11,6 +11,8 @@ Protocol declared in docs/freepih.md ("Declared before tuning or testing") befor
   centrally trained prior (``prior-central``, same steps), if it was trained.
 - ``style-inference``: how often ``fedlab harmonize``'s default (no ``--style``) infers the
   right style of the 24 test backgrounds (a diagnostic of the command, not of FreePIH).
+- ``figure``: 8 test composites (2 per style) through the client's own method runs: cut,
+  histogram, Reinhard, SDEdit t = 50, FreePIH g = 0 and the headline (``examples.png``).
 - ``report``: tables (into docs/freepih.md and README.md between the ``pih-table`` markers)
   and the plot, from ``simulations/results/pih/study.json``.
 
@@ -188,6 +190,40 @@ def style_inference() -> None:
     save(data)
 
 
+def figure() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from clients.harmonization.data import composite, style_index, test_specs
+    from clients.harmonization.evaluate import method_runs
+    from fedlab.diffusion import load_unet, make_scheduler
+
+    best = load()["tuning"]["headline"]
+    t, g = best.split("-")[1][1:], best.split("-")[2][1:]
+    config = harmonization.resolve_config({
+        "methods": "cut,histogram,reinhard,sdedit,freepih", "sdedit-t": "50", "freepih-t": t,
+        "guidance": f"0,{g}", "sample-steps": STEPS,
+    })  # fmt: skip
+    items = [composite(s) for s in test_specs()[::3]]
+    x = torch.stack([c.composite for c in items])
+    masks = torch.stack([c.mask for c in items])
+    labels = torch.tensor([style_index(c.style) for c in items])
+    runs = method_runs(config, load_unet(config.prior_folder()), make_scheduler())
+    with torch.no_grad():
+        outs = {name: run(x, masks, labels) for name, run in runs.items()}
+    fig, axes = plt.subplots(len(items), len(outs), figsize=(1.6 * len(outs), 1.6 * len(items)))
+    for j, (name, images) in enumerate(outs.items()):
+        axes[0, j].set_title(name, fontsize=7)
+        for i, img in enumerate(images):
+            axes[i, j].imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest")
+            axes[i, j].axis("off")
+    fig.tight_layout()
+    atomic_write(SHIPPED_DIR / "examples.png", lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------------------- report
 
 
@@ -357,18 +393,16 @@ def report() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "step", choices=("tuning", "test", "timing", "style-inference", "central", "report", "all")
-    )
+    every = ("tuning", "test", "timing", "style-inference", "central", "figure", "report")
+    parser.add_argument("step", choices=(*every, "all"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
-    every = ("tuning", "test", "timing", "style-inference", "central", "report")
     steps = every if args.step == "all" else (args.step,)
     for step in steps:
         {"tuning": lambda: run_set("tuning"), "test": lambda: run_set("test"),
          "timing": timing, "style-inference": style_inference, "central": central,
-         "report": report}[step]()  # fmt: skip
+         "figure": figure, "report": report}[step]()  # fmt: skip
 
 
 if __name__ == "__main__":
