@@ -9,7 +9,6 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -21,7 +20,13 @@ from clients.harmonization.data import (
     client_pairs,
 )
 from fedlab.client import derive_seed
-from fedlab.diffusion import build_unet, denoising_step, load_unet, make_scheduler
+from fedlab.diffusion import (
+    build_unet,
+    denoising_step,
+    heldout_denoising_loss,
+    load_unet,
+    make_scheduler,
+)
 from fedlab.errors import FedlabError
 from fedlab.workload import Workload
 
@@ -58,20 +63,12 @@ def prior_styles(unet: nn.Module, folder: str | Path | None = None) -> list[str]
 
 @torch.no_grad()
 def heldout_conditional_loss(
-    model: nn.Module, scheduler: object, images: torch.Tensor, labels: torch.Tensor,
-    timesteps: tuple[int, ...] = (50, 150, 300, 500), seed: int = 0,
-) -> dict[str, float]:  # fmt: skip
-    """Noise-prediction MSE on fixed labelled images at fixed steps and noise."""
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for t in timesteps:
-        noise = torch.randn(images.shape, generator=gen)
-        tt = torch.full((len(images),), t, dtype=torch.long)
-        pred = model(scheduler.add_noise(images, noise, tt), tt, class_labels=labels).sample
-        out[f"denoise-loss-t{t}"] = float(F.mse_loss(pred, noise))
-    out["denoise-loss"] = sum(out.values()) / len(timesteps)
-    return out
+    model: nn.Module, scheduler: object, images: torch.Tensor, labels: torch.Tensor
+) -> dict[str, float]:
+    """The prior's held-out loss: the shared one at the steps FreePIH uses (t <= 500)."""
+    return heldout_denoising_loss(
+        model, scheduler, images, timesteps=(50, 150, 300, 500), class_labels=labels
+    )
 
 
 class PIHPriorWorkload(Workload):

@@ -74,10 +74,12 @@ def heldout_denoising_loss(
     timesteps: tuple[int, ...] = (50, 150, 300, 500, 750),
     seed: int = 0,
     batch_size: int = 64,
+    class_labels: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Mean noise-prediction MSE on fixed ``images`` at fixed ``timesteps`` and fixed noise.
 
-    The same images, steps and noise for every model, so two models compare directly.
+    The same images, steps and noise for every model, so two models compare directly; a
+    class-conditional model gets each image's ``class_labels``.
     Returns ``{"denoise-loss": mean, "denoise-loss-t<t>": per step}``.
     """
     model.eval()
@@ -91,7 +93,10 @@ def heldout_denoising_loss(
             x0 = images[i : i + batch_size].to(device)
             n = noise[i : i + batch_size].to(device)
             tt = torch.full((len(x0),), t, dtype=torch.long, device=device)
-            pred = model(scheduler.add_noise(x0, n, tt), tt).sample
+            labels = None
+            if class_labels is not None:
+                labels = class_labels[i : i + batch_size].to(device)
+            pred = model(scheduler.add_noise(x0, n, tt), tt, class_labels=labels).sample
             total += float(F.mse_loss(pred, n, reduction="sum"))
             count += n.numel()
         out[f"denoise-loss-t{t}"] = total / count
