@@ -227,7 +227,7 @@ class FedFoA(FedAvg):
 
 def probe_summary(rows: list[Mapping[str, float]]) -> dict[str, float]:
     """``probe-acc-p<pid>`` per client, ``probe-acc-mean``/``-std``, ``probe-acc-<encoder>``, and
-    the means of ``probe-acc-own``/``-unseen`` over the clients that report them."""
+    the means of ``probe-acc-own``/``-unseen`` over the clients with such held-out examples."""
     out: dict[str, float] = {}
     by_encoder: dict[str, list[float]] = {}
     accs = []
@@ -240,7 +240,8 @@ def probe_summary(rows: list[Mapping[str, float]]) -> dict[str, float]:
     out["probe-acc-std"] = float(np.std(accs))
     out.update({k: float(np.mean(v)) for k, v in by_encoder.items()})
     for split in ("own", "unseen"):  # the held-out accuracy on classes a client did / did not hold
-        values = [float(row[f"probe-acc-{split}"]) for row in rows if f"probe-acc-{split}" in row]
+        values = [float(row[f"probe-acc-{split}"]) for row in rows
+                  if float(row.get(f"probe-n-{split}", 0)) > 0]  # fmt: skip
         if values:
             out[f"probe-acc-{split}-mean"] = float(np.mean(values))
     return out

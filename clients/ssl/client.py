@@ -150,7 +150,8 @@ def probe_metrics(
 
     With ``own_classes`` (the labels in the client's partition), the held-out accuracy is also
     split into ``probe-acc-own`` (classes the client trained on) and ``probe-acc-unseen``
-    (classes it never saw): where federation helps, it should lift the second.
+    (classes it never saw), with their held-out counts ``probe-n-own``/``-unseen``: where
+    federation helps, it should lift the second.
     """
     train_ds, test_ds = workload.probe_train_dataset(), workload.test_dataset()
     result = probe_model(
@@ -164,12 +165,14 @@ def probe_metrics(
     )
     metrics = {"probe-acc": result.accuracy, "probe-c": result.c}
     if own_classes is not None:
+        # Every client reports every key (Flower aggregates only equal key sets): a part with
+        # no held-out example reports accuracy 0 with count 0, and the server skips it.
         test_y = test_ds.labels.numpy()
         unseen = np.setdiff1d(np.unique(test_y), own_classes)
-        for key, classes in (("probe-acc-own", own_classes), ("probe-acc-unseen", unseen)):
+        for split, classes in (("own", own_classes), ("unseen", unseen)):
             acc = result.accuracy_on(test_y, classes)
-            if acc is not None:
-                metrics[key] = acc
+            metrics[f"probe-acc-{split}"] = 0.0 if acc is None else acc
+            metrics[f"probe-n-{split}"] = int(np.isin(test_y, classes).sum())
     return metrics
 
 

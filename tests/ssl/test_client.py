@@ -87,7 +87,7 @@ def test_handle_evaluate_probes_the_clients_own_model():
     metrics = handle_evaluate(msg, context, config).content["metrics"]
     assert 0.0 <= metrics["probe-acc"] <= 1.0 and metrics["encoder-id"] == 0
     assert 0.0 <= metrics["probe-acc-own"] <= 1.0  # IID: the client holds every class
-    assert "probe-acc-unseen" not in metrics
+    assert metrics["probe-n-unseen"] == 0 and metrics["probe-acc-unseen"] == 0.0
 
 
 def test_a_label_skewed_client_reports_its_probe_on_classes_it_never_saw():
@@ -110,8 +110,11 @@ def test_warm_up_rounds_switch_the_alignment_off():
     assert alignment_weight(config, 3, False) == 0.0
 
 
-def test_in_process_federation_mixes_two_architectures(tmp_path):
+@pytest.mark.parametrize("partitioner", ["iid", "dirichlet"])
+def test_in_process_federation_mixes_two_architectures(tmp_path, partitioner):
+    """Label-skewed clients too: every client's reply carries the same metric keys."""
     mapping = {k.replace("_", "-"): v for k, v in TINY.items()}
+    mapping["partitioner"] = partitioner
     config = fedfoa.resolve_config(mapping, {"out-dir": str(tmp_path)})
     run_in_process(fedfoa, config)
     history = json.loads((tmp_path / "history.json").read_text())
@@ -122,6 +125,9 @@ def test_in_process_federation_mixes_two_architectures(tmp_path):
     )
     assert final["train"]["upload-bytes-per-client"] < 4 * 8 * 4 + 400  # r (D + 1) floats
     assert final["train"]["align-weight"] == pytest.approx(1.0)
+    assert final["train"]["relation-gap"] > 0  # round 2 received an aggregate
+    if partitioner == "dirichlet":  # 2 clients cannot hold all 6 classes each at alpha 0.1
+        assert 0.0 <= final["evaluate"]["probe-acc-unseen-mean"] <= 1.0
 
 
 def test_weight_averaging_refuses_mixed_encoders():

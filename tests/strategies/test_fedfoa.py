@@ -189,11 +189,12 @@ def test_aggregate_evaluate_keeps_per_client_and_per_encoder_probe_results():
 
 def test_probe_summary_averages_unseen_class_accuracy_over_the_clients_that_report_it():
     rows = [
-        {"probe-acc": 0.5, "partition-id": 0, "encoder-id": 0, "probe-acc-own": 0.9},
+        {"probe-acc": 0.5, "partition-id": 0, "encoder-id": 0, "probe-acc-own": 0.9,
+         "probe-n-own": 60, "probe-acc-unseen": 0.0, "probe-n-unseen": 0},
         {"probe-acc": 0.7, "partition-id": 1, "encoder-id": 1, "probe-acc-own": 0.8,
-         "probe-acc-unseen": 0.2},
+         "probe-n-own": 20, "probe-acc-unseen": 0.2, "probe-n-unseen": 40},
         {"probe-acc": 0.6, "partition-id": 2, "encoder-id": 0, "probe-acc-own": 0.7,
-         "probe-acc-unseen": 0.4},
+         "probe-n-own": 30, "probe-acc-unseen": 0.4, "probe-n-unseen": 30},
     ]  # fmt: skip
     summary = probe_summary(rows)
     assert summary["probe-acc-own-mean"] == pytest.approx(0.8)
