@@ -95,7 +95,12 @@ def test_readme_and_docs_tables_are_the_committed_results():
     short = json.loads((RESULTS / "fedfoa_compare.json").read_text())["runs"]
     long = json.loads((RESULTS / "fedfoa_compare_long.json").read_text())["runs"]
     docs = (ROOT / "docs" / "fedfoa.md").read_text()
-    for runs, name in ((short, "fedfoa_compare"), (long, "fedfoa_compare_long")):
+    scaling = json.loads((RESULTS / "scaling_A.json").read_text())["runs"]
+    for runs, name in (
+        (short, "fedfoa_compare"),
+        (long, "fedfoa_compare_long"),
+        (scaling, "scaling_A"),
+    ):
         table = script.summarize(runs)
         assert table + "\n" == (RESULTS / f"{name}.md").read_text()
         assert table in docs
