@@ -205,10 +205,28 @@ def fedlab_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     for name in COMMANDS.names():  # the `fedlab.commands` entry points, fedlab's own included
-        COMMANDS.get(name, allow_import=False)(sub)
+        try:
+            register = COMMANDS.get(name, allow_import=False)
+        except FedlabError as exc:
+            # One broken plugin must not take every other command down: its own name reports
+            # why it is missing when someone calls it.
+            _add_broken_command(sub, name, str(exc))
+            continue
+        register(sub)
     apps = sub.add_parser("apps", help="list the named apps of fedlab.apps")
     apps.set_defaults(func=_list_apps)
     return p
+
+
+def _add_broken_command(sub: Any, name: str, reason: str) -> None:
+    def fail(args: argparse.Namespace) -> int:
+        raise FedlabError(
+            f"command {name!r} could not be loaded: {reason}; fix or reinstall the package "
+            "that provides it (its `fedlab.commands` entry point)"
+        )
+
+    broken = sub.add_parser(name, help=f"(could not be loaded: run `fedlab {name}` for why)")
+    broken.set_defaults(func=fail, takes_any_arguments=True)
 
 
 def _list_apps(args: argparse.Namespace) -> int:
@@ -221,6 +239,9 @@ def _list_apps(args: argparse.Namespace) -> int:
 
 @_guard
 def fedlab_main(argv: Sequence[str] | None = None) -> int:
-    args = fedlab_parser().parse_args(argv)
+    parser = fedlab_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "takes_any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     setup_logging(args.verbose)
     return int(args.func(args) or 0)

@@ -57,3 +57,17 @@ def test_list_keys(capsys):
     out = capsys.readouterr().out
     assert "num-server-rounds (int) = 10  # rounds of federated training" in out
     assert "local-epochs (int) = 3" in out
+
+
+def test_a_broken_command_plugin_leaves_the_others_working(monkeypatch, capsys):
+    from fedlab import cli
+    from fedlab.registry import COMMANDS
+
+    COMMANDS.names()  # the entry points are read before one is broken
+    monkeypatch.setitem(COMMANDS._lazy, "brokenplugin", "no_such_pkg.cli:register")
+    assert cli.fedlab_main(["apps"]) == 0
+    assert "fedlab.apps:fedfoa" in capsys.readouterr().out
+    assert cli.fedlab_main(["brokenplugin", "--x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "command 'brokenplugin' could not be loaded" in err and "no_such_pkg" in err
+    assert "\n" not in err
