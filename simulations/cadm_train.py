@@ -1,13 +1,16 @@
 """Train CaDM's decoders and the CNN baseline (docs/cadm.md, "Training").
 
     python simulations/cadm_train.py [--rounds 5 --local-steps 50] [--only aware,unaware,cnn]
+    python simulations/cadm_train.py --only aware-central
 
 * ``aware``: the ``streaming_cadm`` app (run in process: the app's own server and client code,
   FedAvg over 4 clients holding different clips), codec-aware (``conditioned=true``);
 * ``unaware``: the same app, data, steps and seed with ``conditioned=false``;
 * ``cnn``: the NAS/NEMO-sized CNN baseline, trained centrally through THE loop
   (``fedlab.diffusion.train_with_checkpoints``) on the union of the clients' patch pairs, with
-  the same number of steps, batch size, learning rate and seed.
+  the same number of steps, batch size, learning rate and seed;
+* ``aware-central``: the codec-aware decoder trained centrally through the same loop on the
+  union of the clients' patches (figures only: the app's validation metrics).
 
 Writes ``simulations/results/cadm/{decoder-aware,decoder-unaware,cnn}`` and the run folders'
 histories under ``simulations/results/cadm/train-*``. One thread.
@@ -88,6 +91,40 @@ def train_cnn(args: argparse.Namespace) -> dict:
     return {"seconds": round(seconds, 1), "steps": steps, "history": history}
 
 
+def train_decoder_central(args: argparse.Namespace) -> dict:
+    """The codec-aware decoder trained centrally: THE loop on the union of the 4 clients'
+    patch pairs, the federated run's steps, batch size, learning rate and seed; the figures
+    are the app's own validation metrics. The model is not shipped (the federated one is)."""
+    import tempfile
+
+    from flwr.app import ArrayRecord
+    from torch.utils.data import ConcatDataset
+
+    from clients.streaming.cadm_app import decoder_from_arrays, streaming_cadm, validation_metrics
+    from clients.streaming.cadm_workload import CadmWorkload
+    from fedlab.diffusion import train_with_checkpoints
+    from fedlab.training import TrainConfig
+
+    config = streaming_cadm.resolve_config(app_config(True, args, OUT / "unused"))
+    workload = CadmWorkload(config)
+    n = config.num_supernodes
+    steps = config.num_server_rounds * n * config.local_steps
+    data = ConcatDataset([workload.client_dataset(p, n) for p in range(n)])
+    torch.manual_seed(config.seed)
+    model = workload.build_model()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        train_with_checkpoints(
+            model, data, workload.step,
+            TrainConfig(steps=1, batch_size=config.batch_size, optimizer="adam", lr=config.lr),
+            out=Path(tmp), total_steps=steps, checkpoint_every=steps, seed=config.seed,
+        )  # fmt: skip
+    seconds = time.perf_counter() - start
+    decoder = decoder_from_arrays(config, ArrayRecord(model.state_dict()))
+    return {"seconds": round(seconds, 1), "steps": steps,
+            "validation": validation_metrics(config, decoder)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=6)
@@ -102,6 +139,8 @@ def main() -> None:
     for name in args.only.split(","):
         if name == "cnn":
             record[name] = train_cnn(args)
+        elif name == "aware-central":
+            record[name] = train_decoder_central(args)
         else:
             record[name] = train_decoder(name, name == "aware", args)
         record[name]["rounds"], record[name]["local-steps"] = args.rounds, args.local_steps
