@@ -33,7 +33,7 @@ def test_another_setting_gets_no_reference(tmp_path):
 
 def test_the_shipped_reference_matches_the_apps_defaults():
     """If the app's defaults change, the shipped figures no longer hold: rerun the script."""
-    if REFERENCE_FILE.is_file():
-        assert json.loads(REFERENCE_FILE.read_text())["setting"] == setting_of(
-            fedfoa.resolve_config()
-        ), "rerun simulations/fedfoa_main_job_reference.py"
+    assert json.loads(REFERENCE_FILE.read_text())["setting"] == setting_of(
+        fedfoa.resolve_config()
+    ), "rerun simulations/fedfoa_main_job_reference.py"
+    assert reference_line(fedfoa.resolve_config()) is not None
