@@ -60,6 +60,8 @@ def style_index(name: str) -> int:
 def _texture(name: str, shape: tuple[int, int]) -> np.ndarray:
     import skimage.data
 
+    if name not in _TEXTURES:  # never a name to look up on skimage.data (some of it downloads)
+        raise FedlabError(f"unknown texture {name!r}; allowed: {', '.join(_TEXTURES)}")
     tex = getattr(skimage.data, name)().astype(np.float32) / 255.0
     reps = (-(-shape[0] // tex.shape[0]), -(-shape[1] // tex.shape[1]))
     tex = np.tile(tex, reps)[: shape[0], : shape[1]]
