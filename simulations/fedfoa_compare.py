@@ -91,6 +91,8 @@ def methods(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     spectral_alone = {**fedsc, "fedsc-alpha-min": 1.0}  # alpha stays 1: the aggregate is unused
     return {
         "hetero fedfoa": {**het, **lam},
+        "hetero fedfoa ramp": {**het, **lam, "fedfoa-schedule": "ramp"},
+        "hetero fedfoa decay": {**het, **lam, "fedfoa-schedule": "decay"},
         "hetero local-only": {**het, **off},
         "hetero fedsc-objective": {**het, **fedsc},
         "hetero local-only spectral": {**het, **spectral_alone},
@@ -213,6 +215,11 @@ def main() -> None:
     p.add_argument("--out", default="")
     p.add_argument("--runs-dir", default="", help="where the run folders go (default OUT/runs)")
     p.add_argument("--merge", nargs="*", default=[], help="combine per-seed output files")
+    p.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="skip raw-pixel and random-init probes (a second process over the same seeds)",
+    )
     args = p.parse_args()
     # The console scripts' setup: one handler on the fedlab hierarchy (the app's round lines and
     # ours, once each), Flower's own INFO lines off.
@@ -229,7 +236,7 @@ def main() -> None:
         out.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2) + "\n")
 
     for seed in [] if args.merge else args.seeds:
-        if not args.sweep:
+        if not args.sweep and not args.no_baselines:
             for name, acc in baselines(args, seed, runs_dir).items():
                 runs.setdefault(name, []).append({"seed": seed, "probe-acc-mean": acc})
         for name, changes in methods(args).items():
@@ -353,6 +360,8 @@ def readme_rows(
 
 PAIRS = (
     ("hetero fedfoa", "hetero local-only"),
+    ("hetero fedfoa ramp", "hetero local-only"),
+    ("hetero fedfoa decay", "hetero local-only"),
     ("hetero fedfoa", "hetero random-init"),
     ("hetero local-only", "hetero random-init"),
     ("homo fedfoa", "homo fedavg-ssl"),

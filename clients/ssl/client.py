@@ -47,8 +47,22 @@ def init_model(workload: SSLWorkload, partition_id: int) -> SSLModel:
 
 
 def alignment_weight(config: SSLConfig, server_round: int, has_relation: bool) -> float:
-    """``fedfoa-lambda`` once the warm-up rounds are over and a global matrix exists, else 0."""
-    return config.fedfoa_lambda if has_relation and server_round > config.warmup_rounds else 0.0
+    """The pull of round ``server_round``: 0 during warm-up or without a global matrix, then
+    ``fedfoa-lambda`` shaped by ``fedfoa-schedule`` over the n rounds left after warm-up.
+
+    ``constant``: lambda every round; ``ramp``: lambda * k / n in the k-th aligned round (a
+    weak pull while the features are young, the full one at the end); ``decay``: lambda *
+    (n - k + 1) / n (the full pull first, fading as local features mature).
+    """
+    if not has_relation or server_round <= config.warmup_rounds:
+        return 0.0
+    n = max(config.num_server_rounds - config.warmup_rounds, 1)
+    k = min(server_round - config.warmup_rounds, n)
+    if config.fedfoa_schedule == "ramp":
+        return config.fedfoa_lambda * k / n
+    if config.fedfoa_schedule == "decay":
+        return config.fedfoa_lambda * (n - k + 1) / n
+    return config.fedfoa_lambda
 
 
 def fedsc_alpha(config: SSLConfig, server_round: int) -> float:

@@ -9,6 +9,8 @@ from clients.ssl.models import parse_encoders
 from fedlab.config import RunConfig, _choice, _non_negative, _positive
 from fedlab.errors import FedlabError
 
+PULL_SCHEDULES = ("constant", "ramp", "decay")
+
 
 @dataclass
 class SSLConfig(RunConfig):
@@ -17,7 +19,8 @@ class SSLConfig(RunConfig):
     ``encoders`` is a comma-separated list given to clients round-robin by partition id
     (``"cnn,resnet"``: even partitions a CNN, odd ones a ResNet). ``fedfoa-lambda`` weighs the
     relation-alignment term, switched on after ``warmup-rounds`` rounds (round 1 never aligns: no
-    global matrix exists before its aggregation, so 0 and 1 behave alike); ``relation-rank`` is
+    global matrix exists before its aggregation, so 0 and 1 behave alike) and shaped over the
+    remaining rounds by ``fedfoa-schedule``; ``relation-rank`` is
     the number of eigenpairs a client uploads. ``weight-averaging`` also averages model weights
     (FedAvg-SSL; homogeneous encoders only). ``probe-every`` runs the linear probe every k rounds
     (and always after the last), on at most ``probe-size`` labelled training examples (0: all).
@@ -45,6 +48,7 @@ class SSLConfig(RunConfig):
     fedfoa_lambda: float = 1.0
     relation_rank: int = 16
     warmup_rounds: int = 1
+    fedfoa_schedule: str = "constant"
     weight_averaging: bool = False
     probe_every: int = 0
     probe_size: int = 0
@@ -63,6 +67,8 @@ class SSLConfig(RunConfig):
         "fedfoa_lambda": "weight of FedFoA's relation-alignment term",
         "relation_rank": "eigenpairs of its relation matrix a client uploads",
         "warmup_rounds": "rounds before relation alignment is switched on",
+        "fedfoa_schedule": "the pull after warm-up: constant, ramp (0 -> lambda) or decay "
+        "(lambda -> lambda/n), linear over the remaining rounds",
         "weight_averaging": "also average encoder weights (FedAvg-SSL; one encoder only)",
         "probe_every": "run the linear probe every k rounds (and after the last); 0: last only",
         "probe_size": "labelled training examples for the probe; 0: all",
@@ -76,6 +82,7 @@ class SSLConfig(RunConfig):
         super().validate()
         _choice(self, "ssl_method", ("simclr", "byol", "simsiam", "spectral"))
         _choice(self, "relation_objective", ("fedfoa", "fedsc"))
+        _choice(self, "fedfoa_schedule", PULL_SCHEDULES)
         _positive(self, "proj_dim", "proj_hidden", "temperature", "relation_rank", "spectral_mu")
         if self.min_partition_size < 2:
             raise FedlabError(

@@ -27,13 +27,24 @@ def setting_of(config: RunConfig) -> dict[str, Any]:
     return {k: v for k, v in config.to_mapping().items() if k not in NOT_SETTING}
 
 
+def same_setting(stored: dict[str, Any], config: RunConfig) -> bool:
+    """Equal settings; a key added to the config after the reference was stored matches only
+    at its default (which reproduces the behaviour from before the key existed)."""
+    current = setting_of(config)
+    defaults = setting_of(type(config)())
+    added = {k for k in current if k not in stored}
+    return stored == {k: v for k, v in current.items() if k not in added} and all(
+        current[k] == defaults[k] for k in added
+    )
+
+
 def reference_line(config: RunConfig, path: Path = REFERENCE_FILE) -> str | None:
     """One log line with the stored local-only (and FedFoA) figures for ``config``'s setting,
     or None when nothing was stored for it."""
     if not path.is_file():
         return None
     stored = json.loads(path.read_text())
-    if stored.get("setting") != setting_of(config):
+    if not same_setting(stored.get("setting") or {}, config):
         return None
     rows = stored["methods"]
 

@@ -110,6 +110,21 @@ def test_warm_up_rounds_switch_the_alignment_off():
     assert alignment_weight(config, 3, False) == 0.0
 
 
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [("constant", [0, 2, 2, 2, 2]), ("ramp", [0, 0.5, 1, 1.5, 2]), ("decay", [0, 2, 1.5, 1, 0.5])],
+)
+def test_the_pull_schedule_shapes_lambda_over_the_rounds_after_warm_up(schedule, expected):
+    config = SSLConfig(fedfoa_lambda=2.0, warmup_rounds=1, num_server_rounds=5,
+                       fedfoa_schedule=schedule)  # fmt: skip
+    assert [alignment_weight(config, r, True) for r in range(1, 6)] == pytest.approx(expected)
+
+
+def test_an_unknown_pull_schedule_is_refused():
+    with pytest.raises(FedlabError, match="fedfoa-schedule"):
+        SSLConfig(fedfoa_schedule="cosine").validate()
+
+
 @pytest.mark.parametrize("partitioner", ["iid", "dirichlet"])
 def test_in_process_federation_mixes_two_architectures(tmp_path, partitioner):
     """Label-skewed clients too: every client's reply carries the same metric keys."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from clients.ssl.app import fedfoa
-from clients.ssl.reference import REFERENCE_FILE, reference_line, setting_of
+from clients.ssl.reference import REFERENCE_FILE, reference_line, same_setting, setting_of
 
 
 def _store(path, config, local=0.25, fed=0.27):
@@ -33,7 +33,17 @@ def test_another_setting_gets_no_reference(tmp_path):
 
 def test_the_shipped_reference_matches_the_apps_defaults():
     """If the app's defaults change, the shipped figures no longer hold: rerun the script."""
-    assert json.loads(REFERENCE_FILE.read_text())["setting"] == setting_of(
-        fedfoa.resolve_config()
+    assert same_setting(
+        json.loads(REFERENCE_FILE.read_text())["setting"], fedfoa.resolve_config()
     ), "rerun simulations/fedfoa_main_job_reference.py"
     assert reference_line(fedfoa.resolve_config()) is not None
+
+
+def test_a_key_added_after_the_reference_matches_only_at_its_default(tmp_path):
+    stored = tmp_path / "ref.json"
+    _store(stored, fedfoa.resolve_config())
+    old = json.loads(stored.read_text())
+    del old["setting"]["fedfoa-schedule"]  # as if stored before the key existed
+    stored.write_text(json.dumps(old))
+    assert reference_line(fedfoa.resolve_config(), stored) is not None
+    assert reference_line(fedfoa.resolve_config({"fedfoa-schedule": "ramp"}), stored) is None

@@ -1,0 +1,106 @@
+"""The FedFoA scaling study's summary across regimes: one table and probe accuracy against K.
+
+    python simulations/fedfoa_scaling.py
+
+Reads every ``simulations/results/fedfoa/scaling_<regime>.json`` that exists (each written by
+``simulations/fedfoa_compare.py``, one app run per cell; commands and regimes in
+docs/fedfoa.md) and writes ``scaling.md`` (method x regime, mean +- std over seeds) and
+``scaling_vs_K.png`` (probe accuracy against the number of clients, one line per method and
+partitioner, error bars one seed std). Nothing is run here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results" / "fedfoa"
+REGIMES = ("A", "B", "C", "D")
+
+
+def load_regimes(folder: Path = RESULTS) -> dict[str, dict[str, Any]]:
+    """Regime letter -> the study JSON (``args`` and ``runs``), for the files that exist."""
+    out = {}
+    for regime in REGIMES:
+        path = folder / f"scaling_{regime}.json"
+        if path.is_file():
+            out[regime] = json.loads(path.read_text())
+    return out
+
+
+def _cell(rows: list[dict[str, Any]]) -> str:
+    accs = [r["probe-acc-mean"] for r in rows]
+    return f"{np.mean(accs):.3f} +- {np.std(accs):.3f} (n={len(accs)})"
+
+
+def regime_label(regime: str, args: dict[str, Any]) -> str:
+    part = "Dirichlet 0.1" if args["partitioner"] == "dirichlet" else "IID"
+    if args["partitioner"] == "dirichlet" and args["alpha"] != 0.1:
+        part = f"Dirichlet {args['alpha']:g}"
+    return f"{regime}: K={args['clients']}, {part}"
+
+
+def table(regimes: dict[str, dict[str, Any]]) -> str:
+    """Markdown: one row per method, one column per regime ("-": not run there)."""
+    methods = list(dict.fromkeys(m for study in regimes.values() for m in study["runs"]))
+    head = [regime_label(k, v["args"]) for k, v in regimes.items()]
+    lines = ["| method | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for method in methods:
+        cells = [
+            _cell(study["runs"][method]) if method in study["runs"] else "-"
+            for study in regimes.values()
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(regimes: dict[str, dict[str, Any]], path: Path) -> None:
+    """Probe accuracy against K, one line per (method, partitioner)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+    for study in regimes.values():
+        args = study["args"]
+        for method, rows in study["runs"].items():
+            accs = [r["probe-acc-mean"] for r in rows]
+            key = (method, args["partitioner"])
+            series.setdefault(key, []).append(
+                (args["clients"], float(np.mean(accs)), float(np.std(accs)))
+            )
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (method, part), points in sorted(series.items()):
+        points.sort()
+        k, mean, std = (np.array(v) for v in zip(*points, strict=True))
+        style = "-" if part == "dirichlet" else "--"
+        ax.errorbar(k, mean, yerr=std, fmt="o" + style, capsize=3, label=f"{method} ({part})")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({k for pts in series.values() for k, _, _ in pts}))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("clients K (total data fixed)")
+    ax.set_ylabel("linear-probe accuracy (mean over clients)")
+    ax.set_title("fedfoa app, 10 rounds x 20 local steps; mean +- std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    from fedlab.atomic import atomic_write, atomic_write_text
+
+    regimes = load_regimes()
+    text = table(regimes)
+    atomic_write_text(RESULTS / "scaling.md", text + "\n")
+    atomic_write(RESULTS / "scaling_vs_K.png", lambda p: plot(regimes, p))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
