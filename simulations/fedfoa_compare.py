@@ -99,6 +99,7 @@ def methods(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "homo fedavg-ssl": {**homo, **off, **wa},
         "homo fedsc": {**homo, **fedsc, **wa},
         "homo fedfoa": {**homo, **lam},
+        "homo fedfoa encoder": {**homo, **lam, "relation-features": "encoder"},
         "homo local-only": {**homo, **off},
         "homo local-only spectral": {**homo, **spectral_alone},
     }
@@ -366,6 +367,7 @@ PAIRS = (
     ("hetero local-only", "hetero random-init"),
     ("homo fedfoa", "homo fedavg-ssl"),
     ("homo fedfoa", "homo local-only"),
+    ("homo fedfoa encoder", "homo local-only"),
     ("homo fedavg-ssl", "homo local-only"),
     ("homo fedfoa+fedavg", "homo fedavg-ssl"),
     ("fedfoa", "local-only"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from clients.ssl.models import parse_encoders
+from clients.ssl.models import feature_dim, parse_encoders
 from fedlab.config import RunConfig, _choice, _non_negative, _positive
 from fedlab.errors import FedlabError
 
@@ -49,6 +49,7 @@ class SSLConfig(RunConfig):
     relation_rank: int = 16
     warmup_rounds: int = 1
     fedfoa_schedule: str = "constant"
+    relation_features: str = "projector"
     weight_averaging: bool = False
     probe_every: int = 0
     probe_size: int = 0
@@ -67,6 +68,8 @@ class SSLConfig(RunConfig):
         "fedfoa_lambda": "weight of FedFoA's relation-alignment term",
         "relation_rank": "eigenpairs of its relation matrix a client uploads",
         "warmup_rounds": "rounds before relation alignment is switched on",
+        "relation_features": "what the relation matrix is taken on: projector (D = proj-dim) or "
+        "encoder (its output size, equal across clients)",
         "fedfoa_schedule": "the pull after warm-up: constant, ramp (0 -> lambda) or decay "
         "(lambda -> lambda/n), linear over the remaining rounds",
         "weight_averaging": "also average encoder weights (FedAvg-SSL; one encoder only)",
@@ -83,6 +86,7 @@ class SSLConfig(RunConfig):
         _choice(self, "ssl_method", ("simclr", "byol", "simsiam", "spectral"))
         _choice(self, "relation_objective", ("fedfoa", "fedsc"))
         _choice(self, "fedfoa_schedule", PULL_SCHEDULES)
+        _choice(self, "relation_features", ("projector", "encoder"))
         _positive(self, "proj_dim", "proj_hidden", "temperature", "relation_rank", "spectral_mu")
         if self.min_partition_size < 2:
             raise FedlabError(
@@ -100,11 +104,27 @@ class SSLConfig(RunConfig):
         if not 0 <= self.byol_momentum < 1:
             raise FedlabError(f"byol-momentum must lie in [0, 1), got {self.byol_momentum}")
         specs = parse_encoders(self.encoders)
+        if self.relation_features == "encoder":
+            self._check_encoder_relation(specs)
         if self.weight_averaging and len(set(specs)) > 1:
             raise FedlabError(
                 f"weight-averaging needs one encoder for every client, got encoders="
                 f'{self.encoders!r}; use one (e.g. encoders="cnn") or weight-averaging=false '
                 "(FedFoA aggregates relation matrices, which works across architectures)"
+            )
+
+    def _check_encoder_relation(self, specs: list[tuple[str, int]]) -> None:
+        if self.relation_objective == "fedsc":
+            raise FedlabError(
+                "relation-features=encoder works with relation-objective=fedfoa only (FedSC's "
+                "objective is defined on the projector outputs its loss trains); use projector"
+            )
+        dims = {f"{a}:{w}": feature_dim(a, w) for a, w in specs}
+        if len(set(dims.values())) > 1:
+            raise FedlabError(
+                f"relation-features=encoder needs one encoder output size for every client, got "
+                f"{dims}; choose widths that match (cnn:w and resnet:w give 4w, mlp:w gives w) "
+                "or use relation-features=projector"
             )
 
     def probe_rounds(self) -> set[int]:

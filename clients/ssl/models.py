@@ -87,6 +87,11 @@ ENCODERS: dict[str, tuple[Callable[..., tuple[nn.Module, int]], int]] = {
 }
 
 
+def feature_dim(arch: str, width: int) -> int:
+    """The output size of encoder ``arch:width`` (what the probe and an encoder relation see)."""
+    return width if arch == "mlp" else 4 * width
+
+
 def parse_encoders(spec: str) -> list[tuple[str, int]]:
     """``"cnn,resnet:24"`` -> ``[("cnn", 32), ("resnet", 24)]`` (default widths filled in)."""
     out = []

@@ -70,9 +70,11 @@ class SSLWorkload(PartitionedImageWorkload):
         )
 
     def ssl_loss(self, model: SSLModel, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(SSL loss, projections of both views stacked (2N, D))."""
+        """(SSL loss, the features the relation is taken on for both views, stacked (2N, D)):
+        projector outputs, or encoder outputs with ``relation-features=encoder``."""
         v1, v2 = augment(images, None), augment(images, None)
-        z1, z2 = model.project(v1), model.project(v2)
+        h1, h2 = model.encoder(v1), model.encoder(v2)
+        z1, z2 = model.projector(h1), model.projector(h2)
         method = self.config.ssl_method
         if method == "simclr":
             loss = nt_xent(z1, z2, self.config.temperature)
@@ -87,6 +89,8 @@ class SSLWorkload(PartitionedImageWorkload):
             loss = (
                 negative_cosine(p1, model.target(v2)) + negative_cosine(p2, model.target(v1))
             ) / 2
+        if self.config.relation_features == "encoder":
+            return loss, torch.cat([h1, h2])
         return loss, torch.cat([z1, z2])
 
     def step(
@@ -146,12 +150,14 @@ class SSLWorkload(PartitionedImageWorkload):
     def local_relation(
         self, model: SSLModel, dataset: ImageDataset, device: torch.device | str = "cpu"
     ) -> torch.Tensor:
-        """Relation matrix of the projector outputs over the whole local partition (no views)."""
+        """Relation matrix of the projector (or, with ``relation-features=encoder``, encoder)
+        outputs over the whole local partition (no views)."""
         was_training = model.training
         model.to(device).eval()
         images = dataset.images
+        features = model.encoder if self.config.relation_features == "encoder" else model.project
         z = torch.cat(
-            [model.project(images[i : i + 256].to(device)) for i in range(0, len(images), 256)]
+            [features(images[i : i + 256].to(device)) for i in range(0, len(images), 256)]
         )
         model.train(was_training)
         return relation_matrix(z.cpu().double())

@@ -145,6 +145,25 @@ def test_in_process_federation_mixes_two_architectures(tmp_path, partitioner):
         assert 0.0 <= final["evaluate"]["probe-acc-unseen-mean"] <= 1.0
 
 
+def test_encoder_relations_align_the_encoder_outputs(tmp_path):
+    """``relation-features=encoder``: the matrices are of encoder outputs (cnn:2 and resnet:2
+    both give 8 features), and the federation runs with the pull on."""
+    mapping = {k.replace("_", "-"): v for k, v in TINY.items()}
+    mapping.update({"encoders": "cnn:2,resnet:2", "proj-dim": 5, "relation-features": "encoder"})
+    config = fedfoa.resolve_config(mapping, {"out-dir": str(tmp_path)})
+    workload = build_workload(config)
+    model = workload.build_model(0)
+    assert workload.local_relation(model, workload.client_dataset(0, 2)).shape == (8, 8)
+    run_in_process(fedfoa, config)
+    final = json.loads((tmp_path / "history.json").read_text())[-1]["train"]
+    assert final["align-weight"] == pytest.approx(1.0) and final["relation-gap"] > 0
+
+
+def test_encoder_relations_refuse_encoders_of_different_output_sizes():
+    with pytest.raises(FedlabError, match="one encoder output size"):
+        SSLConfig.from_mapping({**TINY, "relation_features": "encoder"})  # 16 vs 8 features
+
+
 def test_weight_averaging_refuses_mixed_encoders():
     with pytest.raises(FedlabError, match="weight-averaging needs one encoder"):
         SSLConfig.from_mapping({**TINY, "weight_averaging": True})

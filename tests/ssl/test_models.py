@@ -7,7 +7,7 @@ import torch
 
 from clients.ssl.augment import AugmentConfig, augment
 from clients.ssl.config import SSLConfig
-from clients.ssl.models import SSLModel, parse_encoders
+from clients.ssl.models import SSLModel, feature_dim, parse_encoders
 from clients.ssl.objectives import nt_xent
 from clients.ssl.workload import SSLWorkload
 from fedlab.errors import FedlabError
@@ -20,6 +20,8 @@ def test_every_encoder_projects_to_the_shared_size(encoder):
     x = torch.rand(5, 3, 16, 16)
     assert model(x).shape == (5, model.feature_dim)
     assert model.project(x).shape == (5, 8)
+    ((arch, width),) = parse_encoders(encoder)
+    assert feature_dim(arch, width) == model.feature_dim
 
 
 def test_parse_encoders_fills_default_widths_and_refuses_unknown_ones():
