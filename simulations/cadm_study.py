@@ -5,7 +5,8 @@
 
 Test clips carphone (176x144) and bikes (160x128 from 320x136), 30 frames each, never trained
 on; pairs (2, 8), (2, 6), (4, 8), (4, 5) at x264 CRF 23, 28, 33, 38; full-resolution x264 at
-CRF 23-48. Methods: bicubic, the CNN baseline, the codec-unaware and codec-aware diffusion
+CRF 23-48. Methods: bicubic, the CNN baseline, Diff-SR (the shipped Diff-SR prior with its
+calibrated PRF start step, training-free), the codec-unaware and codec-aware diffusion
 decoders shipped in simulations/results/cadm/ (trained by simulations/cadm_train.py through
 the streaming_cadm app), evaluated by the app's own code (clients.streaming.cadm_eval).
 Writes simulations/results/cadm/{study.json, table.md, rd.png}. One thread.
@@ -32,7 +33,33 @@ CRFS = [23, 28, 33, 38]
 X264_CRFS = [23, 28, 33, 38, 43, 48]
 CLIPS = ("carphone", "bikes")
 FRAMES = 30
-METHODS = ("bicubic", "cnn", "cadm-unaware", "cadm")
+METHODS = ("bicubic", "cnn", "diffsr", "cadm-unaware", "cadm")
+
+
+def diffsr_restorer() -> tuple:
+    """Diff-SR on the reception: the shipped prior, PRF start step at scale r (the Diff-SR
+    app's calibrated kappa), the same noise for every frame (as the CaDM decoders do)."""
+    from clients.sr.config import SHIPPED_PRIOR, DiffSRConfig
+    from clients.sr.evaluate import PRF_CALIBRATION_CROPS, PRF_CALIBRATION_SIZE, calibrated_prf
+    from clients.sr.methods import DiffSR
+    from fedlab.diffusion.models import load_unet
+    from fedlab.diffusion.schedule import make_scheduler
+
+    defaults = DiffSRConfig()
+    unet = load_unet(SHIPPED_PRIOR)
+    sr = DiffSR(unet, make_scheduler(), steps=defaults.sample_steps)
+    prf = calibrated_prf(PRF_CALIBRATION_CROPS, PRF_CALIBRATION_SIZE, defaults.prf_kappa)
+
+    def restore(up: torch.Tensor, r: int, b: int) -> torch.Tensor:
+        size = tuple(up.shape[-2:])
+        with torch.no_grad():
+            return torch.cat([
+                sr.prf(up[i : i + 1], size, prf, float(r),
+                       generator=torch.Generator().manual_seed(0))[0]
+                for i in range(len(up))
+            ])  # fmt: skip
+
+    return restore, sum(p.numel() * p.element_size() for p in unet.parameters())
 
 
 def run_study(frames: int) -> dict:
@@ -47,6 +74,7 @@ def run_study(frames: int) -> dict:
     methods = {
         "bicubic": (None, 0),
         "cnn": (lambda up, r, b: cnn.restore(up), cnn_bytes),
+        "diffsr": diffsr_restorer(),
         "cadm-unaware": (lambda up, r, b: unaware.restore(up, r, b), unaware.model_bytes()),
         "cadm": (lambda up, r, b: aware.restore(up, r, b), aware.model_bytes()),
     }

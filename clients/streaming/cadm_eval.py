@@ -102,7 +102,7 @@ def rd_plot(rows: list[dict], path: Any) -> None:
     fig, axes = plt.subplots(
         len(clips), len(metrics), figsize=(5 * len(metrics), 4.2 * len(clips)), squeeze=False
     )
-    colours = {"x264": "k", "bicubic": "tab:gray", "cnn": "tab:green",
+    colours = {"x264": "k", "bicubic": "tab:gray", "cnn": "tab:green", "diffsr": "tab:purple",
                "cadm-unaware": "tab:orange", "cadm": "tab:blue"}  # fmt: skip
     markers = {(1, 8): "o", (2, 8): "o", (2, 6): "s", (4, 8): "^", (4, 5): "v"}
     for i, clip in enumerate(clips):

@@ -38,7 +38,7 @@ def test_study_covers_the_declared_grid() -> None:
     study = json.loads(STUDY.read_text())
     rows = study["rows"]
     for clip in ("carphone", "bikes"):
-        for method in ("bicubic", "cnn", "cadm-unaware", "cadm"):
+        for method in ("bicubic", "cnn", "diffsr", "cadm-unaware", "cadm"):
             cells = {(r["r"], r["b"], r["crf"]) for r in rows
                      if r["clip"] == clip and r["method"] == method}  # fmt: skip
             assert cells == {(r, b, c) for r, b in [(2, 8), (2, 6), (4, 8), (4, 5)]
