@@ -186,6 +186,24 @@ def baselines(args: argparse.Namespace, seed: int, runs_dir: Path) -> dict[str, 
     return out
 
 
+def check_partitions_exist(args: argparse.Namespace, seeds: list[int]) -> None:
+    """Refuse, before any cell runs, seeds whose partition cannot be drawn (a Dirichlet split
+    with ``min-partition-size`` may not exist for a seed; the protocol takes the next seeds)."""
+    missing = []
+    for seed in seeds:
+        config = cell_config(study_setting(args), {}, seed=seed, run_dir=Path("unused"))
+        try:
+            build_workload(config).client_dataset(0, config.num_supernodes)
+        except FedlabError:
+            missing.append(seed)
+    if missing:
+        raise FedlabError(
+            f"no {args.partitioner} partition into {args.clients} clients of at least "
+            f"{args.min_partition_size} examples exists for seeds {missing}; run the next seeds "
+            "instead (docs/fedfoa.md: the first seeds whose partition exists)"
+        )
+
+
 def run_dir_name(name: str, seed: int) -> str:
     """A folder name for a method and seed (``hetero fedfoa`` -> ``hetero-fedfoa-seed0``)."""
     return f"{name.replace(' ', '-').replace('=', '')}-seed{seed}"
@@ -236,6 +254,8 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2) + "\n")
 
+    if not args.merge:
+        check_partitions_exist(args, args.seeds)
     for seed in [] if args.merge else args.seeds:
         if not args.sweep and not args.no_baselines:
             for name, acc in baselines(args, seed, runs_dir).items():
