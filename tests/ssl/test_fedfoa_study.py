@@ -105,3 +105,15 @@ def test_readme_and_docs_tables_are_the_committed_results():
         assert table + "\n" == (RESULTS / f"{name}.md").read_text()
         assert table in docs
     assert script.readme_rows(short, long) in (ROOT / "README.md").read_text()
+
+
+def test_seeds_without_a_partition_are_refused_before_any_cell_runs():
+    script = _script()
+    args = argparse.Namespace(
+        clients=4, rounds=1, steps=1, batch_size=16, probe_size=50, partitioner="dirichlet",
+        alpha=0.1, dataset="textured-shapes", min_partition_size=700,
+    )  # fmt: skip
+    with pytest.raises(FedlabError, match=r"for seeds \[0\].*run the next seeds"):
+        script.check_partitions_exist(args, [0])
+    args.min_partition_size = 2
+    script.check_partitions_exist(args, [0])  # exists: no error
