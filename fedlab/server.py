@@ -168,6 +168,11 @@ class RoundRecorder(StrategyWrapper):
                         server_round, len(broken), _partitions(broken))  # fmt: skip
             replies = [r for r in replies if all(r is not b for b in broken)]
         ok = [r for r in replies if not r.has_error()]
+        failed = [r for r in replies if r.has_error()]
+        if failed:
+            # A client that fails every round would otherwise only show as "15/16" in the log.
+            log.warning("round %d: %d clients failed (%s); first reason: %s", server_round,
+                        len(failed), _partitions(failed), failed[0].error.reason[:300])  # fmt: skip
         self._round.update(replies=len(ok), failures=self._round["sampled"] - len(ok))
         if self._round["sampled"] == 0:
             # A sampling strategy (Poisson under DP) drew nobody: not a failure of the clients.
@@ -244,7 +249,8 @@ def _in_partition_order(replies: Iterable[Message]) -> list[Message]:
 
 
 def _partitions(replies: list[Message]) -> str:
-    return ", ".join(str(r.content[CLIENT_INFO]["partition-id"]) if CLIENT_INFO in r.content
+    return ", ".join(str(r.content[CLIENT_INFO]["partition-id"])
+                     if r.has_content() and CLIENT_INFO in r.content
                      else f"node {r.metadata.src_node_id}" for r in replies)  # fmt: skip
 
 

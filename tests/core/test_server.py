@@ -1,6 +1,7 @@
 """The server path end to end, in process (no Ray): run folder, determinism, failures."""
 
 import json
+import logging
 
 import pytest
 from safetensors.numpy import load_file
@@ -49,11 +50,15 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path):
     assert metrics_only(hist["a"]) != metrics_only(hist["c"])
 
 
-def test_failing_client_is_counted_and_round_goes_on(tmp_path):
-    _, summary = run(tmp_path, "a", **{"fail-partitions": "1", "min-replies": 2})
+def test_failing_client_is_counted_and_round_goes_on(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="fedlab"):
+        _, summary = run(tmp_path, "a", **{"fail-partitions": "1", "min-replies": 2})
     history = json.loads((tmp_path / "a" / "history.json").read_text())
     assert [(r["replies"], r["failures"]) for r in history] == [(2, 1), (2, 1)]
     assert summary["stopped-early"] is None
+    # the reason is logged, not only the count
+    failed = [r.getMessage() for r in caplog.records if "clients failed" in r.getMessage()]
+    assert len(failed) == 2 and all("first reason:" in m and len(m) > 60 for m in failed)
 
 
 def test_too_few_replies_stops_cleanly_keeping_nothing_unfinished(tmp_path):

@@ -167,3 +167,18 @@ def test_encoder_relations_refuse_encoders_of_different_output_sizes():
 def test_weight_averaging_refuses_mixed_encoders():
     with pytest.raises(FedlabError, match="weight-averaging needs one encoder"):
         SSLConfig.from_mapping({**TINY, "weight_averaging": True})
+
+
+def test_a_partition_that_leaves_a_batch_of_one_still_trains():
+    """17 examples in batches of 16 leave one: BatchNorm would refuse it (seed 3 at K = 16)."""
+    from clients.ssl.client import init_model, local_round
+    from fedlab.training import TrainConfig
+
+    config = SSLConfig.from_mapping(TINY)
+    workload = build_workload(config)
+    dataset = workload.client_dataset(0, 2)
+    dataset = dataset.subset(np.arange(17))
+    model = init_model(workload, 0)
+    cfg = TrainConfig(batch_size=16, steps=3, lr=config.lr, optimizer="adam")
+    done = local_round(workload, model, dataset, None, server_round=1, train_cfg=cfg, seed=0)
+    assert done.num_examples > 0 and np.isfinite(done.metrics["train-loss"])
