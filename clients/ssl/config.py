@@ -68,10 +68,8 @@ class SSLConfig(RunConfig):
         "fedfoa_lambda": "weight of FedFoA's relation-alignment term",
         "relation_rank": "eigenpairs of its relation matrix a client uploads",
         "warmup_rounds": "rounds before relation alignment is switched on",
-        "relation_features": "what the relation matrix is taken on: projector (D = proj-dim) or "
-        "encoder (its output size, equal across clients)",
-        "fedfoa_schedule": "the pull after warm-up: constant, ramp (0 -> lambda) or decay "
-        "(lambda -> lambda/n), linear over the remaining rounds",
+        "relation_features": "relation of projector or encoder outputs (encoder: one size for all)",
+        "fedfoa_schedule": "pull after warm-up: constant, ramp (up to lambda), decay (from lambda)",
         "weight_averaging": "also average encoder weights (FedAvg-SSL; one encoder only)",
         "probe_every": "run the linear probe every k rounds (and after the last); 0: last only",
         "probe_size": "labelled training examples for the probe; 0: all",
