@@ -383,6 +383,8 @@ PAIRS = (
     ("hetero fedfoa", "hetero local-only"),
     ("hetero fedfoa ramp", "hetero local-only"),
     ("hetero fedfoa decay", "hetero local-only"),
+    ("hetero fedfoa ramp", "hetero fedfoa"),
+    ("hetero fedfoa decay", "hetero fedfoa"),
     ("hetero fedfoa", "hetero random-init"),
     ("hetero local-only", "hetero random-init"),
     ("homo fedfoa", "homo fedavg-ssl"),

@@ -4,7 +4,8 @@
 
 Reads every ``simulations/results/fedfoa/scaling_<regime>.json`` that exists (each written by
 ``simulations/fedfoa_compare.py``, one app run per cell; commands and regimes in
-docs/fedfoa.md) and writes ``scaling.md`` (method x regime, mean +- std over seeds) and
+docs/fedfoa.md) and writes ``scaling.md`` (method x regime, mean +- std over seeds; then the
+evidence metrics per regime and method) and
 ``scaling_vs_K.png`` (probe accuracy against the number of clients, one line per method and
 partitioner, error bars one seed std). Nothing is run here.
 """
@@ -57,6 +58,26 @@ def table(regimes: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+EVIDENCE = ("probe-acc-own-mean", "probe-acc-unseen-mean", "relation-gap")
+
+
+def evidence(regimes: dict[str, dict[str, Any]]) -> str:
+    """Markdown: per regime and trained method, the mean over seeds of the probe on a client's
+    own classes and on classes it never held, and the relation gap (its matrix against the
+    aggregate it received; docs/fedfoa.md, the evidence step)."""
+    lines = [
+        "| regime | method | probe, own classes | probe, never-held classes | relation gap |",
+        "|---|---|---|---|---|",
+    ]
+    for regime, study in regimes.items():
+        for method, rows in study["runs"].items():
+            if not all(k in r for r in rows for k in EVIDENCE):
+                continue  # baselines (no training round) and rows from before these metrics
+            own, unseen, gap = (float(np.mean([r[k] for r in rows])) for k in EVIDENCE)
+            lines.append(f"| {regime} | {method} | {own:.3f} | {unseen:.3f} | {gap:.2f} |")
+    return "\n".join(lines)
+
+
 def plot(regimes: dict[str, dict[str, Any]], path: Path) -> None:
     """Probe accuracy against K, one line per (method, partitioner)."""
     import matplotlib
@@ -96,7 +117,7 @@ def main() -> None:
     from fedlab.atomic import atomic_write, atomic_write_text
 
     regimes = load_regimes()
-    text = table(regimes)
+    text = table(regimes) + "\n\n" + evidence(regimes)
     atomic_write_text(RESULTS / "scaling.md", text + "\n")
     atomic_write(RESULTS / "scaling_vs_K.png", lambda p: plot(regimes, p))
     print(text)

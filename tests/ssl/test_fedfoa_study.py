@@ -95,12 +95,12 @@ def test_readme_and_docs_tables_are_the_committed_results():
     short = json.loads((RESULTS / "fedfoa_compare.json").read_text())["runs"]
     long = json.loads((RESULTS / "fedfoa_compare_long.json").read_text())["runs"]
     docs = (ROOT / "docs" / "fedfoa.md").read_text()
-    scaling = json.loads((RESULTS / "scaling_A.json").read_text())["runs"]
-    for runs, name in (
-        (short, "fedfoa_compare"),
-        (long, "fedfoa_compare_long"),
-        (scaling, "scaling_A"),
-    ):
+    scaling = [
+        (json.loads(path.read_text())["runs"], path.stem)
+        for path in sorted(RESULTS.glob("scaling_?.json"))
+    ]
+    assert [name for _, name in scaling][:1] == ["scaling_A"]
+    for runs, name in [(short, "fedfoa_compare"), (long, "fedfoa_compare_long"), *scaling]:
         table = script.summarize(runs)
         assert table + "\n" == (RESULTS / f"{name}.md").read_text()
         assert table in docs
@@ -117,3 +117,18 @@ def test_seeds_without_a_partition_are_refused_before_any_cell_runs():
         script.check_partitions_exist(args, [0])
     args.min_partition_size = 2
     script.check_partitions_exist(args, [0])  # exists: no error
+
+
+def test_the_scaling_summary_is_regenerated_from_the_regime_files():
+    """scaling.md, its table in README and docs, all from the scaling_<regime>.json files."""
+    spec = importlib.util.spec_from_file_location(
+        "fedfoa_scaling", ROOT / "simulations" / "fedfoa_scaling.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    regimes = module.load_regimes(RESULTS)
+    table, evidence = module.table(regimes), module.evidence(regimes)
+    assert (RESULTS / "scaling.md").read_text() == table + "\n\n" + evidence + "\n"
+    docs = (ROOT / "docs" / "fedfoa.md").read_text()
+    assert table in docs and evidence in docs
+    assert table in (ROOT / "README.md").read_text()
