@@ -90,16 +90,16 @@ def plot(regimes: dict[str, dict[str, Any]], path: Path) -> None:
         args = study["args"]
         for method, rows in study["runs"].items():
             accs = [r["probe-acc-mean"] for r in rows]
-            key = (method, args["partitioner"])
-            series.setdefault(key, []).append(
-                (args["clients"], float(np.mean(accs)), float(np.std(accs)))
-            )
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (method, part), points in sorted(series.items()):
+            points = series.setdefault((method, args["partitioner"]), [])
+            if all(k != args["clients"] for k, _, _ in points):  # baselines recur across regimes
+                points.append((args["clients"], float(np.mean(accs)), float(np.std(accs))))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    for i, ((method, part), points) in enumerate(sorted(series.items())):
         points.sort()
         k, mean, std = (np.array(v) for v in zip(*points, strict=True))
         style = "-" if part == "dirichlet" else "--"
-        ax.errorbar(k, mean, yerr=std, fmt="o" + style, capsize=3, label=f"{method} ({part})")
+        ax.errorbar(k, mean, yerr=std, fmt="o" + style, capsize=3, label=f"{method} ({part})",
+                    color=plt.cm.tab20(i % 20))  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted({k for pts in series.values() for k, _, _ in pts}))
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
@@ -107,7 +107,7 @@ def plot(regimes: dict[str, dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("linear-probe accuracy (mean over clients)")
     ax.set_title("fedfoa app, 10 rounds x 20 local steps; mean +- std over seeds")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=90)
     plt.close(fig)
