@@ -152,7 +152,8 @@ def train(
         batch_size=config.batch_size,
         shuffle=True,
         generator=generator,
-        drop_last=config.drop_last and len(dataset) >= config.batch_size,
+        drop_last=(config.drop_last and len(dataset) >= config.batch_size)
+        or _leaves_batch_of_one_for_batchnorm(model, len(dataset), config.batch_size),
     )
     model.to(device).train()
     params = (
@@ -209,3 +210,11 @@ def evaluate(
         loss, metrics = step_fn(model, batch)
         averages.add({"loss": loss.item(), **metrics}, len(batch[0]))
     return averages.means()
+
+
+def _leaves_batch_of_one_for_batchnorm(model: nn.Module, size: int, batch_size: int) -> bool:
+    """True when the last batch would hold one example and ``model`` has BatchNorm, which
+    refuses such a batch in training: that batch is then dropped (every other case trains
+    exactly as before)."""
+    has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return has_batchnorm and size > batch_size and size % batch_size == 1

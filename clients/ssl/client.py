@@ -9,7 +9,7 @@ partition, upload its top-r eigenpairs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -92,10 +92,6 @@ def local_round(
     else:
         weight = alignment_weight(cfg, server_round, relation is not None)
         step = workload.aligned_step(target, weight)
-    if len(dataset) % train_cfg.batch_size == 1:
-        # A trailing batch of one cannot be contrasted and BatchNorm refuses it in training:
-        # drop it. Only then, so every other partition trains exactly as before.
-        train_cfg = replace(train_cfg, drop_last=True)
     result = train(model, dataset, step, train_cfg, device=device, seed=seed)
     if cfg.relation_objective == "fedsc":
         torch.manual_seed(derive_seed(seed, "fedsc-views"))
