@@ -36,6 +36,11 @@ FRAMES = 30
 METHODS = ("bicubic", "cnn", "diffsr", "cadm-unaware", "cadm")
 
 
+def param_bytes(module: torch.nn.Module) -> int:
+    """Float bytes of a model's parameters (what a receiver has to hold)."""
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
 def diffsr_restorer() -> tuple:
     """Diff-SR on the reception: the shipped prior, PRF start step at scale r (the Diff-SR
     app's calibrated kappa), the same noise for every frame (as the CaDM decoders do)."""
@@ -59,7 +64,7 @@ def diffsr_restorer() -> tuple:
                 for i in range(len(up))
             ])  # fmt: skip
 
-    return restore, sum(p.numel() * p.element_size() for p in unet.parameters())
+    return restore, param_bytes(unet)
 
 
 def run_study(frames: int) -> dict:
@@ -70,7 +75,7 @@ def run_study(frames: int) -> dict:
     aware = load_decoder(OUT / "decoder-aware")
     unaware = load_decoder(OUT / "decoder-unaware")
     cnn = load_small_sr(OUT / "cnn")
-    cnn_bytes = sum(p.numel() * p.element_size() for p in cnn.parameters())
+    cnn_bytes = param_bytes(cnn)
     methods = {
         "bicubic": (None, 0),
         "cnn": (lambda up, r, b: cnn.restore(up), cnn_bytes),
