@@ -390,6 +390,7 @@ PAIRS = (
     ("homo fedfoa", "homo fedavg-ssl"),
     ("homo fedfoa", "homo local-only"),
     ("homo fedfoa encoder", "homo local-only"),
+    ("homo fedfoa encoder", "homo fedfoa"),
     ("homo fedavg-ssl", "homo local-only"),
     ("homo fedfoa+fedavg", "homo fedavg-ssl"),
     ("fedfoa", "local-only"),
