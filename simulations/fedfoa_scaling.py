@@ -6,8 +6,8 @@ Reads every ``simulations/results/fedfoa/scaling_<regime>.json`` that exists (ea
 ``simulations/fedfoa_compare.py``, one app run per cell; commands and regimes in
 docs/fedfoa.md) and writes ``scaling.md`` (method x regime, mean +- std over seeds; then the
 evidence metrics per regime and method) and
-``scaling_vs_K.png`` (probe accuracy against the number of clients, one line per method and
-partitioner, error bars one seed std). Nothing is run here.
+``scaling_vs_K.png`` (probe accuracy against the number of clients, one colour per method,
+circles for Dirichlet and squares for IID, error bars one seed std). Nothing is run here.
 """
 
 from __future__ import annotations
@@ -58,23 +58,26 @@ def table(regimes: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-EVIDENCE = ("probe-acc-own-mean", "probe-acc-unseen-mean", "relation-gap")
+REQUIRED_EVIDENCE = ("probe-acc-own-mean", "relation-gap")
 
 
 def evidence(regimes: dict[str, dict[str, Any]]) -> str:
     """Markdown: per regime and trained method, the mean over seeds of the probe on a client's
     own classes and on classes it never held, and the relation gap (its matrix against the
-    aggregate it received; docs/fedfoa.md, the evidence step)."""
+    aggregate it received; docs/fedfoa.md, the evidence step); "-" where no client lacks a class."""
     lines = [
         "| regime | method | probe, own classes | probe, never-held classes | relation gap |",
         "|---|---|---|---|---|",
     ]
     for regime, study in regimes.items():
         for method, rows in study["runs"].items():
-            if not all(k in r for r in rows for k in EVIDENCE):
+            if not all(k in r for r in rows for k in REQUIRED_EVIDENCE):
                 continue  # baselines (no training round) and rows from before these metrics
-            own, unseen, gap = (float(np.mean([r[k] for r in rows])) for k in EVIDENCE)
-            lines.append(f"| {regime} | {method} | {own:.3f} | {unseen:.3f} | {gap:.2f} |")
+            own, gap = (float(np.mean([r[k] for r in rows])) for k in REQUIRED_EVIDENCE)
+            # under IID every client holds every class: there is no never-held probe
+            held = [r["probe-acc-unseen-mean"] for r in rows if "probe-acc-unseen-mean" in r]
+            unseen = f"{np.mean(held):.3f}" if len(held) == len(rows) else "-"
+            lines.append(f"| {regime} | {method} | {own:.3f} | {unseen} | {gap:.2f} |")
     return "\n".join(lines)
 
 
@@ -94,12 +97,15 @@ def plot(regimes: dict[str, dict[str, Any]], path: Path) -> None:
             if all(k != args["clients"] for k, _, _ in points):  # baselines recur across regimes
                 points.append((args["clients"], float(np.mean(accs)), float(np.std(accs))))
     fig, ax = plt.subplots(figsize=(9.5, 4.5))
-    for i, ((method, part), points) in enumerate(sorted(series.items())):
+    colour = {m: plt.cm.tab20(i % 20) for i, m in enumerate(sorted({m for m, _ in series}))}
+    for (method, part), points in sorted(series.items()):
         points.sort()
         k, mean, std = (np.array(v) for v in zip(*points, strict=True))
-        style = "-" if part == "dirichlet" else "--"
-        ax.errorbar(k, mean, yerr=std, fmt="o" + style, capsize=3, label=f"{method} ({part})",
-                    color=plt.cm.tab20(i % 20))  # fmt: skip
+        # one colour per method; IID points as squares, nudged right so they do not hide
+        # the Dirichlet point at the same K
+        fmt, shift = ("o-", 1.0) if part == "dirichlet" else ("s--", 1.07)
+        ax.errorbar(k * shift, mean, yerr=std, fmt=fmt, capsize=3, label=f"{method} ({part})",
+                    color=colour[method])  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted({k for pts in series.values() for k, _, _ in pts}))
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
