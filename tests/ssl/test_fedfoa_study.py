@@ -29,10 +29,9 @@ def _without_timings(figures: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in figures.items() if not k.endswith("seconds")}
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "fedfoa_compare", ROOT / "simulations" / "fedfoa_compare.py"
-    )
+def _script(name: str = "fedfoa_compare"):
+    """A study script under simulations/, loaded as a module (they are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "simulations" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -119,28 +118,19 @@ def test_seeds_without_a_partition_are_refused_before_any_cell_runs():
     script.check_partitions_exist(args, [0])  # exists: no error
 
 
-def _scaling_script():
-    spec = importlib.util.spec_from_file_location(
-        "fedfoa_scaling", ROOT / "simulations" / "fedfoa_scaling.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_evidence_has_no_never_held_probe_where_every_client_holds_every_class():
     row = {"probe-acc-mean": 0.2, "probe-acc-own-mean": 0.2, "relation-gap": 2.9}
     regimes = {
         "B": {"runs": {"fedfoa": [{**row, "probe-acc-unseen-mean": 0.1}]}},
         "C": {"runs": {"fedfoa": [row], "raw pixels": [{"probe-acc-mean": 0.16}]}},
     }
-    lines = _scaling_script().evidence(regimes).splitlines()[2:]
+    lines = _script("fedfoa_scaling").evidence(regimes).splitlines()[2:]
     assert lines == ["| B | fedfoa | 0.200 | 0.100 | 2.90 |", "| C | fedfoa | 0.200 | - | 2.90 |"]
 
 
 def test_the_scaling_summary_is_regenerated_from_the_regime_files():
     """scaling.md, its table in README and docs, all from the scaling_<regime>.json files."""
-    module = _scaling_script()
+    module = _script("fedfoa_scaling")
     regimes = module.load_regimes(RESULTS)
     table, evidence = module.table(regimes), module.evidence(regimes)
     assert (RESULTS / "scaling.md").read_text() == table + "\n\n" + evidence + "\n"
