@@ -66,7 +66,7 @@ class SSLConfig(RunConfig):
         "temperature": "SimCLR temperature",
         "byol_momentum": "BYOL target-network EMA momentum",
         "fedfoa_lambda": "weight of FedFoA's relation-alignment term",
-        "relation_rank": "eigenpairs of its relation matrix a client uploads",
+        "relation_rank": "eigenpairs of its relation matrix a client uploads (at most D)",
         "warmup_rounds": "rounds before relation alignment is switched on",
         "relation_features": "relation of projector or encoder outputs (encoder: one size for all)",
         "fedfoa_schedule": "pull after warm-up: constant, ramp (up to lambda), decay (from lambda)",
