@@ -36,17 +36,13 @@ FRAMES = 30
 METHODS = ("bicubic", "cnn", "diffsr", "cadm-unaware", "cadm")
 
 
-def param_bytes(module: torch.nn.Module) -> int:
-    """Float bytes of a model's parameters (what a receiver has to hold)."""
-    return sum(p.numel() * p.element_size() for p in module.parameters())
-
-
 def diffsr_restorer() -> tuple:
     """Diff-SR on the reception: the shipped prior, PRF start step at scale r (the Diff-SR
     app's calibrated kappa), the same noise for every frame (as the CaDM decoders do)."""
     from clients.sr.config import SHIPPED_PRIOR, DiffSRConfig
     from clients.sr.evaluate import PRF_CALIBRATION_CROPS, PRF_CALIBRATION_SIZE, calibrated_prf
     from clients.sr.methods import DiffSR
+    from clients.streaming.cadm_model import param_bytes
     from fedlab.diffusion.models import load_unet
     from fedlab.diffusion.schedule import make_scheduler
 
@@ -70,7 +66,7 @@ def diffsr_restorer() -> tuple:
 def run_study(frames: int) -> dict:
     from clients.streaming.cadm_data import test_clip
     from clients.streaming.cadm_eval import evaluate_clip
-    from clients.streaming.cadm_model import load_decoder, load_small_sr
+    from clients.streaming.cadm_model import load_decoder, load_small_sr, param_bytes
 
     aware = load_decoder(OUT / "decoder-aware")
     unaware = load_decoder(OUT / "decoder-unaware")

@@ -172,7 +172,12 @@ class CadmDecoder:
 
     def model_bytes(self) -> int:
         """Bytes of the weights as shipped (float32 safetensors payload)."""
-        return sum(p.numel() * p.element_size() for p in self.unet.parameters())
+        return param_bytes(self.unet)
+
+
+def param_bytes(module: nn.Module) -> int:
+    """Bytes of a model's parameters as stored (what a receiver has to hold)."""
+    return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
 def load_decoder(folder: str | Path) -> CadmDecoder:
