@@ -37,6 +37,24 @@ def test_steps_override_epochs_and_cycle_through_data():
     assert result.steps == 7
 
 
+def test_a_trailing_batch_of_one_is_dropped_only_for_batchnorm_models():
+    """17 examples in batches of 16: BatchNorm refuses the last batch of one in training, so
+    the loop drops it there; any other model still trains on it."""
+    ds = regression_problem(n=17)
+    batch_sizes = []
+
+    def recording_step(model, batch):
+        batch_sizes.append(len(batch[0]))
+        return mse_step(model, batch)
+
+    with_bn = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+    result = train(with_bn, ds, recording_step, TrainConfig(epochs=2, batch_size=16))
+    assert batch_sizes == [16, 16] and result.steps == 2
+    batch_sizes.clear()
+    result = train(nn.Linear(4, 1), ds, recording_step, TrainConfig(epochs=2, batch_size=16))
+    assert batch_sizes == [16, 1, 16, 1] and result.steps == 4
+
+
 def test_same_seed_same_model():
     ds = regression_problem()
     models = []
