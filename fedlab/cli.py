@@ -185,9 +185,11 @@ def flower_simulation_main(argv: Sequence[str] | None = None) -> int:
         return 1
     summary = json.loads(summary_path.read_text())
     final = summary.get("final") or {}
+    # Under DP the released summary has no timings (server-private/summary.json has them).
+    took = f" in {summary['seconds']} s" if summary.get("seconds") is not None else ""
     print(
-        f"done: {summary['rounds-finished']}/{summary['rounds-planned']} rounds in "
-        f"{summary['seconds']} s; final evaluate {json.dumps(final.get('evaluate', {}))}"
+        f"done: {summary['rounds-finished']}/{summary['rounds-planned']} rounds{took}; "
+        f"final evaluate {json.dumps(final.get('evaluate', {}))}"
         + (f"; stopped early: {summary['stopped-early']}" if summary.get("stopped-early") else "")
     )
     print(f"run folder: {out}")
@@ -215,7 +217,22 @@ def fedlab_parser() -> argparse.ArgumentParser:
         register(sub)
     apps = sub.add_parser("apps", help="list the named apps of fedlab.apps")
     apps.set_defaults(func=_list_apps)
+    release = sub.add_parser(
+        "release",
+        help="copy only the publishable part of a run folder (the files its release.json lists)",
+    )
+    release.add_argument("run_dir", help="a run folder written by flower-simulation")
+    release.add_argument("--out", required=True, help="a new folder for the release")
+    release.set_defaults(func=_copy_release)
     return p
+
+
+def _copy_release(args: argparse.Namespace) -> int:
+    from fedlab.release import copy_release
+
+    copied = copy_release(args.run_dir, args.out)
+    print(f"release of {args.run_dir}: {', '.join(copied)} -> {args.out}")
+    return 0
 
 
 def _add_broken_command(sub: Any, name: str, reason: str) -> None:

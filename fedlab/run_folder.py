@@ -1,9 +1,17 @@
-"""The run folder: config, history, model and plot, each written atomically."""
+"""The run folder: config, history, model and plot, each written atomically.
+
+Under a strategy's :class:`~fedlab.release.ReleasePolicy` (DP) the folder is split: the release
+(``config.json``, ``history.json``, ``history.png``, ``model.safetensors``, ``summary.json``,
+``release.json``) holds only what the policy allows; the full round records, timings and traces
+go to ``server-private/`` (see :mod:`fedlab.release`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -13,6 +21,7 @@ import numpy as np
 
 from fedlab.atomic import atomic_write, atomic_write_bytes, atomic_write_json
 from fedlab.history_plot import Panel, history_figure
+from fedlab.release import ReleasePolicy, private_dir, private_log, write_manifest
 
 PACKAGES = ("fedlab", "flwr", "ray", "torch", "numpy", "opacus", "diffusers", "dp-accounting")
 
@@ -56,7 +65,9 @@ class RunFolder:
     ) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self.history: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []  # the released round records
+        self.private_history: list[dict[str, Any]] = []  # whole records, under a policy only
+        self.policy: ReleasePolicy | None = None
         self.plot_every = plot_every
         self.plot_panels = tuple(plot_panels) if plot_panels is not None else None
         self._last_plot = time.monotonic()
@@ -70,7 +81,56 @@ class RunFolder:
         content["versions"] = package_versions()
         atomic_write_json(self.path / "config.json", content)
 
+    @property
+    def private_path(self) -> Path:
+        """``server-private/``: what only the server may see (created on first use)."""
+        return private_dir(self.path)
+
+    @property
+    def traces_dir(self) -> Path:
+        """Where gradient traces go: server-private, whatever the privacy claim (they hold the
+        clients' own updates and, in simulations, their ground-truth batches)."""
+        return self.private_path / "traces"
+
+    def set_release_policy(self, policy: ReleasePolicy | None) -> None:
+        """Fix what this run releases (before its first round) and write ``release.json``."""
+        if self.history:
+            raise RuntimeError("the release policy must be set before the first round")
+        self.policy = policy
+        write_manifest(self.path, policy)
+        if policy is not None:
+            self.private_path  # noqa: B018  (creates the folder and its do-not-publish note)
+
+    @contextlib.contextmanager
+    def private_logging(self) -> Iterator[None]:
+        """Under a policy, route :data:`fedlab.release.private_log` and Flower's own server log
+        (its lines count sampled nodes, replies and failures) to ``server-private/server.log``
+        instead of the terminal, for the duration of the run."""
+        if self.policy is None:
+            yield
+            return
+        handler = logging.FileHandler(self.private_path / "server.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        saved = []
+        for logger in (private_log, logging.getLogger("flwr")):
+            saved.append((logger, list(logger.handlers), logger.propagate))
+            logger.handlers = [handler]
+            logger.propagate = False
+        try:
+            yield
+        finally:
+            for logger, handlers, propagate in saved:
+                logger.handlers = handlers
+                logger.propagate = propagate
+            handler.close()
+
     def add_round(self, record: dict[str, Any]) -> None:
+        """Record a finished round: its released part in ``history.json``; under a policy the
+        whole record in ``server-private/rounds.json``."""
+        if self.policy is not None:
+            self.private_history.append(record)
+            atomic_write_json(self.private_path / "rounds.json", self.private_history)
+            record = self.policy.release_record(record)
         self.history.append(record)
         atomic_write_json(self.path / "history.json", self.history)
         if time.monotonic() - self._last_plot >= self.plot_every:
@@ -83,8 +143,17 @@ class RunFolder:
         atomic_write_bytes(self.path / "model.safetensors", save(tensors))
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """``summary.json``; under a policy without timings (server-private, with the whole
+        last record, in ``server-private/summary.json``)."""
         self.write_plot()
-        atomic_write_json(self.path / "summary.json", dict(summary))
+        summary = dict(summary)
+        if self.policy is not None:
+            atomic_write_json(self.private_path / "summary.json", {
+                **summary, "final": self.private_history[-1] if self.private_history else None,
+            })  # fmt: skip
+            summary.pop("seconds", None)
+            summary["final"] = self.history[-1] if self.history else None
+        atomic_write_json(self.path / "summary.json", summary)
 
     def write_plot(self) -> None:
         """Redraw ``history.png``: a few panels chosen by :func:`history_figure`."""

@@ -23,7 +23,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedlab.config import RunConfig
-from fedlab.errors import RunStopped
+from fedlab.errors import FedlabError, RunStopped
+from fedlab.release import policy_of, private_log
 from fedlab.run_folder import RunFolder
 from fedlab.strategy_wrapper import StrategyWrapper
 
@@ -164,19 +165,21 @@ class RoundRecorder(StrategyWrapper):
         replies = _in_partition_order(replies)
         broken = [r for r in replies if not r.has_error() and not is_finite_reply(r)]
         if broken:
-            log.warning("round %d: %d replies hold NaN or Inf (partitions %s); counted as failed",
-                        server_round, len(broken), _partitions(broken))  # fmt: skip
+            private_log.warning("round %d: %d replies hold NaN or Inf (partitions %s); counted "
+                                "as failed", server_round, len(broken),
+                                _partitions(broken))  # fmt: skip
             replies = [r for r in replies if all(r is not b for b in broken)]
         ok = [r for r in replies if not r.has_error()]
         failed = [r for r in replies if r.has_error()]
         if failed:
             # A client that fails every round would otherwise only show as "15/16" in the log.
-            log.warning("round %d: %d clients failed (%s); first reason: %s", server_round,
-                        len(failed), _partitions(failed), failed[0].error.reason[:300])  # fmt: skip
+            private_log.warning("round %d: %d clients failed (%s); first reason: %s", server_round,
+                                len(failed), _partitions(failed),
+                                failed[0].error.reason[:300])  # fmt: skip
         self._round.update(replies=len(ok), failures=self._round["sampled"] - len(ok))
         if self._round["sampled"] == 0:
             # A sampling strategy (Poisson under DP) drew nobody: not a failure of the clients.
-            log.warning("round %d: no client was sampled", server_round)
+            private_log.warning("round %d: no client was sampled", server_round)
         elif len(ok) < self.min_replies:
             raise RunStopped(
                 f"round {server_round}: {len(ok)} of {self._round['sampled']} clients replied, "
@@ -203,17 +206,19 @@ class RoundRecorder(StrategyWrapper):
         record["seconds"] = round(time.perf_counter() - self._started, 3)
         self.run.add_round(record)
         self.run.write_model({k: v.numpy() for k, v in arrays.items()})
-        shown = {**record.get("train", {}), **record["evaluate"]}
-        metrics = "  ".join(f"{k}={v:.4g}" for k, v in shown.items() if isinstance(v, float | int))
-        log.info(
-            "round %d/%d  %s  replies %d/%d  %.2f s",
-            server_round,
-            self.num_rounds,
-            metrics,
-            record["replies"],
-            record["sampled"],
-            record["seconds"],
-        )
+        released = self.run.history[-1]  # what the terminal may show: the release
+        line = f"round {server_round}/{self.num_rounds}  " + _metrics_line(released)
+        counts = f"  replies {record['replies']}/{record['sampled']}  {record['seconds']:.2f} s"
+        if self.run.policy is None:
+            log.info("%s%s", line, counts)
+        else:
+            log.info("%s", line)
+            private_log.info("%s%s", _metrics_line(record), counts)
+
+
+def _metrics_line(record: dict[str, Any]) -> str:
+    shown = {**record.get("train", {}), **record.get("evaluate", {})}
+    return "  ".join(f"{k}={v:.4g}" for k, v in shown.items() if isinstance(v, float | int))
 
 
 def is_finite_reply(reply: Message, arrays_key: str | None = None) -> bool:
@@ -287,12 +292,17 @@ def run_federation(
     try:
         ordered = PartitionOrderedGrid(grid, config.num_supernodes)
         num_nodes = len(ordered.get_node_ids())
+        strategy = strategy_factory(num_nodes)
+        policy = policy_of(strategy)
+        if policy is not None and config.min_replies > 0:
+            raise FedlabError(
+                f"min-replies={config.min_replies} under a {policy.mode} privacy claim: stopping "
+                "on a reply count would publish that count (through the run's length), which no "
+                "accountant composes; set min-replies=0 (a missing reply counts as a zero update)"
+            )
+        run.set_release_policy(policy)
         recorder = RoundRecorder(
-            strategy_factory(num_nodes),
-            run,
-            config.min_replies,
-            config.num_server_rounds,
-            stop=stop,
+            strategy, run, config.min_replies, config.num_server_rounds, stop=stop
         )
 
         def evaluate_and_record(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -302,14 +312,15 @@ def run_federation(
             recorder.end_round(server_round, arrays, evaluation)
             return evaluation
 
-        recorder.start(
-            grid=ordered,  # type: ignore[arg-type]
-            initial_arrays=initial_arrays,
-            num_rounds=config.num_server_rounds,
-            timeout=config.round_timeout,
-            train_config=train_config or ConfigRecord(),
-            evaluate_fn=evaluate_and_record,
-        )
+        with run.private_logging():
+            recorder.start(
+                grid=ordered,  # type: ignore[arg-type]
+                initial_arrays=initial_arrays,
+                num_rounds=config.num_server_rounds,
+                timeout=config.round_timeout,
+                train_config=train_config or ConfigRecord(),
+                evaluate_fn=evaluate_and_record,
+            )
     except RunStopped as exc:
         stopped = str(exc)
         if stop is not None and stop.is_set() and stop.reason not in stopped:

@@ -61,7 +61,7 @@ def targets(audit: Path) -> list[tuple[str, TraceReader, Any]]:
     out = []
     for folder in sorted((audit / "settings").glob("local-*")):
         setting = json.loads((folder / "setting.json").read_text())
-        reader = TraceReader(folder / "run" / "traces")
+        reader = TraceReader(folder / "run" / "server-private" / "traces")
         canaries = set(setting["canaries"])
         records = sorted(
             (r for r in reader.select_all() if r.client not in canaries), key=lambda r: r.client

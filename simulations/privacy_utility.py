@@ -99,7 +99,13 @@ def run_one(
             raise RuntimeError(f"setting {name} failed (exit {code}); see {log_file}")
         log.info("%s draw %d: %.0f s", name, draw, time.perf_counter() - started)
     history = json.loads((folder / "history.json").read_text())
-    done = json.loads(summary.read_text())
+    # Clients per round and seconds are server-private under DP (docs/dp.md): this study of our
+    # own runs on public data reads them from there; no run's release holds them.
+    private = folder / "server-private"
+    whole = json.loads((private / "rounds.json").read_text()) if private.is_dir() else history
+    done = json.loads(
+        (private if private.is_dir() else folder).joinpath("summary.json").read_text()
+    )
     last = history[-1]
     train = last.get("train", {})
     return {
@@ -112,7 +118,7 @@ def run_one(
         "final-accuracy": last["evaluate"]["accuracy"],
         "best-accuracy": max(r["evaluate"]["accuracy"] for r in history),
         "accuracy-by-round": [r["evaluate"]["accuracy"] for r in history],
-        "mean-clients-per-round": sum(r["replies"] for r in history) / len(history),
+        "mean-clients-per-round": sum(r["replies"] for r in whole) / len(whole),
         "rounds": len(history),
         "seconds": done["seconds"],
         "config": config,

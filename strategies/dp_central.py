@@ -18,11 +18,14 @@ strategy does next (FedAvgM momentum, FedAdam) is post-processing. The guarantee
 aggregation to be that uniform mean, so only an allowlist of exact classes is wrapped (in flwr
 1.42 every strategy subclasses FedAvg, median, Krum, Bulyan and QFedAvg included, so
 ``isinstance`` would let them through); a user's strategy declares itself a mean with
-``dp_mean_aggregation = True``.
+``dp_mean_aggregation = True`` on its own class (a subclass inherits no such declaration: it
+may aggregate differently, so it declares again).
 
 A reply whose arrays hold NaN or Inf counts as failed (a zero update): clipping cannot bound it.
-The clients' own training metrics are not aggregated into the round's metrics: nothing in
-``history.json`` is an un-noised statistic of private data.
+The clients' own training metrics are not aggregated into the round's metrics, integer buffers
+keep the server's values, and the run folder releases only :data:`CENTRAL_RELEASE_KEYS`
+(:meth:`CentralDP.release_policy`): exact counts, client statistics and timings are
+server-private (:mod:`fedlab.release`), so the release is what the accountant composes.
 """
 
 from __future__ import annotations
@@ -44,13 +47,29 @@ from flwr.serverapp.strategy import (
 )
 
 from fedlab.errors import FedlabError, RunStopped
+from fedlab.release import ReleasePolicy, private_log
 from fedlab.server import is_finite_reply
 from strategies.dp_accounting import ClientLevelAccountant
 from strategies.dp_adaptive import AdaptiveClipping
 from strategies.dp_noise import NoiseSource
 from strategies.dp_sampling import ClientSampler
-from strategies.dp_updates import Update, apply_update, clip, norm, update_of
-from strategies.dp_wrapper import ClientSampling, client_reports, read_dp, reply_metrics
+from strategies.dp_updates import (
+    Update,
+    apply_update,
+    clip,
+    norm,
+    update_of,
+    with_sent_non_float,
+)
+from strategies.dp_wrapper import (
+    CENTRAL_RELEASE_KEYS,
+    LOCAL_RELEASE_KEYS,
+    ClientSampling,
+    client_reports,
+    keep_only_dp_metrics,
+    read_dp,
+    reply_metrics,
+)
 
 log = logging.getLogger("fedlab")
 
@@ -62,9 +81,9 @@ MEAN_AGGREGATORS = (FedAvg, FedAvgM, FedProx, FedAdam, FedYogi, FedAdagrad)
 
 def is_mean_aggregator(strategy: Strategy) -> bool:
     """Whether central DP may wrap ``strategy``: an allowlisted class exactly, or a user's
-    strategy that declares ``dp_mean_aggregation = True``."""
-    return type(strategy) in MEAN_AGGREGATORS or getattr(strategy, "dp_mean_aggregation", False) \
-        is True  # fmt: skip
+    strategy whose own class (not a base class) declares ``dp_mean_aggregation = True``."""
+    cls = type(strategy)
+    return cls in MEAN_AGGREGATORS or vars(cls).get("dp_mean_aggregation") is True
 
 
 class CentralDP(ClientSampling):
@@ -120,7 +139,8 @@ class CentralDP(ClientSampling):
                 f"{type(inner).__name__} is not known to aggregate by a mean of the replies, so "
                 "one client could move its aggregate by more than C/m and the noise z*C/m would "
                 "not cover it; use fedavg, fedavgm, fedprox, fedadam, fedyogi or fedadagrad under "
-                "central DP (a strategy of your own must declare dp_mean_aggregation = True)"
+                "central DP (a strategy of your own must declare dp_mean_aggregation = True in "
+                "its own class body; a subclass does not inherit it)"
             )
         for name, value in (
             ("clip-norm", clip_norm),
@@ -145,6 +165,12 @@ class CentralDP(ClientSampling):
         self.accountant = ClientLevelAccountant(sampler, delta)
         self.target_epsilon = target_epsilon
         self.noise = noise or NoiseSource()
+
+    def release_policy(self) -> ReleasePolicy:
+        """Central DP releases the noised model, the accountant's figures, public parameters,
+        what is derived from them and (adaptive clipping) the accounted noisy count; with local
+        noise too, the local mechanism's public figures. Nothing else."""
+        return ReleasePolicy("central", {**LOCAL_RELEASE_KEYS, **CENTRAL_RELEASE_KEYS})
 
     @property
     def clip_norm(self) -> float:
@@ -209,7 +235,7 @@ class CentralDP(ClientSampling):
         for msg in ok:
             if self.reply_view is not None:
                 msg.content[self.arrays_key] = self.reply_view(msg.content)[self.arrays_key]
-            record = msg.content[self.arrays_key]
+            record = with_sent_non_float(msg.content[self.arrays_key], self.sent_record)
             update, within = self.clip_reply(msg, update_of(record, self.sent))
             unclipped += within
             for key, value in update.items():
@@ -217,14 +243,17 @@ class CentralDP(ClientSampling):
                     noise[key] = rng.normal(0.0, std, value.shape)
             scaled = {k: v * len(ok) / m + noise[k] for k, v in update.items()}
             msg.content[self.arrays_key] = apply_update(record, self.sent, scaled)
-            _keep_only_dp_metrics(reply_metrics(msg))[self.weight_key] = 1.0
+            keep_only_dp_metrics(reply_metrics(msg))[self.weight_key] = 1.0
         if len(ok) < self.sampled:
-            log.warning("round %d: %d of %d sampled clients replied; the missing ones count as "
-                        "zero updates (same guarantee, step shrunk by %.2f)", server_round,
-                        len(ok), self.sampled, len(ok) / max(self.sampled, 1))  # fmt: skip
+            private_log.warning("round %d: %d of %d sampled clients replied; the missing ones "
+                                "count as zero updates (same guarantee, step shrunk by %.2f)",
+                                server_round, len(ok), self.sampled,
+                                len(ok) / max(self.sampled, 1))  # fmt: skip
         reported = self.running_worst(client_reports(ok))
         if ok:
             arrays, metrics = self.inner.aggregate_train(server_round, replies)
+            if arrays is not None:
+                arrays = with_sent_non_float(arrays, self.sent_record)
         else:
             # Poisson sampling can draw nobody (and every reply can fail): the estimator is then
             # the global model plus the round's noise, a release the accountant counts like any.
@@ -246,6 +275,7 @@ class CentralDP(ClientSampling):
         if self.adaptive is not None:
             fraction = self.adaptive.step(unclipped, len(ok), m, rng)
             metrics["dp-unclipped-fraction-noisy"] = float(fraction)
+            metrics["dp-unclipped-exact"] = unclipped  # server-private: not in the release
         log.info("round %d: client-level epsilon %.4f at delta %g (RDP, %s sampling q=%g, z=%g, "
                  "C=%.4g)", server_round, metrics["dp-client-epsilon"], self.accountant.delta,
                  self.sampler.kind, self.sampler.rate, self.noise_multiplier,
@@ -284,11 +314,3 @@ class CentralDPClientSideClipping(CentralDP):
                 "the client mod clipped to another C: use the C the server sends each round"
             )
         return update, bool(dp["unclipped"])
-
-
-def _keep_only_dp_metrics(metrics: MetricRecord) -> MetricRecord:
-    """Drop a reply's training metrics (loss, accuracy, counts) before the inner strategy
-    averages them: they are statistics of private data that no noise covers."""
-    for key in [k for k in metrics if not k.startswith("dp-")]:
-        del metrics[key]
-    return metrics

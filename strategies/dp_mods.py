@@ -24,14 +24,20 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord
+from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord
 
 from fedlab.client import partition_of
 from fedlab.errors import FedlabError
 from fedlab.flower_compat import ClientAppCallable
 from fedlab.server import CLIENT_INFO
 from strategies.dp_noise import NoiseSource
-from strategies.dp_updates import apply_update, clip, float_arrays, update_of
+from strategies.dp_updates import (
+    apply_update,
+    clip,
+    float_arrays,
+    update_of,
+    with_sent_non_float,
+)
 from strategies.dp_wrapper import DP_RECORD, dp_record, reply_metrics
 
 log = logging.getLogger("fedlab")
@@ -198,7 +204,7 @@ class LocalDpClipNoiseMod:
         draw = rng.laplace if self.noise == "laplace" else rng.normal
         noisy = {k: v + draw(0.0, self.noise_scale, v.shape) for k, v in clipped.items()}
         released = apply_update(record, sent, noisy)
-        reply.content[ARRAYS] = _with_sent_non_float(released, msg.content[ARRAYS])
+        reply.content[ARRAYS] = with_sent_non_float(released, msg.content[ARRAYS])
         params = self.record(releases)
         reply.content[DP_RECORD] = dp_record(params)
         public = {f"dp-{k}": float(params[k]) for k in ("clip-norm", "noise-std", "epsilon",
@@ -209,15 +215,3 @@ class LocalDpClipNoiseMod:
         if CLIENT_INFO in reply.content:
             reply.content[CLIENT_INFO] = ConfigRecord({"partition-id": pid})
         return reply
-
-
-def _with_sent_non_float(released: ArrayRecord, sent: ArrayRecord) -> ArrayRecord:
-    """``released`` with every non-float array replaced by the server's own value."""
-    out = {}
-    for key, value in released.items():
-        array = value.numpy()
-        if not np.issubdtype(array.dtype, np.floating) and key in sent:
-            out[key] = Array(sent[key].numpy().copy())
-        else:
-            out[key] = value
-    return ArrayRecord(out)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
+from fedlab.errors import FedlabError
+
 Update = dict[str, np.ndarray]
 
 
@@ -69,6 +71,29 @@ def apply_update(template: ArrayRecord, sent: Update, update: Update) -> ArrayRe
             full = update[key] + (base if base is not None and base.shape == update[key].shape
                                   else 0.0)  # fmt: skip
             out[key] = Array(np.asarray(full, dtype=value.numpy().dtype))
+        else:
+            out[key] = value
+    return ArrayRecord(out)
+
+
+def with_sent_non_float(record: ArrayRecord, sent: ArrayRecord) -> ArrayRecord:
+    """``record`` (a reply or an aggregate) with every array the server sent as non-float (a
+    BatchNorm counter) replaced by the server's own value, in its dtype.
+
+    Under DP nothing un-noised may be averaged into the release, and integer buffers cannot be
+    clipped or noised (an inner strategy's mean would also turn them into floats); a non-float
+    array the server did not send is refused.
+    """
+    out = {}
+    for key, value in record.items():
+        if key in sent and not np.issubdtype(sent[key].numpy().dtype, np.floating):
+            out[key] = Array(sent[key].numpy().copy())
+        elif key not in sent and not np.issubdtype(value.numpy().dtype, np.floating):
+            raise FedlabError(
+                f"a reply holds a non-float array {key!r} ({value.numpy().dtype}) that the server "
+                "did not send; under DP it cannot be clipped or noised, so it cannot be averaged "
+                "into the release: keep integer buffers in the model the server sends, or drop them"
+            )
         else:
             out[key] = value
     return ArrayRecord(out)

@@ -21,13 +21,41 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedlab.errors import FedlabError
+from fedlab.release import ReleasePolicy, private_log
 from fedlab.strategy_wrapper import StrategyWrapper
 from strategies.dp_sampling import ClientSampler, SubsetGrid
-from strategies.dp_updates import Update, float_arrays
+from strategies.dp_updates import Update, float_arrays, with_sent_non_float
 
 log = logging.getLogger("fedlab")
 
 DP_RECORD = "dp"  # ConfigRecord in each reply: the mechanism and its parameters, keys "dp-*"
+RELEASES = (
+    "none",
+    "local",
+    "sample-level",
+)  # what ClientSampling's run claims (central: CentralDP)
+
+#: Released training metrics of each privacy claim, with the reason each may be published
+#: (classes of :data:`fedlab.release.RELEASE_CLASSES`); every other key is server-private.
+#: docs/dp.md lists the same table; tests hold the two together.
+LOCAL_RELEASE_KEYS = {
+    "dp-local-epsilon-per-release": "public",
+    "dp-local-epsilon-total-max": "accountant",
+    "dp-local-noise-std": "public",
+    "dp-clip-norm": "public",
+    "dp-noise-std": "public",
+    "dp-epsilon": "public",
+    "dp-delta": "public",
+}
+CENTRAL_RELEASE_KEYS = {
+    "dp-client-epsilon": "accountant",
+    "dp-client-epsilon-pld": "accountant",
+    "dp-delta": "public",
+    "dp-noise-multiplier": "public",
+    "dp-noise-std": "derived",
+    "dp-clip-norm": "derived",
+    "dp-unclipped-fraction-noisy": "accounted",
+}
 
 
 def inner_kwargs() -> dict[str, Any]:
@@ -73,10 +101,20 @@ class ClientSampling(StrategyWrapper):
         Aggregates the replies; it must train every node it is offered
         (``fraction_train=1.0, min_train_nodes=0, min_available_nodes=0``).
     sampler : ClientSampler
+    release : {"none", "local", "sample-level"}
+        The privacy claim of the run: ``local`` (clients noise their replies,
+        :class:`strategies.dp_mods.LocalDpClipNoiseMod`), ``sample-level`` (DP-SGD only) or
+        ``none``. Under a claim the run folder releases only :meth:`release_policy`'s keys,
+        every reply is averaged with weight 1 (a dataset size is a client statistic) and integer
+        buffers keep the server's values. Replies that carry local-DP or DP-SGD figures under
+        ``none`` are refused.
     """
 
-    def __init__(self, inner: Strategy, sampler: ClientSampler) -> None:
+    def __init__(self, inner: Strategy, sampler: ClientSampler, *, release: str = "none") -> None:
         super().__init__(inner)
+        if release not in RELEASES:
+            raise FedlabError(f"release {release!r} is not one of: {', '.join(RELEASES)}")
+        self.release = release
         self.sampler = sampler
         fraction = getattr(inner, "fraction_train", 1.0)
         if fraction != 1.0:
@@ -96,6 +134,12 @@ class ClientSampling(StrategyWrapper):
         log.info("%s: %s sampling, rate %g of %d clients", type(self).__name__,
                  self.sampler.kind, self.sampler.rate, self.sampler.population)  # fmt: skip
         self.inner.summary()
+
+    def release_policy(self) -> ReleasePolicy | None:
+        """What the run folder may release (:mod:`fedlab.release`); None: no privacy claim."""
+        if self.release == "none":
+            return None
+        return ReleasePolicy(self.release, LOCAL_RELEASE_KEYS if self.release == "local" else {})
 
     # -- hooks for subclasses -------------------------------------------------------------------
     def before_round(self, server_round: int) -> None:
@@ -126,20 +170,43 @@ class ClientSampling(StrategyWrapper):
         self.sent_record = first
         self.sent = float_arrays(first)
         self.sampled = len(chosen)
-        log.info("round %d: sampled %d of %d clients (%s)", server_round, len(chosen),
-                 self.sampler.population, self.sampler.kind)  # fmt: skip
+        private_log.info("round %d: sampled %d of %d clients (%s)", server_round, len(chosen),
+                         self.sampler.population, self.sampler.kind)  # fmt: skip
         return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        reported = self.running_worst(client_reports([r for r in replies if not r.has_error()]))
+        ok = [r for r in replies if not r.has_error()]
+        self.check_claim(ok)
+        reported = self.running_worst(client_reports(ok))
+        if self.release != "none":
+            for msg in ok:
+                msg.content[self.arrays_key] = with_sent_non_float(
+                    msg.content[self.arrays_key], self.sent_record
+                )
+                keep_only_dp_metrics(reply_metrics(msg))[self.weight_key] = 1.0
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        if self.release != "none" and arrays is not None:
+            arrays = with_sent_non_float(arrays, self.sent_record)
         metrics = MetricRecord(dict(metrics or {}))
         metrics["dp-sampled"] = self.sampled
         metrics.update(reported)
         return arrays, metrics
+
+    def check_claim(self, replies: list[Message]) -> None:
+        """Refuse replies whose privacy figures the run's claim does not cover (fail closed)."""
+        if self.release != "none":
+            return
+        for msg in replies:
+            dp = read_dp(msg) or {}
+            if dp.get("mechanism") == "local" or "dp-sample-epsilon" in reply_metrics(msg):
+                raise FedlabError(
+                    "a reply carries local-DP or DP-SGD figures but the server wrapper was built "
+                    "with release='none', so the run folder would publish what they protect; "
+                    "build ClientSampling(..., release='local' or 'sample-level')"
+                )
 
     def running_worst(self, reported: dict[str, float]) -> dict[str, float]:
         """The composed epsilons as maxima over every client so far, not only this round's:
@@ -148,6 +215,14 @@ class ClientSampling(StrategyWrapper):
             if key in reported:
                 self._worst[key] = max(self._worst.get(key, 0.0), reported[key])
         return {**reported, **self._worst}
+
+
+def keep_only_dp_metrics(metrics: MetricRecord) -> MetricRecord:
+    """Drop a reply's training metrics (loss, accuracy, counts) before the inner strategy
+    averages them: they are statistics of private data that no noise covers."""
+    for key in [k for k in metrics if not k.startswith("dp-")]:
+        del metrics[key]
+    return metrics
 
 
 def client_reports(replies: list[Message]) -> dict[str, float]:

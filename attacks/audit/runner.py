@@ -244,7 +244,7 @@ def plan_jobs(
     from fedlab.traces import TraceReader
     from fedlab.workload import build_workload
 
-    trace = folder / "run" / "traces"
+    trace = folder / "run" / "server-private" / "traces"
     reader = TraceReader(trace, strict=True)
     records = [
         r

@@ -54,7 +54,8 @@ def build_dp_strategy(config: DPFedAvgConfig, num_nodes: int) -> Strategy:
     inner = build_strategy(config, num_nodes, **inner_kwargs())
     sampler = config.sampler(num_nodes)
     if not config.central:
-        return ClientSampling(inner, sampler)
+        release = "local" if config.local else "sample-level" if config.dp_sgd else "none"
+        return ClientSampling(inner, sampler, release=release)
     z = config.noise_multiplier
     if z == 0:
         z = noise_for_target(sampler, config.target_epsilon, config.num_server_rounds, config.delta)
@@ -100,7 +101,8 @@ def dp_train(msg: Message, context: Context, config: RunConfig) -> Message:
                            source=config.noise_source())  # fmt: skip
     reply = handle_train(msg, context, config, workload=workload, prepare=session.prepare)
     epsilon = session.finish(context, reply)
-    log.info("sample-level (DP-SGD) epsilon %.4f at delta %g", epsilon, session.delta)
+    # A function of this client's dataset size: only the client's own debug log shows it.
+    log.debug("sample-level (DP-SGD) epsilon %.4f at delta %g", epsilon, session.delta)
     return reply
 
 
@@ -145,6 +147,8 @@ dpfedavg = AppSpec(
         "lr": 0.1,
         "momentum": 0.0,
         "clip-norm": 0.3,
+        # Under DP a stop on a reply count would publish that count (docs/dp.md, "Release").
+        "min-replies": 0,
     },  # fmt: skip
     description="DP-FedAvg: central DP (server- or client-side clipping) or local DP, "
     "Poisson or fixed client sampling, client-level accounting, optional Opacus DP-SGD.",

@@ -138,6 +138,12 @@ class DPFedAvgConfig(RunConfig):
             )
         if not 0 < self.sample_rate <= 1:
             raise FedlabError(f"sample-rate must lie in (0, 1], got {self.sample_rate}")
+        if self.private and self.min_replies > 0:
+            raise FedlabError(
+                f"min-replies={self.min_replies} under DP: stopping on a reply count would publish "
+                "that count (through the run's length), which no accountant composes; set "
+                "min-replies=0 (a missing reply counts as a zero update)"
+            )
         if not self.population_known:
             return  # the checks that need N run again once the server knows the node count
         self.sampler()  # q*N whole

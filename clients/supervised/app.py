@@ -54,7 +54,7 @@ def with_trace_recording(
         return strategy
     test = workload.test_dataset()
     return TraceRecording(
-        strategy, trace_dir=run.path / "traces", model=workload.model_spec(),
+        strategy, trace_dir=run.traces_dir, model=workload.model_spec(),
         num_classes=test.num_classes, image_shape=test.shape, lr=config.lr,
         batch_size=config.trace_batch_size,
         rounds=config.traced_rounds(), clients=config.traced_clients(), fedsgd=True,

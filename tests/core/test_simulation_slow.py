@@ -109,8 +109,8 @@ def test_record_traces_under_ray_then_fedlab_attack(tmp_path):
              "model=lenet", "dataset=patches", "record-traces=true")  # fmt: skip
     attack_out = tmp_path / "attack"
     proc = subprocess.run(
-        [str(BIN / "fedlab"), "attack", "--trace", str(out / "traces"), "--attack", "idlg",
-         "--max-iterations", "20", "--out", str(attack_out)],
+        [str(BIN / "fedlab"), "attack", "--trace", str(out / "server-private" / "traces"),
+         "--attack", "idlg", "--max-iterations", "20", "--out", str(attack_out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

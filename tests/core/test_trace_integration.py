@@ -16,7 +16,7 @@ def test_idlg_recovers_every_label_of_single_image_fedsgd_traces(tmp_path):
         "out-dir": str(tmp_path / "run"), "device": "cpu", "seed": 5,
     })  # fmt: skip
     assert run_in_process(fedavg, cfg)["rounds-finished"] == 2
-    reader = TraceReader(tmp_path / "run" / "traces")
+    reader = TraceReader(tmp_path / "run" / "server-private" / "traces")
     records = reader.select()
     assert len(records) == 8  # 2 rounds x 4 clients
     for record in records:
@@ -47,7 +47,7 @@ def test_dpfedavg_local_dp_traces_carry_the_mechanism(tmp_path):
         "device": "cpu", "dp-mode": "local", "local-epsilon": 8.0, "clip-norm": 1.0,
     })  # fmt: skip
     assert run_in_process(dpfedavg, cfg)["rounds-finished"] == 1
-    records = TraceReader(tmp_path / "run" / "traces").select()
+    records = TraceReader(tmp_path / "run" / "server-private" / "traces").select()
     assert records
     for record in records:
         assert record.dp["mechanism"] == "local" and record.dp["noise"] == "gaussian"
