@@ -52,27 +52,54 @@ def _num(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+def _md(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def with_verdicts(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with each setting's verdict and the boundary recomputed from its rows.
+
+    Audits written before verdicts existed (the ``full`` preset's) are summarised again with
+    the same rule (:func:`attacks.audit.report.summarise`); newer ones are returned as they are.
+    """
+    from attacks.audit.report import summarise
+
+    if all("verdict" in s for s in data["settings"].values()):
+        return data
+    settings = json.loads(json.dumps(data["settings"]))
+    extra = summarise(settings, data["rows"], data["config"]["targets"])
+    return {**data, **extra, "settings": settings}
+
+
 def table_from_audit(data: dict[str, Any], wall_s: float | None = None) -> str:
-    """The Markdown table of one audit: a row per setting and trace attack cell."""
+    """The Markdown table of one audit: a row per setting and trace attack cell.
+
+    Each estimate is the pooled fit / Andrew et al.'s separate fit; a cell whose attack or
+    denoiser errored shows the error text, and an unknown setting says why.
+    """
+    from attacks.audit.report import attack_text, boundary_text, estimate_cell, verdict_text
+
+    data = with_verdicts(data)
     lines = [
-        "| setting | accountant eps | final-model est. [95 %] | all-iterates est. [95 %] | "
-        "per-release est. [95 %] (bound) | accuracy | attack / denoiser | PSNR med [min, max] | "
-        "label acc | succeeds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | verdict | accountant eps | final-model est. [95 %] pooled / separate | "
+        "all-iterates est. [95 %] pooled / separate | per-release est. [95 %] pooled / separate "
+        "(bound) | accuracy | attack / denoiser | PSNR med [min, max] | label acc | succeeds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in data["settings"].items():
         est = s["estimates"]
 
         def e(stat: str, est: dict[str, Any] = est) -> str:
-            v = est[stat]
-            text = f"{_num(v['epsilon'])} [{_num(v['low'])}, {_num(v['high'])}]"
-            if stat == "per-release":
-                text += f" ({_num(v['accountant'])})"
-            return text + (" **exceeds**" if v.get("exceeds") else "")
+            pooled, sep, bound = (
+                t.replace(" exceeds", " **exceeds**") for t in estimate_cell(est[stat], stat)
+            )
+            return f"{pooled} / {sep}{bound}"
 
         util = [u for u in s["utility"] if u is not None]
         head = [
             name,
+            _md(verdict_text(s)),
             _num(s["accountant"].get("epsilon")),
             e("final"),
             e("all-iterates"),
@@ -81,34 +108,39 @@ def table_from_audit(data: dict[str, Any], wall_s: float | None = None) -> str:
         ]
         first = True
         for key, c in s["attacks"].items():
-            if c["n"] == 0:
+            if c["n"] == 0 and not c.get("errors"):
                 continue
-            psnr = f"{_num(c['psnr-median'])} [{_num(c['psnr-min'])}, {_num(c['psnr-max'])}]"
             cells = (head if first else [""] * len(head)) + [
                 key,
-                psnr,
+                _md(attack_text(c)),
                 _num(c["label-accuracy"]),
                 "yes" if c["succeeds"] else "no",
             ]
             lines.append("| " + " | ".join(cells) + " |")
             first = False
-    b = data["boundary"]
+        if first:  # no attack row at all: the setting still gets its line
+            lines.append("| " + " | ".join(head + ["-", "-", "-", "-"]) + " |")
     lines.append("")
     lines.append(
         f"Boundary (largest epsilon at which no attack on a traced client beats the "
-        f"thresholds): central DP {_num(b['central'])}, local DP {_num(b['local'])}. "
-        f"Audit wall time {wall_s or data['seconds']:.0f} s."
+        f"thresholds): central DP {_md(boundary_text(data, 'central'))}, local DP "
+        f"{_md(boundary_text(data, 'local'))}. Audit wall time "
+        f"{wall_s or data['seconds']:.0f} s."
     )
     return "\n".join(lines) + "\n"
 
 
 def compact_table(data: dict[str, Any], wall_s: float | None = None) -> str:
-    """One row per setting: accountant, estimates, accuracy, the best trace attack."""
+    """One row per setting: accountant, estimates, accuracy, the best trace attack, verdict."""
+    from attacks.audit.report import boundary_text
+
+    data = with_verdicts(data)
     lines = [
         "| setting | accountant eps | estimate: all-iterates [95 %] | estimate: per-release "
         "[95 %] (bound) | accuracy | best attack (median PSNR dB, label acc) | leaks? |",
         "|---|---|---|---|---|---|---|",
     ]
+    words = {"leaks": "attack succeeds", "holds": "no attack succeeds"}
     for name, s in data["settings"].items():
         est = s["estimates"]
         cells = {k: c for k, c in s["attacks"].items() if k.startswith("trace:") and c["n"]}
@@ -122,6 +154,7 @@ def compact_table(data: dict[str, Any], wall_s: float | None = None) -> str:
         )
         ar, pr = est["all-iterates"], est["per-release"]
         util = [u for u in s["utility"] if u is not None]
+        verdict = words.get(s["verdict"]) or _md(f"unknown: {s['unknown-reason']}")
         lines.append(
             "| "
             + " | ".join(
@@ -133,16 +166,16 @@ def compact_table(data: dict[str, Any], wall_s: float | None = None) -> str:
                     f"({_num(pr['accountant'])})",
                     _num(util[-1] if util else None),
                     attack,
-                    "attack succeeds" if s["any-target-attack-succeeds"] else "no attack succeeds",
+                    verdict,
                 ]
             )
             + " |"
         )
-    b = data["boundary"]
     lines += [
         "",
-        f"Boundary: central DP {_num(b['central'])}, local DP {_num(b['local'])}; "
-        f"audit wall time {wall_s or data['seconds']:.0f} s.",
+        f"Boundary: central DP {_md(boundary_text(data, 'central'))}, local DP "
+        f"{_md(boundary_text(data, 'local'))}; audit wall time "
+        f"{wall_s or data['seconds']:.0f} s.",
     ]
     return "\n".join(lines) + "\n"
 

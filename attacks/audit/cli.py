@@ -1,12 +1,21 @@
-"""``fedlab audit``: from a DP configuration to what an attacker recovers and what leaks."""
+"""``fedlab audit``: from a DP configuration to what an attacker recovers and what leaks.
+
+Exit codes: 0, every setting's attacks ran; 2, the input was refused (one line, nothing run);
+3, the report was written but at least one setting is unknown (an attack or denoiser errored,
+or fewer targets than configured were traced), so it names no boundary for that mode.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 log = logging.getLogger("fedlab.audit")
+
+#: Exit code of an audit that wrote its report but has unknown settings (2: refused input).
+EXIT_UNKNOWN = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,10 +36,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def audit_command(args: argparse.Namespace) -> int:
-    """Run the audit; print where the report is and the boundary."""
+    """Run the audit; print where the report is and the boundary.
+
+    Returns
+    -------
+    int
+        0, or :data:`EXIT_UNKNOWN` when any setting is unknown (after the report is written).
+    """
     import dataclasses
 
     from attacks.audit.config import load
+    from attacks.audit.report import boundary_text
     from attacks.audit.runner import run_audit
     from fedlab.cli import resolve_app
     from fedlab.errors import FedlabError
@@ -46,7 +62,17 @@ def audit_command(args: argparse.Namespace) -> int:
     data = run_audit(spec, audit, out, app)
     print(f"report: {out / 'report.html'}; figures: {out / 'audit.json'}")
     print(
-        f"boundary: central DP {data['boundary']['central']}, local DP "
-        f"{data['boundary']['local']}; wall time {data['seconds']:.0f} s"
+        f"boundary: central DP {boundary_text(data, 'central')}, local DP "
+        f"{boundary_text(data, 'local')}; wall time {data['seconds']:.0f} s"
     )
+    unknown = data.get("unknown") or []
+    if unknown:
+        reasons = "; ".join(f"{n}: {data['settings'][n]['unknown-reason']}" for n in unknown)
+        print(
+            f"error: audit incomplete, {len(unknown)} setting(s) unknown ({reasons}); fix the "
+            f"failing attack or denoiser and re-run the same command (errored rows are "
+            f"retried); exit code {EXIT_UNKNOWN}",
+            file=sys.stderr,
+        )
+        return EXIT_UNKNOWN
     return 0

@@ -22,25 +22,54 @@ MAX_EPSILON = 50.0
 _MIN_STD = 1e-9
 
 
+def _log_mass(z_lo: float, z_hi: float) -> float:
+    """``log(Phi(z_hi) - Phi(z_lo))`` for ``z_lo < z_hi`` (either may be infinite), stably."""
+    if z_lo >= z_hi:
+        return -math.inf
+    if z_lo > 0:  # both in the right tail: Phi(-z_lo) - Phi(-z_hi), without cancellation
+        z_lo, z_hi = -z_hi, -z_lo
+    hi, lo = float(log_ndtr(z_hi)), float(log_ndtr(z_lo))
+    if lo == -math.inf:
+        return hi
+    return hi + math.log1p(-math.exp(lo - hi)) if lo < hi else -math.inf
+
+
 def _hockey_stick(mu_p: float, s_p: float, mu_q: float, s_q: float, epsilon: float) -> float:
-    """``delta(P || Q)(epsilon) = int max(0, p - e^eps q)`` for two 1-D Gaussians, numerically."""
-    lo = min(mu_p - 40 * s_p, mu_q - 40 * s_q)
-    hi = max(mu_p + 40 * s_p, mu_q + 40 * s_q)
-    # dense around each Gaussian (their widths may differ by orders of magnitude), coarse between
-    x = np.unique(
-        np.concatenate(
-            [
-                np.linspace(lo, hi, 4001),
-                np.linspace(mu_p - 40 * s_p, mu_p + 40 * s_p, 8001),
-                np.linspace(mu_q - 40 * s_q, mu_q + 40 * s_q, 8001),
-            ]
-        )
-    )
-    log_p = -0.5 * ((x - mu_p) / s_p) ** 2 - math.log(s_p * math.sqrt(2 * math.pi))
-    log_q = -0.5 * ((x - mu_q) / s_q) ** 2 - math.log(s_q * math.sqrt(2 * math.pi))
-    ratio = np.exp(np.minimum(epsilon + log_q - log_p, 0.0))  # e^eps q / p, capped at 1
-    integrand = np.exp(log_p) * (1.0 - ratio)
-    return float(np.trapezoid(integrand, x))
+    """``delta(P || Q)(epsilon) = P(A) - e^eps Q(A)`` for two 1-D Gaussians, in closed form.
+
+    ``A = {x : log p(x) - log q(x) > epsilon}``; the log ratio is quadratic in ``x``, so ``A`` is
+    an interval, the complement of one, a half-line, empty or everything, and both masses are
+    normal CDFs (log space, so ``e^eps Q(A)`` stays exact for ``epsilon`` up to the cap).
+    """
+    a = 0.5 / s_q**2 - 0.5 / s_p**2
+    b = mu_p / s_p**2 - mu_q / s_q**2
+    c = math.log(s_q / s_p) - mu_p**2 / (2 * s_p**2) + mu_q**2 / (2 * s_q**2) - epsilon
+    # A = {x : a x^2 + b x + c > 0}, as a union of disjoint intervals
+    if abs(a) <= 1e-12 * max(abs(b), 1e-300):
+        if b == 0:
+            intervals = [(-math.inf, math.inf)] if c > 0 else []
+        else:
+            root = -c / b
+            intervals = [(root, math.inf)] if b > 0 else [(-math.inf, root)]
+    else:
+        disc = b * b - 4 * a * c
+        if disc <= 0:
+            intervals = [(-math.inf, math.inf)] if a > 0 else []
+        else:
+            q = -0.5 * (b + math.copysign(math.sqrt(disc), b))  # no cancellation
+            r1, r2 = sorted((q / a, c / q))
+            intervals = [(-math.inf, r1), (r2, math.inf)] if a > 0 else [(r1, r2)]
+    if not intervals:
+        return 0.0
+
+    def log_mass(mu: float, s: float) -> float:
+        parts = [_log_mass((lo - mu) / s, (hi - mu) / s) for lo, hi in intervals]
+        return float(np.logaddexp.reduce(parts)) if len(parts) > 1 else parts[0]
+
+    log_p, log_q = log_mass(mu_p, s_p), log_mass(mu_q, s_q)
+    if log_p == -math.inf:
+        return 0.0
+    return max(0.0, math.exp(log_p) - math.exp(min(epsilon + log_q, 700.0)))
 
 
 def _equal_variance_delta(mu: float, epsilon: float) -> float:
@@ -206,3 +235,11 @@ def _welch_interval(
         gaussian_pair_epsilon(near, s1, 0.0, s0, delta),
         gaussian_pair_epsilon(far, s1, 0.0, s0, delta),
     )
+
+
+def exceeds(low: float | None, bound: float | None) -> bool:
+    """The audit's flag: the estimate's lower end (``low``) is above the compared epsilon.
+
+    Never raised without a compared epsilon (``bound`` None) or without an estimate.
+    """
+    return bool(bound is not None and low is not None and low > bound)

@@ -2,7 +2,8 @@
 
 A job reads the trace the audit recorded, optionally denoises the target, runs the attack with
 the audit's cap and plateau stop, scores it against the ground truth and writes its row (and the
-reconstruction) atomically; a job whose row exists is not run again (resume).
+reconstruction) atomically; a job whose row exists is not run again (resume), unless that row
+is an error, which is retried.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     out = Path(job["out"])
     if out.exists():
-        return json.loads(out.read_text())
+        done = json.loads(out.read_text())
+        if done.get("status") != "error":  # an errored row is retried on resume
+            return done
     row: dict[str, Any] = {k: job[k] for k in ("setting", "target", "attack", "denoiser", "kind")}
     try:
         row.update(_attack(job, out))

@@ -9,6 +9,12 @@ median PSNR over its targets exceeds the median PSNR of the dataset-mean image a
 targets plus 3 dB, or its label accuracy exceeds chance plus two standard errors
 (``1/K + 2 sqrt((1/K)(1 - 1/K)/n)`` for K classes and n labels). The boundary of a mode is the
 largest epsilon of that mode at which no attack and denoiser succeeds.
+
+Fail closed: a setting where any configured attack or denoiser errored, or where fewer traced
+targets than configured were attacked, is **unknown**, never "holds". A mode with an unknown
+setting has no boundary (``None``, with the reason under ``boundary-unknown``), whatever its
+other settings show: the missing attack could have succeeded at that epsilon, so no epsilon of
+that mode can be called the largest safe one.
 """
 
 from __future__ import annotations
@@ -33,8 +39,33 @@ def _median(values: list[float]) -> float | None:
     return float(statistics.median(values)) if values else None
 
 
-def summarise(settings: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per setting: attack cells (median and spread), thresholds, success; and the boundary."""
+def verdict(s: dict[str, Any], targets: int) -> tuple[str, str | None]:
+    """``leaks``, ``holds`` or ``unknown`` (with the reason) for a summarised setting.
+
+    Unknown when any attack or denoiser row errored, or fewer than ``targets`` traced targets
+    were attacked: an attack that did not run cannot show that nothing leaks. A setting with
+    an error is unknown even where another attack succeeded (its row still says so).
+    """
+    errors = [f"{key}: {err or 'error'}" for key, c in s["attacks"].items() for err in c["errors"]]
+    if errors:
+        return "unknown", f"{len(errors)} attack row(s) errored; first: {errors[0]}"
+    traced = len(s.get("targets") or [])
+    if traced < targets:
+        return "unknown", f"{traced} of {targets} configured targets traced and attacked"
+    if s["any-target-attack-succeeds"]:
+        return "leaks", None
+    if not any(c["n"] for key, c in s["attacks"].items() if key.startswith("trace:")):
+        return "unknown", "no attack on a traced target ran"
+    return "holds", None
+
+
+def summarise(
+    settings: dict[str, Any], rows: list[dict[str, Any]], targets: int = 0
+) -> dict[str, Any]:
+    """Per setting: attack cells (median and spread), thresholds, success, verdict; boundary.
+
+    ``targets`` is the configured number of traced targets per setting (fewer: unknown).
+    """
     for name, s in settings.items():
         mine = [r for r in rows if r["setting"] == name]
         k = max(int(s.get("num-classes") or 10), 2)
@@ -75,15 +106,32 @@ def summarise(settings: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str,
         s["any-target-attack-succeeds"] = any(
             c["succeeds"] for key, c in out.items() if key.startswith("trace:")
         )
+        s["verdict"], s["unknown-reason"] = verdict(s, targets)
     boundary: dict[str, Any] = {}
+    unknown: dict[str, str] = {}
     for mode in ("central", "local"):
-        safe = [
-            s["epsilon-target"]
-            for s in settings.values()
-            if s["mode"] == mode and not s["any-target-attack-succeeds"]
-        ]
+        mine = {n: s for n, s in settings.items() if s["mode"] == mode}
+        bad = [f"{n}: {s['unknown-reason']}" for n, s in mine.items() if s["verdict"] == "unknown"]
+        if bad:
+            boundary[mode] = None
+            unknown[mode] = "unknown setting(s), so no boundary: " + "; ".join(bad)
+            continue
+        safe = [s["epsilon-target"] for s in mine.values() if s["verdict"] == "holds"]
         boundary[mode] = max(safe) if safe else None
-    return {"boundary": boundary}
+    return {
+        "boundary": boundary,
+        "boundary-unknown": unknown,
+        "unknown": [n for n, s in settings.items() if s["verdict"] == "unknown"],
+    }
+
+
+def boundary_text(data: dict[str, Any], mode: str) -> str:
+    """A mode's boundary for humans: the epsilon, ``-`` (none holds) or ``unknown (...)``."""
+    why = data.get("boundary-unknown", {}).get(mode)
+    if why:
+        return f"unknown ({why})"
+    value = data["boundary"][mode]
+    return "-" if value is None else f"{value:g}"
 
 
 def _png(fig: Any) -> str:
@@ -229,13 +277,54 @@ def _grid(out: Path, name: str, rows: list[dict[str, Any]]) -> str | None:
     return _png(fig)
 
 
+def estimate_cell(v: dict[str, Any], stat: str) -> tuple[str, str, str]:
+    """(pooled, separate, bound) texts of one estimate; ``exceeds`` marks a flag."""
+
+    def one(x: dict[str, Any]) -> str:
+        flag = " exceeds" if x.get("exceeds") else ""
+        return f"{_num(x['epsilon'])} [{_num(x['low'])}, {_num(x['high'])}]{flag}"
+
+    sep = v.get("separate")
+    bound = f" ({_num(v['accountant'])})" if stat == "per-release" else ""
+    return one(v), one(sep) if sep else "-", bound
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "inf" if math.isinf(v) else f"{v:.3g}"
+    return str(v)
+
+
+def verdict_text(s: dict[str, Any]) -> str:
+    """``leaks``, ``holds`` or ``unknown: <reason>``."""
+    v = s.get("verdict", "-")
+    return f"unknown: {s['unknown-reason']}" if v == "unknown" else v
+
+
+def attack_text(c: dict[str, Any]) -> str:
+    """A cell's PSNR median and spread, ``skipped``, and any error text."""
+    parts = []
+    if c.get("n"):
+        parts.append(f"{_num(c.get('psnr-median'))} [{_num(c.get('psnr-min'))}, ")
+        parts[-1] += f"{_num(c.get('psnr-max'))}]"
+    elif c.get("skipped"):
+        parts.append("skipped")
+    errors = c.get("errors") or []
+    if errors:
+        parts.append(f"error ({len(errors)}): {errors[0] or 'error'}")
+    return "; ".join(parts) or "-"
+
+
 def _table(settings: dict[str, Any]) -> str:
     head = (
         "setting",
+        "verdict",
         "accountant eps",
-        "final-model est. [95 %]",
-        "all-iterates est. [95 %]",
-        "per-release est. [95 %] (bound)",
+        "final-model est. [95 %] pooled / separate",
+        "all-iterates est. [95 %] pooled / separate",
+        "per-release est. [95 %] pooled / separate (bound)",
         "accuracy",
         "attack / denoiser",
         "PSNR med [min, max]",
@@ -252,17 +341,21 @@ def _table(settings: dict[str, Any]) -> str:
         est = s["estimates"]
 
         def e(stat: str, est: dict[str, Any] = est) -> str:
-            v = est[stat]
-            flag = " <b class='bad'>exceeds</b>" if v.get("exceeds") else ""
-            bound = f" ({_fmt(v['accountant'])})" if stat == "per-release" else ""
-            return f"{_fmt(v['epsilon'])} [{_fmt(v['low'])}, {_fmt(v['high'])}]{bound}{flag}"
+            pooled, sep, bound = (html.escape(t) for t in estimate_cell(est[stat], stat))
+            pooled = pooled.replace(" exceeds", " <b class='bad'>exceeds</b>")
+            sep = sep.replace(" exceeds", " <b class='bad'>exceeds</b>")
+            return f"{pooled} /<br>sep. {sep}{bound}"
 
         util = [u for u in s["utility"] if u is not None]
         cells = s["attacks"] or {"-": {}}
+        unknown = s.get("verdict") == "unknown"
         for i, (key, c) in enumerate(cells.items()):
             first = (
                 [
-                    name,
+                    html.escape(name),
+                    (f"<b class='bad'>{html.escape(verdict_text(s))}</b>")
+                    if unknown
+                    else html.escape(verdict_text(s)),
                     _fmt(s["accountant"].get("epsilon")),
                     e("final"),
                     e("all-iterates"),
@@ -270,19 +363,14 @@ def _table(settings: dict[str, Any]) -> str:
                     _fmt(util[-1] if util else None),
                 ]
                 if i == 0
-                else [""] * 6
+                else [""] * 7
             )
-            psnr = (
-                (
-                    f"{_fmt(c.get('psnr-median'))} [{_fmt(c.get('psnr-min'))}, "
-                    f"{_fmt(c.get('psnr-max'))}]"
-                )
-                if c.get("n")
-                else ("skipped" if c.get("skipped") else "-")
-            )
+            text = html.escape(attack_text(c))
+            if c.get("errors"):
+                text = f"<span class='bad'>{text}</span>"
             rest = [
-                key,
-                psnr,
+                html.escape(key),
+                text,
                 _fmt(c.get("ssim-median")),
                 _fmt(c.get("label-accuracy")),
                 "yes" if c.get("succeeds") else "no",
@@ -301,6 +389,7 @@ table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #bbb;pad
 <h1>fedlab audit of <code>{app}</code></h1>
 <p>{n} settings, wall time {seconds:.0f} s. Boundary (largest epsilon at which no attack beats
 the thresholds fixed in advance): central DP {b_central}, local DP {b_local}.</p>
+{unknown}
 <h2>What is measured</h2>
 <ul>
 <li><b>Under central DP the server sees each client's update without noise</b> (clipped only):
@@ -313,7 +402,12 @@ random direction of the clip norm; the cosines of their directions with the fina
 (final model), the largest cosine with a round's aggregate (all iterates) and with each of their
 own replies (per release, the server's view) are compared with directions never inserted.
 Utility is measured with the canaries present.</li>
-<li>"exceeds": the bootstrap lower end of the estimate is above the accountant's epsilon.</li>
+<li>"exceeds": the lower end of the estimate's 95 % interval is above the accountant's
+epsilon. "pooled" fits one variance to the canary and null statistics (a Gaussian mechanism's
+two outputs share one); "separate" fits two, as Andrew et al. do.</li>
+<li>A setting is <b>unknown</b> when any configured attack or denoiser errored or fewer traced
+targets than configured were attacked; a mode with an unknown setting has no boundary, and the
+command exits with code 3.</li>
 </ul>
 <h2>Settings</h2>
 {table}
@@ -346,7 +440,7 @@ def write_report(
     seconds: float,
 ) -> dict[str, Any]:
     """Write ``audit.json`` and ``report.html`` atomically; return the JSON object."""
-    extra = summarise(settings, rows)
+    extra = summarise(settings, rows, audit.targets)
     compact = {
         n: {k: v for k, v in s.items() if k not in ("statistics", "sampled")}
         for n, s in settings.items()
@@ -356,6 +450,8 @@ def write_report(
         "config": audit.to_json(),
         "seconds": round(seconds, 1),
         "boundary": extra["boundary"],
+        "boundary-unknown": extra["boundary-unknown"],
+        "unknown": extra["unknown"],
         "settings": compact,
         "rows": rows,
     }
@@ -374,8 +470,15 @@ def write_report(
         n=len(settings),
         seconds=seconds,
         table=_table(settings),
-        b_central=_fmt(extra["boundary"]["central"]),
-        b_local=_fmt(extra["boundary"]["local"]),
+        b_central=html.escape(boundary_text(extra, "central")),
+        b_local=html.escape(boundary_text(extra, "local")),
+        unknown=(
+            "<p class='bad' id='unknown'><b>Incomplete audit</b>: unknown setting(s) "
+            + html.escape(", ".join(extra["unknown"]))
+            + " (an attack or denoiser errored, or targets are missing; see their rows).</p>"
+        )
+        if extra["unknown"]
+        else "",
         canary_share=audit.canary_share,
         p_privacy=plots["privacy"],
         p_utility=plots["utility"],

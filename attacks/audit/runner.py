@@ -9,7 +9,7 @@ Layout of ``--out``::
     audit.json, report.html    :mod:`attacks.audit.report`
 
 Resume: a setting with ``setting.json`` is not run again (a run killed midway is started over,
-its folder replaced); an attack whose row exists is not run again.
+its folder replaced); an attack whose row exists is not run again, unless the row is an error.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from attacks.audit.canaries import CanaryMod, ObservingGrid, canary_statistics, flat, with_canaries
 from attacks.audit.config import AuditConfig, Setting
-from attacks.audit.estimate import estimate_epsilon, gaussian_pair_epsilon
+from attacks.audit.estimate import estimate_epsilon, exceeds, gaussian_pair_epsilon
 from fedlab.appspec import AppSpec
 from fedlab.atomic import atomic_save_tensors, atomic_write_json
 from fedlab.config import RunConfig
@@ -149,7 +149,11 @@ def estimates_of(
     stats: dict[str, Any], acc: dict[str, Any], mode: str, delta: float, audit: AuditConfig
 ) -> dict[str, Any]:
     """The three estimates from the canary statistics, each with the epsilon it is compared
-    with and whether it exceeds it (its lower end above that epsilon)."""
+    with and whether it exceeds it (its lower end above that epsilon).
+
+    The pooled fit (one variance) is the estimate; ``separate`` beside it is Andrew et al.'s fit
+    (two variances), with its own interval and ``exceeds`` against the same epsilon.
+    """
     bounds = {
         "final": acc["epsilon"],
         "all-iterates": acc["epsilon"],
@@ -157,17 +161,24 @@ def estimates_of(
     }
     out = {}
     for key, v in stats.items():
-        est = estimate_epsilon(
-            np.array(v["observed"]),
-            np.array(v["null"]),
-            delta,
-            resamples=audit.bootstrap,
-            seed=audit.seed,
-        ).to_json()
         bound = bounds[key]
-        est["accountant"] = bound
-        est["exceeds"] = bool(bound is not None and est["low"] is not None and est["low"] > bound)
-        out[key] = est
+        fits = {}
+        for pooled in (True, False):
+            est = estimate_epsilon(
+                np.array(v["observed"]),
+                np.array(v["null"]),
+                delta,
+                resamples=audit.bootstrap,
+                seed=audit.seed,
+                pooled=pooled,
+            ).to_json()
+            est["exceeds"] = exceeds(est["low"], bound)
+            fits[pooled] = est
+        out[key] = {
+            **fits[True],
+            "accountant": bound,
+            "separate": {k: fits[False][k] for k in ("epsilon", "low", "high", "exceeds")},
+        }
     return out
 
 
