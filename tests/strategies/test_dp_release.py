@@ -163,20 +163,36 @@ def test_the_count_recovery_formula_finds_no_exact_count_in_the_release(tmp_path
             assert not recovers(values), f"{key} gives the exact counts back"
 
 
-def test_the_terminal_shows_no_count_under_dp_and_the_private_log_has_them(tmp_path, caplog):
+class _Terminal(logging.Handler):
+    """What the console handlers of the ``fedlab`` and ``flwr`` loggers would print."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_the_terminal_shows_no_count_under_dp_and_the_private_log_has_them(tmp_path, monkeypatch):
     config = dpfedavg.resolve_config({**SMALL, "dp-mode": "central-server",
                                       "out-dir": str(tmp_path / "run")})  # fmt: skip
-    with caplog.at_level(logging.INFO):
-        run_in_process(dpfedavg, config)
-    shown = "\n".join(r.getMessage() for r in caplog.records)
-    assert "client-level epsilon" in shown
+    terminal = _Terminal()
+    for name in ("fedlab", "flwr"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "handlers", [*logger.handlers, terminal])
+        monkeypatch.setattr(logger, "level", logging.INFO)  # Flower's INFO lines count nodes
+    run_in_process(dpfedavg, config)
+    shown = "\n".join(terminal.lines)
+    assert "client-level epsilon" in shown and "round 3/3" in shown
     # ours ("sampled 3 of 20", "replies 3/3") and Flower's ("Sampled 3 nodes", "Received 3
     # results and 0 failures", the aggregated MetricRecord with dp-sampled)
     counts = r"sampled \d+|replies \d+/\d+|received \d+ results|dp-sampled|failures"
     assert not re.search(counts, shown, re.IGNORECASE), shown
     private = (tmp_path / "run" / PRIVATE_DIR / "server.log").read_text()
     assert re.search(r"sampled \d+ of 20", private) and re.search(r"replies \d+/\d+", private)
-    assert re.search(r"Received \d+ results", private)  # Flower's own lines go there too
+    assert re.search(r"Received \d+ results", private)  # Flower's own lines go there
+    assert logging.getLogger("flwr").handlers[-1] is terminal  # restored after the run
 
 
 def test_without_dp_the_history_keeps_every_figure(tmp_path):
