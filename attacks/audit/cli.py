@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="sweep DP settings of an app: attacks, canary privacy estimate, HTML report",
         description="Run the app under each DP setting with canary clients, attack the "
         "recorded FedSGD traces, estimate the empirical epsilon, write report.html and "
-        "audit.json. Re-run the same command to resume.",
+        "audit.json. Re-run the same command to resume. Exit codes: 0 done; 2 input refused; "
+        "3 report written but a setting is unknown (an attack or denoiser errored).",
     )
     p.add_argument("--app", default=None, help="app name or module:attr (default: the config's)")
     p.add_argument("--config", default=None, help="audit TOML file (keys: docs/audit.md)")
