@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from fedlab.attacks.base import AttackInput, ModelSpec
 from skimage import data, transform
-
-from attacks.base import AttackInput, ModelSpec
 
 BENCH_IMAGES: tuple[str, ...] = (
     "astronaut",

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fedlab.attacks import metrics
+from fedlab.attacks.base import Attack, AttackInput
 from tqdm import tqdm
 
-from attacks import metrics
-from attacks.base import Attack, AttackInput
 from fedlab.atomic import atomic_save_tensors, atomic_write_json
 from fedlab.errors import FedlabError
 from fedlab.registry import ATTACKS
@@ -252,7 +252,7 @@ def attack_command(args: argparse.Namespace) -> int:
     attack = make_attack(args.attack, args)
     attack_input = reader.attack_input
     if args.denoise:
-        from attacks.pgla.compose import denoising
+        from fedlab.attacks.pgla.compose import denoising
 
         attack_input = denoising(attack_input, args.denoise, args.denoiser)
 
@@ -277,7 +277,7 @@ def attack_command(args: argparse.Namespace) -> int:
 
 def bench_attacks_command(args: argparse.Namespace) -> int:
     """``fedlab bench attacks``: every attack over the fixed image list and seeds."""
-    from attacks.bench import BENCH_IMAGES, bench_cases, case_input, summarize
+    from fedlab.attacks.bench import BENCH_IMAGES, bench_cases, case_input, summarize
 
     images = tuple(args.images.split(",")) if args.images else BENCH_IMAGES
     unknown = [i for i in images if i not in BENCH_IMAGES]

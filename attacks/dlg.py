@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from fedlab.attacks.base import Attack, AttackInput, AttackResult, soft_cross_entropy
 from torch import nn
 
-from attacks.base import Attack, AttackInput, AttackResult, soft_cross_entropy
 from fedlab.registry import ATTACKS
 
 logger = logging.getLogger(f"fedlab.{__name__}")

@@ -2,17 +2,17 @@
 
 For one image the label is the argmin of the row sums of the last layer's weight gradient
 (exact for non-negative features and cross entropy). For a batch, the classes with negative row
-sums are the labels present (see :func:`attacks.base.labels_from_weight_gradient`); repeated
+sums are the labels present (see :func:`fedlab.attacks.base.labels_from_weight_gradient`); repeated
 labels cannot be told apart, so larger batches may get some labels wrong.
 """
 
 from __future__ import annotations
 
 import torch
+from fedlab.attacks.base import AttackInput, head_gradients, labels_from_weight_gradient
+from fedlab.attacks.dlg import DLG
 from torch import nn
 
-from attacks.base import AttackInput, head_gradients, labels_from_weight_gradient
-from attacks.dlg import DLG
 from fedlab.registry import ATTACKS
 
 
@@ -30,7 +30,7 @@ def recover_labels(inp: AttackInput, model: nn.Module, target: list[torch.Tensor
 class IDLG(DLG):
     """iDLG: analytic labels, then DLG's L-BFGS on the dummy images alone.
 
-    Takes the same keyword arguments as :class:`attacks.dlg.DLG`.
+    Takes the same keyword arguments as :class:`fedlab.attacks.dlg.DLG`.
     """
 
     name = "idlg"

@@ -2,8 +2,8 @@
 
 The dummy images are optimised with Adam on the *sign* of their gradient (lr 0.1), the learning
 rate is cut tenfold at 3/8, 5/8 and 7/8 of the iterations, and after each step the images are
-clamped to the valid input box. Labels come from :func:`attacks.idlg.recover_labels`. Restarts
-are ranked by the final objective alone.
+clamped to the valid input box. Labels come from :func:`fedlab.attacks.idlg.recover_labels`.
+Restarts are ranked by the final objective alone.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import math
 import time
 
 import torch
+from fedlab.attacks.base import Attack, AttackInput, AttackResult
+from fedlab.attacks.idlg import recover_labels
 from torch import nn
 
-from attacks.base import Attack, AttackInput, AttackResult
-from attacks.idlg import recover_labels
 from fedlab.registry import ATTACKS
 
 logger = logging.getLogger(f"fedlab.{__name__}")

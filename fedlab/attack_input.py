@@ -1,8 +1,8 @@
 """What an attacker is given about one client: :class:`ModelSpec` and :class:`AttackInput`.
 
 These are plain dataclasses that need neither Flower nor the attack package: the trace reader
-(:mod:`fedlab.traces`) produces them, attacks (``attacks.base`` re-exports both) consume them,
-and traces written by other frameworks can be read into them. A model spec names a builder in
+(:mod:`fedlab.traces`) produces them, attacks (``fedlab.attacks.base`` re-exports both) consume
+them, and traces written by other frameworks can be read into them. A model spec names a builder in
 :data:`fedlab.registry.MODELS`.
 """
 

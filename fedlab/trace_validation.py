@@ -81,7 +81,7 @@ DP_NUMBERS = (
     "noise_multiplier",
     "noise-multiplier",
 )
-"""``dp`` keys the denoisers read as numbers (``attacks.pgla.schedule.DP_KEY_ALIASES``)."""
+"""``dp`` keys the denoisers read as numbers (``fedlab.attacks.pgla.schedule.DP_KEY_ALIASES``)."""
 JSON_SCALAR_TYPES = (str, int, float, bool, type(None))
 
 

@@ -22,15 +22,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clients.streaming.arena_cli import load_detector  # noqa: E402
-from clients.streaming.arena_data import split_videos  # noqa: E402
-from clients.streaming.arena_model import decode, to_tensor  # noqa: E402
-from clients.streaming.arena_sampler import (  # noqa: E402
+from fedlab.clients.streaming.arena_cli import load_detector  # noqa: E402
+from fedlab.clients.streaming.arena_data import split_videos  # noqa: E402
+from fedlab.clients.streaming.arena_model import decode, to_tensor  # noqa: E402
+from fedlab.clients.streaming.arena_sampler import (  # noqa: E402
     SamplerConfig,
     match_tracks,
     poi_distribution,
     sample_pois,
 )
+
 from fedlab.atomic import atomic_write_json  # noqa: E402
 
 log = logging.getLogger("fedlab.arena_cost_breakdown")

@@ -38,12 +38,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clients.streaming.arena_app import load_run_model, streaming_arena  # noqa: E402
-from clients.streaming.arena_bytes import full_stream, stream_bytes  # noqa: E402
-from clients.streaming.arena_infer import ArenaSettings, run_method  # noqa: E402
-from clients.streaming.arena_metrics import average_precision  # noqa: E402
-from clients.streaming.arena_sampler import SamplerConfig  # noqa: E402
-from clients.streaming.arena_workload import ArenaWorkload  # noqa: E402
+from fedlab.clients.streaming.arena_app import load_run_model, streaming_arena  # noqa: E402
+from fedlab.clients.streaming.arena_bytes import full_stream, stream_bytes  # noqa: E402
+from fedlab.clients.streaming.arena_infer import ArenaSettings, run_method  # noqa: E402
+from fedlab.clients.streaming.arena_metrics import average_precision  # noqa: E402
+from fedlab.clients.streaming.arena_sampler import SamplerConfig  # noqa: E402
+from fedlab.clients.streaming.arena_workload import ArenaWorkload  # noqa: E402
+
 from fedlab.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
 log = logging.getLogger("fedlab.arena_study")
@@ -138,8 +139,7 @@ def train(args: argparse.Namespace) -> None:
 # -- evaluate ---------------------------------------------------------------------------------
 def evaluate(args: argparse.Namespace) -> None:
     import torch
-
-    from clients.streaming.arena_cli import load_detector
+    from fedlab.clients.streaming.arena_cli import load_detector
 
     torch.set_num_threads(1)
     train_info = json.loads((RESULTS / "train.json").read_text())

@@ -13,7 +13,7 @@ for each of the first 5 bench images, seed 0, one process with ``torch.set_num_t
 and ``OMP_NUM_THREADS=1`` runs, one after the other, (a) the loop of mit-han-lab/dlg
 ``main.py`` verbatim (``LBFGS`` with defaults, 300 ``step(closure)`` calls, its extra logging
 closure every 10 steps, dummy data and label from ``torch.randn`` after
-``torch.manual_seed(1234)``) on our image and our victim (``attacks.bench.case_input``: same
+``torch.manual_seed(1234)``) on our image and our victim (``fedlab.attacks.bench.case_input``: same
 LeNet, weights, target gradient, float32), then (b) ``DLG()`` with its defaults, restarts
 included. After every ``LBFGS.step`` (a) and every 20-iteration chunk (b, through ``monitor``)
 the PSNR of the current dummy image against the truth is computed, its cost subtracted from the
@@ -29,8 +29,9 @@ import json
 import sys
 from pathlib import Path
 
-from attacks.bench import BENCH_IMAGES, FAILURE_PSNR, NUM_CLASSES
-from attacks.cli import bench_attacks_command
+from fedlab.attacks.bench import BENCH_IMAGES, FAILURE_PSNR, NUM_CLASSES
+from fedlab.attacks.cli import bench_attacks_command
+
 from fedlab.atomic import atomic_write_bytes
 
 

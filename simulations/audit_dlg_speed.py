@@ -3,7 +3,7 @@
 Protocol (fixed before measuring). Images: the centre square of each photo below, resized to
 32x32 with anti-aliasing (grey ones repeated to three channels): scikit-learn's two sample
 images ``china`` and ``flower`` and scikit-image's ``grass``, ``retina``, ``moon`` and ``text``
-(none of them in the attack bench's list). Victim: the bench's (``attacks.bench.case_input``:
+(none of them in the attack bench's list). Victim: the bench's (``fedlab.attacks.bench.case_input``:
 DLG's sigmoid LeNet with a 100-class head, DLG's uniform initialisation seeded 0, one mean
 cross-entropy gradient, float32); the label of image ``i`` is ``i``. One process, one torch
 thread, ``OMP_NUM_THREADS=1``; for each image, one after the other:
@@ -16,7 +16,8 @@ thread, ``OMP_NUM_THREADS=1``; for each image, one after the other:
     it as in ``main.py``, plotting stubbed out. ``torch.optim.LBFGS`` is replaced by a subclass
     that, after each ``step``, computes the PSNR of the dummy image (its cost taken off the
     clock) and stops the run at ``--cap-s`` seconds;
-(b) ours: ``attacks.dlg.DLG()`` with its defaults, restarts included, PSNR through ``monitor``
+(b) ours: ``fedlab.attacks.dlg.DLG()`` with its defaults, restarts included, PSNR through
+``monitor``
     after every 20-evaluation chunk (cost off the clock).
 
 Time to 30 dB is the clock at the first PSNR >= 30. The ratio is (a)/(b) per image; where (a)
@@ -41,10 +42,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from fedlab.attacks import metrics
+from fedlab.attacks.base import AttackInput, ModelSpec
+from fedlab.attacks.dlg import DLG
 
-from attacks import metrics
-from attacks.base import AttackInput, ModelSpec
-from attacks.dlg import DLG
 from fedlab.atomic import atomic_write_json, atomic_write_text
 
 HERE = Path(__file__).resolve().parent

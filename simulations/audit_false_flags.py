@@ -16,7 +16,8 @@ Protocol, fixed before any run:
   ``per-release`` (10 observed: 10 canaries x q 0.1 x 10 rounds replies expected, and each
   reply against 200 null directions, 2,000 null statistics), compared with the audit's own
   per-release bound (``noise-std`` 1, ``clip-norm`` mu).
-* **Code under test.** :func:`attacks.audit.runner.estimates_of`, imported: both fits (pooled,
+* **Code under test.** :func:`fedlab.attacks.audit.runner.estimates_of`, imported: both fits
+(pooled,
   and Andrew et al.'s separate variances), their intervals and the ``exceeds`` flag exactly as
   the audit computes them.
 * **Repetitions.** 200 independent draws per (shape, epsilon), data seeds 0-199
@@ -41,10 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fedlab.attacks.audit.config import AuditConfig
+from fedlab.attacks.audit.estimate import gaussian_pair_epsilon
+from fedlab.attacks.audit.runner import estimates_of
 
-from attacks.audit.config import AuditConfig
-from attacks.audit.estimate import gaussian_pair_epsilon
-from attacks.audit.runner import estimates_of
 from fedlab.atomic import atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results" / "audit"

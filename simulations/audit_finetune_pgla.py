@@ -3,7 +3,7 @@
 Protocol (fixed before running): take the audited model from a finished ``fedlab audit``
 (``--audit``, default the ``full`` preset's work folder): the global parameters of the traced
 round of its first local DP setting (round 1: the app's seeded initial model, the same in every
-setting). Fine-tune the shipped PGLA denoiser (``attacks.audit.finetune``) on clipped clean
+setting). Fine-tune the shipped PGLA denoiser (``fedlab.attacks.audit.finetune``) on clipped clean
 gradients of that model on the ``sample-patches`` stand-in set (scikit-learn's two sample
 photos; the victims come from the ``patches`` dataset's scikit-image photos), clip norm C / lr
 (the update bound in gradient units), ``--time-limit-s`` of one CPU thread. Score, on every
@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fedlab.attacks.audit.config import SHIPPED_DENOISERS
+from fedlab.attacks.audit.finetune import finetune, true_gradient
+from fedlab.attacks.pgla.compose import denoise_attack_input
+from fedlab.attacks.pgla.denoisers import load_denoiser
+from fedlab.attacks.pgla.transform import flatten_gradients
 
-from attacks.audit.config import SHIPPED_DENOISERS
-from attacks.audit.finetune import finetune, true_gradient
-from attacks.pgla.compose import denoise_attack_input
-from attacks.pgla.denoisers import load_denoiser
-from attacks.pgla.transform import flatten_gradients
 from fedlab.atomic import atomic_write_json, atomic_write_text
 from fedlab.traces import TraceReader
 
@@ -43,8 +43,8 @@ def _ig_psnr(
     inp: Any, images: torch.Tensor, labels: torch.Tensor, shipped: Any, tuned: Any
 ) -> dict[str, float]:
     """PSNR of the audit's IG on the noisy, shipped-denoised and fine-tuned-denoised inputs."""
-    from attacks import metrics
-    from attacks.audit.jobs import make_attack
+    from fedlab.attacks import metrics
+    from fedlab.attacks.audit.jobs import make_attack
 
     out = {}
     for name, den in (("none", None), ("shipped", shipped), ("fine-tuned", tuned)):

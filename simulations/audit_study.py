@@ -61,9 +61,10 @@ def with_verdicts(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` with each setting's verdict and the boundary recomputed from its rows.
 
     Audits written before verdicts existed (the ``full`` preset's) are summarised again with
-    the same rule (:func:`attacks.audit.report.summarise`); newer ones are returned as they are.
+    the same rule (:func:`fedlab.attacks.audit.report.summarise`); newer ones are returned as they
+    are.
     """
-    from attacks.audit.report import summarise
+    from fedlab.attacks.audit.report import summarise
 
     if all("verdict" in s for s in data["settings"].values()):
         return data
@@ -78,7 +79,7 @@ def table_from_audit(data: dict[str, Any], wall_s: float | None = None) -> str:
     Each estimate is the pooled fit / Andrew et al.'s separate fit; a cell whose attack or
     denoiser errored shows the error text, and an unknown setting says why.
     """
-    from attacks.audit.report import attack_text, boundary_text, estimate_cell, verdict_text
+    from fedlab.attacks.audit.report import attack_text, boundary_text, estimate_cell, verdict_text
 
     data = with_verdicts(data)
     lines = [
@@ -132,7 +133,7 @@ def table_from_audit(data: dict[str, Any], wall_s: float | None = None) -> str:
 
 def compact_table(data: dict[str, Any], wall_s: float | None = None) -> str:
     """One row per setting: accountant, estimates, accuracy, the best trace attack, verdict."""
-    from attacks.audit.report import boundary_text
+    from fedlab.attacks.audit.report import boundary_text
 
     data = with_verdicts(data)
     lines = [
@@ -274,8 +275,9 @@ def utility_run(knobs: dict[str, Any], seed: int) -> dict[str, Any]:
     """One no-DP run of the ``default`` preset's app with ``knobs``, in this process."""
     import tempfile
 
-    from attacks.audit.presets import PRESETS
-    from clients.dpfedavg.app import dpfedavg
+    from fedlab.attacks.audit.presets import PRESETS
+    from fedlab.clients.dpfedavg.app import dpfedavg
+
     from fedlab.inprocess import run_in_process
 
     with tempfile.TemporaryDirectory(prefix="utility-sweep-") as tmp:

@@ -8,7 +8,7 @@ on; pairs (2, 8), (2, 6), (4, 8), (4, 5) at x264 CRF 23, 28, 33, 38; full-resolu
 CRF 23-48. Methods: bicubic, the CNN baseline, Diff-SR (the shipped Diff-SR prior with its
 calibrated PRF start step, training-free), the codec-unaware and codec-aware diffusion
 decoders shipped in simulations/results/cadm/ (trained by simulations/cadm_train.py through
-the streaming_cadm app), evaluated by the app's own code (clients.streaming.cadm_eval).
+the streaming_cadm app), evaluated by the app's own code (fedlab.clients.streaming.cadm_eval).
 Writes simulations/results/cadm/{study.json, table.md, rd.png}. One thread.
 """
 
@@ -39,10 +39,15 @@ METHODS = ("bicubic", "cnn", "diffsr", "cadm-unaware", "cadm")
 def diffsr_restorer() -> tuple:
     """Diff-SR on the reception: the shipped prior, PRF start step at scale r (the Diff-SR
     app's calibrated kappa), the same noise for every frame (as the CaDM decoders do)."""
-    from clients.sr.config import SHIPPED_PRIOR, DiffSRConfig
-    from clients.sr.evaluate import PRF_CALIBRATION_CROPS, PRF_CALIBRATION_SIZE, calibrated_prf
-    from clients.sr.methods import DiffSR
-    from clients.streaming.cadm_model import param_bytes
+    from fedlab.clients.sr.config import SHIPPED_PRIOR, DiffSRConfig
+    from fedlab.clients.sr.evaluate import (
+        PRF_CALIBRATION_CROPS,
+        PRF_CALIBRATION_SIZE,
+        calibrated_prf,
+    )
+    from fedlab.clients.sr.methods import DiffSR
+    from fedlab.clients.streaming.cadm_model import param_bytes
+
     from fedlab.diffusion.models import load_unet
     from fedlab.diffusion.schedule import make_scheduler
 
@@ -64,9 +69,9 @@ def diffsr_restorer() -> tuple:
 
 
 def run_study(frames: int) -> dict:
-    from clients.streaming.cadm_data import test_clip
-    from clients.streaming.cadm_eval import evaluate_clip
-    from clients.streaming.cadm_model import load_decoder, load_small_sr, param_bytes
+    from fedlab.clients.streaming.cadm_data import test_clip
+    from fedlab.clients.streaming.cadm_eval import evaluate_clip
+    from fedlab.clients.streaming.cadm_model import load_decoder, load_small_sr, param_bytes
 
     aware = load_decoder(OUT / "decoder-aware")
     unaware = load_decoder(OUT / "decoder-unaware")
@@ -94,7 +99,7 @@ def run_study(frames: int) -> dict:
 
 
 def summarise(study: dict) -> dict:
-    from clients.streaming.cadm_eval import bd_rates
+    from fedlab.clients.streaming.cadm_eval import bd_rates
 
     rows = study["rows"]
     out: dict = {"per-pair": {}, "goal": {}, "bd-rate": {}}
@@ -166,7 +171,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
-    from clients.streaming.cadm_eval import rd_plot
+    from fedlab.clients.streaming.cadm_eval import rd_plot
+
     from fedlab.atomic import atomic_write, atomic_write_text
 
     path = OUT / "study.json"

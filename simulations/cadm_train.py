@@ -42,7 +42,8 @@ def app_config(conditioned: bool, args: argparse.Namespace, out_dir: Path) -> di
 
 
 def train_decoder(name: str, conditioned: bool, args: argparse.Namespace) -> dict:
-    from clients.streaming.cadm_app import streaming_cadm
+    from fedlab.clients.streaming.cadm_app import streaming_cadm
+
     from fedlab.inprocess import run_in_process
 
     run_dir = OUT / f"train-{name}"
@@ -61,9 +62,10 @@ def train_decoder(name: str, conditioned: bool, args: argparse.Namespace) -> dic
 
 
 def train_cnn(args: argparse.Namespace) -> dict:
-    from clients.streaming.cadm_app import streaming_cadm
-    from clients.streaming.cadm_data import PairPatches, train_clips
-    from clients.streaming.cadm_model import SmallSR, sr_step
+    from fedlab.clients.streaming.cadm_app import streaming_cadm
+    from fedlab.clients.streaming.cadm_data import PairPatches, train_clips
+    from fedlab.clients.streaming.cadm_model import SmallSR, sr_step
+
     from fedlab.diffusion import train_with_checkpoints
     from fedlab.training import TrainConfig
 
@@ -97,11 +99,15 @@ def train_decoder_central(args: argparse.Namespace) -> dict:
     are the app's own validation metrics. The model is not shipped (the federated one is)."""
     import tempfile
 
+    from fedlab.clients.streaming.cadm_app import (
+        decoder_from_arrays,
+        streaming_cadm,
+        validation_metrics,
+    )
+    from fedlab.clients.streaming.cadm_workload import CadmWorkload
     from flwr.app import ArrayRecord
     from torch.utils.data import ConcatDataset
 
-    from clients.streaming.cadm_app import decoder_from_arrays, streaming_cadm, validation_metrics
-    from clients.streaming.cadm_workload import CadmWorkload
     from fedlab.diffusion import train_with_checkpoints
     from fedlab.training import TrainConfig
 

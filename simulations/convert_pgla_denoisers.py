@@ -25,14 +25,14 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
-
-from attacks.pgla.dncnn import MODEL_SUBFOLDER, DnCNN, load_dncnn
-from attacks.pgla.transform import (
+from fedlab.attacks.pgla.dncnn import MODEL_SUBFOLDER, DnCNN, load_dncnn
+from fedlab.attacks.pgla.transform import (
     LEGACY_TRANSFORM_FILE,
     TRANSFORM_FIELDS,
     GradientImageTransform,
 )
+from safetensors.torch import load_file
+
 from fedlab.errors import FedlabError
 
 log = logging.getLogger("fedlab.convert_pgla_denoisers")

@@ -32,12 +32,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clients.sr.app import diffsr  # noqa: E402
-from clients.sr.config import SHIPPED_DIR, SHIPPED_PRIOR  # noqa: E402
-from clients.sr.evaluate import calibrated_prf, heldout_crops, scale_tag  # noqa: E402
-from clients.sr.methods import DiffSR  # noqa: E402
-from clients.sr.prf import fit_kappa  # noqa: E402
-from clients.sr.report import write_report  # noqa: E402
+from fedlab.clients.sr.app import diffsr  # noqa: E402
+from fedlab.clients.sr.config import SHIPPED_DIR, SHIPPED_PRIOR  # noqa: E402
+from fedlab.clients.sr.evaluate import calibrated_prf, heldout_crops, scale_tag  # noqa: E402
+from fedlab.clients.sr.methods import DiffSR  # noqa: E402
+from fedlab.clients.sr.prf import fit_kappa  # noqa: E402
+from fedlab.clients.sr.report import write_report  # noqa: E402
+
 from fedlab.atomic import atomic_write_json  # noqa: E402
 from fedlab.diffusion import load_unet, make_scheduler  # noqa: E402
 from fedlab.diffusion.sampling import plan  # noqa: E402
@@ -210,7 +211,7 @@ def timing() -> None:
     data = load()
     unet = load_unet(SHIPPED_PRIOR)
     hr = heldout_crops(0, 1, CROP)
-    from clients.sr.degrade import downsample
+    from fedlab.clients.sr.degrade import downsample
 
     lr = downsample(hr, 4.0)
     rows = []

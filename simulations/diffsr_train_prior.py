@@ -33,10 +33,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clients.sr.app import diffusion  # noqa: E402
-from clients.sr.config import SHIPPED_DIR  # noqa: E402
-from clients.sr.data import TRAIN_IMAGES, RandomCrops  # noqa: E402
-from clients.sr.workload import DiffusionWorkload  # noqa: E402
+from fedlab.clients.sr.app import diffusion  # noqa: E402
+from fedlab.clients.sr.config import SHIPPED_DIR  # noqa: E402
+from fedlab.clients.sr.data import TRAIN_IMAGES, RandomCrops  # noqa: E402
+from fedlab.clients.sr.workload import DiffusionWorkload  # noqa: E402
+
 from fedlab.atomic import atomic_write_json  # noqa: E402
 from fedlab.diffusion import (  # noqa: E402
     build_unet,
@@ -104,7 +105,7 @@ def central(out: Path, steps: int) -> None:
 
 
 def cnn(out: Path, steps: int) -> None:
-    from clients.sr.cnn import train_cnn
+    from fedlab.clients.sr.cnn import train_cnn
 
     start = time.perf_counter()
     history = train_cnn(out, steps=steps, batch_size=BATCH, lr=LR)

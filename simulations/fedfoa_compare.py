@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fedlab.clients.ssl.config import SSLConfig
+from fedlab.clients.ssl.probe import linear_probe
 from flwr.app import ArrayRecord, Message, RecordDict
 
-from clients.ssl.config import SSLConfig
-from clients.ssl.probe import linear_probe
 from fedlab.apps import fedfoa
 from fedlab.cli import setup_logging
 from fedlab.errors import FedlabError

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from fedlab.clients.ssl.config import SSLConfig
+from fedlab.clients.ssl.probe import linear_probe, probe_model
+from fedlab.clients.ssl.workload import SSLWorkload
 
-from clients.ssl.config import SSLConfig
-from clients.ssl.probe import linear_probe, probe_model
-from clients.ssl.workload import SSLWorkload
 from fedlab.client import derive_seed
 from fedlab.server import seed_everything
 from fedlab.training import TrainConfig, train

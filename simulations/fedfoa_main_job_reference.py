@@ -5,7 +5,7 @@ run config for seeds 0, 1, 2, once as it is (FedFoA) and once with ``fedfoa-lamb
 SimCLR: the same models, data and seeds, the aggregate never used), and writes
 
 - ``clients/ssl/main_job_reference.json``: the setting and both figures, which the app prints
-  at the end of a run with the same setting (:mod:`clients.ssl.reference`);
+  at the end of a run with the same setting (:mod:`fedlab.clients.ssl.reference`);
 - ``simulations/results/fedfoa/main_job.md``: the table, with the paired difference.
 
 Run: OMP_NUM_THREADS=1 python simulations/fedfoa_main_job_reference.py
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 from fedfoa_compare import paired_interval, run_cell  # this folder: run as a script
+from fedlab.clients.ssl.app import fedfoa
+from fedlab.clients.ssl.reference import REFERENCE_FILE, setting_of
 
-from clients.ssl.app import fedfoa
-from clients.ssl.reference import REFERENCE_FILE, setting_of
 from fedlab.atomic import atomic_write_text
 from fedlab.cli import setup_logging
 

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from fedlab.attacks.pgla.denoisers import load_denoiser
+from fedlab.attacks.pgla.privacy import gaussian_epsilon, laplace_epsilon
+from fedlab.attacks.pgla.report import write_report
+from fedlab.attacks.pgla.surrogate import clean_gradient, clip_l2, victim_images, victim_model
 
-from attacks.pgla.denoisers import load_denoiser
-from attacks.pgla.privacy import gaussian_epsilon, laplace_epsilon
-from attacks.pgla.report import write_report
-from attacks.pgla.surrogate import clean_gradient, clip_l2, victim_images, victim_model
 from fedlab.atomic import atomic_write_text
 
 log = logging.getLogger("fedlab.pgla_bench")
@@ -180,9 +180,10 @@ def timing(
 
 def reconstruct(args: argparse.Namespace, den_grads: torch.Tensor, models: list, images, labels):
     """Attack each victim's denoised gradient; returns per-victim psnr, ssim, label accuracy."""
-    from attacks import metrics
-    from attacks.base import AttackInput, ModelSpec
-    from attacks.pgla.transform import unflatten_gradients
+    from fedlab.attacks import metrics
+    from fedlab.attacks.base import AttackInput, ModelSpec
+    from fedlab.attacks.pgla.transform import unflatten_gradients
+
     from fedlab.registry import ATTACKS
 
     attack = ATTACKS.get(args.attack)(

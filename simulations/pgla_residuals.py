@@ -17,9 +17,8 @@ from __future__ import annotations
 import argparse
 
 import torch
+from fedlab.attacks.pgla.denoisers import load_denoiser
 from pgla_bench import CLIP, grad_metrics, levels, perturb, victims
-
-from attacks.pgla.denoisers import load_denoiser
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -36,8 +36,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clients.harmonization.app import harmonization  # noqa: E402
-from clients.harmonization.config import SHIPPED_DIR  # noqa: E402
+from fedlab.clients.harmonization.app import harmonization  # noqa: E402
+from fedlab.clients.harmonization.config import SHIPPED_DIR  # noqa: E402
+
 from fedlab.atomic import atomic_write, atomic_write_json, atomic_write_text  # noqa: E402
 from fedlab.inprocess import run_in_process  # noqa: E402
 
@@ -170,9 +171,10 @@ def central() -> None:
 
 
 def style_inference() -> None:
-    from clients.harmonization.command import infer_style
-    from clients.harmonization.config import SHIPPED_PRIOR
-    from clients.harmonization.data import STYLES, composite, test_specs
+    from fedlab.clients.harmonization.command import infer_style
+    from fedlab.clients.harmonization.config import SHIPPED_PRIOR
+    from fedlab.clients.harmonization.data import STYLES, composite, test_specs
+
     from fedlab.diffusion import load_unet, make_scheduler
 
     data = load()
@@ -195,9 +197,9 @@ def figure() -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from fedlab.clients.harmonization.data import composite, style_index, test_specs
+    from fedlab.clients.harmonization.evaluate import method_runs
 
-    from clients.harmonization.data import composite, style_index, test_specs
-    from clients.harmonization.evaluate import method_runs
     from fedlab.diffusion import load_unet, make_scheduler
 
     best = load()["tuning"]["headline"]

@@ -31,14 +31,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clients.harmonization.app import pih_prior  # noqa: E402
-from clients.harmonization.config import SHIPPED_DIR  # noqa: E402
-from clients.harmonization.data import STYLES, StyledCrops, all_pairs  # noqa: E402
-from clients.harmonization.workload import (  # noqa: E402
+from fedlab.clients.harmonization.app import pih_prior  # noqa: E402
+from fedlab.clients.harmonization.config import SHIPPED_DIR  # noqa: E402
+from fedlab.clients.harmonization.data import STYLES, StyledCrops, all_pairs  # noqa: E402
+from fedlab.clients.harmonization.workload import (  # noqa: E402
     PIHPriorWorkload,
     heldout_conditional_loss,
     save_prior,
 )
+
 from fedlab.atomic import atomic_write_json  # noqa: E402
 from fedlab.diffusion import build_unet, denoising_step, train_with_checkpoints  # noqa: E402
 from fedlab.inprocess import run_in_process  # noqa: E402

@@ -37,7 +37,7 @@ log = logging.getLogger("fedlab.privacy_utility")
 
 HERE = Path(__file__).resolve().parent
 DEFAULTS = {
-    "workload": "clients.dpfedavg.linear:LinearWorkload",
+    "workload": "fedlab.clients.dpfedavg.linear:LinearWorkload",
     "dataset": "digits",
     "local-epochs": 5,
     "batch-size": 16,

@@ -3,7 +3,7 @@
 For each dataset and each of its three fixed seen/unseen splits:
 
 1. **Selection on validation** (seen training data only): two seen classes play the unseen
-   ones (:func:`~clients.zsl.data.validation_protocol`). Each method is trained there; the
+   ones (:func:`~fedlab.clients.zsl.data.validation_protocol`). Each method is trained there; the
    MLP's width, ESZSL's (gamma, lambda) and every method's GZSL calibration (calibrated
    stacking, the gamma maximising validation H) are chosen there.
 2. **Centralised**: train on all seen training data (the workload code called directly: no
@@ -41,17 +41,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
-
-from clients.zsl.ar2 import Ar2Net
-from clients.zsl.baselines import average_statistics, eszsl_model, eszsl_solve, eszsl_statistics
-from clients.zsl.benchmarks import random_filter_features
-from clients.zsl.data import ZslData, validation_protocol
-from clients.zsl.metrics import count_flops, count_parameters, latency_per_sample
-from clients.zsl.workload import (
+from fedlab.clients.zsl.ar2 import Ar2Net
+from fedlab.clients.zsl.baselines import (
+    average_statistics,
+    eszsl_model,
+    eszsl_solve,
+    eszsl_statistics,
+)
+from fedlab.clients.zsl.benchmarks import random_filter_features
+from fedlab.clients.zsl.data import ZslData, validation_protocol
+from fedlab.clients.zsl.metrics import count_flops, count_parameters, latency_per_sample
+from fedlab.clients.zsl.workload import (
     ZslConfig,
     ZslWorkload,
 )
+from safetensors.torch import load_file
+
 from fedlab.apps import zsl_ar2, zsl_parsnets
 from fedlab.appspec import AppSpec
 from fedlab.errors import FedlabError

@@ -1,8 +1,8 @@
 """Train the compo benchmark's feature CNN on the disjoint pretraining class set.
 
-The pretraining classes are the shapes of :data:`clients.zsl.compo.PRETRAIN_SHAPES` (pentagon,
-star, bar: no benchmark class has them) in every colour, size and count, 48 combinations x
-``--per-class`` images. One cross-entropy head per factor (shape, colour, size, count), Adam,
+The pretraining classes are the shapes of :data:`fedlab.clients.zsl.compo.PRETRAIN_SHAPES`
+(pentagon, star, bar: no benchmark class has them) in every colour, size and count, 48 combinations
+x ``--per-class`` images. One cross-entropy head per factor (shape, colour, size, count), Adam,
 the shared training loop. Writes ``clients/zsl/weights/compo_cnn.safetensors`` (atomically).
 
     OMP_NUM_THREADS=1 python simulations/zsl_compo_pretrain.py
@@ -16,10 +16,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from fedlab.clients.zsl import compo
 from safetensors.torch import save_file
 from torch.utils.data import TensorDataset
 
-from clients.zsl import compo
 from fedlab.atomic import atomic_write
 from fedlab.training import TrainConfig, train
 

@@ -5,7 +5,7 @@ Protocol (declared in docs/zsl.md before the run): ``compo``, splits 0, 1, 2 (th
 seeds training). For each split:
 
 1. **Validation task** from the split's seen training data only: ``VALIDATION_CLASSES`` seen
-   classes play the unseen ones (:func:`~clients.zsl.data.validation_protocol`, seeded by the
+   classes play the unseen ones (:func:`~fedlab.clients.zsl.data.validation_protocol`, seeded by the
    split). Everything tuned is tuned there: ESZSL's (gamma, lambda) from a grid, the MLP's
    (width, lr) and ParsNets' (K, k, orthogonality, low-rank and OLE weights, lr) by
    ``SEARCH_TRIALS`` random-search trials each (criterion: validation AUSUC, no gamma), and
@@ -40,17 +40,22 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from clients.zsl.ar2 import Ar2Net
-from clients.zsl.baselines import average_statistics, eszsl_model, eszsl_solve, eszsl_statistics
-from clients.zsl.compo import CompoFeatureNet, all_images
-from clients.zsl.data import ZslData, validation_protocol
-from clients.zsl.metrics import count_flops, count_parameters, latency_per_sample
-from clients.zsl.sources import load_zsl
-from clients.zsl.workload import (
+from fedlab.clients.zsl.ar2 import Ar2Net
+from fedlab.clients.zsl.baselines import (
+    average_statistics,
+    eszsl_model,
+    eszsl_solve,
+    eszsl_statistics,
+)
+from fedlab.clients.zsl.compo import CompoFeatureNet, all_images
+from fedlab.clients.zsl.data import ZslData, validation_protocol
+from fedlab.clients.zsl.metrics import count_flops, count_parameters, latency_per_sample
+from fedlab.clients.zsl.sources import load_zsl
+from fedlab.clients.zsl.workload import (
     ZslConfig,
     ZslWorkload,
 )
+
 from fedlab.apps import zsl_ar2, zsl_parsnets
 from fedlab.appspec import AppSpec
 from fedlab.atomic import atomic_write_text

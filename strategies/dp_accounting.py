@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 from dp_accounting import dp_event
 from dp_accounting.rdp import rdp_privacy_accountant as rdp
+from fedlab.strategies.dp_sampling import ClientSampler
 
 from fedlab.errors import FedlabError
-from strategies.dp_sampling import ClientSampler
 
 # dp-accounting's default RDP orders without 1.1-1.5, which its series does not converge for at
 # small q (it logs a warning per order and leaves them out anyway).

@@ -15,8 +15,8 @@ multiplier ``2 sigma_b``, and lowering the update's own multiplier to
 
 keeps the round, both queries under one sampling, exactly a Gaussian mechanism of multiplier z
 (Andrew et al., Theorem 1). The accountant composes the two queries as they are run
-(:mod:`strategies.dp_accounting`); an uncentred count (sensitivity 1) with this split would cost
-far more than z says (about epsilon 10.4 instead of 5.885 at q 0.1, z 1, 50 rounds).
+(:mod:`fedlab.strategies.dp_accounting`); an uncentred count (sensitivity 1) with this split would
+cost far more than z says (about epsilon 10.4 instead of 5.885 at q 0.1, z 1, 50 rounds).
 
 (Flower 1.42's adaptive wrapper counts *clipped* updates with this same minus sign, so its C
 runs the wrong way; this module is tested to converge from both sides.)

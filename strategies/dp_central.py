@@ -3,7 +3,7 @@
 Two placements of the clipping, one noise (the server's):
 
 * :class:`CentralDPServerSideClipping`: the server clips the updates it receives.
-* :class:`CentralDPClientSideClipping`: clients clip (:func:`strategies.dp_mods.
+* :class:`CentralDPClientSideClipping`: clients clip (:func:`fedlab.strategies.dp_mods.
   central_client_clipping_mod`) and the server checks the bound; the server still adds the
   noise, so this is *central* DP, not local DP.
 
@@ -35,6 +35,27 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from fedlab.strategies.dp_accounting import ClientLevelAccountant
+from fedlab.strategies.dp_adaptive import AdaptiveClipping
+from fedlab.strategies.dp_noise import NoiseSource
+from fedlab.strategies.dp_sampling import ClientSampler
+from fedlab.strategies.dp_updates import (
+    Update,
+    apply_update,
+    clip,
+    norm,
+    update_of,
+    with_sent_non_float,
+)
+from fedlab.strategies.dp_wrapper import (
+    CENTRAL_RELEASE_KEYS,
+    LOCAL_RELEASE_KEYS,
+    ClientSampling,
+    client_reports,
+    keep_only_dp_metrics,
+    read_dp,
+    reply_metrics,
+)
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import (
     FedAdagrad,
@@ -49,27 +70,6 @@ from flwr.serverapp.strategy import (
 from fedlab.errors import FedlabError, RunStopped
 from fedlab.release import ReleasePolicy, private_log
 from fedlab.server import is_finite_reply
-from strategies.dp_accounting import ClientLevelAccountant
-from strategies.dp_adaptive import AdaptiveClipping
-from strategies.dp_noise import NoiseSource
-from strategies.dp_sampling import ClientSampler
-from strategies.dp_updates import (
-    Update,
-    apply_update,
-    clip,
-    norm,
-    update_of,
-    with_sent_non_float,
-)
-from strategies.dp_wrapper import (
-    CENTRAL_RELEASE_KEYS,
-    LOCAL_RELEASE_KEYS,
-    ClientSampling,
-    client_reports,
-    keep_only_dp_metrics,
-    read_dp,
-    reply_metrics,
-)
 
 log = logging.getLogger("fedlab")
 
@@ -106,13 +106,14 @@ class CentralDP(ClientSampling):
     adaptive : AdaptiveClipping, optional
         Adapt C towards a quantile of the update norms (Andrew et al. 2021).
     noise : NoiseSource
-        Draws the update's and the count's noise: OS entropy by default (strategies.dp_noise).
+        Draws the update's and the count's noise: OS entropy by default
+        (fedlab.strategies.dp_noise).
     report_pld : bool
         Also report dp-accounting's PLD epsilon each round (Poisson sampling; about a second
         per round more).
     reply_view : callable, optional
         ``RecordDict -> RecordDict``: the form of a reply that is clipped and noised, e.g.
-        ``strategies.fedfoa.rebuild_reply`` (relation matrices rebuilt from their factors).
+        ``fedlab.strategies.fedfoa.rebuild_reply`` (relation matrices rebuilt from their factors).
     """
 
     clipping = ""
@@ -304,7 +305,7 @@ class CentralDPClientSideClipping(CentralDP):
         if dp is None or dp.get("mechanism") != "central-client-clipping":
             raise FedlabError(
                 "a reply was not clipped by its client: CentralDPClientSideClipping needs the "
-                "clients to run strategies.dp_mods.central_client_clipping_mod "
+                "clients to run fedlab.strategies.dp_mods.central_client_clipping_mod "
                 "(dp-mode=central-client in the dpfedavg app)"
             )
         size = norm(update)

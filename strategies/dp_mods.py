@@ -24,21 +24,21 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord
-
-from fedlab.client import partition_of
-from fedlab.errors import FedlabError
-from fedlab.flower_compat import ClientAppCallable
-from fedlab.server import CLIENT_INFO
-from strategies.dp_noise import NoiseSource
-from strategies.dp_updates import (
+from fedlab.strategies.dp_noise import NoiseSource
+from fedlab.strategies.dp_updates import (
     apply_update,
     clip,
     float_arrays,
     update_of,
     with_sent_non_float,
 )
-from strategies.dp_wrapper import DP_RECORD, dp_record, reply_metrics
+from fedlab.strategies.dp_wrapper import DP_RECORD, dp_record, reply_metrics
+from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord
+
+from fedlab.client import partition_of
+from fedlab.errors import FedlabError
+from fedlab.flower_compat import ClientAppCallable
+from fedlab.server import CLIENT_INFO
 
 log = logging.getLogger("fedlab")
 

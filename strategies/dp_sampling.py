@@ -3,8 +3,8 @@
 One independent draw per round over the node list in partition order (the grid the core hands
 strategies), so the sampling that is accounted is the sampling that is done. Privacy
 amplification by sampling needs the sample to be secret, so under DP the draw comes from a
-:class:`~strategies.dp_noise.NoiseSource` (OS entropy unless seeded noise was asked for); without
-DP it comes from the run's seed, so runs without DP are reproducible.
+:class:`~fedlab.strategies.dp_noise.NoiseSource` (OS entropy unless seeded noise was asked for);
+without DP it comes from the run's seed, so runs without DP are reproducible.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from fedlab.strategies.dp_noise import NoiseSource
 
 from fedlab.errors import FedlabError
-from strategies.dp_noise import NoiseSource
 
 SAMPLINGS = ("poisson", "fixed")
 

@@ -1,10 +1,10 @@
 """``ClientSampling``: the strategy wrapper every DP-FedAvg mode shares.
 
-It draws the round's clients itself (Poisson or fixed, :mod:`strategies.dp_sampling`) and hands
-the inner strategy a grid holding only those nodes, so that the sampling the accountant assumes
-is the sampling done, whatever the inner strategy is. After aggregation it adds the privacy
+It draws the round's clients itself (Poisson or fixed, :mod:`fedlab.strategies.dp_sampling`) and
+hands the inner strategy a grid holding only those nodes, so that the sampling the accountant
+assumes is the sampling done, whatever the inner strategy is. After aggregation it adds the privacy
 figures clients reported (sample-level DP-SGD epsilon, local DP parameters) to the round's
-MetricRecord. :class:`strategies.dp_central.CentralDP` adds clipping, noise and client-level
+MetricRecord. :class:`fedlab.strategies.dp_central.CentralDP` adds clipping, noise and client-level
 accounting on top.
 
 The inner strategy must train every node it is offered: build it with :func:`inner_kwargs`.
@@ -16,6 +16,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from fedlab.strategies.dp_sampling import ClientSampler, SubsetGrid
+from fedlab.strategies.dp_updates import Update, float_arrays, with_sent_non_float
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -23,8 +25,6 @@ from flwr.serverapp.strategy import Strategy
 from fedlab.errors import FedlabError
 from fedlab.release import ReleasePolicy, private_log
 from fedlab.strategy_wrapper import StrategyWrapper
-from strategies.dp_sampling import ClientSampler, SubsetGrid
-from strategies.dp_updates import Update, float_arrays, with_sent_non_float
 
 log = logging.getLogger("fedlab")
 
@@ -103,7 +103,7 @@ class ClientSampling(StrategyWrapper):
     sampler : ClientSampler
     release : {"none", "local", "sample-level"}
         The privacy claim of the run: ``local`` (clients noise their replies,
-        :class:`strategies.dp_mods.LocalDpClipNoiseMod`), ``sample-level`` (DP-SGD only) or
+        :class:`fedlab.strategies.dp_mods.LocalDpClipNoiseMod`), ``sample-level`` (DP-SGD only) or
         ``none``. Under a claim the run folder releases only :meth:`release_policy`'s keys,
         every reply is averaged with weight 1 (a dataset size is a client statistic) and integer
         buffers keep the server's values. Replies that carry local-DP or DP-SGD figures under
@@ -121,7 +121,7 @@ class ClientSampling(StrategyWrapper):
             raise FedlabError(
                 f"the inner strategy samples fraction_train={fraction} itself; DP-FedAvg samples "
                 "clients in its wrapper: build the inner strategy with fraction_train=1.0 "
-                "(strategies.dp_wrapper.inner_kwargs())"
+                "(fedlab.strategies.dp_wrapper.inner_kwargs())"
             )
         self.arrays_key = getattr(inner, "arrayrecord_key", "arrays")
         self.weight_key = getattr(inner, "weighted_by_key", "num-examples")

@@ -42,6 +42,7 @@ import logging
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+from fedlab.strategies.relation_matrices import rebuild
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -61,7 +62,6 @@ from fedlab.flower_compat import (
     validate_message_reply_consistency,
 )
 from fedlab.registry import STRATEGIES
-from strategies.relation_matrices import rebuild
 
 log = logging.getLogger("fedlab")
 

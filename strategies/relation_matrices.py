@@ -2,7 +2,7 @@
 
 The math both sides of FedFoA share: clients compute and factorize their relation matrix
 (``clients/ssl/relation.py`` adds the alignment loss), the server rebuilds and aggregates them
-(:mod:`strategies.fedfoa`). It lives with the strategy so that a server algorithm imports no
+(:mod:`fedlab.strategies.fedfoa`). It lives with the strategy so that a server algorithm imports no
 client package.
 """
 

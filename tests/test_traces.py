@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from fedlab.attacks.base import ModelSpec, labels_from_weight_gradient
 from safetensors.torch import save_file
 
-from attacks.base import ModelSpec, labels_from_weight_gradient
 from fedlab.errors import FedlabError
 from fedlab.traces import MANIFEST, TraceReader, TraceWriter
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from fedlab.strategies.dp_updates import apply_update, float_arrays
 from flwr.app import Context, Message
 
 from fedlab.appspec import AppSpec
@@ -33,7 +34,6 @@ from fedlab.client import partition_of
 from fedlab.config import RunConfig
 from fedlab.flower_compat import ClientAppCallable
 from fedlab.inprocess import InProcessGrid
-from strategies.dp_updates import apply_update, float_arrays
 
 ARRAYS = "arrays"
 NODE_OFFSET = 1000  # InProcessGrid: node i holds partition i and has id 1000 + i

@@ -46,9 +46,10 @@ def audit_command(args: argparse.Namespace) -> int:
     """
     import dataclasses
 
-    from attacks.audit.config import load
-    from attacks.audit.report import boundary_text
-    from attacks.audit.runner import run_audit
+    from fedlab.attacks.audit.config import load
+    from fedlab.attacks.audit.report import boundary_text
+    from fedlab.attacks.audit.runner import run_audit
+
     from fedlab.cli import resolve_app
     from fedlab.errors import FedlabError
 

@@ -2,7 +2,7 @@
 
 Everything that can be refused is refused here, in one line, before any run starts: unknown
 keys, attacks, denoisers or modes, numbers out of range, a canary share above 10 %, and (in
-:func:`attacks.audit.runner.resolve_settings`) an epsilon the app's sampling cannot reach.
+:func:`fedlab.attacks.audit.runner.resolve_settings`) an epsilon the app's sampling cannot reach.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class AuditConfig:
 
     def denoiser_dir(self, name: str) -> str | None:
         """The folder of a learned denoiser (None for classical ones)."""
-        from attacks.pgla.denoisers import NEEDS_FOLDER
+        from fedlab.attacks.pgla.denoisers import NEEDS_FOLDER
 
         if name not in NEEDS_FOLDER:
             return None
@@ -133,7 +133,7 @@ class AuditConfig:
                     f"audit: unknown denoiser {name!r}; known: {', '.join(DENOISERS.names())}"
                 )
             folder = self.denoiser_dir(name)
-            from attacks.pgla.denoisers import NEEDS_FOLDER
+            from fedlab.attacks.pgla.denoisers import NEEDS_FOLDER
 
             if name in NEEDS_FOLDER and (folder is None or not Path(folder).is_dir()):
                 raise FedlabError(
@@ -220,7 +220,7 @@ def from_mapping(data: dict[str, Any]) -> AuditConfig:
 
 def load(path: str | Path | None, preset: str | None) -> AuditConfig:
     """The preset (``default`` when neither is given), with a TOML file's keys on top."""
-    from attacks.audit.presets import PRESETS
+    from fedlab.attacks.audit.presets import PRESETS
 
     name = preset or ("default" if path is None else None)
     data: dict[str, Any] = {}

@@ -19,19 +19,18 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from attacks.base import AttackInput
-from attacks.pgla.pipeline import PGLAPipeline
-from attacks.pgla.schedule import make_scheduler
-from attacks.pgla.surrogate import clean_gradient, clip_l2, surrogate_images
-from attacks.pgla.train import pgla_loss
-from attacks.pgla.training import (
+from fedlab.attacks.base import AttackInput
+from fedlab.attacks.pgla.pipeline import PGLAPipeline
+from fedlab.attacks.pgla.schedule import make_scheduler
+from fedlab.attacks.pgla.surrogate import clean_gradient, clip_l2, surrogate_images
+from fedlab.attacks.pgla.train import pgla_loss
+from fedlab.attacks.pgla.training import (
     DenoiserTrainConfig,
     resolve_checkpoint,
     run_loop,
     write_checkpoint,
 )
-from attacks.pgla.transform import flatten_gradients
+from fedlab.attacks.pgla.transform import flatten_gradients
 
 log = logging.getLogger("fedlab.audit")
 

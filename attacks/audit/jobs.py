@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fedlab.attacks import metrics
+from fedlab.attacks.base import AttackInput
+from fedlab.attacks.inverting import InvertingGradients
 
-from attacks import metrics
-from attacks.base import AttackInput
-from attacks.inverting import InvertingGradients
 from fedlab.atomic import atomic_save_tensors, atomic_write_json
 from fedlab.errors import FedlabError
 from fedlab.registry import ATTACKS
@@ -91,8 +91,8 @@ def _attack(job: dict[str, Any], out: Path) -> dict[str, Any]:
     if job["denoiser"] != "none":
         if not noisy(inp):
             return {"status": "skipped", "reason": "no noise on what the server sees"}
-        from attacks.pgla.compose import denoise_attack_input
-        from attacks.pgla.denoisers import load_denoiser
+        from fedlab.attacks.pgla.compose import denoise_attack_input
+        from fedlab.attacks.pgla.denoisers import load_denoiser
 
         inp = denoise_attack_input(inp, load_denoiser(job["denoiser"], job["denoiser_dir"]))
     attack = make_attack(job["attack"], job["max_iterations"], job["patience"], job["seed"])

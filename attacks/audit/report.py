@@ -28,7 +28,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from attacks.audit.config import AuditConfig
+from fedlab.attacks.audit.config import AuditConfig
+
 from fedlab.atomic import atomic_write_json, atomic_write_text
 
 PSNR_MARGIN_DB = 3.0

@@ -6,7 +6,7 @@ Layout of ``--out``::
     settings/<name>/run/       the app's run folder (config, history, model, traces)
     settings/<name>/setting.json   accountant, canary estimates, utility, targets (written last)
     settings/<name>/attacks/<target>__<attack>__<denoiser>.json (+ .safetensors)
-    audit.json, report.html    :mod:`attacks.audit.report`
+    audit.json, report.html    :mod:`fedlab.attacks.audit.report`
 
 Resume: a setting with ``setting.json`` is not run again (a run killed midway is started over,
 its folder replaced); an attack whose row exists is not run again, unless the row is an error.
@@ -27,11 +27,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from fedlab.attacks.audit.canaries import (
+    CanaryMod,
+    ObservingGrid,
+    canary_statistics,
+    flat,
+    with_canaries,
+)
+from fedlab.attacks.audit.config import AuditConfig, Setting
+from fedlab.attacks.audit.estimate import estimate_epsilon, exceeds, gaussian_pair_epsilon
 from tqdm import tqdm
 
-from attacks.audit.canaries import CanaryMod, ObservingGrid, canary_statistics, flat, with_canaries
-from attacks.audit.config import AuditConfig, Setting
-from attacks.audit.estimate import estimate_epsilon, exceeds, gaussian_pair_epsilon
 from fedlab.appspec import AppSpec
 from fedlab.atomic import atomic_save_tensors, atomic_write_json
 from fedlab.config import RunConfig
@@ -251,7 +257,8 @@ def plan_jobs(
     plan: Planned, result: dict[str, Any], audit: AuditConfig, folder: Path
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The attack jobs of one setting, and its targets' threshold figures."""
-    from attacks import metrics
+    from fedlab.attacks import metrics
+
     from fedlab.traces import TraceReader
     from fedlab.workload import build_workload
 
@@ -343,9 +350,9 @@ def check_resume(out: Path, audit: AuditConfig, app: str) -> None:
 
 
 def run_audit(spec: AppSpec, audit: AuditConfig, out: Path, app: str) -> dict[str, Any]:
-    """The whole audit; returns what :func:`attacks.audit.report.write_report` wrote."""
-    from attacks.audit.jobs import init_worker, run_job
-    from attacks.audit.report import write_report
+    """The whole audit; returns what :func:`fedlab.attacks.audit.report.write_report` wrote."""
+    from fedlab.attacks.audit.jobs import init_worker, run_job
+    from fedlab.attacks.audit.report import write_report
 
     started = time.perf_counter()
     plans = resolve_settings(spec, audit, out)  # every refusal before any run

@@ -63,8 +63,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train_command(args: argparse.Namespace) -> int:
     """Run ``fedlab pgla train``; returns the exit code."""
-    from attacks.pgla.train import resolve_config, train_denoiser
-    from attacks.pgla.training import DenoiserTrainConfig
+    from fedlab.attacks.pgla.train import resolve_config, train_denoiser
+    from fedlab.attacks.pgla.training import DenoiserTrainConfig
 
     cfg = resolve_config(args.config)
     data = asdict(cfg)
@@ -103,7 +103,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m attacks.pgla.cli train ...``) until ``fedlab`` lists us."""
+    """Stand-alone entry (``python -m fedlab.attacks.pgla.cli train ...``)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

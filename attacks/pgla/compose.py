@@ -7,11 +7,11 @@ import logging
 from collections.abc import Callable
 
 import torch
+from fedlab.attacks.base import AttackInput
+from fedlab.attacks.pgla.denoisers import Denoiser, load_denoiser
+from fedlab.attacks.pgla.schedule import dp_value, noise_std_from_dp
+from fedlab.attacks.pgla.transform import flatten_gradients, unflatten_gradients
 
-from attacks.base import AttackInput
-from attacks.pgla.denoisers import Denoiser, load_denoiser
-from attacks.pgla.schedule import dp_value, noise_std_from_dp
-from attacks.pgla.transform import flatten_gradients, unflatten_gradients
 from fedlab.errors import FedlabError
 
 log = logging.getLogger(f"fedlab.{__name__}")
@@ -43,7 +43,7 @@ def denoise_attack_input(
     inp : AttackInput
         What the server saw (gradients, or a FedSGD update with its lr).
     denoiser : Denoiser
-        From :func:`attacks.pgla.denoisers.load_denoiser`.
+        From :func:`fedlab.attacks.pgla.denoisers.load_denoiser`.
     noise_std : float, optional
         Per-coordinate noise std of the gradient; default: from ``inp.dp`` (see
         :func:`gradient_noise_std`), else estimated blind by the denoiser.

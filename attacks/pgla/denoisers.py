@@ -4,7 +4,7 @@
 Every denoiser has one front door, ``denoise(flat, *, noise_std, clip_norm=None)``, on flat
 gradients ``(num_params,)`` or ``(B, num_params)`` in gradient units; ``noise_std`` is the
 perturbation std per coordinate of the gradient (``None``: estimated blind with
-:func:`attacks.pgla.schedule.estimate_noise_std`). Build one with :func:`load_denoiser`.
+:func:`fedlab.attacks.pgla.schedule.estimate_noise_std`). Build one with :func:`load_denoiser`.
 The classical ones work on the same square image as PGLA (zero-padded, row-major), so every
 method sees the same layout.
 """
@@ -17,16 +17,16 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from fedlab.attacks.pgla.schedule import estimate_noise_std
+from fedlab.attacks.pgla.transform import GradientImageTransform
 from scipy import ndimage, signal
 
-from attacks.pgla.schedule import estimate_noise_std
-from attacks.pgla.transform import GradientImageTransform
 from fedlab.errors import FedlabError
 from fedlab.registry import DENOISERS
 
 
 class Denoiser(Protocol):
-    """What :func:`attacks.pgla.compose.denoise_attack_input` needs."""
+    """What :func:`fedlab.attacks.pgla.compose.denoise_attack_input` needs."""
 
     name: str
 
@@ -168,13 +168,13 @@ class WaveletDenoiser(_ImageDenoiser):
 
 @DENOISERS.register("dncnn")
 class DnCNNDenoiser:
-    """The learned non-diffusion baseline (see :mod:`attacks.pgla.dncnn`)."""
+    """The learned non-diffusion baseline (see :mod:`fedlab.attacks.pgla.dncnn`)."""
 
     name = "dncnn"
 
     def __init__(self, folder: str | Path) -> None:
-        from attacks.pgla.dncnn import load_dncnn
-        from attacks.pgla.training import resolve_checkpoint
+        from fedlab.attacks.pgla.dncnn import load_dncnn
+        from fedlab.attacks.pgla.training import resolve_checkpoint
 
         self.model, self.transform = load_dncnn(resolve_checkpoint(folder))
 
@@ -195,7 +195,7 @@ class DnCNNDenoiser:
 
 @DENOISERS.register("pgla")
 class PGLADenoiser:
-    """PGLA with the adaptive start step (see :mod:`attacks.pgla.pipeline`).
+    """PGLA with the adaptive start step (see :mod:`fedlab.attacks.pgla.pipeline`).
 
     Parameters
     ----------
@@ -222,7 +222,7 @@ class PGLADenoiser:
         seed: int = 0,
         fixed_t: int | None = None,
     ) -> None:
-        from attacks.pgla.pipeline import PGLAPipeline
+        from fedlab.attacks.pgla.pipeline import PGLAPipeline
 
         self.pipe = PGLAPipeline.from_pretrained(folder)
         if self.pipe.conditional != (self.name == "pgla-cond"):

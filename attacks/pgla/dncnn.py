@@ -18,14 +18,14 @@ from typing import Any
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
-from safetensors import SafetensorError
-from torch import nn
-
-from attacks.pgla.transform import (
+from fedlab.attacks.pgla.transform import (
     CONVERT_HINT,
     LEGACY_TRANSFORM_FILE,
     GradientImageTransform,
 )
+from safetensors import SafetensorError
+from torch import nn
+
 from fedlab.errors import FedlabError
 
 MODEL_SUBFOLDER = "dncnn"
@@ -72,7 +72,7 @@ def dncnn_loss(
     noise_range: tuple[float, float],
     device: torch.device | None = None,
 ) -> Any:
-    """``loss_fn(flat_batch, generator)`` for :func:`attacks.pgla.training.run_loop`."""
+    """``loss_fn(flat_batch, generator)`` for :func:`fedlab.attacks.pgla.training.run_loop`."""
     lo, hi = math.log(noise_range[0]), math.log(noise_range[1])
 
     def loss_fn(flat: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

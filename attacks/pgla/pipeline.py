@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
+from fedlab.attacks.pgla.schedule import start_timestep, target_alpha_bar
+from fedlab.attacks.pgla.transform import GradientImageTransform
 
-from attacks.pgla.schedule import start_timestep, target_alpha_bar
-from attacks.pgla.transform import GradientImageTransform
 from fedlab.diffusion.sampling import reverse as diffusion_reverse
 from fedlab.errors import FedlabError
 
@@ -120,7 +120,7 @@ class PGLAPipeline:
         FedlabError
             If the folder or any part of it is missing or unreadable.
         """
-        from attacks.pgla.training import resolve_checkpoint
+        from fedlab.attacks.pgla.training import resolve_checkpoint
 
         folder = resolve_checkpoint(folder)
         if not folder.is_dir():

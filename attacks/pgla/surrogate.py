@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fedlab.attacks.models import LeNet, dlg_uniform_init_
+from fedlab.attacks.pgla.transform import flatten_gradients
 
-from attacks.models import LeNet, dlg_uniform_init_
-from attacks.pgla.transform import flatten_gradients
 from fedlab.errors import FedlabError
 
 SURROGATES = ("digits", "sample-patches")

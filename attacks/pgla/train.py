@@ -11,12 +11,11 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from attacks.pgla.dncnn import DnCNN, dncnn_loss, load_dncnn, save_dncnn
-from attacks.pgla.pipeline import PGLAPipeline, build_unet
-from attacks.pgla.schedule import make_scheduler, start_timesteps
-from attacks.pgla.surrogate import gradient_stream, surrogate_images
-from attacks.pgla.training import (
+from fedlab.attacks.pgla.dncnn import DnCNN, dncnn_loss, load_dncnn, save_dncnn
+from fedlab.attacks.pgla.pipeline import PGLAPipeline, build_unet
+from fedlab.attacks.pgla.schedule import make_scheduler, start_timesteps
+from fedlab.attacks.pgla.surrogate import gradient_stream, surrogate_images
+from fedlab.attacks.pgla.training import (
     CONFIG_FILE,
     DenoiserTrainConfig,
     read_latest,
@@ -24,7 +23,8 @@ from attacks.pgla.training import (
     run_loop,
     write_checkpoint,
 )
-from attacks.pgla.transform import GradientImageTransform
+from fedlab.attacks.pgla.transform import GradientImageTransform
+
 from fedlab.atomic import atomic_write_text
 from fedlab.errors import FedlabError
 
@@ -106,7 +106,7 @@ def train_denoiser(
     """Train (or resume) a PGLA or DnCNN denoiser into ``out``; returns the final state.
 
     ``out`` ends up with ``train_config.json``, ``checkpoints/step-N/`` (a loadable denoiser
-    folder each) and ``latest.json``; load with :func:`attacks.pgla.denoisers.load_denoiser`.
+    folder each) and ``latest.json``; load with :func:`fedlab.attacks.pgla.denoisers.load_denoiser`.
 
     Raises
     ------

@@ -44,7 +44,7 @@ class DenoiserTrainConfig:
         ``"pgla"`` (diffusion UNet), ``"pgla-cond"`` (the conditional variant: the UNet also
         sees the noisy gradient and its noise level) or ``"dncnn"``.
     surrogate : str
-        Surrogate dataset (see :data:`attacks.pgla.surrogate.SURROGATES`).
+        Surrogate dataset (see :data:`fedlab.attacks.pgla.surrogate.SURROGATES`).
     seed : int
         Seeds the gradient stream and the model initialisation.
     clip_norm : float
@@ -120,7 +120,7 @@ class DenoiserTrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`FedlabError` on a value out of range."""
-        from attacks.pgla.surrogate import SURROGATES
+        from fedlab.attacks.pgla.surrogate import SURROGATES
 
         if self.denoiser not in DENOISER_KINDS:
             raise FedlabError(

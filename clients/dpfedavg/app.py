@@ -11,13 +11,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from fedlab.clients.dpfedavg.config import DPFedAvgConfig
+from fedlab.clients.dpfedavg.dpsgd import DPSGDSession, OpacusCompatible
+from fedlab.clients.supervised.app import central_evaluation, initial_arrays, with_trace_recording
+from fedlab.strategies.dp_accounting import noise_for_target
+from fedlab.strategies.dp_adaptive import AdaptiveClipping
+from fedlab.strategies.dp_central import CentralDPClientSideClipping, CentralDPServerSideClipping
+from fedlab.strategies.dp_mods import LocalDpClipNoiseMod, central_client_clipping_mod
+from fedlab.strategies.dp_wrapper import ClientSampling, inner_kwargs
+from fedlab.strategies.fedavg import build_strategy
 from flwr.app import Context, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from clients.dpfedavg.config import DPFedAvgConfig
-from clients.dpfedavg.dpsgd import DPSGDSession, OpacusCompatible
-from clients.supervised.app import central_evaluation, initial_arrays, with_trace_recording
 from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import handle_evaluate, handle_query, handle_train
@@ -26,12 +32,6 @@ from fedlab.flower_compat import Mod
 from fedlab.run_folder import RunFolder
 from fedlab.server import run_federation
 from fedlab.workload import Workload, build_workload
-from strategies.dp_accounting import noise_for_target
-from strategies.dp_adaptive import AdaptiveClipping
-from strategies.dp_central import CentralDPClientSideClipping, CentralDPServerSideClipping
-from strategies.dp_mods import LocalDpClipNoiseMod, central_client_clipping_mod
-from strategies.dp_wrapper import ClientSampling, inner_kwargs
-from strategies.fedavg import build_strategy
 
 log = logging.getLogger("fedlab")
 
@@ -141,7 +141,7 @@ dpfedavg = AppSpec(
     defaults={
         "num-server-rounds": 10,
         "num-supernodes": 100,
-        "workload": "clients.dpfedavg.linear:LinearWorkload",
+        "workload": "fedlab.clients.dpfedavg.linear:LinearWorkload",
         "local-epochs": 5,
         "batch-size": 16,
         "lr": 0.1,

@@ -6,13 +6,14 @@ import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
+from fedlab.strategies.dp_accounting import MAX_NOISE_MULTIPLIER, epsilon_after
+from fedlab.strategies.dp_adaptive import AdaptiveClipping
+from fedlab.strategies.dp_mods import LOCAL_NOISES
+from fedlab.strategies.dp_noise import SEEDED_NOISE_WARNING, NoiseSource
+from fedlab.strategies.dp_sampling import SAMPLINGS, ClientSampler
+
 from fedlab.config import RunConfig
 from fedlab.errors import FedlabError
-from strategies.dp_accounting import MAX_NOISE_MULTIPLIER, epsilon_after
-from strategies.dp_adaptive import AdaptiveClipping
-from strategies.dp_mods import LOCAL_NOISES
-from strategies.dp_noise import SEEDED_NOISE_WARNING, NoiseSource
-from strategies.dp_sampling import SAMPLINGS, ClientSampler
 
 DP_MODES = ("none", "central-server", "central-client", "local")
 
@@ -108,7 +109,7 @@ class DPFedAvgConfig(RunConfig):
     @property
     def population_known(self) -> bool:
         """Whether N is fixed by the config; ``num-supernodes=0`` (``flwr run``) leaves it to
-        the federation, and :func:`clients.dpfedavg.app.build_dp_strategy` validates again
+        the federation, and :func:`fedlab.clients.dpfedavg.app.build_dp_strategy` validates again
         with the number of connected nodes."""
         return self.num_supernodes > 0
 

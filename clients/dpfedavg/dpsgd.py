@@ -6,8 +6,8 @@ plain lists, no pickle. The sample-level epsilon protects one *example* of this 
 reported as ``dp-sample-epsilon``, apart from the client-level epsilon of central DP.
 
 Opacus' noise and its Poisson batch sampling both draw from torch generators of a
-:class:`~strategies.dp_noise.NoiseSource` (OS entropy by default), not from torch's global RNG,
-which the training loop seeds from the run's seed for the data order.
+:class:`~fedlab.strategies.dp_noise.NoiseSource` (OS entropy by default), not from torch's global
+RNG, which the training loop seeds from the run's seed for the data order.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from fedlab.strategies.dp_noise import NoiseSource
+from fedlab.strategies.dp_wrapper import reply_metrics
 from flwr.app import ConfigRecord, Context, Message
 from opacus import PrivacyEngine
 from opacus.data_loader import DPDataLoader
@@ -26,8 +28,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from fedlab.errors import FedlabError
 from fedlab.workload import Workload
-from strategies.dp_noise import NoiseSource
-from strategies.dp_wrapper import reply_metrics
 
 ACCOUNTANT_STATE = "dp-sgd-accountant"
 

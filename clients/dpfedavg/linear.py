@@ -4,16 +4,15 @@ Central DP adds noise of std z*C/m to *every* coordinate while the averaged clip
 norm at most C, so the noise-to-signal ratio grows with sqrt(d) / m. With m in the tens of
 clients a model of a few hundred parameters learns at single-digit epsilon where a CNN of tens of
 thousands does not; name it in a run config as
-``workload = "clients.dpfedavg.linear:LinearWorkload"``.
+``workload = "fedlab.clients.dpfedavg.linear:LinearWorkload"``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from fedlab.clients.supervised.workload import SupervisedWorkload
 from torch import nn
-
-from clients.supervised.workload import SupervisedWorkload
 
 
 def softmax_regression(in_channels: int, image_size: int, num_classes: int) -> nn.Module:
@@ -35,4 +34,4 @@ class LinearWorkload(SupervisedWorkload):
     def model_spec(self) -> dict[str, Any]:
         c, h, _ = self.train_dataset.shape
         kwargs = {"in_channels": c, "image_size": h, "num_classes": self.train_dataset.num_classes}
-        return {"name": "clients.dpfedavg.linear:softmax_regression", "kwargs": kwargs}
+        return {"name": "fedlab.clients.dpfedavg.linear:softmax_regression", "kwargs": kwargs}

@@ -1,7 +1,7 @@
 """The ``pih_prior`` and ``harmonization`` apps.
 
 ``pih_prior``: federated training of the style-conditioned diffusion prior. Clients hold
-different photos and styles (:func:`clients.harmonization.data.client_pairs`), train a
+different photos and styles (:func:`fedlab.clients.harmonization.data.client_pairs`), train a
 class-conditional epsilon-prediction ``UNet2DModel`` through THE loop, the server averages it
 (FedAvg), reports the held-out conditional denoising loss each round and writes the final UNet
 as a ``save_pretrained`` folder ``<run>/prior`` (with ``styles.json``).
@@ -18,17 +18,17 @@ import logging
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
-
-from clients.harmonization.config import HarmonizationConfig, PIHPriorConfig
-from clients.harmonization.data import STYLES
-from clients.harmonization.workload import (
+from fedlab.clients.harmonization.config import HarmonizationConfig, PIHPriorConfig
+from fedlab.clients.harmonization.data import STYLES
+from fedlab.clients.harmonization.workload import (
     PIHPriorWorkload,
     heldout_conditional_loss,
     save_prior,
 )
-from clients.sr.app import SR_IGNORED, build_sr_strategy, check_sr_app, handle_diffsr_train
+from fedlab.clients.sr.app import SR_IGNORED, build_sr_strategy, check_sr_app, handle_diffsr_train
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+
 from fedlab.appspec import AppSpec
 from fedlab.client import client_info, handle_query, handle_train, partition_of
 from fedlab.diffusion import build_unet
@@ -83,7 +83,7 @@ def handle_harmonization_evaluate(
     msg: Message, context: Context, config: HarmonizationConfig
 ) -> Message:
     """Harmonize this client's own composites with the received prior; reply with metrics."""
-    from clients.harmonization.evaluate import evaluate_client
+    from fedlab.clients.harmonization.evaluate import evaluate_client
 
     torch.set_num_threads(1)
     pid, num_partitions = partition_of(context)

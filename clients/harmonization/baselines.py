@@ -1,5 +1,5 @@
 """Training-free baselines: cut-and-paste, histogram matching and Reinhard colour transfer
-inside the mask (SDEdit is in :mod:`clients.harmonization.freepih`, it needs the prior).
+inside the mask (SDEdit is in :mod:`fedlab.clients.harmonization.freepih`, it needs the prior).
 
 All take and return ``(3, H, W)`` tensors in [0, 1] with a ``(H, W)`` bool mask; the pixels
 outside the mask are returned unchanged.

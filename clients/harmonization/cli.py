@@ -7,7 +7,7 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``harmonize`` to the ``fedlab`` console script."""
-    from clients.harmonization.command import add_arguments
+    from fedlab.clients.harmonization.command import add_arguments
 
     p = subparsers.add_parser(
         "harmonize", help="FreePIH: harmonize a pasted object into a painting"

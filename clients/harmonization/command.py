@@ -89,11 +89,12 @@ def harmonize_files(
     progress: bool = True,
 ) -> tuple[Path, Path]:  # fmt: skip
     """Harmonize the object of ``fg`` inside ``mask`` into ``bg``; write result and grid."""
-    from clients.harmonization.baselines import reinhard
-    from clients.harmonization.config import SHIPPED_PRIOR
-    from clients.harmonization.freepih import FreePIHParams, freepih, sdedit
-    from clients.harmonization.workload import prior_styles
-    from clients.sr.cli import png_bytes, read_image
+    from fedlab.clients.harmonization.baselines import reinhard
+    from fedlab.clients.harmonization.config import SHIPPED_PRIOR
+    from fedlab.clients.harmonization.freepih import FreePIHParams, freepih, sdedit
+    from fedlab.clients.harmonization.workload import prior_styles
+    from fedlab.clients.sr.cli import png_bytes, read_image
+
     from fedlab.atomic import atomic_write, atomic_write_bytes
     from fedlab.diffusion import load_unet, make_scheduler
 
@@ -123,7 +124,7 @@ def harmonize_files(
             )
         label = names.index(style)
     else:
-        from clients.harmonization.freepih import check_inputs
+        from fedlab.clients.harmonization.freepih import check_inputs
 
         check_inputs(composite, mask_b, torch.tensor([0]), len(names))
         label = infer_style(unet, scheduler, background, mask_b, seed=seed)

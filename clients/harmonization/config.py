@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from clients.sr.config import DiffusionConfig, parse_floats, parse_ints, resolve_shipped
+from fedlab.clients.sr.config import DiffusionConfig, parse_floats, parse_ints, resolve_shipped
+
 from fedlab.config import _choice, _non_negative, _positive
 from fedlab.errors import FedlabError
 
@@ -20,7 +21,7 @@ COMPOSITE_SETS = ("test", "tuning")
 @dataclass
 class PIHPriorConfig(DiffusionConfig):
     """The diffusion-prior keys for a style-conditioned UNet (``num_class_embeds`` = styles +
-    1): clients hold different photos and styles (:func:`clients.harmonization.data.
+    1): clients hold different photos and styles (:func:`fedlab.clients.harmonization.data.
     client_pairs`) and train on random crops of them with their style labels."""
 
     workload: str = "pih_prior"

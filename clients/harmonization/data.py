@@ -1,7 +1,7 @@
 """Procedural "paintings", foreground objects with exact masks, and the declared composites.
 
 Everything is built from images bundled with scikit-image / scikit-learn (no download), loaded
-through :func:`clients.sr.data.load_image` (RGB in [0, 1], shorter side <= 256 px).
+through :func:`fedlab.clients.sr.data.load_image` (RGB in [0, 1], shorter side <= 256 px).
 
 Styles (:data:`STYLES`, label ``i`` = ``STYLES[i]``; label ``len(STYLES)`` = photo, no style)
 are procedural, documented stand-ins for paintings:
@@ -27,9 +27,9 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from fedlab.clients.sr.data import load_image
 from torch.utils.data import Dataset
 
-from clients.sr.data import load_image
 from fedlab.errors import FedlabError
 
 STYLES: tuple[str, ...] = ("posterize", "watercolor", "canvas", "ink")

@@ -1,11 +1,12 @@
 """What a ``harmonization`` client reports: its own composites harmonized by every method.
 
 Client ``k`` of ``K`` takes composites ``k, k + K, ...`` of the declared set (test or tuning,
-:mod:`clients.harmonization.data`), harmonizes them to the background's style with each method
-and reports the means over them of every metric of :mod:`clients.harmonization.metrics` as
-``<method>-<metric>``, plus ``<method>-seconds`` (wall seconds per image, one thread). Method
-names: ``cut``, ``histogram``, ``reinhard``, ``sdedit-t<t>``, ``freepih-t<t>-g<g>``. The
-server's mean weighted by ``num-examples`` is then the mean over every composite.
+:mod:`fedlab.clients.harmonization.data`), harmonizes them to the background's style with each
+method and reports the means over them of every metric of
+:mod:`fedlab.clients.harmonization.metrics` as ``<method>-<metric>``, plus ``<method>-seconds``
+(wall seconds per image, one thread). Method names: ``cut``, ``histogram``, ``reinhard``,
+``sdedit-t<t>``, ``freepih-t<t>-g<g>``. The server's mean weighted by ``num-examples`` is then the
+mean over every composite.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-
-from clients.harmonization.baselines import BASELINES
-from clients.harmonization.config import HarmonizationConfig
-from clients.harmonization.data import Composite, composite, composite_set, style_index
-from clients.harmonization.freepih import FreePIHParams, freepih, sdedit
-from clients.harmonization.metrics import harmonization_metrics
+from fedlab.clients.harmonization.baselines import BASELINES
+from fedlab.clients.harmonization.config import HarmonizationConfig
+from fedlab.clients.harmonization.data import Composite, composite, composite_set, style_index
+from fedlab.clients.harmonization.freepih import FreePIHParams, freepih, sdedit
+from fedlab.clients.harmonization.metrics import harmonization_metrics
 
 log = logging.getLogger("fedlab.harmonization")
 

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from fedlab.clients.sr.metrics import piq_function
 from scipy.ndimage import binary_dilation, binary_erosion
 from skimage.feature import canny, local_binary_pattern
 from skimage.metrics import structural_similarity
-
-from clients.sr.metrics import piq_function
 
 GREY = np.array([0.299, 0.587, 0.114])
 CANNY_SIGMA, CANNY_LOW, CANNY_HIGH = 2.0, 0.05, 0.15

@@ -9,16 +9,16 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from torch import nn
-from torch.utils.data import TensorDataset
-
-from clients.harmonization.config import PIHPriorConfig
-from clients.harmonization.data import (
+from fedlab.clients.harmonization.config import PIHPriorConfig
+from fedlab.clients.harmonization.data import (
     HELDOUT_PHOTOS,
     STYLES,
     StyledCrops,
     client_pairs,
 )
+from torch import nn
+from torch.utils.data import TensorDataset
+
 from fedlab.client import derive_seed
 from fedlab.diffusion import (
     build_unet,

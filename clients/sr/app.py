@@ -1,7 +1,7 @@
 """The ``diffusion`` and ``diffsr`` apps.
 
 ``diffusion``: federated training of the diffusion prior. Clients hold different bundled
-images (:mod:`clients.sr.data`), train an epsilon-prediction ``UNet2DModel`` on random crops
+images (:mod:`fedlab.clients.sr.data`), train an epsilon-prediction ``UNet2DModel`` on random crops
 through THE loop (:func:`fedlab.training.train` with :func:`fedlab.diffusion.denoising_step`),
 the server averages the UNet (FedAvg), reports the held-out denoising loss each round and
 writes the final UNet as a ``save_pretrained`` folder ``<run>/prior``.
@@ -19,12 +19,13 @@ import logging
 from typing import Any
 
 import torch
+from fedlab.clients.sr.config import DiffSRConfig, DiffusionConfig
+from fedlab.clients.sr.workload import DiffusionWorkload
+from fedlab.strategies.fedavg import build_strategy
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from clients.sr.config import DiffSRConfig, DiffusionConfig
-from clients.sr.workload import DiffusionWorkload
 from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import client_info, handle_query, handle_train, partition_of
@@ -33,11 +34,11 @@ from fedlab.diffusion import build_unet, heldout_denoising_loss
 from fedlab.run_folder import RunFolder
 from fedlab.server import run_federation, seed_everything
 from fedlab.workload import build_workload
-from strategies.fedavg import build_strategy
 
 log = logging.getLogger("fedlab.sr")
 
-#: Shared keys these apps do not honour: their data are the bundled images of clients.sr.data.
+#: Shared keys these apps do not honour: their data are the bundled images of
+#: fedlab.clients.sr.data.
 SR_IGNORED = (
     *TRACE_KEYS, "dataset", "data-path", "image-size", "test-fraction", "partitioner",
     "dirichlet-alpha", "shards-per-partition", "model",
@@ -115,7 +116,7 @@ def handle_diffsr_train(msg: Message, context: Context, config: DiffSRConfig) ->
 
 def handle_diffsr_evaluate(msg: Message, context: Context, config: DiffSRConfig) -> Message:
     """Super-resolve this client's own crops with the received prior; reply with metrics."""
-    from clients.sr.evaluate import evaluate_client
+    from fedlab.clients.sr.evaluate import evaluate_client
 
     torch.set_num_threads(1)
     pid, _ = partition_of(context)

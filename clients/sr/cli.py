@@ -71,7 +71,7 @@ def png_bytes(image: torch.Tensor) -> bytes:
 
 def default_kappa() -> float:
     """The kappa fitted on the calibration crops in the shipped study, else 1."""
-    from clients.sr.config import SHIPPED_DIR
+    from fedlab.clients.sr.config import SHIPPED_DIR
 
     study = SHIPPED_DIR / "study.json"
     if study.is_file():
@@ -84,10 +84,11 @@ def super_resolve_file(
     t: int = 150, steps: int = 20, kappa: float = 0.0, seed: int = 0, progress: bool = True,
 ) -> tuple[Path, Path]:  # fmt: skip
     """Super-resolve ``path``; write the result and a comparison grid into ``out``."""
-    from clients.sr.config import SHIPPED_PRIOR
-    from clients.sr.degrade import check_scale, sr_size, upsample
-    from clients.sr.evaluate import calibrated_prf
-    from clients.sr.methods import DiffSR
+    from fedlab.clients.sr.config import SHIPPED_PRIOR
+    from fedlab.clients.sr.degrade import check_scale, sr_size, upsample
+    from fedlab.clients.sr.evaluate import calibrated_prf
+    from fedlab.clients.sr.methods import DiffSR
+
     from fedlab.atomic import atomic_write, atomic_write_bytes
     from fedlab.diffusion import load_unet, make_scheduler
 

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
+from fedlab.clients.sr.data import TRAIN_IMAGES, RandomCrops
+from fedlab.clients.sr.degrade import downsample, upsample
 from torch import nn
 
-from clients.sr.data import TRAIN_IMAGES, RandomCrops
-from clients.sr.degrade import downsample, upsample
 from fedlab.diffusion import train_with_checkpoints
 from fedlab.errors import FedlabError
 from fedlab.training import TrainConfig

@@ -47,7 +47,7 @@ def parse_ints(name: str, text: str) -> list[int]:
 @dataclass
 class DiffusionConfig(RunConfig):
     """RunConfig plus the diffusion-prior keys: clients hold different bundled images (see
-    :mod:`clients.sr.data`), train an epsilon-prediction UNet on random crops with THE loop,
+    :mod:`fedlab.clients.sr.data`), train an epsilon-prediction UNet on random crops with THE loop,
     and the server averages the UNet (FedAvg) and reports the held-out denoising loss."""
 
     workload: str = "diffusion"

@@ -2,7 +2,7 @@
 
 Every image comes from scikit-image's or scikit-learn's wheel (no download), as RGB float in
 [0, 1] (grey images repeated over three channels), shrunk with the workload's one antialiased
-downsampler (:mod:`clients.sr.degrade`) so that its shorter side is at most
+downsampler (:mod:`fedlab.clients.sr.degrade`) so that its shorter side is at most
 :data:`MAX_SIDE` pixels: a 32-px crop then holds structure, not a patch of a smooth area.
 
 Held out for testing, never trained on (:data:`HELDOUT_IMAGES`): ``chelsea`` (cat photo),
@@ -21,9 +21,9 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from fedlab.clients.sr.degrade import downsample_to
 from torch.utils.data import Dataset
 
-from clients.sr.degrade import downsample_to
 from fedlab.errors import FedlabError
 
 TRAIN_IMAGES: tuple[str, ...] = (

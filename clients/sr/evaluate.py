@@ -14,14 +14,14 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from fedlab.clients.sr.cnn import load_cnn
+from fedlab.clients.sr.config import DiffSRConfig
+from fedlab.clients.sr.data import HELDOUT_IMAGES, client_images, fixed_crops, heldout_image_of
+from fedlab.clients.sr.degrade import downsample
+from fedlab.clients.sr.methods import DiffSR
+from fedlab.clients.sr.metrics import image_metrics
+from fedlab.clients.sr.prf import PRF
 
-from clients.sr.cnn import load_cnn
-from clients.sr.config import DiffSRConfig
-from clients.sr.data import HELDOUT_IMAGES, client_images, fixed_crops, heldout_image_of
-from clients.sr.degrade import downsample
-from clients.sr.methods import DiffSR
-from clients.sr.metrics import image_metrics
-from clients.sr.prf import PRF
 from fedlab.client import derive_seed
 
 log = logging.getLogger("fedlab.sr")

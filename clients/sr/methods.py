@@ -7,7 +7,7 @@ and runs the shared reverse process (:func:`fedlab.diffusion.reverse`, 20 DDIM s
 default). They differ only in ``t`` and in a per-step guidance hook:
 
 - ``sdedit``: a fixed ``t`` for every scale (SDEdit, Meng et al.).
-- ``prf``: ``t`` from the Perceptual Recoverable Field (ours, :mod:`clients.sr.prf`).
+- ``prf``: ``t`` from the Perceptual Recoverable Field (ours, :mod:`fedlab.clients.sr.prf`).
 - ``ilvr``: after each step, replace the state's low-pass content (down then up through the
   LR size) by that of the upsampled input noised to the same step (ILVR, Choi et al.).
 - ``ddnm``: after each step, correct the clean-image estimate ``x0`` by one back-projection
@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from fedlab.clients.sr.degrade import back_project, lowpass, upsample
+from fedlab.clients.sr.prf import PRF
 
-from clients.sr.degrade import back_project, lowpass, upsample
-from clients.sr.prf import PRF
 from fedlab.diffusion import noise_to, reverse
 from fedlab.diffusion.sampling import Guidance, unet_eps
 from fedlab.errors import FedlabError

@@ -22,9 +22,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from fedlab.clients.sr.degrade import downsample_to
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from clients.sr.degrade import downsample_to
 from fedlab.errors import FedlabError
 
 log = logging.getLogger("fedlab.sr")

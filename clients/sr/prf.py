@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from fedlab.clients.sr.degrade import check_scale, downsample, upsample
 
-from clients.sr.degrade import check_scale, downsample, upsample
 from fedlab.diffusion import start_step
 
 TABLE_SCALES: tuple[float, ...] = tuple(float(s) for s in np.arange(1.0, 8.01, 0.25))

@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from functools import cached_property
 
 import torch
+from fedlab.clients.sr.config import DiffusionConfig
+from fedlab.clients.sr.data import HELDOUT_IMAGES, RandomCrops, client_images, fixed_crops
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from clients.sr.config import DiffusionConfig
-from clients.sr.data import HELDOUT_IMAGES, RandomCrops, client_images, fixed_crops
 from fedlab.client import derive_seed
 from fedlab.diffusion import build_unet, denoising_step, load_unet, make_scheduler
 from fedlab.workload import Workload
@@ -19,7 +19,7 @@ HELDOUT_SEED = 7
 
 
 class DiffusionWorkload(Workload):
-    """Clients hold different training images (:func:`clients.sr.data.client_images`); the
+    """Clients hold different training images (:func:`fedlab.clients.sr.data.client_images`); the
     test set is ``heldout-crops`` fixed crops of each held-out image, in [-1, 1]."""
 
     config: DiffusionConfig

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from fedlab.clients.ssl.client import FEDFOA_HANDLERS, init_model, probe_metrics
+from fedlab.clients.ssl.config import SSLConfig
+from fedlab.clients.ssl.reference import reference_line
+from fedlab.strategies.fedavg import build_strategy, sampling_kwargs
+from fedlab.strategies.fedfoa import RELATION_KEYS, FedFoA
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp import Grid
 
-from clients.ssl.client import FEDFOA_HANDLERS, init_model, probe_metrics
-from clients.ssl.config import SSLConfig
-from clients.ssl.reference import reference_line
 from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.config import TRACE_KEYS
@@ -24,8 +26,6 @@ from fedlab.run_folder import RunFolder
 from fedlab.server import EvaluateFn, run_federation, seed_everything
 from fedlab.training import resolve_device
 from fedlab.workload import build_workload
-from strategies.fedavg import build_strategy, sampling_kwargs
-from strategies.fedfoa import RELATION_KEYS, FedFoA
 
 log = logging.getLogger("fedlab")
 

@@ -13,19 +13,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from fedlab.clients.ssl.config import SSLConfig
+from fedlab.clients.ssl.models import SSLModel, parse_encoders
+from fedlab.clients.ssl.probe import probe_model
+from fedlab.clients.ssl.relation import factorize
+from fedlab.clients.ssl.workload import SSLWorkload
+from fedlab.strategies.fedfoa import EIGVALS, EIGVECS, RELATION, RELATION_KEYS
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from clients.ssl.config import SSLConfig
-from clients.ssl.models import SSLModel, parse_encoders
-from clients.ssl.probe import probe_model
-from clients.ssl.relation import factorize
-from clients.ssl.workload import SSLWorkload
 from fedlab.client import derive_seed, handle_query, partition_of, train_config_from
 from fedlab.data.datasets import ImageDataset
 from fedlab.server import CLIENT_INFO
 from fedlab.training import TrainConfig, resolve_device, train
 from fedlab.workload import build_workload
-from strategies.fedfoa import EIGVALS, EIGVECS, RELATION, RELATION_KEYS
 
 STATE_KEY = "fedfoa-model"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from clients.ssl.models import feature_dim, parse_encoders
+from fedlab.clients.ssl.models import feature_dim, parse_encoders
+
 from fedlab.config import RunConfig, _choice, _non_negative, _positive
 from fedlab.errors import FedlabError
 

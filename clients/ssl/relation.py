@@ -1,16 +1,16 @@
 """FedFoA's client side of the relation matrices: the alignment loss.
 
 The matrix math itself (standardize, relation matrix, factorize, rebuild) is shared with the
-server and lives in :mod:`strategies.relation_matrices`; it is re-exported here so existing
+server and lives in :mod:`fedlab.strategies.relation_matrices`; it is re-exported here so existing
 imports keep working.
 """
 
 from __future__ import annotations
 
 import torch
+from fedlab.strategies.relation_matrices import factorize, rebuild, relation_matrix, standardize
 
 from fedlab.errors import FedlabError
-from strategies.relation_matrices import factorize, rebuild, relation_matrix, standardize
 
 __all__ = ["alignment_loss", "factorize", "rebuild", "relation_matrix", "standardize"]
 

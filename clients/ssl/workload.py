@@ -6,19 +6,19 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from torch import nn
-
-from clients.ssl.augment import augment
-from clients.ssl.config import SSLConfig
-from clients.ssl.models import SSLModel, parse_encoders
-from clients.ssl.objectives import (
+from fedlab.clients.ssl.augment import augment
+from fedlab.clients.ssl.config import SSLConfig
+from fedlab.clients.ssl.models import SSLModel, parse_encoders
+from fedlab.clients.ssl.objectives import (
     clamp_norm,
     negative_cosine,
     nt_xent,
     second_moment,
     spectral_contrastive,
 )
-from clients.ssl.relation import alignment_loss, relation_matrix
+from fedlab.clients.ssl.relation import alignment_loss, relation_matrix
+from torch import nn
+
 from fedlab.data.datasets import ImageDataset
 from fedlab.errors import FedlabError
 from fedlab.registry import WORKLOADS

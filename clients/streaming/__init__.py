@@ -1,1 +1,1 @@
-"""Streaming-video workloads: shared video I/O (:mod:`clients.streaming.video`) and Arena."""
+"""Streaming-video workloads: shared video I/O (:mod:`fedlab.clients.streaming.video`) and Arena."""

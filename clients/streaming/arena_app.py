@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fedlab.clients.streaming.arena_config import ArenaConfig
+from fedlab.clients.streaming.arena_eval import evaluate_method, full_frame_ap
+from fedlab.clients.streaming.arena_infer import ArenaSettings
+from fedlab.clients.streaming.arena_model import ArenaViT
+from fedlab.clients.streaming.arena_sampler import SamplerConfig
+from fedlab.clients.streaming.arena_workload import ArenaWorkload
+from fedlab.strategies.fedavg import build_strategy
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp import Grid
 
-from clients.streaming.arena_config import ArenaConfig
-from clients.streaming.arena_eval import evaluate_method, full_frame_ap
-from clients.streaming.arena_infer import ArenaSettings
-from clients.streaming.arena_model import ArenaViT
-from clients.streaming.arena_sampler import SamplerConfig
-from clients.streaming.arena_workload import ArenaWorkload
 from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import WEIGHT_TRAINING_HANDLERS
@@ -33,7 +34,6 @@ from fedlab.config import TRACE_KEYS
 from fedlab.errors import FedlabError
 from fedlab.run_folder import RunFolder
 from fedlab.server import EvaluateFn, run_federation, seed_everything
-from strategies.fedavg import build_strategy
 
 log = logging.getLogger("fedlab.streaming.arena")
 

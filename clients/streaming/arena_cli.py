@@ -28,7 +28,7 @@ SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "simulations/results/are
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``arena`` to the ``fedlab`` console script."""
-    from clients.streaming.arena_infer import METHODS
+    from fedlab.clients.streaming.arena_infer import METHODS
 
     parser = subparsers.add_parser(
         "arena", help="Arena ViT video detection with patches of interest on a clip"
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def load_detector(folder: str | Path):
     """A detector saved with ``save_pretrained`` in a local folder (no hub access)."""
-    from clients.streaming.arena_model import ArenaViT
+    from fedlab.clients.streaming.arena_model import ArenaViT
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
@@ -76,8 +76,8 @@ def load_detector(folder: str | Path):
 
 def load_frames(clip: str, size: int, frames: int) -> tuple[np.ndarray, list[np.ndarray] | None]:
     """Frames resized to ``size`` square, and the boxes when the clip is procedural."""
-    from clients.streaming.arena_data import VideoSpec, split_videos
-    from clients.streaming.video import bundled_clip, read_clip
+    from fedlab.clients.streaming.arena_data import VideoSpec, split_videos
+    from fedlab.clients.streaming.video import bundled_clip, read_clip
 
     if clip.startswith("sprites:"):
         try:
@@ -94,11 +94,11 @@ def load_frames(clip: str, size: int, frames: int) -> tuple[np.ndarray, list[np.
 
 def arena_command(args: argparse.Namespace) -> int:
     import torch
+    from fedlab.clients.streaming.arena_bytes import full_stream, stream_bytes
+    from fedlab.clients.streaming.arena_infer import ArenaSettings, run_method
+    from fedlab.clients.streaming.arena_metrics import average_precision
+    from fedlab.clients.streaming.arena_sampler import SamplerConfig
 
-    from clients.streaming.arena_bytes import full_stream, stream_bytes
-    from clients.streaming.arena_infer import ArenaSettings, run_method
-    from clients.streaming.arena_metrics import average_precision
-    from clients.streaming.arena_sampler import SamplerConfig
     from fedlab.atomic import atomic_write_json
 
     torch.set_num_threads(1)

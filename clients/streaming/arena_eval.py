@@ -10,12 +10,11 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from clients.streaming.arena_bytes import full_stream, stream_bytes
-from clients.streaming.arena_data import Video
-from clients.streaming.arena_infer import ArenaSettings, FrameRecord, run_method
-from clients.streaming.arena_metrics import average_precision
-from clients.streaming.arena_model import ArenaViT, decode, to_tensor
+from fedlab.clients.streaming.arena_bytes import full_stream, stream_bytes
+from fedlab.clients.streaming.arena_data import Video
+from fedlab.clients.streaming.arena_infer import ArenaSettings, FrameRecord, run_method
+from fedlab.clients.streaming.arena_metrics import average_precision
+from fedlab.clients.streaming.arena_model import ArenaViT, decode, to_tensor
 
 log = logging.getLogger("fedlab.streaming.arena")
 

@@ -34,9 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-
-from clients.streaming.arena_model import ArenaViT, Detections, decode, to_tensor
-from clients.streaming.arena_sampler import (
+from fedlab.clients.streaming.arena_model import ArenaViT, Detections, decode, to_tensor
+from fedlab.clients.streaming.arena_sampler import (
     SamplerConfig,
     Track,
     box_tokens,
@@ -45,6 +44,7 @@ from clients.streaming.arena_sampler import (
     poi_distribution,
     sample_pois,
 )
+
 from fedlab.errors import FedlabError
 
 METHODS = ("full", "arena", "random", "prev-boxes", "evit", "reuse")

@@ -7,8 +7,7 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
-
-from clients.streaming.arena_model import Detections
+from fedlab.clients.streaming.arena_model import Detections
 
 
 def average_precision(

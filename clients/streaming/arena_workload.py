@@ -18,12 +18,12 @@ from functools import cached_property
 
 import numpy as np
 import torch
+from fedlab.clients.streaming.arena_config import ArenaConfig
+from fedlab.clients.streaming.arena_data import Video, VideoSpec, split_videos
+from fedlab.clients.streaming.arena_model import ArenaViT, dense_targets, detection_loss, to_tensor
 from torch import nn
 from torch.utils.data import Dataset
 
-from clients.streaming.arena_config import ArenaConfig
-from clients.streaming.arena_data import Video, VideoSpec, split_videos
-from clients.streaming.arena_model import ArenaViT, dense_targets, detection_loss, to_tensor
 from fedlab.client import derive_seed
 from fedlab.workload import Workload
 

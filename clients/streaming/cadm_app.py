@@ -17,21 +17,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from fedlab.clients.streaming.cadm_codec import CodecSpec, encode, receive, to_tensor
+from fedlab.clients.streaming.cadm_config import CadmConfig
+from fedlab.clients.streaming.cadm_data import validation_clips
+from fedlab.clients.streaming.cadm_model import CadmDecoder, DecoderMeta, pair_key
+from fedlab.clients.streaming.cadm_workload import CadmWorkload
+from fedlab.strategies.fedavg import build_strategy
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp import Grid
 
-from clients.streaming.cadm_codec import CodecSpec, encode, receive, to_tensor
-from clients.streaming.cadm_config import CadmConfig
-from clients.streaming.cadm_data import validation_clips
-from clients.streaming.cadm_model import CadmDecoder, DecoderMeta, pair_key
-from clients.streaming.cadm_workload import CadmWorkload
 from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import WEIGHT_TRAINING_HANDLERS
 from fedlab.config import TRACE_KEYS
 from fedlab.run_folder import RunFolder
 from fedlab.server import run_federation, seed_everything
-from strategies.fedavg import build_strategy
 
 log = logging.getLogger("fedlab.streaming.cadm")
 

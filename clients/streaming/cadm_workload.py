@@ -14,16 +14,16 @@ from functools import cached_property
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from clients.streaming.cadm_config import CadmConfig
-from clients.streaming.cadm_data import PairPatches, client_clips, validation_clips
-from clients.streaming.cadm_model import (
+from fedlab.clients.streaming.cadm_config import CadmConfig
+from fedlab.clients.streaming.cadm_data import PairPatches, client_clips, validation_clips
+from fedlab.clients.streaming.cadm_model import (
     RESIDUAL_SCALE,
     T_START,
     build_decoder_unet,
     diffusion_scheduler,
 )
+from torch import nn
+
 from fedlab.client import derive_seed
 from fedlab.workload import Workload
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from fedlab.strategies.fedavg import build_strategy
+from fedlab.strategies.trace_recording import TraceRecording
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -17,8 +19,6 @@ from fedlab.run_folder import RunFolder
 from fedlab.server import EvaluateFn, run_federation, seed_everything
 from fedlab.training import evaluate, resolve_device
 from fedlab.workload import Workload, build_workload
-from strategies.fedavg import build_strategy
-from strategies.trace_recording import TraceRecording
 
 
 def initial_arrays(workload: Workload, seed: int) -> ArrayRecord:

@@ -1,7 +1,7 @@
 """Small image classifiers for the supervised workload, chosen by the run-config key ``model``.
 
-``lenet`` is DLG's victim model, defined with the attacks (``attacks.models``) and built here by
-its registered name through :data:`fedlab.registry.MODELS`: a workload depends on a model
+``lenet`` is DLG's victim model, defined with the attacks (``fedlab.attacks.models``) and built here
+by its registered name through :data:`fedlab.registry.MODELS`: a workload depends on a model
 builder, not on the attack package's code.
 """
 

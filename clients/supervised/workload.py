@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from fedlab.clients.supervised.models import build_classifier
 from torch import nn
 
-from clients.supervised.models import build_classifier
 from fedlab.registry import WORKLOADS
 from fedlab.workload import PartitionedImageWorkload
 
@@ -26,7 +26,7 @@ class SupervisedWorkload(PartitionedImageWorkload):
         c, h, _ = self.train_dataset.shape
         kwargs = {"in_channels": c, "image_size": h, "num_classes": self.train_dataset.num_classes}
         name = self.config.model
-        return {"name": name if name == "lenet" else f"clients.supervised.models:{name}",
+        return {"name": name if name == "lenet" else f"fedlab.clients.supervised.models:{name}",
                 "kwargs": kwargs}  # fmt: skip
 
     def step(

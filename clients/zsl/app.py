@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from fedlab.clients.zsl.workload import ZslConfig, ZslWorkload
+from fedlab.strategies.fedavg import build_strategy
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid
 
-from clients.zsl.workload import ZslConfig, ZslWorkload
 from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import WEIGHT_TRAINING_HANDLERS, handle_train
@@ -20,7 +21,6 @@ from fedlab.config import TRACE_KEYS, RunConfig
 from fedlab.run_folder import RunFolder
 from fedlab.server import EvaluateFn, run_federation, seed_everything
 from fedlab.workload import build_workload
-from strategies.fedavg import build_strategy
 
 
 def zsl_evaluation(workload: ZslWorkload) -> EvaluateFn:

@@ -25,9 +25,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from fedlab.clients.zsl.models import CompatibilityModel
 from torch import nn
-
-from clients.zsl.models import CompatibilityModel
 
 
 def backbone(in_channels: int, width: int = 16) -> nn.Sequential:

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from clients.zsl.models import Linear
+from fedlab.clients.zsl.models import Linear
 
 
 def eszsl_statistics(
@@ -58,7 +57,7 @@ def eszsl_solve(
 
 
 def eszsl_model(v: torch.Tensor, attributes: torch.Tensor, scale: float = 10.0) -> Linear:
-    """A :class:`~clients.zsl.models.Linear` model whose weight is ``V^T``."""
+    """A :class:`~fedlab.clients.zsl.models.Linear` model whose weight is ``V^T``."""
     model = Linear(v.shape[0], attributes, scale)
     with torch.no_grad():
         model.map.weight.copy_(v.T.float())

@@ -1,14 +1,14 @@
-"""Build the :class:`~clients.zsl.data.ZslData` of a run: shapes, digits, compo or xlsa17."""
+"""Build the :class:`~fedlab.clients.zsl.data.ZslData` of a run: shapes, digits, compo or xlsa17."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from fedlab.clients.zsl import benchmarks as bm
+from fedlab.clients.zsl import compo
+from fedlab.clients.zsl.data import ZslData, stratified_holdout
+from fedlab.clients.zsl.xlsa17 import load_xlsa17
 
-from clients.zsl import benchmarks as bm
-from clients.zsl import compo
-from clients.zsl.data import ZslData, stratified_holdout
-from clients.zsl.xlsa17 import load_xlsa17
 from fedlab.errors import FedlabError
 
 ZSL_DATASETS = ("shapes", "digits", "compo", "xlsa17")

@@ -15,14 +15,19 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fedlab.clients.zsl.ar2 import Ar2Net, ar2_losses, nearest_unseen
+from fedlab.clients.zsl.data import (
+    ZslData,
+    ZslTensors,
+    class_disjoint_partition,
+    validation_protocol,
+)
+from fedlab.clients.zsl.label_skew import LABEL_SKEW_REMEDIES, adjust_logits
+from fedlab.clients.zsl.metrics import ausuc, gzsl, zsl_top1
+from fedlab.clients.zsl.models import MLP, CompatibilityModel, ParsNets
+from fedlab.clients.zsl.sources import ZSL_DATASETS, load_zsl
 from torch import nn
 
-from clients.zsl.ar2 import Ar2Net, ar2_losses, nearest_unseen
-from clients.zsl.data import ZslData, ZslTensors, class_disjoint_partition, validation_protocol
-from clients.zsl.label_skew import LABEL_SKEW_REMEDIES, adjust_logits
-from clients.zsl.metrics import ausuc, gzsl, zsl_top1
-from clients.zsl.models import MLP, CompatibilityModel, ParsNets
-from clients.zsl.sources import ZSL_DATASETS, load_zsl
 from fedlab.config import RunConfig, _choice, to_key
 from fedlab.data.partition import partition_indices
 from fedlab.errors import FedlabError

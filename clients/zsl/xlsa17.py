@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fedlab.clients.zsl.data import ZslData
 
-from clients.zsl.data import ZslData
 from fedlab.errors import FedlabError
 
 FEATURES_FILE = "res101.mat"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from fedlab.attacks.base import AttackInput, ModelSpec
 from skimage import data, transform
-
-from attacks.base import AttackInput, ModelSpec
 
 # Crops of bundled scikit-image photos, fixed before any tuning.
 CROPS = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from attack_helpers import crop_image, fedsgd_input
+from fedlab.attacks.base import AttackInput, ModelSpec, labels_from_weight_gradient
 
-from attacks.base import AttackInput, ModelSpec, labels_from_weight_gradient
 from fedlab.errors import FedlabError
 from fedlab.registry import ATTACKS
 

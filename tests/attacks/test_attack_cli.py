@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 from attack_helpers import crop_image
+from fedlab.attacks.base import ModelSpec
+from fedlab.attacks.cli import register
 
-from attacks.base import ModelSpec
-from attacks.cli import register
 from fedlab.errors import FedlabError
 from fedlab.traces import TraceWriter
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from attack_helpers import CROPS, crop_image, fedsgd_input
-
-from attacks import metrics
-from attacks.base import head_gradients
-from attacks.dlg import DLG
-from attacks.idlg import IDLG, recover_labels
-from attacks.inverting import InvertingGradients
+from fedlab.attacks import metrics
+from fedlab.attacks.base import head_gradients
+from fedlab.attacks.dlg import DLG
+from fedlab.attacks.idlg import IDLG, recover_labels
+from fedlab.attacks.inverting import InvertingGradients
 
 
 @pytest.mark.parametrize("seed", range(4))

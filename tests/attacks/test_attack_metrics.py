@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-
-from attacks import metrics
+from fedlab.attacks import metrics
 
 
 def test_psnr_matches_its_definition():

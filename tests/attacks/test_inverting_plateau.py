@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-
-from attacks.inverting import PLATEAU_WINDOW, InvertingGradients
-from tests.attacks.attack_helpers import crop_image, fedsgd_input
+from attack_helpers import crop_image, fedsgd_input
+from fedlab.attacks.inverting import PLATEAU_WINDOW, InvertingGradients
 
 
 def _input():

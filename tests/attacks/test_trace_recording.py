@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fedlab.attacks.base import ModelSpec
+from fedlab.strategies.trace_recording import TraceRecording
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
-from attacks.base import ModelSpec
 from fedlab.errors import FedlabError
 from fedlab.traces import TraceReader
-from strategies.trace_recording import TraceRecording
 
 SPEC = {"name": "lenet", "kwargs": {"num_classes": 10, "image_size": 16}}
 

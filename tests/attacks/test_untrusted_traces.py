@@ -9,12 +9,12 @@ import shutil
 
 import pytest
 import torch
+from fedlab.attacks.base import ModelSpec
+from fedlab.attacks.cli import register
+from fedlab.attacks.models import MODELS
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from attacks.base import ModelSpec
-from attacks.cli import register
-from attacks.models import MODELS
 from fedlab.errors import FedlabError
 from fedlab.traces import MANIFEST, TraceReader, TraceWriter
 
@@ -123,19 +123,19 @@ def test_trusting_the_trace_builds_an_importable_builder(tmp_path):
     _edit(
         trace,
         lambda r: r["model"].update(
-            name="clients.supervised.models:lenet",
+            name="fedlab.clients.supervised.models:lenet",
             kwargs={"in_channels": 3, "image_size": 16, "num_classes": 10},
         ),
         index=0,
     )
-    _edit(trace, lambda r: r["model"].update(name="attacks.models:build_lenet"))
+    _edit(trace, lambda r: r["model"].update(name="fedlab.attacks.models:build_lenet"))
     code, targets = _attack(trace, tmp_path / "untrusted")
     error = _assert_good_attacked_bad_refused(targets)
-    assert "unknown model 'attacks.models:build_lenet'" in error
+    assert "unknown model 'fedlab.attacks.models:build_lenet'" in error
     code, targets = _attack(trace, tmp_path / "trusted", "--trust-trace-code")
     assert code == 0 and {t["status"] for t in targets.values()} == {"ok"}
     reader = TraceReader(trace, trust_code=True)
-    assert reader.attack_input(reader.records[1]).model.name == "attacks.models:build_lenet"
+    assert reader.attack_input(reader.records[1]).model.name == "fedlab.attacks.models:build_lenet"
 
 
 def _escape_up(trace, tmp_path, key):

@@ -12,11 +12,11 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+from fedlab.clients.dpfedavg.app import dpfedavg
+from fedlab.strategies.dp_mods import LocalDpClipNoiseMod
+from fedlab.strategies.dp_noise import NoiseSource
 
-from clients.dpfedavg.app import dpfedavg
 from fedlab.appspec import AppSpec
-from strategies.dp_mods import LocalDpClipNoiseMod
-from strategies.dp_noise import NoiseSource
 
 
 class _ScaledDraws:

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from fedlab.attacks.audit.config import from_mapping
+from fedlab.attacks.audit.presets import PRESETS
+from fedlab.attacks.audit.runner import run_audit
+from fedlab.clients.dpfedavg.app import dpfedavg
 
-from attacks.audit.config import from_mapping
-from attacks.audit.presets import PRESETS
-from attacks.audit.runner import run_audit
-from clients.dpfedavg.app import dpfedavg
 from fedlab.cli import fedlab_main
 from fedlab.errors import FedlabError
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fedlab.attacks.audit.config import from_mapping
+from fedlab.attacks.audit.runner import resolve_settings, run_setting
+from fedlab.clients.dpfedavg.app import dpfedavg
 
-from attacks.audit.config import from_mapping
-from attacks.audit.runner import resolve_settings, run_setting
-from clients.dpfedavg.app import dpfedavg
-from tests.audit.broken_mechanisms import broken_app
+from audit.broken_mechanisms import broken_app
 
 pytestmark = pytest.mark.slow
 

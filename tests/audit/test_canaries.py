@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from attacks.audit.canaries import Observations, canary_statistics, direction, flat
+from fedlab.attacks.audit.canaries import Observations, canary_statistics, direction, flat
 
 
 def test_direction_is_a_fixed_unit_vector() -> None:

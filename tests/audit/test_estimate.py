@@ -6,8 +6,7 @@ import math
 
 import numpy as np
 import pytest
-
-from attacks.audit.estimate import (
+from fedlab.attacks.audit.estimate import (
     MAX_EPSILON,
     epsilon_from_samples,
     estimate_epsilon,
@@ -59,10 +58,9 @@ def test_too_few_statistics_give_nan_and_json_none() -> None:
 def test_closed_form_hockey_stick_matches_numerical_integration(
     mu_p: float, s_p: float, mu_q: float, s_q: float, eps: float
 ) -> None:
+    from fedlab.attacks.audit.estimate import _hockey_stick
     from scipy.integrate import quad
     from scipy.stats import norm
-
-    from attacks.audit.estimate import _hockey_stick
 
     def integrand(x: float) -> float:
         return max(0.0, norm.pdf(x, mu_p, s_p) - math.exp(eps) * norm.pdf(x, mu_q, s_q))
@@ -74,8 +72,8 @@ def test_closed_form_hockey_stick_matches_numerical_integration(
 
 
 def test_separate_fit_is_reported_beside_the_pooled_one() -> None:
-    from attacks.audit.config import AuditConfig
-    from attacks.audit.runner import estimates_of
+    from fedlab.attacks.audit.config import AuditConfig
+    from fedlab.attacks.audit.runner import estimates_of
 
     rng = np.random.default_rng(3)
     stats = {"final": {"observed": rng.normal(1, 1, 10).tolist(), "null": rng.normal(0, 1, 200)}}

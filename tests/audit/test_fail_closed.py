@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fedlab.attacks.audit.cli import EXIT_UNKNOWN
+from fedlab.attacks.audit.report import boundary_text, summarise
 
-from attacks.audit.cli import EXIT_UNKNOWN
-from attacks.audit.report import boundary_text, summarise
 from fedlab.cli import fedlab_main
 
 #: The issue's case: local epsilon 1e6 per release, where the labels leak without a denoiser.
@@ -51,7 +51,7 @@ def _assert_unknown(out: Path, code: int, printed: str, error: str) -> dict:
 def test_an_audit_whose_only_attack_errors_exits_3_and_names_no_boundary(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("attacks.audit.jobs.make_attack", lambda *a, **k: _Broken())
+    monkeypatch.setattr("fedlab.attacks.audit.jobs.make_attack", lambda *a, **k: _Broken())
     code, out = _audit(tmp_path, "")
     captured = capsys.readouterr()
     data = _assert_unknown(out, code, captured.out, "attack exploded on purpose")

@@ -1,5 +1,9 @@
 """The layering of the packages: the core imports no plugin, strategies import no client.
 
+The plugin folders (strategies/, attacks/, clients/) install as ``fedlab.strategies``,
+``fedlab.attacks`` and ``fedlab.clients``; the core is every other ``fedlab`` module. Nothing
+imports the folders under their bare names (which a user's own module could shadow).
+
 Arrows are read from the source with ``ast``: import statements, string literals handed to
 ``importlib.import_module`` / ``import_object``, any ``"module:attr"`` string, and any string
 that is a dotted path into a plugin package (a table of modules to import later). A subprocess
@@ -19,17 +23,24 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PLUGINS = ("strategies", "attacks", "clients")
-FORBIDDEN = {"fedlab": set(PLUGINS), "strategies": {"clients"}}
+FOLDERS = ("strategies", "attacks", "clients")
+PLUGINS = tuple(f"fedlab.{name}" for name in FOLDERS)
+#: folder -> the layers its modules must not import
+FORBIDDEN = {"fedlab": set(PLUGINS), "strategies": {"fedlab.clients"}}
 DYNAMIC_IMPORTERS = {"import_module", "import_object", "__import__"}
 MODULE_ATTR = re.compile(r"^([A-Za-z_]\w*)(\.\w+)*:[A-Za-z_][\w.]*$")
-# A whole string that is a dotted module path (``"clients.ssl.app"``), e.g. a table of modules
-# to import later; only those naming a plugin package count as arrows.
+# A whole string that is a dotted module path (``"fedlab.clients.ssl.app"``), e.g. a table of
+# modules to import later; only those naming a plugin package count as arrows.
 MODULE_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 
 
-def _top(module: str) -> str:
-    return module.split(".")[0]
+def _layer(module: str) -> str:
+    """``fedlab.clients`` for ``fedlab.clients.sr.app``, ``fedlab`` for a core module, the top
+    name otherwise (``strategies`` for a bare, forbidden ``strategies.fedfoa``)."""
+    parts = module.split(".")
+    if parts[0] == "fedlab" and len(parts) > 1 and parts[1] in FOLDERS:
+        return ".".join(parts[:2])
+    return parts[0]
 
 
 def _callee_name(node: ast.Call) -> str | None:
@@ -55,7 +66,7 @@ def imported_packages(source: str, filename: str = "<source>") -> list[tuple[int
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             if MODULE_ATTR.match(node.value):
                 found.append((node.lineno, node.value.partition(":")[0]))
-            elif MODULE_PATH.match(node.value) and _top(node.value) in PLUGINS:
+            elif MODULE_PATH.match(node.value) and _layer(node.value) in (*PLUGINS, *FOLDERS):
                 found.append((node.lineno, node.value))
     return found
 
@@ -64,7 +75,7 @@ def forbidden_arrows(package: str) -> list[str]:
     arrows = []
     for path in sorted((ROOT / package).rglob("*.py")):
         for line, module in imported_packages(path.read_text(), str(path)):
-            if _top(module) in FORBIDDEN[package]:
+            if _layer(module) in FORBIDDEN[package] | set(FOLDERS):
                 arrows.append(f"{path.relative_to(ROOT)}:{line} -> {module}")
     return arrows
 
@@ -74,26 +85,37 @@ def test_no_forbidden_arrow_in_the_source(package):
     assert forbidden_arrows(package) == []
 
 
+@pytest.mark.parametrize("package", ["attacks", "clients", "simulations", "tests"])
+def test_nothing_imports_a_plugin_folder_by_its_bare_name(package):
+    bare = [
+        f"{path.relative_to(ROOT)}:{line} -> {module}"
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for line, module in imported_packages(path.read_text(), str(path))
+        if _layer(module) in FOLDERS
+    ]
+    assert bare == []
+
+
 def test_the_reader_sees_every_kind_of_arrow():
     source = (
-        "import clients.ssl\n"
-        "from attacks.models import LeNet\n"
-        "importlib.import_module('strategies.fedavg')\n"
-        "import_object('clients.zsl.app:zsl_ar2', what='app')\n"
-        "NAMES = ('attacks.cli:register',)\n"
-        "APPS = {'fedavg': 'clients.supervised.app', 'dtype': 'torch.float32'}\n"
+        "import fedlab.clients.ssl\n"
+        "from fedlab.attacks.models import LeNet\n"
+        "importlib.import_module('fedlab.strategies.fedavg')\n"
+        "import_object('fedlab.clients.zsl.app:zsl_ar2', what='app')\n"
+        "NAMES = ('fedlab.attacks.cli:register',)\n"
+        "APPS = {'fedavg': 'fedlab.clients.supervised.app', 'dtype': 'torch.float32'}\n"
         "from fedlab.errors import FedlabError\n"
-        "TEXT = 'see attacks.models for the models: all of them'\n"
+        "TEXT = 'see fedlab.attacks.models for the models: all of them'\n"
     )
     modules = {module for _, module in imported_packages(source)}
     assert modules == {
-        "attacks.cli",
-        "attacks.models",
-        "clients.ssl",
-        "clients.supervised.app",
-        "clients.zsl.app",
+        "fedlab.attacks.cli",
+        "fedlab.attacks.models",
+        "fedlab.clients.ssl",
+        "fedlab.clients.supervised.app",
+        "fedlab.clients.zsl.app",
         "fedlab.errors",
-        "strategies.fedavg",
+        "fedlab.strategies.fedavg",
     }
 
 
@@ -106,7 +128,9 @@ def test_importing_every_core_module_loads_no_plugin():
         "import importlib, json, sys\n"
         f"for name in {modules!r}:\n"
         "    importlib.import_module(name)\n"
-        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {PLUGINS!r})))\n"
+        f"plugins, folders = {PLUGINS!r}, {FOLDERS!r}\n"
+        "print(json.dumps(sorted(m for m in sys.modules\n"
+        "                        if m.startswith(plugins) or m.split('.')[0] in folders)))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=240
@@ -126,7 +150,7 @@ def test_built_ins_are_declared_as_entry_points():
     assert {"attack", "pgla"} <= declared["commands"]
     assert {"fedavg", "fedmedian", "fedfoa"} <= declared["strategies"]
     assert {"supervised", "ssl", "zsl_ar2"} <= declared["workloads"]
-    assert {"lenet", "clients.supervised.models:lenet"} <= declared["models"]
+    assert {"lenet", "fedlab.clients.supervised.models:lenet"} <= declared["models"]
     assert {"dlg", "idlg", "ig"} <= declared["attacks"]
 
 
@@ -136,8 +160,8 @@ def test_a_fresh_process_sees_the_built_ins_without_importing_them():
         "import json, sys\n"
         "from fedlab.registry import APPS, MODELS, STRATEGIES\n"
         "seen = ['fedfoa' in STRATEGIES, 'lenet' in MODELS, 'dpfedavg' in APPS]\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
-        f"{PLUGINS!r})\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith("
+        f"{PLUGINS!r}))\n"
         "print(json.dumps([seen, loaded]))\n"
     )
     result = subprocess.run(

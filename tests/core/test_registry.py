@@ -43,7 +43,7 @@ def test_entry_points_add_plugins_from_other_packages(monkeypatch):
 
     def fake_entry_points(group):
         assert group == "fedlab.things"
-        return [EntryPoint("marked", "tests.core.custom_strategy:MarkedFedAvg", group)]
+        return [EntryPoint("marked", "core.custom_strategy:MarkedFedAvg", group)]
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
     monkeypatch.setattr(registry, "entry_points", fake_entry_points)

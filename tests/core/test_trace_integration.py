@@ -1,8 +1,8 @@
 """record-traces through the fedavg app, then iDLG's label recovery on every recorded update."""
 
 import pytest
+from fedlab.attacks.base import labels_from_weight_gradient
 
-from attacks.base import labels_from_weight_gradient
 from fedlab.apps import fedavg
 from fedlab.errors import FedlabError
 from fedlab.inprocess import run_in_process

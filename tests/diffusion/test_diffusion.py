@@ -46,7 +46,7 @@ def test_factories_unconditional_and_class_conditional():
 
 
 def test_start_step_rule_is_the_first_step_below_the_target_and_pglas():
-    from attacks.pgla.schedule import start_timestep
+    from fedlab.attacks.pgla.schedule import start_timestep
 
     ac = make_scheduler().alphas_cumprod
     levels = [1e-4, 0.01, 0.1, 0.5, 1.0, 3.0, 1000.0]

@@ -8,10 +8,10 @@ import json
 
 import pytest
 import torch
+from fedlab.clients.harmonization.app import harmonization, pih_prior
+from fedlab.clients.harmonization.workload import prior_styles
 from safetensors.torch import load_file
 
-from clients.harmonization.app import harmonization, pih_prior
-from clients.harmonization.workload import prior_styles
 from fedlab.diffusion import load_unet
 from fedlab.errors import FedlabError
 from fedlab.inprocess import run_in_process
@@ -80,7 +80,7 @@ def test_harmonization_app_reports_every_method_with_an_untouched_background(tin
 
 
 def test_shipped_prior_is_style_conditioned_and_names_its_styles():
-    from clients.harmonization.config import SHIPPED_PRIOR
+    from fedlab.clients.harmonization.config import SHIPPED_PRIOR
 
     prior = load_unet(SHIPPED_PRIOR)
     assert prior.config.num_class_embeds == 5

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from clients.harmonization.config import SHIPPED_PRIOR
+from fedlab.clients.harmonization.config import SHIPPED_PRIOR
 
 pytestmark = pytest.mark.slow
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fedlab.clients.harmonization.command import harmonize_files
+from fedlab.clients.harmonization.workload import save_prior
 from PIL import Image
 
-from clients.harmonization.command import harmonize_files
-from clients.harmonization.workload import save_prior
 from fedlab.diffusion import build_unet
 from fedlab.errors import FedlabError
 

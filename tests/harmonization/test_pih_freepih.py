@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from clients.harmonization.freepih import (
+from fedlab.clients.harmonization.freepih import (
     FreePIHParams,
     content_loss,
     freepih,
     sdedit,
     start_noise,
 )
+
 from fedlab.diffusion import build_unet, make_scheduler, noise_to, reverse
 from fedlab.diffusion.sampling import unet_eps
 from fedlab.errors import FedlabError

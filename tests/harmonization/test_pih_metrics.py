@@ -7,11 +7,10 @@ import importlib.util
 
 import pytest
 import torch
-
-from clients.harmonization import data
-from clients.harmonization.baselines import BASELINES
-from clients.harmonization.data import HELDOUT_PHOTOS, TRAIN_PHOTOS, client_pairs, composite
-from clients.harmonization.metrics import edge_f1, grey, harmonization_metrics
+from fedlab.clients.harmonization import data
+from fedlab.clients.harmonization.baselines import BASELINES
+from fedlab.clients.harmonization.data import HELDOUT_PHOTOS, TRAIN_PHOTOS, client_pairs, composite
+from fedlab.clients.harmonization.metrics import edge_f1, grey, harmonization_metrics
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("piq") is None, reason="needs piq")
 

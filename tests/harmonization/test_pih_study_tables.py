@@ -36,8 +36,8 @@ def test_docs_and_readme_hold_the_table_of_the_committed_results():
 def test_headline_follows_the_declared_tuning_rule_and_is_the_default():
     import argparse
 
-    from clients.harmonization.command import add_arguments
-    from clients.harmonization.config import HarmonizationConfig
+    from fedlab.clients.harmonization.command import add_arguments
+    from fedlab.clients.harmonization.config import HarmonizationConfig
 
     study = _study()
     data = json.loads(RESULTS.read_text())

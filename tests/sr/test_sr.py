@@ -6,13 +6,13 @@ import importlib.util
 
 import pytest
 import torch
+from fedlab.clients.sr.config import DiffSRConfig
+from fedlab.clients.sr.data import HELDOUT_IMAGES, TRAIN_IMAGES, client_images, fixed_crops
+from fedlab.clients.sr.degrade import downsample, lr_size, sr_size, upsample
+from fedlab.clients.sr.evaluate import calibrated_prf, calibration_crops, heldout_crops
+from fedlab.clients.sr.methods import DiffSR
+from fedlab.clients.sr.prf import PRF, fit_kappa
 
-from clients.sr.config import DiffSRConfig
-from clients.sr.data import HELDOUT_IMAGES, TRAIN_IMAGES, client_images, fixed_crops
-from clients.sr.degrade import downsample, lr_size, sr_size, upsample
-from clients.sr.evaluate import calibrated_prf, calibration_crops, heldout_crops
-from clients.sr.methods import DiffSR
-from clients.sr.prf import PRF, fit_kappa
 from fedlab.diffusion import build_unet, make_scheduler
 from fedlab.errors import FedlabError
 
@@ -100,7 +100,7 @@ def test_guidance_pulls_the_output_onto_the_lr_input():
 
 @needs_piq
 def test_metrics_on_identical_and_degraded_images():
-    from clients.sr.metrics import image_metrics
+    from fedlab.clients.sr.metrics import image_metrics
 
     hr = fixed_crops(HELDOUT_IMAGES[:1], 32, 2, seed=1)
     lr = downsample(hr, 2)
@@ -127,7 +127,7 @@ def test_config_errors_are_one_line():
 
 
 def test_missing_folders_are_refused_before_the_run():
-    from clients.sr.app import check_sr_app
+    from fedlab.clients.sr.app import check_sr_app
 
     config = DiffSRConfig.from_mapping({"init-from": "/no/such/prior", "methods": "bicubic"})
     with pytest.raises(FedlabError, match="init-from folder '/no/such/prior' does not exist"):
@@ -143,7 +143,8 @@ def test_calibrated_prf_is_cached_and_uses_kappa():
 
 
 def test_fedlab_sr_command_errors(tmp_path, capsys):
-    from clients.sr.cli import png_bytes
+    from fedlab.clients.sr.cli import png_bytes
+
     from fedlab.cli import fedlab_main
 
     image = tmp_path / "in.png"
@@ -159,9 +160,8 @@ def test_fedlab_sr_command_errors(tmp_path, capsys):
 
 @needs_piq
 def test_fedlab_sr_writes_the_scaled_image_and_grid(tmp_path):
+    from fedlab.clients.sr.cli import png_bytes, super_resolve_file
     from PIL import Image
-
-    from clients.sr.cli import png_bytes, super_resolve_file
 
     torch.manual_seed(0)
     build_unet("tiny").save_pretrained(tmp_path / "m", safe_serialization=True)

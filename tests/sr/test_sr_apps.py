@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+from fedlab.clients.sr.app import diffsr, diffusion
 from safetensors.torch import load_file
 
-from clients.sr.app import diffsr, diffusion
 from fedlab.diffusion import load_unet
 from fedlab.inprocess import run_in_process
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clients.sr.report import compact, markdown, summary
+from fedlab.clients.sr.report import compact, markdown, summary
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "simulations" / "results" / "diffsr"
@@ -32,8 +32,8 @@ def test_goal_checks_are_computed_from_the_tables():
 
 
 def test_app_and_command_default_kappa_is_the_fitted_one():
-    from clients.sr.cli import default_kappa
-    from clients.sr.config import DiffSRConfig
+    from fedlab.clients.sr.cli import default_kappa
+    from fedlab.clients.sr.config import DiffSRConfig
 
     fitted = _results()["calibration"]["kappa"]
     assert DiffSRConfig().prf_kappa == fitted == default_kappa()

@@ -7,9 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
-
-from clients.ssl.client import (
+from fedlab.clients.ssl.client import (
     STATE_KEY,
     alignment_weight,
     handle_evaluate,
@@ -17,12 +15,14 @@ from clients.ssl.client import (
     init_model,
     probe_metrics,
 )
-from clients.ssl.config import SSLConfig
+from fedlab.clients.ssl.config import SSLConfig
+from fedlab.strategies.fedfoa import EIGVALS, EIGVECS, RELATION
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
 from fedlab.apps import fedfoa
 from fedlab.errors import FedlabError
 from fedlab.inprocess import run_in_process
 from fedlab.workload import build_workload
-from strategies.fedfoa import EIGVALS, EIGVECS, RELATION
 
 TINY = dict(
     num_supernodes=2,
@@ -171,7 +171,8 @@ def test_weight_averaging_refuses_mixed_encoders():
 
 def test_a_partition_that_leaves_a_batch_of_one_still_trains():
     """17 examples in batches of 16 leave one: BatchNorm would refuse it (seed 3 at K = 16)."""
-    from clients.ssl.client import init_model, local_round
+    from fedlab.clients.ssl.client import init_model, local_round
+
     from fedlab.training import TrainConfig
 
     config = SSLConfig.from_mapping(TINY)

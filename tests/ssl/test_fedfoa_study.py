@@ -63,7 +63,8 @@ def test_a_study_cell_equals_the_apps_own_run(method, tmp_path):
 
 def test_random_init_probe_is_the_clientapps_answer_before_training(tmp_path):
     """The random-init baseline equals the evaluate handler's probe of each client's init model."""
-    from clients.ssl.client import init_model, probe_metrics
+    from fedlab.clients.ssl.client import init_model, probe_metrics
+
     from fedlab.workload import build_workload
 
     script = _script()

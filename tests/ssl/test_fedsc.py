@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fedlab.clients.ssl.client import fedsc_alpha, handle_train
+from fedlab.clients.ssl.config import SSLConfig
+from fedlab.clients.ssl.objectives import clamp_norm, spectral_contrastive
+from fedlab.strategies.fedfoa import EIGVALS, EIGVECS, RELATION
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
-from clients.ssl.client import fedsc_alpha, handle_train
-from clients.ssl.config import SSLConfig
-from clients.ssl.objectives import clamp_norm, spectral_contrastive
 from fedlab.apps import fedfoa
 from fedlab.errors import FedlabError
 from fedlab.inprocess import run_in_process
-from strategies.fedfoa import EIGVALS, EIGVECS, RELATION
 
 FEDSC = dict(
     num_supernodes=2,

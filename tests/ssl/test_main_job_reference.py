@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from clients.ssl.app import fedfoa
-from clients.ssl.reference import REFERENCE_FILE, reference_line, same_setting, setting_of
+from fedlab.clients.ssl.app import fedfoa
+from fedlab.clients.ssl.reference import REFERENCE_FILE, reference_line, same_setting, setting_of
 
 
 def _store(path, config, local=0.25, fed=0.27):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fedlab.clients.ssl.augment import AugmentConfig, augment
+from fedlab.clients.ssl.config import SSLConfig
+from fedlab.clients.ssl.models import SSLModel, feature_dim, parse_encoders
+from fedlab.clients.ssl.objectives import nt_xent
+from fedlab.clients.ssl.workload import SSLWorkload
 
-from clients.ssl.augment import AugmentConfig, augment
-from clients.ssl.config import SSLConfig
-from clients.ssl.models import SSLModel, feature_dim, parse_encoders
-from clients.ssl.objectives import nt_xent
-from clients.ssl.workload import SSLWorkload
 from fedlab.errors import FedlabError
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from fedlab.clients.ssl.data import SHAPES, make_shapes
+from fedlab.clients.ssl.probe import C_GRID, linear_probe
 
-from clients.ssl.data import SHAPES, make_shapes
-from clients.ssl.probe import C_GRID, linear_probe
 from fedlab.data.datasets import load_dataset
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fedlab.clients.ssl.relation import alignment_loss, factorize, rebuild, relation_matrix
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clients.ssl.relation import alignment_loss, factorize, rebuild, relation_matrix
 from fedlab.errors import FedlabError
 
 

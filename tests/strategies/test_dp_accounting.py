@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from fedlab.strategies.dp_accounting import ClientLevelAccountant, epsilon_after, noise_for_target
+from fedlab.strategies.dp_sampling import ClientSampler
 
 from fedlab.errors import FedlabError
-from strategies.dp_accounting import ClientLevelAccountant, epsilon_after, noise_for_target
-from strategies.dp_sampling import ClientSampler
 
 POISSON = ClientSampler("poisson", 0.1, 100)
 

@@ -11,14 +11,13 @@ import pytest
 from dp_accounting import dp_event
 from dp_accounting.rdp import rdp_privacy_accountant as rdp
 from dp_helpers import Grid, arrays, reply
+from fedlab.strategies.dp_accounting import RDP_ORDERS, epsilon_after
+from fedlab.strategies.dp_adaptive import AdaptiveClipping
+from fedlab.strategies.dp_central import CentralDPServerSideClipping
+from fedlab.strategies.dp_sampling import ClientSampler
+from fedlab.strategies.dp_wrapper import inner_kwargs
 from flwr.app import ConfigRecord
 from flwr.serverapp.strategy import FedAvg
-
-from strategies.dp_accounting import RDP_ORDERS, epsilon_after
-from strategies.dp_adaptive import AdaptiveClipping
-from strategies.dp_central import CentralDPServerSideClipping
-from strategies.dp_sampling import ClientSampler
-from strategies.dp_wrapper import inner_kwargs
 
 
 def independent_epsilon(kind, q, n, z_update, count_multiplier, rounds, delta=1e-5):

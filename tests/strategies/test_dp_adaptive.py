@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from dp_helpers import Grid, arrays, reply
+from fedlab.strategies.dp_adaptive import AdaptiveClipping
+from fedlab.strategies.dp_central import CentralDPServerSideClipping
+from fedlab.strategies.dp_sampling import ClientSampler
+from fedlab.strategies.dp_wrapper import inner_kwargs
 from flwr.app import ConfigRecord
 from flwr.serverapp.strategy import FedAvg
 from scipy.stats import norm as normal
 
 from fedlab.errors import FedlabError
-from strategies.dp_adaptive import AdaptiveClipping
-from strategies.dp_central import CentralDPServerSideClipping
-from strategies.dp_sampling import ClientSampler
-from strategies.dp_wrapper import inner_kwargs
 
 MU, SIGMA = 0.0, 0.5  # update norms ~ LogNormal(MU, SIGMA)
 N, Q = 1000, 0.1  # 100 clients expected per round

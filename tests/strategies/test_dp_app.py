@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from dp_helpers import as_numpy, context
+from fedlab.clients.dpfedavg.app import dp_client_mods, dp_workload
+from fedlab.clients.supervised.app import initial_arrays
+from fedlab.strategies.dp_mods import LocalDpClipNoiseMod, central_client_clipping_mod
+from fedlab.strategies.dp_wrapper import read_dp
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from clients.dpfedavg.app import dp_client_mods, dp_workload
-from clients.supervised.app import initial_arrays
 from fedlab.apps import dpfedavg
-from strategies.dp_mods import LocalDpClipNoiseMod, central_client_clipping_mod
-from strategies.dp_wrapper import read_dp
 
-LINEAR = "clients.dpfedavg.linear:LinearWorkload"
+LINEAR = "fedlab.clients.dpfedavg.linear:LinearWorkload"
 
 
 def _call(ctx=None, round_config=None, **values):
@@ -60,11 +60,11 @@ def test_dp_sgd_reports_sample_level_epsilon_and_keeps_its_accountant():
 
 
 def test_linear_workload_traces_name_the_model_it_trains():
-    from attacks.base import ModelSpec
+    from fedlab.attacks.base import ModelSpec
 
     workload = dp_workload(dpfedavg.resolve_config({"workload": LINEAR, "model": "lenet"}))
     spec = workload.model_spec()
-    assert spec["name"] == "clients.dpfedavg.linear:softmax_regression"
+    assert spec["name"] == "fedlab.clients.dpfedavg.linear:softmax_regression"
     rebuilt = ModelSpec(spec["name"], spec["kwargs"]).build().state_dict()
     trained = workload.build_model().state_dict()
     assert {k: v.shape for k, v in rebuilt.items()} == {k: v.shape for k, v in trained.items()}

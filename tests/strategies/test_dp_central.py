@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from dp_helpers import Grid, arrays, as_numpy, reply
+from fedlab.strategies.dp_central import CentralDPClientSideClipping, CentralDPServerSideClipping
+from fedlab.strategies.dp_sampling import ClientSampler
+from fedlab.strategies.dp_wrapper import ClientSampling, dp_record, inner_kwargs
 from flwr.app import ConfigRecord
 from flwr.serverapp.strategy import FedAvg, FedMedian
 
 from fedlab.errors import FedlabError, RunStopped
-from strategies.dp_central import CentralDPClientSideClipping, CentralDPServerSideClipping
-from strategies.dp_sampling import ClientSampler
-from strategies.dp_wrapper import ClientSampling, dp_record, inner_kwargs
 
 NODES = list(range(100, 200))  # 100 node ids in partition order
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import warnings
 
 import pytest
+from fedlab.clients.dpfedavg.app import build_dp_strategy
+from fedlab.clients.dpfedavg.config import DPFedAvgConfig
+from fedlab.strategies.dp_central import CentralDPClientSideClipping, CentralDPServerSideClipping
+from fedlab.strategies.dp_wrapper import ClientSampling
 
-from clients.dpfedavg.app import build_dp_strategy
-from clients.dpfedavg.config import DPFedAvgConfig
 from fedlab.apps import dpfedavg
 from fedlab.errors import FedlabError
-from strategies.dp_central import CentralDPClientSideClipping, CentralDPServerSideClipping
-from strategies.dp_wrapper import ClientSampling
 
 
 def config(**values) -> DPFedAvgConfig:

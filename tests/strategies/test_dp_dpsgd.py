@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from dp_helpers import context
+from fedlab.clients.dpfedavg.dpsgd import ACCOUNTANT_STATE, DPSGDSession, OpacusCompatible
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from opacus.accountants import RDPAccountant
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from clients.dpfedavg.dpsgd import ACCOUNTANT_STATE, DPSGDSession, OpacusCompatible
 from fedlab.training import TrainConfig, train
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from dp_helpers import Grid, arrays, as_numpy
+from fedlab.clients.ssl.relation import factorize, rebuild
+from fedlab.strategies.dp_central import CentralDPServerSideClipping
+from fedlab.strategies.dp_sampling import ClientSampler
+from fedlab.strategies.dp_wrapper import inner_kwargs
+from fedlab.strategies.fedfoa import EIGVALS, EIGVECS, RELATION, FedFoA, rebuild_reply
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-
-from clients.ssl.relation import factorize, rebuild
-from strategies.dp_central import CentralDPServerSideClipping
-from strategies.dp_sampling import ClientSampler
-from strategies.dp_wrapper import inner_kwargs
-from strategies.fedfoa import EIGVALS, EIGVECS, RELATION, FedFoA, rebuild_reply
 
 D = 48
 

@@ -9,6 +9,13 @@ import numpy as np
 import pytest
 import torch
 from dp_helpers import Grid, arrays, as_numpy, context, reply
+from fedlab.clients.dpfedavg.app import build_dp_strategy
+from fedlab.clients.dpfedavg.dpsgd import DPSGDSession
+from fedlab.strategies.dp_central import CentralDPClientSideClipping, CentralDPServerSideClipping
+from fedlab.strategies.dp_mods import LocalDpClipNoiseMod
+from fedlab.strategies.dp_noise import SEEDED_NOISE_WARNING, NoiseSource
+from fedlab.strategies.dp_sampling import ClientSampler
+from fedlab.strategies.dp_wrapper import ClientSampling, dp_record, inner_kwargs
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import (
     Bulyan,
@@ -27,18 +34,11 @@ from flwr.serverapp.strategy import (
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from clients.dpfedavg.app import build_dp_strategy
-from clients.dpfedavg.dpsgd import DPSGDSession
 from fedlab.apps import dpfedavg
 from fedlab.errors import FedlabError
 from fedlab.run_folder import RunFolder
 from fedlab.server import CLIENT_INFO, RoundRecorder
 from fedlab.training import TrainConfig, train
-from strategies.dp_central import CentralDPClientSideClipping, CentralDPServerSideClipping
-from strategies.dp_mods import LocalDpClipNoiseMod
-from strategies.dp_noise import SEEDED_NOISE_WARNING, NoiseSource
-from strategies.dp_sampling import ClientSampler
-from strategies.dp_wrapper import ClientSampling, dp_record, inner_kwargs
 
 NODES = list(range(100))
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from dp_helpers import arrays, as_numpy, context, reply
+from fedlab.strategies.dp_mods import LocalDpClipNoiseMod, central_client_clipping_mod
+from fedlab.strategies.dp_updates import clip, norm
+from fedlab.strategies.dp_wrapper import read_dp
 from flwr.app import ConfigRecord, Message, RecordDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays as np_arrays
 
 from fedlab.errors import FedlabError
-from strategies.dp_mods import LocalDpClipNoiseMod, central_client_clipping_mod
-from strategies.dp_updates import clip, norm
-from strategies.dp_wrapper import read_dp
 
 FINITE = st.floats(-1e6, 1e6, allow_nan=False, width=64)
 UPDATES = st.dictionaries(

@@ -15,6 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dp_helpers import Grid, arrays, as_numpy, reply
+from fedlab.strategies.dp_central import CentralDPServerSideClipping
+from fedlab.strategies.dp_sampling import ClientSampler
+from fedlab.strategies.dp_wrapper import ClientSampling, dp_record, inner_kwargs
+from fedlab.strategies.fedfoa import FedFoA
 from flwr.app import Array, ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import FedAvg
 
@@ -23,10 +27,6 @@ from fedlab.cli import fedlab_main
 from fedlab.errors import FedlabError
 from fedlab.inprocess import run_in_process
 from fedlab.release import MANIFEST, PRIVATE_DIR, RELEASE_CLASSES, RELEASE_FILES, copy_release
-from strategies.dp_central import CentralDPServerSideClipping
-from strategies.dp_sampling import ClientSampler
-from strategies.dp_wrapper import ClientSampling, dp_record, inner_kwargs
-from strategies.fedfoa import FedFoA
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "dp.md"
 SMALL = {

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SMALL = ["num-supernodes=20", "sample-rate=0.25", "local-epochs=1",
-         'workload="clients.dpfedavg.linear:LinearWorkload"']  # fmt: skip
+         'workload="fedlab.clients.dpfedavg.linear:LinearWorkload"']  # fmt: skip
 
 
 def simulate(out: Path, *pairs: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from dp_helpers import context
+from fedlab.attacks.base import ModelSpec
+from fedlab.strategies.dp_mods import LocalDpClipNoiseMod
+from fedlab.strategies.trace_recording import TraceRecording
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from attacks.base import ModelSpec
 from fedlab.traces import TraceReader
-from strategies.dp_mods import LocalDpClipNoiseMod
-from strategies.trace_recording import TraceRecording
 
 SPEC = {"name": "lenet", "kwargs": {"num_classes": 10, "image_size": 16}}
 

@@ -6,13 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
-from flwr.serverapp.exception import InconsistentMessageReplies
-from flwr.serverapp.strategy import FedAvg
-
-from clients.ssl.relation import factorize, rebuild
-from fedlab.errors import FedlabError
-from strategies.fedfoa import (
+from fedlab.clients.ssl.relation import factorize, rebuild
+from fedlab.strategies.fedfoa import (
     EIGVALS,
     EIGVECS,
     RELATION,
@@ -21,6 +16,11 @@ from strategies.fedfoa import (
     probe_summary,
     rebuild_reply,
 )
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.serverapp.exception import InconsistentMessageReplies
+from flwr.serverapp.strategy import FedAvg
+
+from fedlab.errors import FedlabError
 
 
 @dataclass

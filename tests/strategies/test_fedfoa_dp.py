@@ -1,7 +1,7 @@
 """FedFoA under central DP: the rebuilt relation matrices are clipped and noised, uniformly.
 
 The DP wrapper (strategies/dp_central.py) sees each reply through
-``strategies.fedfoa.rebuild_reply``, so it clips the update of the D x D matrix
+``fedlab.strategies.fedfoa.rebuild_reply``, so it clips the update of the D x D matrix
 ``R_k - R_global`` (never the eigen-factors, which are ambiguous in sign) and sets every weight to
 1; FedFoA then averages uniformly. Mock replies, no Ray.
 """
@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fedlab.clients.ssl.relation import factorize, rebuild
+from fedlab.strategies.dp_central import CentralDPServerSideClipping
+from fedlab.strategies.dp_sampling import ClientSampler
+from fedlab.strategies.dp_wrapper import inner_kwargs
+from fedlab.strategies.fedfoa import EIGVALS, EIGVECS, RELATION, FedFoA, rebuild_reply
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-
-from clients.ssl.relation import factorize, rebuild
-from strategies.dp_central import CentralDPServerSideClipping
-from strategies.dp_sampling import ClientSampler
-from strategies.dp_wrapper import inner_kwargs
-from strategies.fedfoa import EIGVALS, EIGVECS, RELATION, FedFoA, rebuild_reply
 
 NODES = [11, 12, 13, 14]
 

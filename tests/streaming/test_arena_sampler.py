@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from clients.streaming.arena_sampler import (
+from fedlab.clients.streaming.arena_sampler import (
     SamplerConfig,
     Track,
     box_tokens,
@@ -16,6 +13,8 @@ from clients.streaming.arena_sampler import (
     predicted_centre,
     sample_pois,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 GRID, PATCH = 12, 8
 CONFIG = SamplerConfig(budget=0.25)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from clients.streaming.cadm_codec import (
+from fedlab.clients.streaming.cadm_codec import (
     CodecSpec,
     decode_stream,
     encode,
@@ -14,6 +13,7 @@ from clients.streaming.cadm_codec import (
     receive,
     to_tensor,
 )
+
 from fedlab.errors import FedlabError
 
 
@@ -44,7 +44,8 @@ def test_x265_round_trips_at_its_minimum_size() -> None:
 
 
 def test_measured_bytes_equal_the_written_file(tmp_path, capsys) -> None:
-    from clients.streaming.video import read_clip, write_clip
+    from fedlab.clients.streaming.video import read_clip, write_clip
+
     from fedlab.cli import fedlab_main
 
     src = tmp_path / "in.mp4"

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from fedlab.clients.zsl.app import zsl_ar2, zsl_evaluation, zsl_parsnets
+from fedlab.clients.zsl.workload import ZslConfig
 from flwr.app import ArrayRecord
 
-from clients.zsl.app import zsl_ar2, zsl_evaluation, zsl_parsnets
-from clients.zsl.workload import ZslConfig
 from fedlab.errors import FedlabError
 from fedlab.workload import build_workload
 

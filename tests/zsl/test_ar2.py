@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from clients.zsl.ar2 import Ar2Net, ar2_losses, nearest_unseen
+from fedlab.clients.zsl.ar2 import Ar2Net, ar2_losses, nearest_unseen
 
 
 def _net(**kw) -> Ar2Net:

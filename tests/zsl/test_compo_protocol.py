@@ -5,12 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fedlab.clients.zsl import compo
+from fedlab.clients.zsl.label_skew import (
+    adjust_logits,
+    calibrated_logits,
+    restricted_softmax_logits,
+)
+from fedlab.clients.zsl.metrics import ausuc, calibrated_stacking, gzsl
+from fedlab.clients.zsl.sources import load_zsl
+from fedlab.clients.zsl.workload import ZslConfig
 
-from clients.zsl import compo
-from clients.zsl.label_skew import adjust_logits, calibrated_logits, restricted_softmax_logits
-from clients.zsl.metrics import ausuc, calibrated_stacking, gzsl
-from clients.zsl.sources import load_zsl
-from clients.zsl.workload import ZslConfig
 from fedlab.errors import FedlabError
 from fedlab.workload import build_workload
 

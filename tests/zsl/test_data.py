@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fedlab.clients.zsl import benchmarks as bm
+from fedlab.clients.zsl.data import ZslData, class_disjoint_partition, validation_protocol
+from fedlab.clients.zsl.sources import load_zsl
 
-from clients.zsl import benchmarks as bm
-from clients.zsl.data import ZslData, class_disjoint_partition, validation_protocol
-from clients.zsl.sources import load_zsl
 from fedlab.errors import FedlabError
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
-from clients.zsl.metrics import (
+from fedlab.clients.zsl.metrics import (
     count_flops,
     count_parameters,
     gzsl,
@@ -16,6 +14,7 @@ from clients.zsl.metrics import (
     per_class_accuracy,
     zsl_top1,
 )
+from torch import nn
 
 
 def test_per_class_accuracy_is_a_mean_over_classes_not_examples():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fedlab.clients.zsl.xlsa17 import load_xlsa17
 from scipy.io import savemat
 
-from clients.zsl.xlsa17 import load_xlsa17
 from fedlab.errors import FedlabError
 
 # 4 classes (ids 1..4 in the files), 10 examples: classes 1, 2 seen; 3, 4 unseen.

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from fedlab.clients.zsl.baselines import average_statistics, eszsl_solve, eszsl_statistics
+from fedlab.clients.zsl.models import MLP, ParsNets, ole_loss
 
-from clients.zsl.baselines import average_statistics, eszsl_solve, eszsl_statistics
-from clients.zsl.models import MLP, ParsNets, ole_loss
 from fedlab.errors import FedlabError
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 from diffusers import UNet2DModel
-
-from attacks.pgla.pipeline import PGLAPipeline
-from attacks.pgla.schedule import make_scheduler
-from attacks.pgla.transform import GradientImageTransform
+from fedlab.attacks.pgla.pipeline import PGLAPipeline
+from fedlab.attacks.pgla.schedule import make_scheduler
+from fedlab.attacks.pgla.transform import GradientImageTransform
 
 NUM_PARAMS = 60  # -> an 8x8 image with 4 padding pixels
 

@@ -7,10 +7,10 @@ import json
 
 import pytest
 import torch
+from fedlab.attacks.cli import register
+from fedlab.attacks.pgla.surrogate import victim_images
 from pgla_helpers import tiny_pipeline
 
-from attacks.cli import register
-from attacks.pgla.surrogate import victim_images
 from fedlab.errors import FedlabError
 from fedlab.traces import TraceWriter
 
@@ -26,7 +26,7 @@ def _run(argv: list[str]) -> int:
 
 
 def _noisy_trace(path) -> None:
-    from attacks.base import ModelSpec
+    from fedlab.attacks.base import ModelSpec
 
     writer = TraceWriter(path)
     torch.manual_seed(0)

@@ -6,8 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-from attacks.pgla.train import resolve_config, train_denoiser
-from attacks.pgla.training import DenoiserTrainConfig
+from fedlab.attacks.pgla.train import resolve_config, train_denoiser
+from fedlab.attacks.pgla.training import DenoiserTrainConfig
 
 SCRIPT = Path(__file__).resolve().parents[3] / "simulations" / "pgla_bench.py"
 

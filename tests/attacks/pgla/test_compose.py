@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
+from fedlab.attacks.base import AttackInput, ModelSpec
+from fedlab.attacks.pgla.compose import denoise_attack_input, denoising, gradient_noise_std
+from fedlab.attacks.pgla.denoisers import load_denoiser
+from fedlab.attacks.pgla.surrogate import clean_gradient, victim_images, victim_model
+from fedlab.attacks.pgla.transform import unflatten_gradients
 
-from attacks.base import AttackInput, ModelSpec
-from attacks.pgla.compose import denoise_attack_input, denoising, gradient_noise_std
-from attacks.pgla.denoisers import load_denoiser
-from attacks.pgla.surrogate import clean_gradient, victim_images, victim_model
-from attacks.pgla.transform import unflatten_gradients
 from fedlab.errors import FedlabError
 
 

@@ -6,14 +6,14 @@ import json
 
 import pytest
 import torch
+from fedlab.attacks.pgla.denoisers import load_denoiser
+from fedlab.attacks.pgla.pipeline import PGLAPipeline, build_unet
+from fedlab.attacks.pgla.schedule import make_scheduler, start_timestep, start_timesteps
+from fedlab.attacks.pgla.train import _init_model, pgla_loss, train_denoiser
+from fedlab.attacks.pgla.training import DenoiserTrainConfig
+from fedlab.attacks.pgla.transform import GradientImageTransform
 from pgla_helpers import FAST_UNET, NUM_PARAMS
 
-from attacks.pgla.denoisers import load_denoiser
-from attacks.pgla.pipeline import PGLAPipeline, build_unet
-from attacks.pgla.schedule import make_scheduler, start_timestep, start_timesteps
-from attacks.pgla.train import _init_model, pgla_loss, train_denoiser
-from attacks.pgla.training import DenoiserTrainConfig
-from attacks.pgla.transform import GradientImageTransform
 from fedlab.errors import FedlabError
 
 

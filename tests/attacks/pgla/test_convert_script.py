@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from fedlab.attacks.pgla.denoisers import load_denoiser
+from fedlab.attacks.pgla.dncnn import DnCNN
 from pgla_helpers import NUM_PARAMS, tiny_pipeline
 from safetensors.torch import save_file
-
-from attacks.pgla.denoisers import load_denoiser
-from attacks.pgla.dncnn import DnCNN
 
 SIMULATIONS = Path(__file__).resolve().parents[3] / "simulations"
 

@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
+from fedlab.attacks.pgla.denoisers import load_denoiser
+from fedlab.attacks.pgla.dncnn import DnCNN, load_dncnn, save_dncnn
+from fedlab.attacks.pgla.transform import GradientImageTransform
 from pgla_helpers import NUM_PARAMS, tiny_pipeline
 
-from attacks.pgla.denoisers import load_denoiser
-from attacks.pgla.dncnn import DnCNN, load_dncnn, save_dncnn
-from attacks.pgla.transform import GradientImageTransform
 from fedlab.errors import FedlabError
 from fedlab.registry import DENOISERS
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from fedlab.attacks.pgla.pipeline import PGLAPipeline
+from fedlab.attacks.pgla.schedule import make_scheduler
 from pgla_helpers import NUM_PARAMS, tiny_pipeline, tiny_unet
 
-from attacks.pgla.pipeline import PGLAPipeline
-from attacks.pgla.schedule import make_scheduler
 from fedlab.errors import FedlabError
 
 
@@ -137,7 +137,7 @@ def test_gradient_of_another_model_is_refused() -> None:
 
 
 def test_tiny_unet_loss_decreases_in_a_few_steps() -> None:
-    from attacks.pgla.train import pgla_loss
+    from fedlab.attacks.pgla.train import pgla_loss
 
     pipe = tiny_pipeline(seed=1)
     pipe.unet.train()
@@ -163,7 +163,7 @@ def test_tiny_unet_loss_decreases_in_a_few_steps() -> None:
 
 
 def test_mismatched_unet_is_refused() -> None:
-    from attacks.pgla.transform import GradientImageTransform
+    from fedlab.attacks.pgla.transform import GradientImageTransform
 
     tf = GradientImageTransform(num_params=200, side=16)
     with pytest.raises(FedlabError, match="sample_size=16"):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from attacks.pgla.privacy import (
+from fedlab.attacks.pgla.privacy import (
     analytic_gaussian_delta,
     analytic_gaussian_epsilon,
     gaussian_epsilon,
     laplace_epsilon,
 )
-from attacks.pgla.report import markdown, write_report
+from fedlab.attacks.pgla.report import markdown, write_report
+
 from fedlab.errors import FedlabError
 
 

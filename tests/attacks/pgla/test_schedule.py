@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-
-from attacks.pgla.schedule import (
+from fedlab.attacks.pgla.schedule import (
     dp_value,
     estimate_noise_std,
     make_scheduler,
@@ -15,6 +14,7 @@ from attacks.pgla.schedule import (
     start_timestep,
     target_alpha_bar,
 )
+
 from fedlab.errors import FedlabError
 
 
@@ -80,7 +80,7 @@ def test_blind_estimates() -> None:
 
 @pytest.mark.parametrize("noise", ["gaussian", "laplace"])
 def test_noise_std_from_what_the_dpfedavg_app_records(noise) -> None:
-    from strategies.dp_mods import LocalDpClipNoiseMod
+    from fedlab.strategies.dp_mods import LocalDpClipNoiseMod
 
     mod = LocalDpClipNoiseMod(clip_norm=0.5, epsilon=4.0, delta=1e-5, noise=noise)
     record = mod.record(releases=1)

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from attacks.pgla.denoisers import load_denoiser
-from attacks.pgla.surrogate import clean_gradient, clip_l2, victim_images, victim_model
-from attacks.pgla.train import train_denoiser
-from attacks.pgla.training import DenoiserTrainConfig, read_latest, resolve_checkpoint
+from fedlab.attacks.pgla.denoisers import load_denoiser
+from fedlab.attacks.pgla.surrogate import clean_gradient, clip_l2, victim_images, victim_model
+from fedlab.attacks.pgla.train import train_denoiser
+from fedlab.attacks.pgla.training import DenoiserTrainConfig, read_latest, resolve_checkpoint
 
 SIMULATIONS = Path(__file__).resolve().parents[3] / "simulations"
 SHIPPED = SIMULATIONS / "results" / "pgla" / "denoisers"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from fedlab.attacks.pgla.cli import main
+from fedlab.attacks.pgla.denoisers import load_denoiser
+from fedlab.attacks.pgla.train import resolve_config, shipped_configs, train_denoiser
+from fedlab.attacks.pgla.training import DenoiserTrainConfig
 from pgla_helpers import FAST_UNET
 
-from attacks.pgla.cli import main
-from attacks.pgla.denoisers import load_denoiser
-from attacks.pgla.train import resolve_config, shipped_configs, train_denoiser
-from attacks.pgla.training import DenoiserTrainConfig
 from fedlab.errors import FedlabError
 
 

@@ -7,16 +7,16 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from attacks.models import LeNet
-from attacks.pgla.transform import (
+from fedlab.attacks.models import LeNet
+from fedlab.attacks.pgla.transform import (
     GradientImageTransform,
     flatten_gradients,
     power_of_two,
     unflatten_gradients,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fedlab.errors import FedlabError
 
 
