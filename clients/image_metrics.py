@@ -1,0 +1,277 @@
+"""Full-reference image-quality metrics in plain torch: HaarPSI and GMSD.
+
+Both are ports of piq 0.8.0 (``piq.haarpsi.haarpsi`` and ``piq.gmsd.gmsd``), operation for
+operation, with piq's defaults, so that they give piq's figures without piq: piq's package
+``__init__`` imports torchvision, whose PyPI wheels need a CUDA torch and break diffusers next
+to the CPU torch used here. ``tests/test_image_metrics.py`` checks them against figures that
+piq 0.8.0 computed on fixed scikit-image crops (``simulations/image_metrics_reference.py``
+regenerates those figures where piq is installed).
+
+Inputs are batches ``(N, C, H, W)`` with ``C`` = 1 (grey) or 3 (RGB) and values in
+``[0, data_range]``. Colour images are compared in the YIQ space (NTSC weights, as piq).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fedlab.errors import FedlabError
+
+__all__ = ["gmsd", "haarpsi", "rgb2yiq"]
+
+HAAR_SCALES = 3
+"""HaarPSI's number of Haar scales: fixed at the paper's 3 (piq 0.8.0's ``scales`` argument
+fails at any other value: the coarsest scale's channels are hard-coded as the weights)."""
+
+GMSD_T = 170 / (255.0**2)
+"""GMSD's stability constant for images in [0, 1] (Xue et al.'s 170 for [0, 255], as piq)."""
+
+_YIQ = (
+    (0.299, 0.587, 0.114),
+    (0.5959, -0.2746, -0.3213),
+    (0.2115, -0.5227, 0.3112),
+)
+
+
+def rgb2yiq(x: torch.Tensor) -> torch.Tensor:
+    """RGB to YIQ (NTSC) for a batch ``(N, 3, H, W)``, with piq 0.8.0's weights.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        RGB images, shape ``(N, 3, H, W)``.
+
+    Returns
+    -------
+    torch.Tensor
+        YIQ images, shape ``(N, 3, H, W)``; channel 0 is the luma Y.
+    """
+    weights = torch.tensor(_YIQ, dtype=x.dtype, device=x.device).t()
+    return torch.matmul(x.permute(0, 2, 3, 1), weights).permute(0, 3, 1, 2)
+
+
+def _check(x: torch.Tensor, y: torch.Tensor, data_range: float, name: str) -> None:
+    if not (torch.is_tensor(x) and torch.is_tensor(y)):
+        raise FedlabError(f"{name}: x and y must be torch tensors, got {type(x)} and {type(y)}")
+    if x.dim() != 4 or x.shape != y.shape:
+        raise FedlabError(
+            f"{name}: x and y must be batches (N, C, H, W) of one shape, got "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    if x.size(1) not in (1, 3):
+        raise FedlabError(f"{name}: images must have 1 (grey) or 3 (RGB) channels, got {x.size(1)}")
+    if x.device != y.device:
+        raise FedlabError(f"{name}: x is on {x.device} and y on {y.device}; use one device")
+    if not data_range > 0:
+        raise FedlabError(f"{name}: data_range must be > 0, got {data_range}")
+    for t in (x, y):
+        lo, hi = float(t.min()), float(t.max())
+        if not (0 <= lo and hi <= data_range):
+            raise FedlabError(
+                f"{name}: values must lie in [0, {data_range}] (data_range), got [{lo}, {hi}]"
+            )
+
+
+def _reduce(score: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "none":
+        return score
+    if reduction == "mean":
+        return score.mean(dim=0)
+    if reduction == "sum":
+        return score.sum(dim=0)
+    raise FedlabError(f"unknown reduction {reduction!r}; use 'none', 'mean' or 'sum'")
+
+
+def _halve(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pooling, after one row and one column of zeros at the bottom and right when
+    the height *or* the width is odd (piq's padding, kept for its figures)."""
+    pad = max(x.shape[2] % 2, x.shape[3] % 2)
+    return F.avg_pool2d(F.pad(x, pad=[0, pad, 0, pad]), kernel_size=2, stride=2, padding=0)
+
+
+def _similarity(a: torch.Tensor, b: torch.Tensor, constant: float) -> torch.Tensor:
+    return (2.0 * a * b + constant) / (a**2 + b**2 + constant)
+
+
+def _haar_kernels(size: int, x: torch.Tensor) -> torch.Tensor:
+    """Horizontal and vertical Haar filters of side ``size``, shape ``(2, 1, size, size)``."""
+    kernel = torch.ones((size, size), dtype=x.dtype, device=x.device) / size
+    kernel[size // 2 :, :] = -kernel[size // 2 :, :]
+    kernel = kernel.unsqueeze(0)
+    return torch.stack([kernel, kernel.transpose(-1, -2)])
+
+
+def haarpsi(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    data_range: float = 1.0,
+    subsample: bool = True,
+    c: float = 30.0,
+    alpha: float = 4.2,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Haar wavelet-based perceptual similarity index (HaarPSI) of ``x`` against ``y``.
+
+    A port of ``piq.haarpsi.haarpsi`` from piq 0.8.0, which follows the authors' reference
+    code: images are rescaled to [0, 255], colour images converted to YIQ, both halved by 2x2
+    average pooling (``subsample``), and the luma decomposed by Haar filters of sides 2, 4, 8
+    (the paper's 3 scales). The two finest scales give the local similarities (constant ``c``)
+    in the horizontal and vertical orientations, the coarsest their weights; for colour images
+    the I and Q channels, 2x2 box-filtered, add a third similarity map weighted by the mean of
+    the other two weights. The score is ``(logit(s) / alpha) ** 2`` of the weighted mean ``s``
+    of the logistic ``sigmoid(alpha * similarity)``: 1 (to float rounding) for identical
+    images, lower is worse. Odd sizes are padded with zeros at the bottom and right before
+    halving, as piq does.
+
+    Parameters
+    ----------
+    x, y : torch.Tensor
+        Images ``(N, C, H, W)``, ``C`` = 1 or 3 (RGB), values in ``[0, data_range]``; height
+        and width at least 16 px (piq's minimum, whatever ``subsample``).
+    data_range : float
+        The value of white (1 for [0, 1] images, 255 for 8-bit ones).
+    subsample : bool
+        Halve the images first (the paper's model of the viewing distance).
+    c : float
+        Stability constant of the similarity maps, on the [0, 255] scale (paper: 30).
+    alpha : float
+        Slope of the logistic function (paper: 4.2).
+    reduction : {"mean", "sum", "none"}
+        How to reduce the ``N`` scores.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar, or shape ``(N,)`` for ``reduction="none"``.
+
+    Raises
+    ------
+    FedlabError
+        For mismatched or non-4-D shapes, channel counts other than 1 and 3, values outside
+        ``[0, data_range]`` or images smaller than 16 px.
+
+    References
+    ----------
+    R. Reisenhofer, S. Bosse, G. Kutyniok and T. Wiegand, "A Haar wavelet-based perceptual
+    similarity index for image quality assessment", Signal Processing: Image Communication 61
+    (2018) 33-43. https://github.com/rgcda/haarpsi
+
+    piq 0.8.0, ``piq/haarpsi.py`` (https://github.com/photosynthesis-team/piq), whose figures
+    this port reproduces.
+    """
+    _check(x, y, data_range, "haarpsi")
+    if x.size(-1) < 2 ** (HAAR_SCALES + 1) or x.size(-2) < 2 ** (HAAR_SCALES + 1):
+        raise FedlabError(
+            f"haarpsi: images of {x.size(-2)}x{x.size(-1)} px are below HaarPSI's minimum of "
+            "16 px (twice its coarsest Haar filter); use images of >= 16 px"
+        )
+    x = x / float(data_range) * 255
+    y = y / float(data_range) * 255
+
+    colour = x.size(1) == 3
+    x_yiq, y_yiq = (rgb2yiq(x), rgb2yiq(y)) if colour else (x, y)
+    if subsample:
+        x_yiq, y_yiq = _halve(x_yiq), _halve(y_yiq)
+
+    coefficients_x, coefficients_y = [], []
+    for scale in range(HAAR_SCALES):
+        size = 2 ** (scale + 1)
+        kernels = _haar_kernels(size, x)
+        # asymmetric padding for the even filter, as MATLAB's conv2(A, B, 'same')
+        pad = [size // 2 - 1, size // 2, size // 2 - 1, size // 2]
+        coefficients_x.append(F.conv2d(F.pad(x_yiq[:, :1], pad=pad, mode="constant"), kernels))
+        coefficients_y.append(F.conv2d(F.pad(y_yiq[:, :1], pad=pad, mode="constant"), kernels))
+    coeff_x = torch.cat(coefficients_x, dim=1)  # (N, 6, H, W): scales 1, 2, 3 x 2 orientations
+    coeff_y = torch.cat(coefficients_y, dim=1)
+
+    # the coarsest scale's coefficients weight the two finer scales' similarities
+    weights = torch.max(torch.abs(coeff_x[:, 4:]), torch.abs(coeff_y[:, 4:]))
+    sim_map = []
+    for orientation in range(2):
+        magnitude_x = torch.abs(coeff_x[:, (orientation, orientation + 2)])
+        magnitude_y = torch.abs(coeff_y[:, (orientation, orientation + 2)])
+        sim_map.append(_similarity(magnitude_x, magnitude_y, c).sum(dim=1, keepdim=True) / 2)
+
+    if colour:
+        x_yiq = F.pad(x_yiq, pad=[0, 1, 0, 1])
+        y_yiq = F.pad(y_yiq, pad=[0, 1, 0, 1])
+        iq_x = torch.abs(F.avg_pool2d(x_yiq[:, 1:], kernel_size=2, stride=1, padding=0))
+        iq_y = torch.abs(F.avg_pool2d(y_yiq[:, 1:], kernel_size=2, stride=1, padding=0))
+        weights = torch.cat([weights, weights.mean(dim=1, keepdim=True)], dim=1)
+        sim_map.append(_similarity(iq_x, iq_y, c).sum(dim=1, keepdim=True) / 2)
+    sim = torch.cat(sim_map, dim=1)
+
+    eps = torch.finfo(sim.dtype).eps
+    score = (((sim * alpha).sigmoid() * weights).sum(dim=[1, 2, 3]) + eps) / (
+        torch.sum(weights, dim=[1, 2, 3]) + eps
+    )
+    score = (torch.log(score / (1 - score)) / alpha) ** 2
+    return _reduce(score, reduction)
+
+
+def gmsd(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    data_range: float = 1.0,
+    t: float = GMSD_T,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Gradient magnitude similarity deviation (GMSD) of ``x`` against ``y``.
+
+    A port of ``piq.gmsd.gmsd`` from piq 0.8.0: images are rescaled to [0, 1], colour images
+    reduced to their YIQ luma, both halved by 2x2 average pooling, and the gradient magnitudes
+    taken with the 3x3 Prewitt filters (divided by 3, zero padding). The score is the standard
+    deviation over the pixels of the gradient magnitude similarity
+    ``(2 m_x m_y + t) / (m_x^2 + m_y^2 + t)``. 0 for identical images, higher is worse.
+
+    Parameters
+    ----------
+    x, y : torch.Tensor
+        Images ``(N, C, H, W)``, ``C`` = 1 or 3 (RGB), values in ``[0, data_range]``.
+    data_range : float
+        The value of white (1 for [0, 1] images, 255 for 8-bit ones).
+    t : float
+        Stability constant on the [0, 1] scale (the paper's 170 on [0, 255], i.e. 170 / 255^2).
+    reduction : {"mean", "sum", "none"}
+        How to reduce the ``N`` scores.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar, or shape ``(N,)`` for ``reduction="none"``.
+
+    Raises
+    ------
+    FedlabError
+        For mismatched or non-4-D shapes, channel counts other than 1 and 3 or values outside
+        ``[0, data_range]``.
+
+    References
+    ----------
+    W. Xue, L. Zhang, X. Mou and A. C. Bovik, "Gradient magnitude similarity deviation: a
+    highly efficient perceptual image quality index", IEEE Transactions on Image Processing
+    23(2) (2014) 684-695. https://arxiv.org/abs/1308.3052
+
+    piq 0.8.0, ``piq/gmsd.py`` (https://github.com/photosynthesis-team/piq), whose figures
+    this port reproduces.
+    """
+    _check(x, y, data_range, "gmsd")
+    x = x / float(data_range)
+    y = y / float(data_range)
+    if x.size(1) == 3:
+        x = rgb2yiq(x)[:, :1]
+        y = rgb2yiq(y)[:, :1]
+    x, y = _halve(x), _halve(y)
+
+    prewitt = torch.tensor([[[-1.0, 0.0, 1.0]] * 3], dtype=x.dtype, device=x.device) / 3
+    kernels = torch.stack([prewitt, prewitt.transpose(-1, -2)])
+    grad_x = torch.sqrt(torch.sum(F.conv2d(x, kernels, padding=1) ** 2, dim=-3, keepdim=True))
+    grad_y = torch.sqrt(torch.sum(F.conv2d(y, kernels, padding=1) ** 2, dim=-3, keepdim=True))
+
+    gms = _similarity(grad_x, grad_y, t)
+    mean_gms = torch.mean(gms, dim=[1, 2, 3], keepdim=True)
+    score = torch.pow(gms - mean_gms, 2).mean(dim=[1, 2, 3]).sqrt()
+    return _reduce(score, reduction)

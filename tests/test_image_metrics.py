@@ -1,0 +1,264 @@
+"""HaarPSI and GMSD (fedlab.clients.image_metrics) against piq's own figures.
+
+REFERENCE holds what piq 0.8.0 (torch 2.13.0+cpu, scikit-image 0.26.0, numpy 2.4.6, scipy
+1.17.1) returned on the inputs of :func:`cases` with its default arguments (and
+``data_range=255`` for ``camera-64-noise-255``), in float32 and in float64;
+``python simulations/image_metrics_reference.py`` recomputes and prints them where piq is
+installed. This test does not import piq.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from fedlab.clients.image_metrics import gmsd, haarpsi
+from scipy.fft import dctn, idctn
+from scipy.ndimage import gaussian_filter
+from skimage import data
+
+from fedlab.errors import FedlabError
+
+# piq 0.8.0 on cases(): name -> (haarpsi float32, gmsd float32, haarpsi float64, gmsd float64)
+REFERENCE: dict[str, tuple[float, float, float, float]] = {
+    "astronaut-64-identical": (
+        1.000002384185791,
+        0.0,
+        0.9999999999999958,
+        0.0,
+    ),
+    "astronaut-64-noise": (
+        0.9041277766227722,
+        0.02661058120429516,
+        0.9041284792975861,
+        0.026610559806804913,
+    ),
+    "astronaut-64-blur": (
+        0.9221968650817871,
+        0.040080368518829346,
+        0.9221961617789614,
+        0.04008036118186773,
+    ),
+    "astronaut-64-jpeg": (
+        0.9227773547172546,
+        0.02234545908868313,
+        0.922781660812655,
+        0.022345458229107544,
+    ),
+    "astronaut-64-tint": (
+        0.9000273942947388,
+        0.00778563879430294,
+        0.9000254719268017,
+        0.007785633775563539,
+    ),
+    "camera-64-noise": (
+        0.6902346611022949,
+        0.11259698122739792,
+        0.6902356162670442,
+        0.1125969818201759,
+    ),
+    "camera-64-blur": (
+        0.5967839360237122,
+        0.1449524313211441,
+        0.5967836362329579,
+        0.14495243104480984,
+    ),
+    "camera-37x53-blur": (
+        0.9693240523338318,
+        0.007672638166695833,
+        0.9693210402463128,
+        0.007672638468664914,
+    ),
+    "camera-128x96-jpeg": (
+        0.7542813420295715,
+        0.07410813868045807,
+        0.7542813002331445,
+        0.0741081575109663,
+    ),
+    "coffee-45x70-noise": (
+        0.9501839876174927,
+        0.018471000716090202,
+        0.9501836563915046,
+        0.018471008949641217,
+    ),
+    "coffee-100x150-jpeg": (
+        0.9628562331199646,
+        0.014360480010509491,
+        0.9628572366526793,
+        0.014360477463396653,
+    ),
+    "coffee-16-noise": (
+        0.8250123262405396,
+        0.07597680389881134,
+        0.825012073024036,
+        0.07597677479837696,
+    ),
+    "chelsea-33x48-tint-blur": (
+        0.9072462320327759,
+        0.03233397752046585,
+        0.9072473991529331,
+        0.03233399448495955,
+    ),
+    "camera-64-noise-255": (
+        0.6902337670326233,
+        0.11259698122739792,
+        0.6902356162670442,
+        0.1125969818201759,
+    ),
+}
+
+RTOL_32, RTOL_64 = 1e-5, 1e-10
+
+
+def _noise(x: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    return np.clip(x + np.random.default_rng(seed).normal(0.0, sigma, x.shape), 0.0, 1.0)
+
+
+def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    return gaussian_filter(x, sigma=(sigma, sigma, 0)[: x.ndim], mode="reflect")
+
+
+def _jpeg_like(x: np.ndarray, step: float) -> np.ndarray:
+    """8x8 block DCT of the [0, 255] image, coefficients rounded to multiples of ``step``."""
+    h, w = x.shape[:2]
+    pad = [(0, -h % 8), (0, -w % 8)] + [(0, 0)] * (x.ndim - 2)
+    p = np.pad(x * 255.0, pad, mode="edge")
+    blocks = p.reshape(p.shape[0] // 8, 8, p.shape[1] // 8, 8, *p.shape[2:])
+    coeffs = dctn(blocks, axes=(1, 3), norm="ortho")
+    back = idctn(np.round(coeffs / step) * step, axes=(1, 3), norm="ortho").reshape(p.shape)
+    return np.clip(back[:h, :w] / 255.0, 0.0, 1.0)
+
+
+def _tint(x: np.ndarray) -> np.ndarray:
+    return np.clip(x * np.array([1.12, 0.95, 0.85]), 0.0, 1.0)
+
+
+def _crop(image: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndarray:
+    return image[top : top + h, left : left + w].astype(np.float64) / 255.0
+
+
+def cases() -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """name -> (distorted, reference, data_range): HWC (colour) or HW (grey) float64 arrays.
+
+    64-px crops as in the Diff-SR study, odd and non-power-of-two sizes, the 16-px minimum,
+    grey and colour, noise, blur, JPEG-like quantisation, a colour cast, identity.
+    """
+    astro, camera, coffee, chelsea = data.astronaut(), data.camera(), data.coffee(), data.chelsea()
+    a64 = _crop(astro, 100, 180, 64, 64)
+    c64 = _crop(camera, 200, 240, 64, 64)
+    out = {
+        "astronaut-64-identical": (a64, a64, 1.0),
+        "astronaut-64-noise": (_noise(a64, 0.05, 0), a64, 1.0),
+        "astronaut-64-blur": (_blur(a64, 1.2), a64, 1.0),
+        "astronaut-64-jpeg": (_jpeg_like(a64, 40.0), a64, 1.0),
+        "astronaut-64-tint": (_tint(a64), a64, 1.0),
+        "camera-64-noise": (_noise(c64, 0.08, 1), c64, 1.0),
+        "camera-64-blur": (_blur(c64, 2.0), c64, 1.0),
+        "camera-37x53-blur": (
+            _blur(_crop(camera, 250, 180, 37, 53), 1.0),
+            _crop(camera, 250, 180, 37, 53),
+            1.0,
+        ),
+        "camera-128x96-jpeg": (
+            _jpeg_like(_crop(camera, 120, 150, 128, 96), 60.0),
+            _crop(camera, 120, 150, 128, 96),
+            1.0,
+        ),
+        "coffee-45x70-noise": (
+            _noise(_crop(coffee, 150, 200, 45, 70), 0.03, 2),
+            _crop(coffee, 150, 200, 45, 70),
+            1.0,
+        ),
+        "coffee-100x150-jpeg": (
+            _jpeg_like(_crop(coffee, 100, 250, 100, 150), 25.0),
+            _crop(coffee, 100, 250, 100, 150),
+            1.0,
+        ),
+        "coffee-16-noise": (
+            _noise(_crop(coffee, 200, 300, 16, 16), 0.1, 3),
+            _crop(coffee, 200, 300, 16, 16),
+            1.0,
+        ),
+        "chelsea-33x48-tint-blur": (
+            _tint(_blur(_crop(chelsea, 80, 150, 33, 48), 0.8)),
+            _crop(chelsea, 80, 150, 33, 48),
+            1.0,
+        ),
+        "camera-64-noise-255": (_noise(c64, 0.08, 1) * 255.0, c64 * 255.0, 255.0),
+    }
+    return out
+
+
+def to_tensor(x: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """HWC or HW float64 array -> ``(1, C, H, W)`` tensor of ``dtype``."""
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
+    return t[None].to(dtype)
+
+
+def _close(got: float, want: float, rtol: float) -> bool:
+    return got == pytest.approx(want, rel=rtol, abs=1e-12)
+
+
+@pytest.fixture(scope="module")
+def inputs() -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    return cases()
+
+
+def test_reference_covers_every_case(inputs):
+    assert set(REFERENCE) == set(inputs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_haarpsi_and_gmsd_match_piq(inputs, dtype):
+    column, rtol = (0, RTOL_32) if dtype == torch.float32 else (2, RTOL_64)
+    worst = {}
+    for name, (x, y, data_range) in inputs.items():
+        a, b = to_tensor(x, dtype), to_tensor(y, dtype)
+        got_h = float(haarpsi(a, b, data_range=data_range))
+        got_g = float(gmsd(a, b, data_range=data_range))
+        want_h, want_g = REFERENCE[name][column], REFERENCE[name][column + 1]
+        assert _close(got_h, want_h, rtol), (name, "haarpsi", got_h, want_h)
+        assert _close(got_g, want_g, rtol), (name, "gmsd", got_g, want_g)
+        worst[name] = (got_h, got_g)
+    assert worst["astronaut-64-identical"] == (pytest.approx(1.0, abs=1e-5), 0.0)
+
+
+def test_a_batch_gives_each_image_its_own_score(inputs):
+    names = [n for n in inputs if n.startswith("astronaut-64")]
+    x = torch.cat([to_tensor(inputs[n][0], torch.float32) for n in names])
+    y = torch.cat([to_tensor(inputs[n][1], torch.float32) for n in names])
+    h = haarpsi(x, y, reduction="none")
+    g = gmsd(x, y, reduction="none")
+    assert h.shape == g.shape == (len(names),)
+    for i, name in enumerate(names):
+        assert _close(float(h[i]), REFERENCE[name][0], RTOL_32)
+        assert _close(float(g[i]), REFERENCE[name][1], RTOL_32)
+    assert float(haarpsi(x, y)) == pytest.approx(float(h.mean()))
+    assert float(gmsd(x, y, reduction="sum")) == pytest.approx(float(g.sum()))
+
+
+def test_worse_images_score_worse(inputs):
+    score = {n: REFERENCE[n] for n in inputs}
+    for name in ("astronaut-64-noise", "astronaut-64-blur", "astronaut-64-jpeg"):
+        assert score[name][0] < score["astronaut-64-identical"][0]
+        assert score[name][1] > score["astronaut-64-identical"][1]
+
+
+def test_bad_inputs_are_refused_in_one_line():
+    x = torch.rand(1, 3, 32, 32)
+    bad = {
+        "must be batches": (x[0], x[0]),
+        "of one shape": (x, x[..., :16]),
+        "1 \\(grey\\) or 3 \\(RGB\\) channels": (torch.rand(1, 4, 32, 32),) * 2,
+        "values must lie in \\[0, 1.0\\]": (x * 2, x),
+    }
+    for message, (a, b) in bad.items():
+        for metric in (haarpsi, gmsd):
+            with pytest.raises(FedlabError, match=message) as err:
+                metric(a, b)
+            assert "\n" not in str(err.value)
+    with pytest.raises(FedlabError, match="below HaarPSI's minimum of 16 px"):
+        haarpsi(x[..., :15, :], x[..., :15, :])
+    with pytest.raises(FedlabError, match="unknown reduction"):
+        gmsd(x, x, reduction="max")
