@@ -5,10 +5,11 @@ feature statistics (style); none of these is a metric here.
 
 - **Content** (foreground against the source object, grey, ITU-R 601 weights):
   ``ssim`` (scikit-image, Gaussian window sigma 1.5, mean of the SSIM map inside the mask),
-  ``haarpsi`` (piq, on the mask's bounding box padded to >= 32 px, with the output's
-  foreground pasted onto the source so that only the foreground differs), ``edge-f1``
-  (Canny, sigma 2, thresholds 0.05 / 0.15 on grey in [0, 1], inside the mask eroded by 2 px;
-  an edge pixel matches if one of the other image lies within 1 px).
+  ``haarpsi`` (piq 0.8.0's, ported to :mod:`fedlab.clients.image_metrics`, on the mask's
+  bounding box padded to >= 32 px, with the output's foreground pasted onto the source so
+  that only the foreground differs), ``edge-f1`` (Canny, sigma 2, thresholds 0.05 / 0.15
+  on grey in [0, 1], inside the mask eroded by 2 px; an edge pixel matches if one of the
+  other image lies within 1 px).
 - **Style distance** between the output's foreground and its background:
   ``colour-dist`` = L2 distance of the per-channel mean and std in RGB [0, 1] (6 numbers);
   ``texture-dist`` = L1 distance of the uniform LBP histograms (P = 8, R = 1, 10 bins, on
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from fedlab.clients.sr.metrics import piq_function
+from fedlab.clients.image_metrics import haarpsi
 from scipy.ndimage import binary_dilation, binary_erosion
 from skimage.feature import canny, local_binary_pattern
 from skimage.metrics import structural_similarity
@@ -57,7 +58,6 @@ def _bbox(mask: np.ndarray, min_side: int = 32) -> tuple[slice, slice]:
 
 
 def haarpsi_fg(out: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
-    haarpsi = piq_function("haarpsi", "haarpsi")
     sy, sx = _bbox(mask)
     pasted = np.where(mask, out, ref)
     a = torch.from_numpy(pasted[sy, sx].copy()).float()[None, None]

@@ -3,7 +3,6 @@ config checks."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -58,10 +57,9 @@ def test_harmonization_defaults_use_the_shipped_prior_and_every_method():
     config = harmonization.resolve_config({})
     assert config.init_from == "shipped" and not config.train_prior
     assert config.method_list() == ["cut", "histogram", "reinhard", "sdedit", "freepih"]
-    assert config.prior_folder().endswith("simulations/results/pih/prior-federated")
+    assert config.prior_folder().endswith("harmonization/weights/prior-federated")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("piq") is None, reason="needs piq")
 def test_harmonization_app_reports_every_method_with_an_untouched_background(tiny_prior, tmp_path):
     prior, _ = tiny_prior
     config = harmonization.resolve_config({

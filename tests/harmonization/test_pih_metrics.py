@@ -3,16 +3,12 @@ leave the background alone and move the foreground's colours towards the backgro
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 from fedlab.clients.harmonization import data
 from fedlab.clients.harmonization.baselines import BASELINES
 from fedlab.clients.harmonization.data import HELDOUT_PHOTOS, TRAIN_PHOTOS, client_pairs, composite
 from fedlab.clients.harmonization.metrics import edge_f1, grey, harmonization_metrics
-
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("piq") is None, reason="needs piq")
 
 
 def test_declared_sets_are_24_test_and_8_tuning_composites_on_disjoint_photos():

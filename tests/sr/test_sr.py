@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 from fedlab.clients.sr.config import DiffSRConfig
@@ -15,10 +13,6 @@ from fedlab.clients.sr.prf import PRF, fit_kappa
 
 from fedlab.diffusion import build_unet, make_scheduler
 from fedlab.errors import FedlabError
-
-needs_piq = pytest.mark.skipif(
-    importlib.util.find_spec("piq") is None, reason="piq not installed (pip install --no-deps piq)"
-)
 
 
 def tiny_sr(steps: int = 4) -> DiffSR:
@@ -98,7 +92,6 @@ def test_guidance_pulls_the_output_onto_the_lr_input():
     assert odd.shape[-2:] == (17, 13)  # reflect-padded to the UNet's factor and cropped back
 
 
-@needs_piq
 def test_metrics_on_identical_and_degraded_images():
     from fedlab.clients.sr.metrics import image_metrics
 
@@ -158,7 +151,6 @@ def test_fedlab_sr_command_errors(tmp_path, capsys):
         assert code != 0 and message in err and len(err.splitlines()) == 1
 
 
-@needs_piq
 def test_fedlab_sr_writes_the_scaled_image_and_grid(tmp_path):
     from fedlab.clients.sr.cli import png_bytes, super_resolve_file
     from PIL import Image

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -28,7 +27,6 @@ def test_diffusion_app_trains_and_saves_a_loadable_prior(tmp_path):
     assert torch.equal(prior.conv_in.weight, saved["conv_in.weight"])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("piq") is None, reason="piq not installed")
 def test_diffsr_app_reports_every_method_and_scale_per_round(tmp_path):
     initial = tmp_path / "init"
     run_in_process(diffusion, diffusion.resolve_config({**TINY, "out-dir": str(initial)}))
