@@ -6,8 +6,10 @@ Two steps, each reproducible on its own:
     runs the ``streaming_arena`` app itself (``fedlab.inprocess.run_in_process``: its
     ServerApp, ClientApps, FedAvg and training loop) with the study's config, in two stages
     (the second starts from the first's global model, ``init-from``, at a lower learning
-    rate), and ships the global detector as ``simulations/results/arena/detector``
-    (``save_pretrained``: ``config.json`` + safetensors) with the runs' histories.
+    rate), and ships the global detector straight into the package data,
+    ``clients/streaming/weights/arena-detector`` (``save_pretrained``: ``config.json`` +
+    safetensors; ``fedlab arena``'s default), with the runs' histories in
+    ``simulations/results/arena/train.json``.
 
 ``evaluate``
     loads the shipped detector and runs every method of the declared grid (docs/arena.md) over
@@ -40,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from fedlab.clients.streaming.arena_app import load_run_model, streaming_arena  # noqa: E402
 from fedlab.clients.streaming.arena_bytes import full_stream, stream_bytes  # noqa: E402
+from fedlab.clients.streaming.arena_cli import SHIPPED_WEIGHTS  # noqa: E402
 from fedlab.clients.streaming.arena_infer import ArenaSettings, run_method  # noqa: E402
 from fedlab.clients.streaming.arena_metrics import average_precision  # noqa: E402
 from fedlab.clients.streaming.arena_sampler import SamplerConfig  # noqa: E402
@@ -130,10 +133,10 @@ def train(args: argparse.Namespace) -> None:
         {k: v for k, v in last["config"].items() if k not in ("out-dir", "init-from")}
     )
     model = load_run_model(config, last["config"]["out-dir"])
-    model.save_pretrained(RESULTS / "detector", safe_serialization=True)
+    model.save_pretrained(SHIPPED_WEIGHTS, safe_serialization=True)
     record.update({"config": last["config"], "history": last["history"]})
     atomic_write_json(RESULTS / "train.json", record)
-    log.info("shipped %s", RESULTS / "detector")
+    log.info("shipped %s", SHIPPED_WEIGHTS)
 
 
 # -- evaluate ---------------------------------------------------------------------------------
@@ -147,7 +150,7 @@ def evaluate(args: argparse.Namespace) -> None:
         {k: v for k, v in train_info["config"].items() if k not in ("out-dir", "init-from")}
     )
     videos = ArenaWorkload(config).test_videos
-    model = load_detector(RESULTS / "detector")
+    model = load_detector(SHIPPED_WEIGHTS)
     cells = grid()
     per_cell: dict[str, dict[str, list]] = {
         cell_name(c): {"records": [], "bytes": 0} for c in cells
@@ -187,7 +190,7 @@ def evaluate(args: argparse.Namespace) -> None:
         "protocol": {"test-videos": len(videos), "frames": len(truth), "crf": CRF,
                      "preset": "veryfast", "budgets": BUDGETS, "intervals": INTERVALS,
                      "headline": HEADLINE, "threads": 1, "batch": 1,
-                     "detector": "simulations/results/arena/detector"},
+                     "detector": "clients/streaming/weights/arena-detector"},
         "full-stream-bytes": reference,
         "rows": rows,
         "goals": goals(rows),

@@ -6,9 +6,10 @@
 Test clips carphone (176x144) and bikes (160x128 from 320x136), 30 frames each, never trained
 on; pairs (2, 8), (2, 6), (4, 8), (4, 5) at x264 CRF 23, 28, 33, 38; full-resolution x264 at
 CRF 23-48. Methods: bicubic, the CNN baseline, Diff-SR (the shipped Diff-SR prior with its
-calibrated PRF start step, training-free), the codec-unaware and codec-aware diffusion
-decoders shipped in simulations/results/cadm/ (trained by simulations/cadm_train.py through
-the streaming_cadm app), evaluated by the app's own code (fedlab.clients.streaming.cadm_eval).
+calibrated PRF start step, training-free), the codec-unaware diffusion decoder
+(simulations/results/cadm/decoder-unaware) and the codec-aware one shipped as package data
+(clients/streaming/weights/cadm-decoder), both trained by simulations/cadm_train.py through
+the streaming_cadm app, evaluated by the app's own code (fedlab.clients.streaming.cadm_eval).
 Writes simulations/results/cadm/{study.json, table.md, rd.png}. One thread.
 """
 
@@ -69,11 +70,12 @@ def diffsr_restorer() -> tuple:
 
 
 def run_study(frames: int) -> dict:
+    from fedlab.clients.streaming.cadm_config import SHIPPED_DECODER
     from fedlab.clients.streaming.cadm_data import test_clip
     from fedlab.clients.streaming.cadm_eval import evaluate_clip
     from fedlab.clients.streaming.cadm_model import load_decoder, load_small_sr, param_bytes
 
-    aware = load_decoder(OUT / "decoder-aware")
+    aware = load_decoder(SHIPPED_DECODER)
     unaware = load_decoder(OUT / "decoder-unaware")
     cnn = load_small_sr(OUT / "cnn")
     cnn_bytes = param_bytes(cnn)

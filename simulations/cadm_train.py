@@ -12,7 +12,9 @@
 * ``aware-central``: the codec-aware decoder trained centrally through the same loop on the
   union of the clients' patches (figures only: the app's validation metrics).
 
-Writes ``simulations/results/cadm/{decoder-aware,decoder-unaware,cnn}`` and the run folders'
+Writes the codec-aware decoder straight into the package data,
+``clients/streaming/weights/cadm-decoder`` (the default of ``fedlab stream decode``/``evaluate``),
+the study-only models to ``simulations/results/cadm/{decoder-unaware,cnn}`` and the run folders'
 histories under ``simulations/results/cadm/train-*``. One thread.
 """
 
@@ -34,6 +36,15 @@ import torch  # noqa: E402
 OUT = Path(__file__).resolve().parent / "results" / "cadm"
 
 
+def decoder_folder(name: str) -> Path:
+    """Where the ``name`` decoder goes: the shipped (aware) one into the package data."""
+    if name == "aware":
+        from fedlab.clients.streaming.cadm_config import SHIPPED_DECODER
+
+        return SHIPPED_DECODER
+    return OUT / f"decoder-{name}"
+
+
 def app_config(conditioned: bool, args: argparse.Namespace, out_dir: Path) -> dict:
     return {
         "num-supernodes": 4, "num-server-rounds": args.rounds, "local-steps": args.local_steps,
@@ -53,7 +64,7 @@ def train_decoder(name: str, conditioned: bool, args: argparse.Namespace) -> dic
     start = time.perf_counter()
     summary = run_in_process(streaming_cadm, config)
     seconds = time.perf_counter() - start
-    target = OUT / f"decoder-{name}"
+    target = decoder_folder(name)
     if target.exists():
         shutil.rmtree(target)
     shutil.move(str(run_dir / "decoder"), target)

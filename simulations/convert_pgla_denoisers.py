@@ -9,11 +9,11 @@ tensor for tensor and checked bit-equal after reloading; the old files are remov
 
 Usage::
 
-    python simulations/convert_pgla_denoisers.py simulations/results/pgla/denoisers/pgla \\
-        simulations/results/pgla/denoisers/dncnn
+    python simulations/convert_pgla_denoisers.py runs/my-old-pgla runs/my-old-dncnn
 
 Each argument is a denoiser folder or a training run folder (every ``checkpoints/step-*`` in it
-is converted); folders already converted are left alone, so running it twice is harmless.
+is converted); folders already converted are left alone, so running it twice is harmless. The
+shipped denoisers (package data, ``attacks/pgla/weights/``) are converted already.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Protocol declared in docs/diffsr.md ("Study protocol") before running. Steps:
 
 - ``calibrate``: per scale, a ``diffsr`` app run (4 clients, ``eval-images=calibration``,
   ``train-prior=false``) of SDEdit at every oracle-grid t; oracle t = best mean HaarPSI;
-  ``kappa`` of the PRF fitted to the oracle t's.
+  ``kappa`` of the PRF fitted to the oracle t's. The commands do not read it from here: the
+  fitted value ships as ``FITTED_KAPPA`` in clients/sr/config.py (a test checks that it equals
+  this file's); a refit that changes it says so, and the constant is then updated by hand.
 - ``test``: per scale, ``diffsr`` app runs on the clients' held-out crops with every method,
   and PRF's per-image variant (``prf-per-image=true``, same fitted kappa) as its own row.
 - ``timing``: seconds per 64-px image against the number of DDIM steps.
@@ -33,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fedlab.clients.sr.app import diffsr  # noqa: E402
-from fedlab.clients.sr.config import SHIPPED_DIR, SHIPPED_PRIOR  # noqa: E402
+from fedlab.clients.sr.config import FITTED_KAPPA, SHIPPED_PRIOR  # noqa: E402
 from fedlab.clients.sr.evaluate import calibrated_prf, heldout_crops, scale_tag  # noqa: E402
 from fedlab.clients.sr.methods import DiffSR  # noqa: E402
 from fedlab.clients.sr.prf import fit_kappa  # noqa: E402
@@ -51,7 +53,8 @@ ORACLE_GRID = (0, 75, 150, 225, 300, 375, 450, 525, 600)
 FIXED_T = ORACLE_GRID[1:]
 CAL_CROPS, TEST_CROPS, CROP = 2, 6, 64
 LEVELS = {"A": {"steps": 20, "fixed_seeds": "0,1"}, "B": {"steps": 10, "fixed_seeds": "0"}}
-RESULTS = SHIPPED_DIR / "study.json"
+RESULTS_DIR = ROOT / "simulations" / "results" / "diffsr"
+RESULTS = RESULTS_DIR / "study.json"
 RUNS = ROOT / "runs" / "diffsr-study"
 
 
@@ -130,6 +133,9 @@ def calibrate(level: str) -> None:
     cal["prf-t-kappa1"] = {scale_tag(s): prf.start_step(s, ac) for s in SCALES}
     save(data)
     log.info("oracle t %s; kappa %.3g -> PRF t %s", oracle, kappa, cal["prf-t"])
+    if kappa != FITTED_KAPPA:
+        log.warning("fitted kappa %g differs from the shipped FITTED_KAPPA %g: set it in "
+                    "clients/sr/config.py", kappa, FITTED_KAPPA)  # fmt: skip
 
 
 def test(level: str, scales: tuple[float, ...] = SCALES) -> None:
@@ -259,7 +265,7 @@ def main() -> None:
     if args.step in ("timing", "all"):
         timing()
     if args.step in ("report", "all"):
-        prior = SHIPPED_DIR / "prior_training.json"
+        prior = RESULTS_DIR / "prior_training.json"
         extra = {"prior": json.loads(prior.read_text())} if prior.exists() else {}
         write_report({**load(), **extra}, ROOT)
 

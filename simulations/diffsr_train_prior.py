@@ -12,8 +12,11 @@ Declared in docs/diffsr.md ("Prior training"). Three modes, each one process, on
 
 Both priors are evaluated every 100 steps (central) / every round (federated) on the same
 held-out denoising loss (fixed crops of the held-out images, fixed t and noise). The final
-weights are copied to ``simulations/results/diffsr/prior-<mode>`` (save_pretrained folders)
-and the histories to ``simulations/results/diffsr/prior_training.json``.
+weights of the models the defaults use go straight into the package data (save_pretrained
+folders, safetensors + config.json): ``federated`` to ``clients/sr/weights/prior-federated``
+(``SHIPPED_PRIOR``), ``cnn`` to ``clients/sr/weights/cnn`` (``SHIPPED_CNN``); ``central`` (a
+study baseline only) to ``simulations/results/diffsr/prior-central``. The histories go to
+``simulations/results/diffsr/prior_training.json``.
 
 Usage: ``python simulations/diffsr_train_prior.py federated|central|cnn [--steps N]``.
 """
@@ -34,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fedlab.clients.sr.app import diffusion  # noqa: E402
-from fedlab.clients.sr.config import SHIPPED_DIR  # noqa: E402
+from fedlab.clients.sr.config import SHIPPED_CNN, SHIPPED_PRIOR  # noqa: E402
 from fedlab.clients.sr.data import TRAIN_IMAGES, RandomCrops  # noqa: E402
 from fedlab.clients.sr.workload import DiffusionWorkload  # noqa: E402
 
@@ -53,7 +56,14 @@ log = logging.getLogger("fedlab.diffsr_train_prior")
 
 CLIENTS, ROUNDS, LOCAL_STEPS, BATCH, LR = 4, 12, 25, 16, 1e-3
 TOTAL_STEPS = CLIENTS * ROUNDS * LOCAL_STEPS  # 1,200
-RESULTS = SHIPPED_DIR / "prior_training.json"
+RESULTS_DIR = ROOT / "simulations" / "results" / "diffsr"
+RESULTS = RESULTS_DIR / "prior_training.json"
+#: where each mode's final weights go (package data for the shipped ones)
+DESTINATIONS = {
+    "federated": SHIPPED_PRIOR,
+    "central": RESULTS_DIR / "prior-central",
+    "cnn": SHIPPED_CNN,
+}
 
 
 def _record(mode: str, entry: dict) -> None:
@@ -70,7 +80,7 @@ def federated(out: Path) -> None:
     start = time.perf_counter()
     summary = run_in_process(diffusion, config)
     history = json.loads((out / "history.json").read_text())
-    dest = SHIPPED_DIR / "prior-federated"
+    dest = DESTINATIONS["federated"]
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(out / "prior", dest)
     _record("federated", {
@@ -96,7 +106,7 @@ def central(out: Path, steps: int) -> None:
         out=out, total_steps=steps, checkpoint_every=100, seed=0,
         evaluate=lambda m: heldout_denoising_loss(m, workload.scheduler, test),
     )  # fmt: skip
-    dest = SHIPPED_DIR / "prior-central"
+    dest = DESTINATIONS["central"]
     shutil.rmtree(dest, ignore_errors=True)
     model.eval().save_pretrained(dest, safe_serialization=True)
     _record("central", {"total-optimizer-steps": steps, "batch-size": BATCH, "lr": LR,
@@ -109,7 +119,7 @@ def cnn(out: Path, steps: int) -> None:
 
     start = time.perf_counter()
     history = train_cnn(out, steps=steps, batch_size=BATCH, lr=LR)
-    dest = SHIPPED_DIR / "cnn"
+    dest = DESTINATIONS["cnn"]
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(out / "cnn", dest)
     _record(
@@ -157,7 +167,7 @@ def finalize(mode: str, out: Path, steps: int) -> None:
         entry = {"total-optimizer-steps": steps, "batch-size": BATCH, "lr": LR,
                  "seconds": sum(h["seconds"] for h in latest["history"]),
                  "history": latest["history"]}  # fmt: skip
-    dest = SHIPPED_DIR / f"prior-{mode}"
+    dest = DESTINATIONS[mode]
     shutil.rmtree(dest, ignore_errors=True)
     model.eval().save_pretrained(dest, safe_serialization=True)
     _record(mode, entry)

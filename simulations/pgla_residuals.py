@@ -6,10 +6,10 @@ norm, and the cosine between the two residual vectors (``pgla - clean`` against 
 clean``). Residuals that point the same way and an average no better than either mean both
 denoisers stop at the same error: more training of one alone will not separate them.
 
-Usage::
+Usage (``--pgla`` and ``--dncnn`` default to the shipped denoisers, package data of
+``fedlab.attacks.pgla``)::
 
-    python simulations/pgla_residuals.py --pgla simulations/results/pgla/denoisers/pgla \\
-        --dncnn simulations/results/pgla/denoisers/dncnn [--levels 0,1,2]
+    python simulations/pgla_residuals.py [--pgla DIR --dncnn DIR] [--levels 0,1,2]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import argparse
 
 import torch
 from fedlab.attacks.pgla.denoisers import load_denoiser
+from fedlab.attacks.pgla.shipped import SHIPPED_DENOISERS
 from pgla_bench import CLIP, grad_metrics, levels, perturb, victims
 
 
@@ -28,8 +29,10 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--pgla", required=True, help="PGLA denoiser or training run folder")
-    p.add_argument("--dncnn", required=True, help="DnCNN denoiser or training run folder")
+    p.add_argument("--pgla", default=str(SHIPPED_DENOISERS["pgla"]),
+                   help="PGLA denoiser or training run folder (default: shipped)")  # fmt: skip
+    p.add_argument("--dncnn", default=str(SHIPPED_DENOISERS["dncnn"]),
+                   help="DnCNN denoiser or training run folder (default: shipped)")  # fmt: skip
     p.add_argument("--levels", default="0,1,2", help="indices into the benchmark's levels")
     p.add_argument("--victims", type=int, default=8)
     p.add_argument("--ddim-steps", type=int, default=20)

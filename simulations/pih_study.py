@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fedlab.clients.harmonization.app import harmonization  # noqa: E402
-from fedlab.clients.harmonization.config import SHIPPED_DIR  # noqa: E402
+from fedlab.clients.harmonization.config import SHIPPED_PRIOR  # noqa: E402
 
 from fedlab.atomic import atomic_write, atomic_write_json, atomic_write_text  # noqa: E402
 from fedlab.inprocess import run_in_process  # noqa: E402
@@ -50,8 +50,9 @@ GUIDANCE = (0.0, 1.0, 3.0)
 STEPS, TIMING_STEPS = 10, (5, 10, 20)
 EDGE_F1_MIN = 0.7
 LEVEL = "A: 10 DDIM steps, seed 0, 64-px composites, 1,000-step CPU prior"
-RESULTS = SHIPPED_DIR / "study.json"
-PLOT = SHIPPED_DIR / "content_style.png"
+RESULTS_DIR = ROOT / "simulations" / "results" / "pih"
+RESULTS = RESULTS_DIR / "study.json"
+PLOT = RESULTS_DIR / "content_style.png"
 RUNS = ROOT / "runs" / "pih-study"
 BASELINES = ("cut", "histogram", "reinhard")
 METRICS = ("ssim", "haarpsi", "edge-f1", "colour-dist", "texture-dist", "style-dist",
@@ -151,7 +152,7 @@ def central() -> None:
     data = load()
     if "central-prior" in data:
         return
-    folder = SHIPPED_DIR / "prior-central"
+    folder = RESULTS_DIR / "prior-central"
     if not folder.is_dir():
         raise SystemExit(f"{folder} does not exist: run simulations/pih_train_prior.py central")
     best = data["tuning"]["headline"]  # freepih-t<t>-g<g>
@@ -172,7 +173,6 @@ def central() -> None:
 
 def style_inference() -> None:
     from fedlab.clients.harmonization.command import infer_style
-    from fedlab.clients.harmonization.config import SHIPPED_PRIOR
     from fedlab.clients.harmonization.data import STYLES, composite, test_specs
 
     from fedlab.diffusion import load_unet, make_scheduler
@@ -222,7 +222,7 @@ def figure() -> None:
             axes[i, j].imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest")
             axes[i, j].axis("off")
     fig.tight_layout()
-    atomic_write(SHIPPED_DIR / "examples.png", lambda p: fig.savefig(p, format="png", dpi=100))
+    atomic_write(RESULTS_DIR / "examples.png", lambda p: fig.savefig(p, format="png", dpi=100))
     plt.close(fig)
 
 

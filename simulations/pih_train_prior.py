@@ -9,9 +9,11 @@ Declared in docs/freepih.md ("Prior"). Two modes, each one process, one thread:
   learning rate through :func:`fedlab.diffusion.train_with_checkpoints` (THE loop), for the
   same total number of optimizer steps.
 
-Both are evaluated on the same held-out conditional denoising loss. The final weights go to
-``simulations/results/pih/prior-<mode>`` (save_pretrained + styles.json) and the histories to
-``simulations/results/pih/prior_training.json``.
+Both are evaluated on the same held-out conditional denoising loss. The final weights
+(save_pretrained + styles.json) of ``federated``, the prior the defaults use, go straight into
+the package data, ``clients/harmonization/weights/prior-federated`` (``SHIPPED_PRIOR``); those
+of ``central`` (a study baseline) to ``simulations/results/pih/prior-central``. The histories
+go to ``simulations/results/pih/prior_training.json``.
 
 Usage: ``python simulations/pih_train_prior.py federated|central [--steps N]``.
 """
@@ -32,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fedlab.clients.harmonization.app import pih_prior  # noqa: E402
-from fedlab.clients.harmonization.config import SHIPPED_DIR  # noqa: E402
+from fedlab.clients.harmonization.config import SHIPPED_PRIOR  # noqa: E402
 from fedlab.clients.harmonization.data import STYLES, StyledCrops, all_pairs  # noqa: E402
 from fedlab.clients.harmonization.workload import (  # noqa: E402
     PIHPriorWorkload,
@@ -49,7 +51,8 @@ log = logging.getLogger("fedlab.pih_train_prior")
 
 CLIENTS, ROUNDS, LOCAL_STEPS, BATCH, LR = 4, 10, 25, 16, 1e-3
 TOTAL_STEPS = CLIENTS * ROUNDS * LOCAL_STEPS  # 1,000
-RESULTS = SHIPPED_DIR / "prior_training.json"
+RESULTS_DIR = ROOT / "simulations" / "results" / "pih"
+RESULTS = RESULTS_DIR / "prior_training.json"
 
 
 def _record(mode: str, entry: dict) -> None:
@@ -67,7 +70,7 @@ def federated(out: Path, steps: int) -> None:
     start = time.perf_counter()
     summary = run_in_process(pih_prior, config)
     history = json.loads((out / "history.json").read_text())
-    dest = SHIPPED_DIR / "prior-federated"
+    dest = SHIPPED_PRIOR
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(out / "prior", dest)
     _record("federated", {
@@ -93,7 +96,7 @@ def central(out: Path, steps: int) -> None:
         out=out, total_steps=steps, checkpoint_every=100, seed=0,
         evaluate=lambda m: heldout_conditional_loss(m, workload.scheduler, images, labels),
     )  # fmt: skip
-    save_prior(model.eval(), SHIPPED_DIR / "prior-central")
+    save_prior(model.eval(), RESULTS_DIR / "prior-central")
     _record("central", {"total-optimizer-steps": steps, "batch-size": BATCH, "lr": LR,
                         "seconds": round(time.perf_counter() - start, 1),
                         "history": result["history"]})  # fmt: skip

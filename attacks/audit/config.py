@@ -13,15 +13,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fedlab.attacks.pgla.shipped import SHIPPED_DENOISERS  # the learned denoisers' defaults
+
 from fedlab.errors import FedlabError
 
 MODES = ("none", "central", "local")
-#: The shipped PGLA denoiser (LeNet on 32x32 RGB gradients, 15,826 values).
-REPO = Path(__file__).resolve().parents[2]
-SHIPPED_DENOISERS = {
-    "pgla": REPO / "simulations/results/pgla/denoisers/pgla",
-    "dncnn": REPO / "simulations/results/pgla/denoisers/dncnn",
-}
 MAX_CANARY_SHARE = 0.1
 
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
+from fedlab.clients.shipped import shipped_weights
 from fedlab.clients.sr.config import DiffusionConfig, parse_floats, parse_ints, resolve_shipped
 
 from fedlab.config import _choice, _non_negative, _positive
 from fedlab.errors import FedlabError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_DIR = REPO_ROOT / "simulations" / "results" / "pih"
-SHIPPED_PRIOR = SHIPPED_DIR / "prior-federated"
+#: The federatedly trained, style-conditioned prior (with its styles.json), shipped as package
+#: data (``weights/``; trained by simulations/pih_train_prior.py).
+SHIPPED_PRIOR = shipped_weights("fedlab.clients.harmonization", "prior-federated")
 METHODS = ("cut", "histogram", "reinhard", "sdedit", "freepih")
 COMPOSITE_SETS = ("test", "tuning")
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
+from fedlab.clients.sr.config import FITTED_KAPPA
 
 from fedlab.errors import FedlabError
 
@@ -38,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--kappa",
         type=float,
-        default=0.0,
-        help="PRF kappa (default: the value fitted in the shipped study, else 1)",
+        default=FITTED_KAPPA,
+        help=f"PRF kappa (default {FITTED_KAPPA:g}: fitted with the shipped prior)",
     )
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.set_defaults(func=sr_command)
@@ -69,21 +69,15 @@ def png_bytes(image: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-def default_kappa() -> float:
-    """The kappa fitted on the calibration crops in the shipped study, else 1."""
-    from fedlab.clients.sr.config import SHIPPED_DIR
-
-    study = SHIPPED_DIR / "study.json"
-    if study.is_file():
-        return float(json.loads(study.read_text()).get("calibration", {}).get("kappa", 1.0))
-    return 1.0
-
-
 def super_resolve_file(
     path: str | Path, scale: float, out: str | Path, *, model: str = "", method: str = "prf",
-    t: int = 150, steps: int = 20, kappa: float = 0.0, seed: int = 0, progress: bool = True,
+    t: int = 150, steps: int = 20, kappa: float = FITTED_KAPPA, seed: int = 0,
+    progress: bool = True,
 ) -> tuple[Path, Path]:  # fmt: skip
-    """Super-resolve ``path``; write the result and a comparison grid into ``out``."""
+    """Super-resolve ``path``; write the result and a comparison grid into ``out``.
+
+    ``model`` empty: the shipped prior; ``kappa``: the PRF's (default :data:`FITTED_KAPPA`).
+    """
     from fedlab.clients.sr.config import SHIPPED_PRIOR
     from fedlab.clients.sr.degrade import check_scale, sr_size, upsample
     from fedlab.clients.sr.evaluate import calibrated_prf
@@ -95,6 +89,8 @@ def super_resolve_file(
     scale = check_scale(scale)
     if steps < 1:
         raise FedlabError(f"--steps must be >= 1, got {steps}")
+    if not kappa > 0:
+        raise FedlabError(f"--kappa must be > 0, got {kappa:g} (default {FITTED_KAPPA:g})")
     unet = load_unet(model or SHIPPED_PRIOR)
     lr = read_image(path)
     size = sr_size(tuple(lr.shape[-2:]), scale)
@@ -106,7 +102,7 @@ def super_resolve_file(
     elif method == "sdedit":
         result, t_used = sr.sdedit(lr, size, t, generator=gen), t
     else:
-        prf = calibrated_prf(kappa=kappa or default_kappa())
+        prf = calibrated_prf(kappa=kappa)
         t_used = prf.start_step(scale, sr.alphas_cumprod)
         if method == "prf":
             result = sr.run(lr, size, t_used, generator=gen)

@@ -7,20 +7,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from fedlab.clients.shipped import shipped_weights
+
 from fedlab.config import RunConfig, _choice, _non_negative, _positive
 from fedlab.errors import FedlabError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_DIR = REPO_ROOT / "simulations" / "results" / "diffsr"
-SHIPPED_PRIOR = SHIPPED_DIR / "prior-federated"
-SHIPPED_CNN = SHIPPED_DIR / "cnn"
+#: The federatedly trained prior and the baseline CNN, shipped as package data
+#: (``weights/``; trained by simulations/diffsr_train_prior.py).
+SHIPPED_PRIOR = shipped_weights("fedlab.clients.sr", "prior-federated")
+SHIPPED_CNN = shipped_weights("fedlab.clients.sr", "cnn")
+#: PRF kappa fitted on the calibration crops with the shipped prior (simulations/diffsr_study.py
+#: ``calibrate``; recorded in simulations/results/diffsr/study.json, which a test checks against
+#: this constant). The default of the diffsr app's ``prf-kappa`` and of ``fedlab sr --kappa``.
+FITTED_KAPPA = 0.0625
 UNET_CONFIGS = ("tiny", "cpu", "gpu")
 METHODS = ("bicubic", "sdedit", "prf", "ilvr", "ddnm", "cnn", "ibp")
 EVAL_IMAGES = ("heldout", "calibration")
 
 
 def resolve_shipped(value: str, shipped: Path) -> str:
-    """``"shipped"`` -> the folder shipped in the repository; anything else unchanged."""
+    """``"shipped"`` -> the folder shipped with the package; anything else unchanged."""
     return str(shipped) if value == "shipped" else value
 
 
@@ -109,7 +115,7 @@ class DiffSRConfig(DiffusionConfig):
     eval_crops: int = 2
     eval_crop_size: int = 64
     eval_images: str = "heldout"
-    prf_kappa: float = 0.0625  # fitted on the calibration crops (simulations/diffsr_study.py)
+    prf_kappa: float = FITTED_KAPPA
     prf_per_image: bool = False
     cnn: str = "shipped"
 

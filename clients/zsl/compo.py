@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import itertools
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
+from fedlab.clients.shipped import shipped_weights
 from safetensors.torch import load_file
 from torch import nn
 
@@ -48,7 +48,8 @@ NUM_UNSEEN = 16
 NUM_SPLITS = 3
 PER_CLASS = 40
 FEATURE_DIM = 128
-WEIGHTS = Path(__file__).resolve().parent / "weights" / "compo_cnn.safetensors"
+#: package data (``weights/``), found through importlib.resources
+WEIGHTS = shipped_weights("fedlab.clients.zsl", "compo_cnn.safetensors")
 
 CLASSES: tuple[tuple[str, str, str, str], ...] = tuple(itertools.product(*FACTORS.values()))
 ATTRIBUTE_NAMES = tuple(f"{f}={v}" for f, values in FACTORS.items() for v in values)

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FLWR = Path(sys.executable).with_name("flwr")
 
 # Flower installs a bundle of the app's code and text files: shipped weights go by path.
-PRIOR = ROOT / "simulations" / "results" / "diffsr" / "prior-federated"
+PRIOR = ROOT / "clients" / "sr" / "weights" / "prior-federated"
 _SR = f"init-from={PRIOR} local-steps=2 batch-size=4 heldout-crops=1"
 
 # Two rounds at a tiny size; everything else is the app's default.

@@ -57,7 +57,7 @@ def test_harmonization_defaults_use_the_shipped_prior_and_every_method():
     config = harmonization.resolve_config({})
     assert config.init_from == "shipped" and not config.train_prior
     assert config.method_list() == ["cut", "histogram", "reinhard", "sdedit", "freepih"]
-    assert config.prior_folder().endswith("simulations/results/pih/prior-federated")
+    assert config.prior_folder().endswith("harmonization/weights/prior-federated")
 
 
 def test_harmonization_app_reports_every_method_with_an_untouched_background(tiny_prior, tmp_path):

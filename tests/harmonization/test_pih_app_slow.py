@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from fedlab.clients.harmonization.config import SHIPPED_PRIOR
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +16,6 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-@pytest.mark.skipif(not SHIPPED_PRIOR.is_dir(), reason="no shipped prior")
 def test_harmonization_app_under_ray_reports_the_clients_metrics(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}

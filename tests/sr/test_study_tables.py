@@ -32,8 +32,12 @@ def test_goal_checks_are_computed_from_the_tables():
 
 
 def test_app_and_command_default_kappa_is_the_fitted_one():
-    from fedlab.clients.sr.cli import default_kappa
-    from fedlab.clients.sr.config import DiffSRConfig
+    # The shipped constant is the kappa the committed study fitted (refit: update both).
+    import inspect
+
+    from fedlab.clients.sr.cli import super_resolve_file
+    from fedlab.clients.sr.config import FITTED_KAPPA, DiffSRConfig
 
     fitted = _results()["calibration"]["kappa"]
-    assert DiffSRConfig().prf_kappa == fitted == default_kappa()
+    default = inspect.signature(super_resolve_file).parameters["kappa"].default
+    assert DiffSRConfig().prf_kappa == fitted == FITTED_KAPPA == default

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fedlab.clients.streaming.arena_cli import SHIPPED_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "simulations" / "results" / "arena"
@@ -45,9 +46,9 @@ def test_study_covers_the_declared_grid() -> None:
 def test_shipped_detector_is_small_and_loads() -> None:
     from fedlab.clients.streaming.arena_cli import load_detector
 
-    files = list((RESULTS / "detector").iterdir())
+    files = list(SHIPPED_WEIGHTS.iterdir())
     assert sum(f.stat().st_size for f in files) < 2_000_000
-    model = load_detector(RESULTS / "detector")
+    model = load_detector(SHIPPED_WEIGHTS)
     assert model.num_tokens == 144
 
 
@@ -66,7 +67,7 @@ def test_headline_cell_and_full_ap_reproduce_from_the_shipped_detector() -> None
         {k: v for k, v in train["config"].items() if k not in ("out-dir", "init-from")}
     )
     videos = ArenaWorkload(config).test_videos
-    model = load_detector(RESULTS / "detector")
+    model = load_detector(SHIPPED_WEIGHTS)
     rows = {r["name"]: r for r in results["rows"]}
     full_ap = full_frame_ap(model, videos)
     assert full_ap == pytest.approx(rows["full b=1 k=1"]["ap50"], abs=2e-3)
@@ -88,7 +89,7 @@ def test_a_detector_folder_with_only_pickled_weights_is_refused(tmp_path) -> Non
 
     from fedlab.errors import FedlabError
 
-    shutil.copy(RESULTS / "detector" / "config.json", tmp_path / "config.json")
+    shutil.copy(SHIPPED_WEIGHTS / "config.json", tmp_path / "config.json")
     torch.save({"x": torch.zeros(1)}, tmp_path / "diffusion_pytorch_model.bin")
     with pytest.raises(FedlabError, match="safetensors"):
         load_detector(tmp_path)

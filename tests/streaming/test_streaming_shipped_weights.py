@@ -1,0 +1,22 @@
+"""The streaming defaults' weights ship with the package and load (issue 28)."""
+
+from __future__ import annotations
+
+import torch
+from fedlab.clients.streaming.arena_cli import SHIPPED_WEIGHTS, load_detector
+from fedlab.clients.streaming.cadm_cli import resolve_decoder
+from fedlab.clients.streaming.cadm_config import SHIPPED_DECODER
+from fedlab.clients.streaming.cadm_model import load_decoder
+
+
+def test_shipped_cadm_decoder_is_the_commands_default_and_loads() -> None:
+    decoder = load_decoder(SHIPPED_DECODER)
+    assert decoder.model_bytes() > 0
+    assert type(resolve_decoder("shipped")) is type(decoder)
+
+
+def test_shipped_arena_detector_loads() -> None:
+    model = load_detector(SHIPPED_WEIGHTS)
+    side = model.config.image_size
+    assert model.num_tokens > 0 and side > 0
+    assert all(torch.isfinite(p).all() for p in model.parameters())
