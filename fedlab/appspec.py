@@ -14,6 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedlab.config import RunConfig
 from fedlab.errors import FedlabError
+from fedlab.extras import require
 from fedlab.flower_compat import Mod
 from fedlab.run_folder import RunFolder, default_run_dir
 
@@ -52,6 +53,9 @@ class AppSpec:
         resolved config for ``num_nodes`` nodes and raises
         :class:`~fedlab.errors.FedlabError` on what would fail; ``flower-simulation`` calls it
         before Ray starts (:func:`fedlab.app_check.check_by_building` makes one).
+    extras : tuple of str
+        The pip extras the app needs beyond the core install (:mod:`fedlab.extras`), checked
+        before Ray starts with a one-line error naming the extra to install.
     ignored_keys : tuple of str
         Keys of the shared :class:`~fedlab.config.RunConfig` this app does not honour (e.g.
         ``record-traces`` in an app that records no traces). Setting one to anything but its
@@ -68,9 +72,11 @@ class AppSpec:
     client_mods: ModsFn | None = None
     check: CheckFn | None = None
     ignored_keys: tuple[str, ...] = ()
+    extras: tuple[str, ...] = ()
 
     def resolve_config(self, *layers: Mapping[str, Any]) -> RunConfig:
         """Defaults, then each layer in order (TOML files, key=value pairs), validated."""
+        require(self.extras, f"app {self.name!r}")
         merged: dict[str, Any] = dict(self.defaults)
         for layer in layers:
             merged.update(layer)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from fedlab.errors import FedlabError
+from fedlab.extras import MissingExtra, explain_missing_module
 
 log = logging.getLogger("fedlab")
 
@@ -56,6 +58,13 @@ def simulation_parser() -> argparse.ArgumentParser:
         "--app", required=True, help="module:attr of an AppSpec, e.g. fedlab.apps:fedavg"
     )
     p.add_argument(
+        "--app-dir",
+        default=".",
+        help="look for the --app module (and a run config's module:attr names) in this folder, "
+        "put first on the import path here and in Ray's workers, as uvicorn does (default: the "
+        "current folder)",
+    )
+    p.add_argument(
         "--num-supernodes",
         type=int,
         default=None,
@@ -92,6 +101,24 @@ def simulation_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_app_dir(folder: str) -> Path:
+    """Put ``folder`` first on ``sys.path`` and on ``PYTHONPATH`` (which Ray's workers inherit),
+    so a researcher's ``myapp.py`` there resolves as ``--app myapp:app``.
+
+    fedlab's own modules live under the ``fedlab`` namespace, so a ``strategies.py`` or
+    ``clients/`` of the researcher's neither shadows nor is shadowed by them.
+    """
+    path = Path(folder).resolve()
+    if not path.is_dir():
+        raise FedlabError(f"--app-dir {folder!r} is not a folder; name the folder of your app")
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    current = os.environ.get("PYTHONPATH", "")
+    if str(path) not in current.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(path), current) if p)
+    return path
+
+
 def resolve_app(spec: str) -> Any:
     from fedlab.appspec import AppSpec
     from fedlab.registry import APPS, import_object
@@ -104,7 +131,10 @@ def resolve_app(spec: str) -> Any:
                 f"name); installed: {', '.join(APPS.names())}; pick one, or pass --app "
                 "mymodule:myapp for an AppSpec of your own"
             )
-        obj = APPS.get(name, allow_import=False)
+        try:
+            obj = APPS.get(name, allow_import=False)
+        except MissingExtra as exc:
+            raise exc.for_(f"app {name!r}") from None
     else:
         obj = import_object(spec, what="app")
     if not isinstance(obj, AppSpec):
@@ -149,6 +179,7 @@ def preflight(spec: Any, config: Any) -> None:
 def flower_simulation_main(argv: Sequence[str] | None = None) -> int:
     args = simulation_parser().parse_args(argv)
     setup_logging(args.verbose)
+    add_app_dir(args.app_dir)
     spec = resolve_app(args.app)
     layers = [collect_overrides(args.run_config)]
     cli: dict[str, Any] = {}
@@ -209,12 +240,21 @@ def fedlab_parser() -> argparse.ArgumentParser:
     for name in COMMANDS.names():  # the `fedlab.commands` entry points, fedlab's own included
         try:
             register = COMMANDS.get(name, allow_import=False)
+        except MissingExtra as exc:
+            _add_broken_command(sub, name, str(exc.for_(f"`fedlab {name}`")), verbatim=True)
+            continue
         except FedlabError as exc:
             # One broken plugin must not take every other command down: its own name reports
             # why it is missing when someone calls it.
             _add_broken_command(sub, name, str(exc))
             continue
-        register(sub)
+        try:
+            register(sub)
+        except ModuleNotFoundError as exc:  # a register() that imports its family's stack
+            explained = explain_missing_module(exc, f"`fedlab {name}`")
+            if explained is None:
+                raise
+            _add_broken_command(sub, name, str(explained), verbatim=True)
     apps = sub.add_parser("apps", help="list the named apps of fedlab.apps")
     apps.set_defaults(func=_list_apps)
     release = sub.add_parser(
@@ -235,8 +275,10 @@ def _copy_release(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_broken_command(sub: Any, name: str, reason: str) -> None:
+def _add_broken_command(sub: Any, name: str, reason: str, *, verbatim: bool = False) -> None:
     def fail(args: argparse.Namespace) -> int:
+        if verbatim:
+            raise FedlabError(reason)
         raise FedlabError(
             f"command {name!r} could not be loaded: {reason}; fix or reinstall the package "
             "that provides it (its `fedlab.commands` entry point)"
@@ -261,4 +303,10 @@ def fedlab_main(argv: Sequence[str] | None = None) -> int:
     if unknown and not getattr(args, "takes_any_arguments", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     setup_logging(args.verbose)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:  # a command that imports its family's stack when it runs
+        explained = explain_missing_module(exc, f"`fedlab {args.command}`")
+        if explained is None:
+            raise
+        raise explained from None

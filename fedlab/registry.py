@@ -22,6 +22,7 @@ from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
 from fedlab.errors import FedlabError
+from fedlab.extras import explain_missing_module
 
 T = TypeVar("T")
 
@@ -41,6 +42,14 @@ def import_object(spec: str, *, what: str = "object") -> Any:
         )
     try:
         obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        explained = explain_missing_module(exc, f"{what} {spec!r}")
+        if explained is not None:
+            raise explained from None
+        raise FedlabError(
+            f"{what} {spec!r}: cannot import module {module_name!r} ({exc}); "
+            "check the spelling and that its package is installed or on PYTHONPATH"
+        ) from None
     except ImportError as exc:
         raise FedlabError(
             f"{what} {spec!r}: cannot import module {module_name!r} ({exc}); "

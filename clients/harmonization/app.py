@@ -97,6 +97,7 @@ def handle_harmonization_evaluate(
 
 
 pih_prior = AppSpec(
+    extras=("diffusion",),
     name="pih_prior",
     config_cls=PIHPriorConfig,
     server_fn=pih_prior_server,  # type: ignore[arg-type]
@@ -108,6 +109,7 @@ pih_prior = AppSpec(
 )
 
 harmonization = AppSpec(
+    extras=("diffusion",),
     name="harmonization",
     config_cls=HarmonizationConfig,
     server_fn=harmonization_server,  # type: ignore[arg-type]

@@ -130,6 +130,7 @@ def handle_diffsr_evaluate(msg: Message, context: Context, config: DiffSRConfig)
 
 
 diffusion = AppSpec(
+    extras=("diffusion",),
     name="diffusion",
     config_cls=DiffusionConfig,
     server_fn=diffusion_server,  # type: ignore[arg-type]
@@ -141,6 +142,7 @@ diffusion = AppSpec(
 )
 
 diffsr = AppSpec(
+    extras=("diffusion",),
     name="diffsr",
     config_cls=DiffSRConfig,
     server_fn=diffsr_server,  # type: ignore[arg-type]

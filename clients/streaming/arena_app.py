@@ -117,6 +117,7 @@ def arena_server(grid: Grid, config: ArenaConfig, run: RunFolder) -> dict[str, A
 
 
 streaming_arena = AppSpec(
+    extras=("video", "diffusion"),
     name="streaming_arena",
     config_cls=ArenaConfig,
     server_fn=arena_server,  # type: ignore[arg-type]

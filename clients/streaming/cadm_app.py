@@ -96,6 +96,7 @@ def cadm_server(grid: Grid, config: CadmConfig, run: RunFolder) -> dict[str, Any
 
 
 streaming_cadm = AppSpec(
+    extras=("video", "diffusion"),
     name="streaming_cadm",
     config_cls=CadmConfig,
     server_fn=cadm_server,  # type: ignore[arg-type]
