@@ -35,8 +35,16 @@ APP_CONFIGS = {
 SUPERNODES = {"diffusion": 2, "diffsr": 2}  # the rest: 4
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("app", sorted(APP_CONFIGS))
+#: Run in CI's slow tier: the core apps and the one that needs the shipped weights; the rest
+#: are the extended tier (`pytest -m extended`).
+CI_APPS = ("fedavg", "dpfedavg", "diffsr")
+
+
+@pytest.mark.parametrize(
+    "app",
+    [pytest.param(a, marks=pytest.mark.slow if a in CI_APPS else pytest.mark.extended)
+     for a in sorted(APP_CONFIGS)],
+)  # fmt: skip
 def test_flwr_run_completes_two_rounds(app, tmp_path):
     out = tmp_path / "run"
     app_config = f"num-server-rounds=2 out-dir={out} {APP_CONFIGS[app]}"

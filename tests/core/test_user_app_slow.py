@@ -14,11 +14,14 @@ import pytest
 
 from core.user_app import RUN, write_user_folder
 
-pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-@pytest.mark.parametrize("app", ["myapp:app", "fedlab.apps:fedavg"])
+@pytest.mark.parametrize(
+    "app",
+    [pytest.param("myapp:app", marks=pytest.mark.slow),
+     pytest.param("fedlab.apps:fedavg", marks=pytest.mark.extended)],
+)  # fmt: skip
 def test_flower_simulation_runs_from_the_users_folder(app, tmp_path):
     folder = write_user_folder(tmp_path / "research")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

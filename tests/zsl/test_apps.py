@@ -64,7 +64,7 @@ def test_server_evaluation_reports_t1_and_h():
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # the ZSL apps run in process in the fast tier
 @pytest.mark.parametrize("app", ["zsl_parsnets", "zsl_ar2"])
 def test_app_runs_under_flower_simulation(tmp_path, app):
     rounds = 3
