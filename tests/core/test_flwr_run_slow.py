@@ -7,10 +7,13 @@ folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +36,39 @@ APP_CONFIGS = {
     "diffsr": f"{_SR} eval-crops=1 scales=3 sample-steps=4",
 }
 SUPERNODES = {"diffusion": 2, "diffsr": 2}  # the rest: 4
+
+
+#: `flwr run` starts a local SuperLink and SuperExec that outlive it; this module stops them.
+LOCAL_FLOWER = (b"flower-superlink", b"flower-superexec")
+
+
+def _local_flower_processes() -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if any(name in cmdline for name in LOCAL_FLOWER):
+                pids.add(int(entry.name))
+    return pids
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stop_what_flwr_run_started():
+    """Tests stop what they start: the SuperLink and SuperExec that `flwr run` left running."""
+    before = _local_flower_processes()
+    yield
+    started = _local_flower_processes() - before
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while started & _local_flower_processes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        started &= _local_flower_processes()
 
 
 #: Run in CI's slow tier: the core apps and the one that needs the shipped weights; the rest
