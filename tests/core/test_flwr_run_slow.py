@@ -7,16 +7,15 @@ folder.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from fedlab.run_guard import start_time, terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 FLWR = Path(sys.executable).with_name("flwr")
@@ -60,15 +59,8 @@ def stop_what_flwr_run_started():
     """Tests stop what they start: the SuperLink and SuperExec that `flwr run` left running."""
     before = _local_flower_processes()
     yield
-    started = _local_flower_processes() - before
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        for pid in started:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while started & _local_flower_processes() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        started &= _local_flower_processes()
+    started = {pid: start_time(pid) for pid in _local_flower_processes() - before}
+    terminate({pid: start for pid, start in started.items() if start is not None})
 
 
 #: Run in CI's slow tier: the core apps and the one that needs the shipped weights; the rest
