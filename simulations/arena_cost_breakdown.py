@@ -22,10 +22,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fedlab.clients.streaming.arena_cli import load_detector  # noqa: E402
-from fedlab.clients.streaming.arena_data import split_videos  # noqa: E402
-from fedlab.clients.streaming.arena_model import decode, to_tensor  # noqa: E402
-from fedlab.clients.streaming.arena_sampler import (  # noqa: E402
+from fedlab.clients.arena.cli import load_detector  # noqa: E402
+from fedlab.clients.arena.data import split_videos  # noqa: E402
+from fedlab.clients.arena.model import decode, to_tensor  # noqa: E402
+from fedlab.clients.arena.sampler import (  # noqa: E402
     SamplerConfig,
     match_tracks,
     poi_distribution,

@@ -7,7 +7,7 @@ Two steps, each reproducible on its own:
     ServerApp, ClientApps, FedAvg and training loop) with the study's config, in two stages
     (the second starts from the first's global model, ``init-from``, at a lower learning
     rate), and ships the global detector straight into the package data,
-    ``clients/streaming/weights/arena-detector`` (``save_pretrained``: ``config.json`` +
+    ``clients/arena/weights/detector`` (``save_pretrained``: ``config.json`` +
     safetensors; ``fedlab arena``'s default), with the runs' histories in
     ``simulations/results/arena/train.json``.
 
@@ -40,13 +40,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fedlab.clients.streaming.arena_app import load_run_model, streaming_arena  # noqa: E402
-from fedlab.clients.streaming.arena_bytes import full_stream, stream_bytes  # noqa: E402
-from fedlab.clients.streaming.arena_cli import SHIPPED_WEIGHTS  # noqa: E402
-from fedlab.clients.streaming.arena_infer import ArenaSettings, run_method  # noqa: E402
-from fedlab.clients.streaming.arena_metrics import average_precision  # noqa: E402
-from fedlab.clients.streaming.arena_sampler import SamplerConfig  # noqa: E402
-from fedlab.clients.streaming.arena_workload import ArenaWorkload  # noqa: E402
+from fedlab.clients.arena.app import load_run_model, streaming_arena  # noqa: E402
+from fedlab.clients.arena.bandwidth import full_stream, stream_bytes  # noqa: E402
+from fedlab.clients.arena.cli import SHIPPED_WEIGHTS  # noqa: E402
+from fedlab.clients.arena.infer import ArenaSettings, run_method  # noqa: E402
+from fedlab.clients.arena.metrics import average_precision  # noqa: E402
+from fedlab.clients.arena.sampler import SamplerConfig  # noqa: E402
+from fedlab.clients.arena.workload import ArenaWorkload  # noqa: E402
 
 from fedlab.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -142,7 +142,7 @@ def train(args: argparse.Namespace) -> None:
 # -- evaluate ---------------------------------------------------------------------------------
 def evaluate(args: argparse.Namespace) -> None:
     import torch
-    from fedlab.clients.streaming.arena_cli import load_detector
+    from fedlab.clients.arena.cli import load_detector
 
     torch.set_num_threads(1)
     train_info = json.loads((RESULTS / "train.json").read_text())
@@ -190,7 +190,7 @@ def evaluate(args: argparse.Namespace) -> None:
         "protocol": {"test-videos": len(videos), "frames": len(truth), "crf": CRF,
                      "preset": "veryfast", "budgets": BUDGETS, "intervals": INTERVALS,
                      "headline": HEADLINE, "threads": 1, "batch": 1,
-                     "detector": "clients/streaming/weights/arena-detector"},
+                     "detector": "clients/arena/weights/detector"},
         "full-stream-bytes": reference,
         "rows": rows,
         "goals": goals(rows),

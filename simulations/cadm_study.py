@@ -8,8 +8,8 @@ on; pairs (2, 8), (2, 6), (4, 8), (4, 5) at x264 CRF 23, 28, 33, 38; full-resolu
 CRF 23-48. Methods: bicubic, the CNN baseline, Diff-SR (the shipped Diff-SR prior with its
 calibrated PRF start step, training-free), the codec-unaware diffusion decoder
 (simulations/results/cadm/decoder-unaware) and the codec-aware one shipped as package data
-(clients/streaming/weights/cadm-decoder), both trained by simulations/cadm_train.py through
-the streaming_cadm app, evaluated by the app's own code (fedlab.clients.streaming.cadm_eval).
+(clients/cadm/weights/decoder), both trained by simulations/cadm_train.py through
+the streaming_cadm app, evaluated by the app's own code (fedlab.clients.cadm.evaluate).
 Writes simulations/results/cadm/{study.json, table.md, rd.png}. One thread.
 """
 
@@ -40,6 +40,7 @@ METHODS = ("bicubic", "cnn", "diffsr", "cadm-unaware", "cadm")
 def diffsr_restorer() -> tuple:
     """Diff-SR on the reception: the shipped prior, PRF start step at scale r (the Diff-SR
     app's calibrated kappa), the same noise for every frame (as the CaDM decoders do)."""
+    from fedlab.clients.cadm.model import param_bytes
     from fedlab.clients.sr.config import SHIPPED_PRIOR, DiffSRConfig
     from fedlab.clients.sr.evaluate import (
         PRF_CALIBRATION_CROPS,
@@ -47,7 +48,6 @@ def diffsr_restorer() -> tuple:
         calibrated_prf,
     )
     from fedlab.clients.sr.methods import DiffSR
-    from fedlab.clients.streaming.cadm_model import param_bytes
 
     from fedlab.diffusion.models import load_unet
     from fedlab.diffusion.schedule import make_scheduler
@@ -70,10 +70,10 @@ def diffsr_restorer() -> tuple:
 
 
 def run_study(frames: int) -> dict:
-    from fedlab.clients.streaming.cadm_config import SHIPPED_DECODER
-    from fedlab.clients.streaming.cadm_data import test_clip
-    from fedlab.clients.streaming.cadm_eval import evaluate_clip
-    from fedlab.clients.streaming.cadm_model import load_decoder, load_small_sr, param_bytes
+    from fedlab.clients.cadm.config import SHIPPED_DECODER
+    from fedlab.clients.cadm.data import test_clip
+    from fedlab.clients.cadm.evaluate import evaluate_clip
+    from fedlab.clients.cadm.model import load_decoder, load_small_sr, param_bytes
 
     aware = load_decoder(SHIPPED_DECODER)
     unaware = load_decoder(OUT / "decoder-unaware")
@@ -101,7 +101,7 @@ def run_study(frames: int) -> dict:
 
 
 def summarise(study: dict) -> dict:
-    from fedlab.clients.streaming.cadm_eval import bd_rates
+    from fedlab.clients.cadm.evaluate import bd_rates
 
     rows = study["rows"]
     out: dict = {"per-pair": {}, "goal": {}, "bd-rate": {}}
@@ -173,7 +173,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
-    from fedlab.clients.streaming.cadm_eval import rd_plot
+    from fedlab.clients.cadm.evaluate import rd_plot
 
     from fedlab.atomic import atomic_write, atomic_write_text
 

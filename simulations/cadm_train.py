@@ -13,7 +13,7 @@
   union of the clients' patches (figures only: the app's validation metrics).
 
 Writes the codec-aware decoder straight into the package data,
-``clients/streaming/weights/cadm-decoder`` (the default of ``fedlab stream decode``/``evaluate``),
+``clients/cadm/weights/decoder`` (the default of ``fedlab stream decode``/``evaluate``),
 the study-only models to ``simulations/results/cadm/{decoder-unaware,cnn}`` and the run folders'
 histories under ``simulations/results/cadm/train-*``. One thread.
 """
@@ -39,7 +39,7 @@ OUT = Path(__file__).resolve().parent / "results" / "cadm"
 def decoder_folder(name: str) -> Path:
     """Where the ``name`` decoder goes: the shipped (aware) one into the package data."""
     if name == "aware":
-        from fedlab.clients.streaming.cadm_config import SHIPPED_DECODER
+        from fedlab.clients.cadm.config import SHIPPED_DECODER
 
         return SHIPPED_DECODER
     return OUT / f"decoder-{name}"
@@ -53,7 +53,7 @@ def app_config(conditioned: bool, args: argparse.Namespace, out_dir: Path) -> di
 
 
 def train_decoder(name: str, conditioned: bool, args: argparse.Namespace) -> dict:
-    from fedlab.clients.streaming.cadm_app import streaming_cadm
+    from fedlab.clients.cadm.app import streaming_cadm
 
     from fedlab.inprocess import run_in_process
 
@@ -73,9 +73,9 @@ def train_decoder(name: str, conditioned: bool, args: argparse.Namespace) -> dic
 
 
 def train_cnn(args: argparse.Namespace) -> dict:
-    from fedlab.clients.streaming.cadm_app import streaming_cadm
-    from fedlab.clients.streaming.cadm_data import PairPatches, train_clips
-    from fedlab.clients.streaming.cadm_model import SmallSR, sr_step
+    from fedlab.clients.cadm.app import streaming_cadm
+    from fedlab.clients.cadm.data import PairPatches, train_clips
+    from fedlab.clients.cadm.model import SmallSR, sr_step
 
     from fedlab.diffusion import train_with_checkpoints
     from fedlab.training import TrainConfig
@@ -110,12 +110,12 @@ def train_decoder_central(args: argparse.Namespace) -> dict:
     are the app's own validation metrics. The model is not shipped (the federated one is)."""
     import tempfile
 
-    from fedlab.clients.streaming.cadm_app import (
+    from fedlab.clients.cadm.app import (
         decoder_from_arrays,
         streaming_cadm,
         validation_metrics,
     )
-    from fedlab.clients.streaming.cadm_workload import CadmWorkload
+    from fedlab.clients.cadm.workload import CadmWorkload
     from flwr.app import ArrayRecord
     from torch.utils.data import ConcatDataset
 

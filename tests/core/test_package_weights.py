@@ -3,7 +3,7 @@ folder of its package, is found through importlib.resources (not the repository 
 only safetensors and JSON (no pickle), and all of them fit the wheel's budget.
 
 The per-family tests load each default with its own loader (tests/sr, tests/harmonization,
-tests/streaming, tests/attacks/pgla, tests/zsl).
+tests/arena, tests/cadm, tests/attacks/pgla, tests/zsl).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ DEFAULTS = {
     "fedlab.clients.sr.config:SHIPPED_PRIOR": "fedlab.clients.sr",
     "fedlab.clients.sr.config:SHIPPED_CNN": "fedlab.clients.sr",
     "fedlab.clients.harmonization.config:SHIPPED_PRIOR": "fedlab.clients.harmonization",
-    "fedlab.clients.streaming.cadm_config:SHIPPED_DECODER": "fedlab.clients.streaming",
-    "fedlab.clients.streaming.arena_cli:SHIPPED_WEIGHTS": "fedlab.clients.streaming",
+    "fedlab.clients.cadm.config:SHIPPED_DECODER": "fedlab.clients.cadm",
+    "fedlab.clients.arena.cli:SHIPPED_WEIGHTS": "fedlab.clients.arena",
     "fedlab.clients.zsl.compo:WEIGHTS": "fedlab.clients.zsl",
     "fedlab.attacks.audit.config:SHIPPED_DENOISERS.pgla": "fedlab.attacks.pgla",
     "fedlab.attacks.audit.config:SHIPPED_DENOISERS.dncnn": "fedlab.attacks.pgla",

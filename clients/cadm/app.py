@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from fedlab.clients.streaming.cadm_codec import CodecSpec, encode, receive, to_tensor
-from fedlab.clients.streaming.cadm_config import CadmConfig
-from fedlab.clients.streaming.cadm_data import validation_clips
-from fedlab.clients.streaming.cadm_model import CadmDecoder, DecoderMeta, pair_key
-from fedlab.clients.streaming.cadm_workload import CadmWorkload
+from fedlab.clients.cadm.codec import CodecSpec, encode, receive, to_tensor
+from fedlab.clients.cadm.config import CadmConfig
+from fedlab.clients.cadm.data import validation_clips
+from fedlab.clients.cadm.model import CadmDecoder, DecoderMeta, pair_key
+from fedlab.clients.cadm.workload import CadmWorkload
 from fedlab.strategies.fedavg import build_strategy
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp import Grid
@@ -33,7 +33,7 @@ from fedlab.config import TRACE_KEYS
 from fedlab.run_folder import RunFolder
 from fedlab.server import run_federation, seed_everything
 
-log = logging.getLogger("fedlab.streaming.cadm")
+log = logging.getLogger("fedlab.cadm")
 
 UNUSED_KEYS = ("dataset", "data-path", "image-size", "test-fraction", "partitioner",
                "dirichlet-alpha", "shards-per-partition", "model")  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fedlab.clients.streaming.cadm_metrics import bd_rate, flicker, psnr, temporal_error, vmaf
+from fedlab.clients.cadm.metrics import bd_rate, flicker, psnr, temporal_error, vmaf
 
 
 def test_bd_rate_of_a_curve_at_half_the_rate_is_minus_50_percent() -> None:

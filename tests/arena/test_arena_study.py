@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fedlab.clients.streaming.arena_cli import SHIPPED_WEIGHTS
+from fedlab.clients.arena.cli import SHIPPED_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "simulations" / "results" / "arena"
@@ -44,7 +44,7 @@ def test_study_covers_the_declared_grid() -> None:
 
 
 def test_shipped_detector_is_small_and_loads() -> None:
-    from fedlab.clients.streaming.arena_cli import load_detector
+    from fedlab.clients.arena.cli import load_detector
 
     files = list(SHIPPED_WEIGHTS.iterdir())
     assert sum(f.stat().st_size for f in files) < 2_000_000
@@ -55,10 +55,10 @@ def test_shipped_detector_is_small_and_loads() -> None:
 @pytest.mark.slow
 def test_headline_cell_and_full_ap_reproduce_from_the_shipped_detector() -> None:
     """AP is deterministic: the study's headline and full rows come back exactly."""
-    from fedlab.clients.streaming.arena_app import streaming_arena
-    from fedlab.clients.streaming.arena_cli import load_detector
-    from fedlab.clients.streaming.arena_eval import evaluate_method, full_frame_ap
-    from fedlab.clients.streaming.arena_workload import ArenaWorkload
+    from fedlab.clients.arena.app import streaming_arena
+    from fedlab.clients.arena.cli import load_detector
+    from fedlab.clients.arena.evaluate import evaluate_method, full_frame_ap
+    from fedlab.clients.arena.workload import ArenaWorkload
 
     script = _script()
     results = _results()
@@ -85,7 +85,7 @@ def test_a_detector_folder_with_only_pickled_weights_is_refused(tmp_path) -> Non
     import shutil
 
     import torch
-    from fedlab.clients.streaming.arena_cli import load_detector
+    from fedlab.clients.arena.cli import load_detector
 
     from fedlab.errors import FedlabError
 

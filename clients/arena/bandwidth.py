@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from fedlab.clients.streaming.video import EncodedStream, encode_h264
+from fedlab.clients.video import EncodedStream, encode_h264
 
 
 def canvas_frames(frames: np.ndarray, keeps: Sequence[np.ndarray | None], patch: int) -> np.ndarray:

@@ -14,9 +14,9 @@ from functools import cached_property
 
 import torch
 import torch.nn.functional as F
-from fedlab.clients.streaming.cadm_config import CadmConfig
-from fedlab.clients.streaming.cadm_data import PairPatches, client_clips, validation_clips
-from fedlab.clients.streaming.cadm_model import (
+from fedlab.clients.cadm.config import CadmConfig
+from fedlab.clients.cadm.data import PairPatches, client_clips, validation_clips
+from fedlab.clients.cadm.model import (
     RESIDUAL_SCALE,
     T_START,
     build_decoder_unet,

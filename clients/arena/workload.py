@@ -18,9 +18,9 @@ from functools import cached_property
 
 import numpy as np
 import torch
-from fedlab.clients.streaming.arena_config import ArenaConfig
-from fedlab.clients.streaming.arena_data import Video, VideoSpec, split_videos
-from fedlab.clients.streaming.arena_model import ArenaViT, dense_targets, detection_loss, to_tensor
+from fedlab.clients.arena.config import ArenaConfig
+from fedlab.clients.arena.data import Video, VideoSpec, split_videos
+from fedlab.clients.arena.model import ArenaViT, dense_targets, detection_loss, to_tensor
 from torch import nn
 from torch.utils.data import Dataset
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fedlab.clients.streaming.cadm_codec import (
+from fedlab.clients.cadm.codec import (
     CodecSpec,
     decode_stream,
     encode,
@@ -44,7 +44,7 @@ def test_x265_round_trips_at_its_minimum_size() -> None:
 
 
 def test_measured_bytes_equal_the_written_file(tmp_path, capsys) -> None:
-    from fedlab.clients.streaming.video import read_clip, write_clip
+    from fedlab.clients.video import read_clip, write_clip
 
     from fedlab.cli import fedlab_main
 

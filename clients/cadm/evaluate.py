@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from fedlab.clients.streaming.cadm_codec import CodecSpec, encode, receive, to_tensor
-from fedlab.clients.streaming.cadm_metrics import bd_rate, clip_metrics
+from fedlab.clients.cadm.codec import CodecSpec, encode, receive, to_tensor
+from fedlab.clients.cadm.metrics import bd_rate, clip_metrics
 
 Restorer = Callable[[torch.Tensor, int, int], torch.Tensor]
 

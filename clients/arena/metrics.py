@@ -7,7 +7,7 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
-from fedlab.clients.streaming.arena_model import Detections
+from fedlab.clients.arena.model import Detections
 
 
 def average_precision(

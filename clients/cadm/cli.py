@@ -23,7 +23,7 @@ import torch
 
 from fedlab.errors import FedlabError
 
-log = logging.getLogger("fedlab.streaming.cadm")
+log = logging.getLogger("fedlab.cadm")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,7 +66,7 @@ def _decoder_args(p: argparse.ArgumentParser) -> None:
 
 def load_input(name: str, frames: int) -> np.ndarray:
     """A local video file, or a bundled clip by name (no download)."""
-    from fedlab.clients.streaming.video import BUNDLED_CLIPS, bundled_clip, read_clip
+    from fedlab.clients.video import BUNDLED_CLIPS, bundled_clip, read_clip
 
     if frames < 0:
         raise FedlabError(f"--frames must be >= 0, got {frames}")
@@ -89,8 +89,8 @@ def crop_for(frames: np.ndarray, r: int) -> np.ndarray:
 
 
 def resolve_decoder(value: str):  # noqa: ANN201
-    from fedlab.clients.streaming.cadm_config import SHIPPED_DECODER
-    from fedlab.clients.streaming.cadm_model import load_decoder
+    from fedlab.clients.cadm.config import SHIPPED_DECODER
+    from fedlab.clients.cadm.model import load_decoder
 
     if value == "none":
         return None
@@ -98,7 +98,7 @@ def resolve_decoder(value: str):  # noqa: ANN201
 
 
 def encode_command(args: argparse.Namespace) -> int:
-    from fedlab.clients.streaming.cadm_codec import CodecSpec, encode
+    from fedlab.clients.cadm.codec import CodecSpec, encode
 
     from fedlab.atomic import atomic_write_bytes, atomic_write_text
 
@@ -118,8 +118,8 @@ def encode_command(args: argparse.Namespace) -> int:
 def decode_file(path: str | Path, out: str | Path, *, decoder: str = "shipped", steps: int = 0,
                 progress: bool = True) -> Path:  # fmt: skip
     """Decode a stream written by ``encode``, restore it, write ``<stem>_restored.mp4``."""
-    from fedlab.clients.streaming.cadm_codec import CodecSpec, Encoded, receive, to_uint8
-    from fedlab.clients.streaming.video import write_clip
+    from fedlab.clients.cadm.codec import CodecSpec, Encoded, receive, to_uint8
+    from fedlab.clients.video import write_clip
 
     path = Path(path)
     if not path.is_file():
@@ -148,8 +148,8 @@ def decode_command(args: argparse.Namespace) -> int:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    from fedlab.clients.streaming.cadm_config import parse_crfs, parse_pairs
-    from fedlab.clients.streaming.cadm_eval import bd_rates, evaluate_clip, rd_plot
+    from fedlab.clients.cadm.config import parse_crfs, parse_pairs
+    from fedlab.clients.cadm.evaluate import bd_rates, evaluate_clip, rd_plot
 
     from fedlab.atomic import atomic_write, atomic_write_text
 

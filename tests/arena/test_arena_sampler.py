@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fedlab.clients.streaming.arena_sampler import (
+from fedlab.clients.arena.sampler import (
     SamplerConfig,
     Track,
     box_tokens,

@@ -12,7 +12,7 @@ from fedlab.errors import FedlabError
 
 #: The codec-aware decoder (``unet/`` + ``cadm.json``) that ``fedlab stream decode`` and
 #: ``evaluate`` use by default, shipped as package data (trained by simulations/cadm_train.py).
-SHIPPED_DECODER = shipped_weights("fedlab.clients.streaming", "cadm-decoder")
+SHIPPED_DECODER = shipped_weights("fedlab.clients.cadm", "decoder")
 DECODER_UNETS = ("tiny", "cpu", "gpu")
 
 

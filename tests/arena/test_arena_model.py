@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fedlab.clients.streaming.arena_infer import ArenaRunner, ArenaSettings
-from fedlab.clients.streaming.arena_model import ArenaViT, decode, dense_targets, to_tensor
-from fedlab.clients.streaming.arena_sampler import SamplerConfig, check_budget
+from fedlab.clients.arena.infer import ArenaRunner, ArenaSettings
+from fedlab.clients.arena.model import ArenaViT, decode, dense_targets, to_tensor
+from fedlab.clients.arena.sampler import SamplerConfig, check_budget
 
 from fedlab.errors import FedlabError
 

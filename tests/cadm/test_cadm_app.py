@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from fedlab.clients.streaming.cadm_app import streaming_cadm
-from fedlab.clients.streaming.cadm_config import SHIPPED_DECODER, CadmConfig
-from fedlab.clients.streaming.cadm_model import CadmDecoder, DecoderMeta, build_decoder_unet
+from fedlab.clients.cadm.app import streaming_cadm
+from fedlab.clients.cadm.config import SHIPPED_DECODER, CadmConfig
+from fedlab.clients.cadm.model import CadmDecoder, DecoderMeta, build_decoder_unet
 
 from fedlab.errors import FedlabError
 
@@ -40,7 +40,7 @@ def test_config_errors_name_the_value() -> None:
 
 
 def test_app_trains_in_process_and_saves_a_decoder(tmp_path) -> None:
-    from fedlab.clients.streaming.cadm_model import load_decoder
+    from fedlab.clients.cadm.model import load_decoder
 
     from fedlab.inprocess import run_in_process
 
@@ -62,10 +62,10 @@ def test_decoder_refuses_a_pair_it_was_not_trained_on(tmp_path) -> None:
 
 
 def test_shipped_decoder_is_worse_with_the_wrong_pair_on_a_test_clip() -> None:
-    from fedlab.clients.streaming.cadm_codec import CodecSpec, encode, receive, to_tensor
-    from fedlab.clients.streaming.cadm_data import test_clip
-    from fedlab.clients.streaming.cadm_metrics import psnr
-    from fedlab.clients.streaming.cadm_model import load_decoder
+    from fedlab.clients.cadm.codec import CodecSpec, encode, receive, to_tensor
+    from fedlab.clients.cadm.data import test_clip
+    from fedlab.clients.cadm.metrics import psnr
+    from fedlab.clients.cadm.model import load_decoder
 
     torch.set_num_threads(1)
     decoder = load_decoder(SHIPPED_DECODER)
@@ -78,14 +78,14 @@ def test_shipped_decoder_is_worse_with_the_wrong_pair_on_a_test_clip() -> None:
 
 
 def _clip_file(path) -> None:
-    from fedlab.clients.streaming.video import write_clip
+    from fedlab.clients.video import write_clip
 
     x = np.linspace(0, 255, 40)[None, None, :, None] * np.ones((4, 34, 1, 3))
     write_clip(path, x.astype(np.uint8))
 
 
 def test_stream_commands_encode_decode_eval(tmp_path, capsys) -> None:
-    from fedlab.clients.streaming.video import read_clip
+    from fedlab.clients.video import read_clip
 
     from fedlab.cli import fedlab_main
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from fedlab.clients.streaming.arena_app import streaming_arena
-from fedlab.clients.streaming.arena_config import ArenaConfig
+from fedlab.clients.arena.app import streaming_arena
+from fedlab.clients.arena.config import ArenaConfig
 
 from fedlab.errors import FedlabError
 
@@ -43,7 +43,7 @@ def test_app_runs_in_process_and_reports_arena(tmp_path) -> None:
 
 def test_arena_command_writes_detections_bytes_and_grid(tmp_path) -> None:
     import torch
-    from fedlab.clients.streaming.arena_model import ArenaViT
+    from fedlab.clients.arena.model import ArenaViT
 
     from fedlab.cli import fedlab_main
 

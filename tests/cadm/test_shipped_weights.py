@@ -1,12 +1,12 @@
-"""The streaming defaults' weights ship with the package and load (issue 28)."""
+"""The Arena and CaDM defaults' weights ship with the package and load (issue 28)."""
 
 from __future__ import annotations
 
 import torch
-from fedlab.clients.streaming.arena_cli import SHIPPED_WEIGHTS, load_detector
-from fedlab.clients.streaming.cadm_cli import resolve_decoder
-from fedlab.clients.streaming.cadm_config import SHIPPED_DECODER
-from fedlab.clients.streaming.cadm_model import load_decoder
+from fedlab.clients.arena.cli import SHIPPED_WEIGHTS, load_detector
+from fedlab.clients.cadm.cli import resolve_decoder
+from fedlab.clients.cadm.config import SHIPPED_DECODER
+from fedlab.clients.cadm.model import load_decoder
 
 
 def test_shipped_cadm_decoder_is_the_commands_default_and_loads() -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from fedlab.clients.streaming.arena_data import VideoSpec
+from fedlab.clients.arena.data import VideoSpec
 
 from fedlab.config import RunConfig, _non_negative, _positive
 from fedlab.errors import FedlabError

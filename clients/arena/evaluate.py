@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from fedlab.clients.streaming.arena_bytes import full_stream, stream_bytes
-from fedlab.clients.streaming.arena_data import Video
-from fedlab.clients.streaming.arena_infer import ArenaSettings, FrameRecord, run_method
-from fedlab.clients.streaming.arena_metrics import average_precision
-from fedlab.clients.streaming.arena_model import ArenaViT, decode, to_tensor
+from fedlab.clients.arena.bandwidth import full_stream, stream_bytes
+from fedlab.clients.arena.data import Video
+from fedlab.clients.arena.infer import ArenaSettings, FrameRecord, run_method
+from fedlab.clients.arena.metrics import average_precision
+from fedlab.clients.arena.model import ArenaViT, decode, to_tensor
 
-log = logging.getLogger("fedlab.streaming.arena")
+log = logging.getLogger("fedlab.arena")
 
 
 @torch.no_grad()

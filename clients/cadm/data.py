@@ -1,7 +1,7 @@
 """CaDM's clips: training clips (procedural + bigbuckbunny crops), test clips, patch pairs.
 
 * **Training clips** (``train_clips``): procedural sprite/pan clips from
-  :func:`fedlab.clients.streaming.arena_data.generate_video` (Arena's generator, reused, with its
+  :func:`fedlab.clients.arena.data.generate_video` (Arena's generator, reused, with its
   own seeds) and crops of the bundled ``bigbuckbunny`` clip (read at 320x180, a 4x antialiased
   downscale by libswscale; 96x96 windows, 16-frame segments from frames 0-111). Clip ``k`` of
   the list goes to client ``k mod N``: the clients hold different clips.
@@ -11,7 +11,7 @@
   ``bikes`` (640x272 read at 320x136, centre-cropped to 160x128).
 
 A :class:`PairPatches` dataset sends every clip through the real encoder
-(:func:`fedlab.clients.streaming.cadm_codec.encode`) at every ``(r, b)`` pair and CRF, decodes and
+(:func:`fedlab.clients.cadm.codec.encode`) at every ``(r, b)`` pair and CRF, decodes and
 upsamples it, and draws random aligned patches ``(clean, upsampled, pair index)``.
 """
 
@@ -21,7 +21,7 @@ import functools
 
 import numpy as np
 import torch
-from fedlab.clients.streaming.cadm_codec import CodecSpec, encode, receive, to_tensor
+from fedlab.clients.cadm.codec import CodecSpec, encode, receive, to_tensor
 from torch.utils.data import Dataset
 
 from fedlab.client import derive_seed
@@ -36,14 +36,14 @@ CLIP_FRAMES = 16
 
 @functools.lru_cache(maxsize=1)
 def _bigbuckbunny() -> np.ndarray:
-    from fedlab.clients.streaming.video import bundled_clip
+    from fedlab.clients.video import bundled_clip
 
     return bundled_clip("bigbuckbunny", size=BBB_SIZE)
 
 
 def procedural_clip(seed: int, *, side: int = CLIP_SIDE, frames: int = CLIP_FRAMES) -> np.ndarray:
     """A procedural pan/sprite clip from Arena's generator (``uint8 (T, side, side, 3)``)."""
-    from fedlab.clients.streaming.arena_data import VideoSpec, generate_video
+    from fedlab.clients.arena.data import VideoSpec, generate_video
 
     return generate_video(seed, VideoSpec(size=side, frames=frames)).frames
 
@@ -91,7 +91,7 @@ def validation_clips(seed: int) -> list[np.ndarray]:
 
 def test_clip(name: str, frames: int = 30) -> np.ndarray:
     """A test clip (never trained on): carphone 176x144 as shipped, bikes at 160x128."""
-    from fedlab.clients.streaming.video import bundled_clip
+    from fedlab.clients.video import bundled_clip
 
     if name == "carphone":
         return bundled_clip("carphone", max_frames=frames)

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fedlab.clients.streaming.arena_config import ArenaConfig
-from fedlab.clients.streaming.arena_eval import evaluate_method, full_frame_ap
-from fedlab.clients.streaming.arena_infer import ArenaSettings
-from fedlab.clients.streaming.arena_model import ArenaViT
-from fedlab.clients.streaming.arena_sampler import SamplerConfig
-from fedlab.clients.streaming.arena_workload import ArenaWorkload
+from fedlab.clients.arena.config import ArenaConfig
+from fedlab.clients.arena.evaluate import evaluate_method, full_frame_ap
+from fedlab.clients.arena.infer import ArenaSettings
+from fedlab.clients.arena.model import ArenaViT
+from fedlab.clients.arena.sampler import SamplerConfig
+from fedlab.clients.arena.workload import ArenaWorkload
 from fedlab.strategies.fedavg import build_strategy
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp import Grid
@@ -35,7 +35,7 @@ from fedlab.errors import FedlabError
 from fedlab.run_folder import RunFolder
 from fedlab.server import EvaluateFn, run_federation, seed_everything
 
-log = logging.getLogger("fedlab.streaming.arena")
+log = logging.getLogger("fedlab.arena")
 
 #: Shared keys about image datasets that this app's procedural videos do not use.
 UNUSED_KEYS = ("dataset", "data-path", "image-size", "test-fraction", "partitioner",

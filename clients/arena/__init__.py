@@ -1,0 +1,1 @@
+"""Arena: federated detector training and ViT token-sparse video streaming (see docs/arena.md)."""

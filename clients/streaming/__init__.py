@@ -1,1 +1,0 @@
-"""Streaming-video workloads: shared video I/O (:mod:`fedlab.clients.streaming.video`) and Arena."""
