@@ -182,10 +182,7 @@ def print_table(results: dict[str, Any]) -> None:
 
 def save_grid(out: Path, results: dict[str, Any], max_images: int = 16) -> Path | None:
     """``grid.png``: ground truth (top) against reconstruction (bottom), atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
     from safetensors.torch import load_file
 
     pairs = []
@@ -198,7 +195,8 @@ def save_grid(out: Path, results: dict[str, Any], max_images: int = 16) -> Path 
     pairs = pairs[:max_images]
     if not pairs:
         return None
-    fig, axes = plt.subplots(2, len(pairs), figsize=(1.6 * len(pairs), 3.6), squeeze=False)
+    fig = Figure(figsize=(1.6 * len(pairs), 3.6))
+    axes = fig.subplots(2, len(pairs), squeeze=False)
     for j, (tid, truth, recon, psnr) in enumerate(pairs):
         for i, img in enumerate((truth, recon)):
             axes[i][j].imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
@@ -209,7 +207,6 @@ def save_grid(out: Path, results: dict[str, Any], max_images: int = 16) -> Path 
     path = out / "grid.png"
     tmp = out / ".grid.png.tmp"
     fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
     tmp.replace(path)
     return path
 

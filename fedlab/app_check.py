@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fedlab.appspec import CheckFn
-from fedlab.config import RunConfig
+from fedlab.key_groups import RunConfig
 from fedlab.workload import Workload, build_workload
 
 

@@ -12,10 +12,10 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from fedlab.config import RunConfig
-from fedlab.errors import FedlabError
+from fedlab.client import check_failure_injection
 from fedlab.extras import require
 from fedlab.flower_compat import Mod
+from fedlab.key_groups import RunConfig
 from fedlab.run_folder import RunFolder, default_run_dir
 
 log = logging.getLogger("fedlab")
@@ -56,11 +56,6 @@ class AppSpec:
     extras : tuple of str
         The pip extras the app needs beyond the core install (:mod:`fedlab.extras`), checked
         before Ray starts with a one-line error naming the extra to install.
-    ignored_keys : tuple of str
-        Keys of the shared :class:`~fedlab.config.RunConfig` this app does not honour (e.g.
-        ``record-traces`` in an app that records no traces). Setting one to anything but its
-        default is refused when the config is resolved, naming the key and the app, rather
-        than silently ignored.
     """
 
     name: str
@@ -71,28 +66,19 @@ class AppSpec:
     description: str = ""
     client_mods: ModsFn | None = None
     check: CheckFn | None = None
-    ignored_keys: tuple[str, ...] = ()
     extras: tuple[str, ...] = ()
 
     def resolve_config(self, *layers: Mapping[str, Any]) -> RunConfig:
-        """Defaults, then each layer in order (TOML files, key=value pairs), validated."""
+        """Defaults, then each layer in order (TOML files, key=value pairs), validated.
+
+        The app's config class holds exactly the keys it honours; any other is refused with
+        the valid ones listed.
+        """
         require(self.extras, f"app {self.name!r}")
         merged: dict[str, Any] = dict(self.defaults)
         for layer in layers:
             merged.update(layer)
-        config = self.config_cls.from_mapping(merged)
-        baseline = self.config_cls.from_mapping(dict(self.defaults)).to_mapping()
-        values = config.to_mapping()
-        changed = [key for key in self.ignored_keys if values[key] != baseline[key]]
-        if changed:
-            raise FedlabError(
-                f"app {self.name!r} does not honour {', '.join(changed)} (set to "
-                f"{', '.join(repr(values[k]) for k in changed)}); leave "
-                f"{'it' if len(changed) == 1 else 'them'} at the default, or use an app that "
-                f"does (record-traces: fedavg, dpfedavg); keys this app ignores: "
-                f"{', '.join(self.ignored_keys)}"
-            )
-        return config
+        return self.config_cls.from_mapping(merged, owner=f"app {self.name!r}")
 
     def run_server(self, grid: Grid, config: RunConfig) -> dict[str, Any]:
         """Create the run folder, save the config, run the server function."""
@@ -102,7 +88,7 @@ class AppSpec:
             log.addHandler(handler)
             log.setLevel(logging.INFO)
         run = RunFolder(config.out_dir or default_run_dir(self.name))
-        run.write_config(self.name, config.to_mapping(), config.seed, config.warnings())
+        run.write_config(self.name, config.to_json(), config.seed, config.warnings())
         log.info("run folder: %s", run.path)
         for warning in config.warnings():
             log.warning("%s", warning)
@@ -128,6 +114,8 @@ class AppSpec:
 
 def _bind(handler: Handler, config: RunConfig) -> Callable[[Message, Context], Message]:
     def bound(msg: Message, context: Context) -> Message:
+        if msg.metadata.message_type in ("train", "evaluate"):
+            check_failure_injection(config, context)
         return handler(msg, context, config)
 
     return bound

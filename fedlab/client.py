@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from fedlab.config import RunConfig
+from fedlab.key_groups import LocalTrainingKeys, RunConfig
 from fedlab.server import CLIENT_INFO
 from fedlab.training import PrepareFn, TrainConfig, evaluate, resolve_device, train
 from fedlab.workload import Workload, build_workload
@@ -31,7 +31,9 @@ def partition_of(context: Context) -> tuple[int, int]:
     return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
 
 
-def train_config_from(config: RunConfig, round_config: ConfigRecord | None = None) -> TrainConfig:
+def train_config_from(
+    config: LocalTrainingKeys, round_config: ConfigRecord | None = None
+) -> TrainConfig:
     """Local training settings from the run config; the server may override per round."""
     rc = dict(round_config or {})
     return TrainConfig(
@@ -56,9 +58,11 @@ def handle_query(msg: Message, context: Context, config: RunConfig) -> Message:
     return Message(RecordDict({CLIENT_INFO: client_info(context)}), reply_to=msg)
 
 
-def _check_failure_injection(config: RunConfig, context: Context) -> None:
+def check_failure_injection(config: RunConfig, context: Context) -> None:
+    """Raise on a node whose partition is listed in ``fail-partitions`` (failure tests);
+    :class:`~fedlab.appspec.AppSpec` calls it before every train and evaluate handler."""
     pid, _ = partition_of(context)
-    if pid in config.failing_partitions():
+    if pid in config.fail_partitions:
         raise RuntimeError(f"partition {pid} is listed in fail-partitions; failing on purpose")
 
 
@@ -71,7 +75,7 @@ def _load_model(workload: Workload, msg: Message, device: torch.device) -> torch
 def handle_train(
     msg: Message,
     context: Context,
-    config: RunConfig,
+    config: LocalTrainingKeys,
     *,
     workload: Workload | None = None,
     prepare: PrepareFn | None = None,
@@ -84,7 +88,6 @@ def handle_train(
     ``workload`` replaces the one the config names (e.g. with Opacus-compatible models) and
     ``prepare`` is handed to the training loop (e.g. Opacus' ``make_private``).
     """
-    _check_failure_injection(config, context)
     torch.set_num_threads(1)
     pid, num_partitions = partition_of(context)
     round_config = msg.content.get("config", ConfigRecord())
@@ -133,7 +136,6 @@ def handle_train(
 
 def handle_evaluate(msg: Message, context: Context, config: RunConfig) -> Message:
     """Evaluate the received global arrays on this client's partition."""
-    _check_failure_injection(config, context)
     torch.set_num_threads(1)
     pid, num_partitions = partition_of(context)
     device = resolve_device(config.device)

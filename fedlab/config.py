@@ -1,9 +1,17 @@
-"""Typed run configs: dataclasses whose fields are the run-config keys, validated up front.
+"""Typed configs: dataclasses whose fields are the run-config keys, validated up front.
 
 A run-config key is the field name in kebab case (``num_server_rounds`` <-> ``num-server-rounds``),
 as Flower writes them in ``pyproject.toml``. Values come from the dataclass defaults, then TOML
 files, then ``key=value`` pairs; every value is checked against the field's type before any
 work starts, and the fully resolved config is saved in the run folder.
+
+A field's type is ``bool``, ``int``, ``float``, ``str`` or a tuple of one of them
+(``tuple[float, ...]``): a list is parsed here, once, from a TOML array (``scales = [2, 4]``),
+a comma-separated string (``scales="2,4"``) or a single value, and reaches the app as a tuple.
+
+:class:`Config` is the machinery; the key groups apps compose (the core run keys, data, local
+training, traces) are in :mod:`fedlab.key_groups`. The ``check_*`` validators are public so
+that an app's ``validate`` reads like the core's.
 """
 
 from __future__ import annotations
@@ -20,11 +28,9 @@ from typing import Any, ClassVar, Self
 
 from fedlab.errors import FedlabError
 
-ConfigValue = bool | int | float | str
-
-#: The shared keys of gradient-trace recording, honoured by apps that wrap their strategy in
-#: trace recording (fedavg, dpfedavg); others list them in ``AppSpec.ignored_keys``.
-TRACE_KEYS = ("record-traces", "trace-rounds", "trace-clients", "trace-batch-size")
+Scalar = bool | int | float | str
+ConfigValue = Scalar | tuple[Scalar, ...]
+SCALARS = (bool, int, float, str)
 
 
 def to_key(field_name: str) -> str:
@@ -37,127 +43,114 @@ def to_field(key: str) -> str:
     return key.replace("-", "_")
 
 
-def _coerce(key: str, value: Any, expected: type) -> ConfigValue:
-    """Check (and where lossless, convert) ``value`` for a field of type ``expected``."""
-    if expected is bool:
+@dataclass(frozen=True)
+class FieldType:
+    """A config field's type: a scalar type, or a tuple of them when ``many``."""
+
+    scalar: type
+    many: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"list of {self.scalar.__name__}" if self.many else self.scalar.__name__
+
+    def example(self) -> str:
+        one = {bool: "true", int: "3", float: "0.1", str: '"name"'}[self.scalar]
+        many = {bool: '"true,false"', int: '"2,4"', float: '"0.5,1"', str: '"a,b"'}[self.scalar]
+        return many if self.many else one
+
+
+def _coerce_scalar(key: str, value: Any, expected: FieldType) -> Scalar:
+    """Check (and where lossless, convert) one value of a field of type ``expected``."""
+    kind = expected.scalar
+    if kind is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-    elif expected is int:
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+    elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-    elif expected is float:
+        if expected.many and isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+    elif kind is float:
+        if expected.many and isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                pass
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
+                what = "hold finite numbers" if expected.many else "be a finite number"
                 raise FedlabError(
-                    f"run-config key {key!r} must be a finite number, got {value!r}; "
-                    f"write e.g. {key}={_example(expected)}"
+                    f"run-config key {key!r} must {what}, got {value!r}; "
+                    f"write e.g. {key}={expected.example()}"
                 )
             return float(value)
-    elif expected is str:
+    elif kind is str:
         if isinstance(value, str):
-            return value
+            return value.strip() if expected.many else value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
     raise FedlabError(
-        f"run-config key {key!r} must be {expected.__name__}, got {value!r} "
-        f"({type(value).__name__}); write e.g. {key}={_example(expected)}"
+        f"run-config key {key!r} must be {expected.name}, got {value!r} "
+        f"({type(value).__name__}); write e.g. {key}={expected.example()}"
     )
 
 
-def _example(expected: type) -> str:
-    return {bool: "true", int: "3", float: "0.1", str: '"name"'}[expected]
+def coerce(key: str, value: Any, expected: FieldType) -> ConfigValue:
+    """``value`` as a field of type ``expected`` holds it; a one-line error otherwise.
+
+    A list field takes a tuple or list, a comma-separated string (empty parts dropped, so
+    ``""`` is the empty list) or one scalar.
+    """
+    if not expected.many:
+        return _coerce_scalar(key, value, expected)
+    if isinstance(value, str):
+        items: list[Any] = [part for part in value.split(",") if part.strip()]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = [value]
+    return tuple(_coerce_scalar(key, item, expected) for item in items)
 
 
-def _field_types(cls: type) -> dict[str, type]:
+def field_types(cls: type) -> dict[str, FieldType]:
+    """Field name -> :class:`FieldType` of a config dataclass."""
     hints = typing.get_type_hints(cls)
-    out: dict[str, type] = {}
+    out: dict[str, FieldType] = {}
     for f in fields(cls):
         hint = hints[f.name]
         if isinstance(hint, types.UnionType):
-            raise TypeError(f"{cls.__name__}.{f.name}: run-config fields must have one type")
-        out[f.name] = hint
+            raise TypeError(f"{cls.__name__}.{f.name}: config fields must have one type")
+        if typing.get_origin(hint) is tuple:
+            args = typing.get_args(hint)
+            if len(args) != 2 or args[1] is not Ellipsis or args[0] not in SCALARS:
+                raise TypeError(f"{cls.__name__}.{f.name}: write tuple[int, ...] (or float, ...)")
+            out[f.name] = FieldType(args[0], many=True)
+        elif hint in SCALARS:
+            out[f.name] = FieldType(hint)
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: unsupported config type {hint!r}")
     return out
 
 
 @dataclass
-class RunConfig:
-    """Keys every app understands: rounds, data, partitioning, local training, sampling.
+class Config:
+    """Base of typed configs: construction from run-config keys, help, validation.
 
-    Subclass it (as a dataclass) to add an app's own keys; override :meth:`validate` to check
-    ranges, calling ``super().validate()``.
+    Subclass it as a dataclass (or compose :mod:`fedlab.key_groups`); give each field a line in
+    ``KEY_HELP``; override :meth:`validate` to check ranges, calling ``super().validate()``.
     """
-
-    num_server_rounds: int = 5
-    num_supernodes: int = 10  # the server waits for this many nodes; 0: whoever is connected
-    seed: int = 0
-    dataset: str = "digits"
-    data_path: str = ""
-    image_size: int = 0
-    test_fraction: float = 0.2
-    partitioner: str = "iid"
-    dirichlet_alpha: float = 0.5
-    shards_per_partition: int = 2
-    workload: str = "supervised"
-    model: str = "cnn"
-    strategy: str = "fedavg"
-    fraction_train: float = 1.0
-    min_replies: int = 1
-    round_timeout: float = 600.0
-    local_epochs: int = 1
-    local_steps: int = 0
-    batch_size: int = 32
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    device: str = "auto"
-    out_dir: str = ""
-    fail_partitions: str = ""
-    record_traces: bool = False
-    trace_rounds: str = ""
-    trace_clients: str = ""
-    trace_batch_size: int = 1
 
     #: One line per key (field name -> meaning), merged along the class hierarchy by
     #: :meth:`key_help`; a test checks that every field of every app's config has one.
-    KEY_HELP: ClassVar[dict[str, str]] = {
-        "num_server_rounds": "rounds of federated training",
-        "num_supernodes": "clients (virtual SuperNodes) the server waits for; 0: whoever connects",
-        "seed": "seeds data split, partitions, model init, data order (not DP noise)",
-        "dataset": "dataset name from the DATASETS registry (digits, patches, ...)",
-        "data_path": "local folder or file of a user dataset in its standard format",
-        "image_size": "resize images to this side in pixels; 0: the dataset's own size",
-        "test_fraction": "share of the data held out for server-side evaluation",
-        "partitioner": "how the training data is split across clients: iid, dirichlet, shards",
-        "dirichlet_alpha": "label skew of the dirichlet partitioner (small: very non-IID)",
-        "shards_per_partition": "label shards per client for the shards partitioner",
-        "workload": "workload name or module:attr (model, data and step of the clients)",
-        "model": "model name the workload builds (cnn, mlp, lenet, ...)",
-        "strategy": "Flower strategy name from the STRATEGIES registry",
-        "fraction_train": "share of clients trained each round (Flower's sampling)",
-        "min_replies": "fewest successful replies a round needs, else the run stops cleanly",
-        "round_timeout": "seconds the server waits for a round's replies",
-        "local_epochs": "local epochs per round (ignored when local-steps > 0)",
-        "local_steps": "local optimizer steps per round; 0: use local-epochs",
-        "batch_size": "local mini-batch size",
-        "optimizer": "local optimizer: sgd, adam, adamw",
-        "lr": "local learning rate",
-        "momentum": "SGD momentum",
-        "weight_decay": "L2 weight decay of the local optimizer",
-        "lr_schedule": "local learning-rate schedule: constant or cosine",
-        "device": "auto (CUDA when torch sees a GPU), cpu or cuda",
-        "out_dir": "run folder; default runs/<app>-<UTC time>",
-        "fail_partitions": "comma-separated partition ids that raise on purpose (failure tests)",
-        "record_traces": "record what chosen clients send, as gradient traces",
-        "trace_rounds": "comma-separated rounds to record; empty: all",
-        "trace_clients": "comma-separated partition ids to record; empty: all",
-        "trace_batch_size": "FedSGD batch size of recorded clients",
-    }
+    KEY_HELP: ClassVar[dict[str, str]] = {}
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -176,33 +169,40 @@ class RunConfig:
     def describe_keys(self) -> list[tuple[str, str, ConfigValue, str]]:
         """(key, type, value, meaning) for every key, sorted by key: what ``--list-keys``
         prints, read from the config class itself so that it cannot drift."""
-        types_ = _field_types(type(self))
+        types_ = field_types(type(self))
         meaning = self.key_help()
         return sorted(
-            (to_key(name), types_[name].__name__, value, meaning.get(name, ""))
-            for name, value in dataclasses.asdict(self).items()
+            (to_key(f.name), types_[f.name].name, getattr(self, f.name), meaning.get(f.name, ""))
+            for f in fields(self)
         )
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> Self:
-        """Build from run-config keys (kebab or snake case), refusing unknown keys and types."""
-        types_ = _field_types(cls)
+    def from_mapping(cls, values: Mapping[str, Any], *, owner: str = "") -> Self:
+        """Build from run-config keys (kebab or snake case), refusing unknown keys and types.
+
+        ``owner`` names who is asking (``app 'diffsr'``) in the unknown-key error.
+        """
+        types_ = field_types(cls)
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
             name = to_field(key)
             if name not in types_:
                 raise FedlabError(
-                    f"unknown run-config key {key!r} for {cls.__name__}; "
-                    f"known keys: {', '.join(cls.keys())}"
+                    f"unknown run-config key {key!r} for {owner or cls.__name__}; "
+                    f"valid keys: {', '.join(cls.keys())} (--list-keys shows each one's meaning)"
                 )
-            kwargs[name] = _coerce(to_key(name), value, types_[name])
+            kwargs[name] = coerce(to_key(name), value, types_[name])
         config = cls(**kwargs)
         config.validate()
         return config
 
     def to_mapping(self) -> dict[str, ConfigValue]:
-        """Run-config keys -> values (what Flower's ``context.run_config`` holds)."""
-        return {to_key(k): v for k, v in dataclasses.asdict(self).items()}
+        """Run-config keys -> values (lists as tuples)."""
+        return {to_key(f.name): getattr(self, f.name) for f in fields(self)}
+
+    def to_json(self) -> dict[str, Any]:
+        """Run-config keys -> JSON values (lists as lists), as ``config.json`` holds them."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.to_mapping().items()}
 
     def replace(self, **changes: Any) -> Self:
         """A validated copy with some fields changed."""
@@ -218,85 +218,45 @@ class RunConfig:
 
     def validate(self) -> None:
         """Check ranges and choices; raise :class:`FedlabError` naming the bad value."""
-        _finite(self)
-        _positive(self, "num_server_rounds", "batch_size")
-        _non_negative(
-            self, "seed", "num_supernodes", "local_steps", "weight_decay", "momentum",
-            "min_replies",
-        )  # fmt: skip
-        _positive(self, "lr", "round_timeout")
-        _in_unit_interval(self, "fraction_train", open_low=True)
-        _in_unit_interval(self, "test_fraction", open_low=True, open_high=True)
-        if self.local_epochs < 1 and self.local_steps == 0:
-            raise FedlabError(
-                f"local-epochs is {self.local_epochs} and local-steps is 0: nothing to train; "
-                "set local-epochs >= 1 or local-steps >= 1"
-            )
-        _choice(self, "partitioner", ("iid", "dirichlet", "shards"))
-        _choice(self, "optimizer", ("sgd", "adam", "adamw"))
-        _choice(self, "lr_schedule", ("constant", "cosine"))
-        _choice(self, "device", ("auto", "cpu", "cuda"))
-        if self.dirichlet_alpha <= 0:
-            raise FedlabError(
-                f"dirichlet-alpha must be > 0, got {self.dirichlet_alpha}; "
-                "small values (0.1) give very non-IID partitions"
-            )
-        _positive(self, "trace_batch_size")
-        self.failing_partitions()
-        self.traced_rounds()
-        self.traced_clients()
-
-    def failing_partitions(self) -> set[int]:
-        """Partition ids told to fail (for failure-handling tests), from ``fail-partitions``."""
-        return _int_set("fail_partitions", self.fail_partitions) or set()
-
-    def traced_rounds(self) -> set[int] | None:
-        """Rounds whose replies are recorded (``trace-rounds``); None: all of them."""
-        return _int_set("trace_rounds", self.trace_rounds)
-
-    def traced_clients(self) -> set[int] | None:
-        """Partition ids whose replies are recorded (``trace-clients``); None: all of them."""
-        return _int_set("trace_clients", self.trace_clients)
+        check_finite(self)
 
 
-def _int_set(name: str, text: str) -> set[int] | None:
-    """Parse "0,3" into {0, 3}; the empty string gives None."""
-    try:
-        values = {int(p) for p in text.split(",") if p.strip()}
-    except ValueError:
-        raise FedlabError(
-            f"{to_key(name)} must be comma-separated integers, got {text!r}; "
-            f'write e.g. {to_key(name)}="0,3"'
-        ) from None
-    return values or None
-
-
-def _finite(cfg: RunConfig) -> None:
-    """Every float field is finite (``value <= 0`` is False for NaN, so range checks alone
+# -- public validators (each raises a one-line FedlabError naming the key) ----------------------
+def check_finite(cfg: Any) -> None:
+    """Every float value is finite (``value <= 0`` is False for NaN, so range checks alone
     would let NaN through)."""
     for f in fields(cfg):
         value = getattr(cfg, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise FedlabError(f"{to_key(f.name)} must be a finite number, got {value}")
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise FedlabError(f"{to_key(f.name)} must hold finite numbers, got {value}")
 
 
-def _positive(cfg: RunConfig, *names: str) -> None:
+def check_positive(cfg: Any, *names: str) -> None:
+    """Each named field (or every element of a list field) is > 0."""
     for name in names:
         value = getattr(cfg, name)
-        if value <= 0:
-            raise FedlabError(f"{to_key(name)} must be > 0, got {value}")
+        if any(v <= 0 for v in _items(value)):
+            raise FedlabError(f"{to_key(name)} must be > 0, got {_show(value)}")
 
 
-def _non_negative(cfg: RunConfig, *names: str) -> None:
+def check_non_negative(cfg: Any, *names: str) -> None:
+    """Each named field (or every element of a list field) is >= 0."""
     for name in names:
         value = getattr(cfg, name)
-        if value < 0:
-            raise FedlabError(f"{to_key(name)} must be >= 0, got {value}")
+        if any(v < 0 for v in _items(value)):
+            raise FedlabError(f"{to_key(name)} must be >= 0, got {_show(value)}")
 
 
-def _in_unit_interval(
-    cfg: RunConfig, name: str, *, open_low: bool, open_high: bool = False
-) -> None:
+def check_range(cfg: Any, name: str, low: float, high: float) -> None:
+    """``low <= value <= high`` for the named field (or every element of a list field)."""
+    value = getattr(cfg, name)
+    if any(not low <= v <= high for v in _items(value)):
+        raise FedlabError(f"{to_key(name)} must lie in [{low}, {high}], got {_show(value)}")
+
+
+def check_unit_interval(cfg: Any, name: str, *, open_low: bool, open_high: bool = False) -> None:
+    """The named field lies in (0, 1], [0, 1], (0, 1) or [0, 1) as the flags say."""
     value = getattr(cfg, name)
     low_ok = value > 0 if open_low else value >= 0
     high_ok = value < 1 if open_high else value <= 1
@@ -305,14 +265,35 @@ def _in_unit_interval(
         raise FedlabError(f"{to_key(name)} must lie in {interval}, got {value}")
 
 
-def _choice(cfg: RunConfig, name: str, allowed: tuple[str, ...]) -> None:
+def check_choice(cfg: Any, name: str, allowed: tuple[str, ...]) -> None:
+    """The named field (or every element of a list field) is one of ``allowed``."""
     value = getattr(cfg, name)
-    if value not in allowed:
-        raise FedlabError(f"{to_key(name)} {value!r} is not one of: {', '.join(allowed)}")
+    bad = [v for v in _items(value) if v not in allowed]
+    if bad:
+        shown = f"{to_key(name)}: {', '.join(map(repr, bad))}" if isinstance(value, tuple) \
+            else f"{to_key(name)} {value!r}"  # fmt: skip
+        raise FedlabError(f"{shown} is not one of: {', '.join(allowed)}")
 
 
-def parse_override(pair: str) -> tuple[str, ConfigValue]:
-    """Parse ``key=value`` with TOML value syntax; bare words are strings."""
+def check_not_empty(cfg: Any, name: str) -> None:
+    """A list field names at least one value."""
+    if not getattr(cfg, name):
+        example = field_types(type(cfg))[name].example()
+        key = to_key(name)
+        raise FedlabError(f"{key} must name at least one value, e.g. {key}={example}")
+
+
+def _items(value: Any) -> tuple[Any, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+# -- reading keys from the command line and TOML ------------------------------------------------
+def parse_override(pair: str) -> tuple[str, Any]:
+    """Parse ``key=value`` with TOML value syntax; bare words are strings, ``[2, 4]`` a list."""
     key, sep, raw = pair.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -322,9 +303,12 @@ def parse_override(pair: str) -> tuple[str, ConfigValue]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
-    if isinstance(value, (list, dict)):
+    if isinstance(value, dict) or (
+        isinstance(value, list) and not all(isinstance(v, SCALARS) for v in value)
+    ):
         raise FedlabError(
-            f"run-config value for {key!r} must be a bool, number or string, got {raw!r}"
+            f"run-config value for {key!r} must be a bool, number, string or a flat list, "
+            f"got {raw!r}"
         )
     return key, value
 
@@ -336,7 +320,7 @@ def load_toml_config(path: str | Path) -> dict[str, Any]:
         raise FedlabError(f"run-config file {str(path)!r} does not exist; give a TOML file path")
     try:
         data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise FedlabError(f"run-config file {str(path)!r} is not valid TOML: {exc}") from None
     table = data.get("tool", {}).get("flwr", {}).get("app", {}).get("config")
     return dict(table) if isinstance(table, dict) else data

@@ -18,7 +18,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fedlab.appspec import AppSpec
-from fedlab.config import RunConfig
+from fedlab.key_groups import RunConfig
 
 log = logging.getLogger("fedlab")
 

@@ -14,9 +14,9 @@ from typing import Any
 from flwr.app import Context, Error, Message, RecordDict
 
 from fedlab.appspec import AppSpec
-from fedlab.config import RunConfig
 from fedlab.errors import FedlabError
 from fedlab.flower_compat import CLIENT_APP_RAISED_EXCEPTION, ensure_task_identity
+from fedlab.key_groups import RunConfig
 from fedlab.server import StopRequest
 
 

@@ -5,7 +5,11 @@ A driver killed outright (SIGKILL, the OOM killer) runs no clean-up, and Ray's a
 guard is started in its own session, so a signal to the driver's process group does not reach
 it; it notes the driver's descendants once a second and, when the driver is gone, terminates
 those still running (matched by start time, so a reused process id is never touched). On a
-normal end the driver's own clean-up terminates the guard with the rest.
+normal end the driver's own clean-up ends the guard (:func:`stop_guard`) and then the rest.
+
+:func:`terminate` is fedlab's one process terminator: the guard and the driver's clean-up
+(:mod:`fedlab.simulation`) both end processes through it, and no other module sends SIGTERM or
+SIGKILL (``tests/test_shared_jobs.py`` checks).
 
 Linux only (it reads /proc); elsewhere :func:`start_guard` does nothing. Standard library only,
 so it starts in a few tens of milliseconds.
@@ -40,6 +44,17 @@ def start_guard(driver_pid: int | None = None) -> subprocess.Popen | None:
     )
 
 
+def stop_guard(guard: subprocess.Popen | None) -> None:
+    """End ``guard`` (from :func:`start_guard`; None is allowed) once its driver has cleaned up.
+
+    SIGTERM ends it at once, before it has terminated anything: it acts only when its driver
+    is gone.
+    """
+    if guard is not None:
+        guard.terminate()
+        guard.wait()
+
+
 def _stat(pid: int) -> list[str] | None:
     """Fields of /proc/PID/stat after the command name, or None for a gone or zombie process."""
     try:
@@ -72,19 +87,55 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def _reap(pid: int) -> None:
+    """Collect the exit status of ``pid`` if it is a zombie child of this process.
+
+    A driver that is a child subreaper (:mod:`fedlab.simulation`) inherits the run's orphans,
+    and their zombies would stay until it exits; for anyone else's process ``waitpid`` fails
+    with ECHILD and nothing happens.
+    """
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def terminate(started: dict[int, str], grace: float = GRACE_SECONDS) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds, the processes still matching their start."""
+    """SIGTERM, then SIGKILL after ``grace`` seconds, the processes still matching their start.
+
+    The one process terminator of fedlab: the guard and the simulation driver's clean-up both
+    end processes through it. ``started`` maps each process id to its :func:`start_time` when it
+    was noted; a process whose id now belongs to another start (a reused id) is never signalled.
+    Those that ended and are this process's zombie children are reaped.
+    """
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = {pid for pid, start in started.items() if start_time(pid) == start}
+        alive = _still_running(started)
         for pid in alive:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + grace
         while alive and time.monotonic() < deadline:
             time.sleep(0.1)
-            alive = {pid for pid in alive if start_time(pid) == started[pid]}
+            alive = _still_running({pid: started[pid] for pid in alive})
         if not alive:
             return
+
+
+def _still_running(started: dict[int, str]) -> set[int]:
+    """Those of ``started`` still running as the process noted; the others are reaped where
+    they are this process's zombie children."""
+    alive = set()
+    for pid, start in started.items():
+        now = start_time(pid)
+        if now == start:
+            alive.add(pid)
+        elif now is None:  # gone, or a zombie
+            _reap(pid)
+    return alive
+
+
+def started_at(pids: set[int]) -> dict[int, str]:
+    """``pid -> start time`` of those of ``pids`` still running (the input of :func:`terminate`)."""
+    started = {pid: start_time(pid) for pid in pids}
+    return {pid: start for pid, start in started.items() if start is not None}
 
 
 def guard(driver_pid: int, poll: float = POLL_SECONDS) -> None:

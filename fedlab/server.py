@@ -22,8 +22,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedlab.config import RunConfig
 from fedlab.errors import FedlabError, RunStopped
+from fedlab.key_groups import RunConfig
 from fedlab.release import policy_of, private_log
 from fedlab.run_folder import RunFolder
 from fedlab.strategy_wrapper import StrategyWrapper

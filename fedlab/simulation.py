@@ -24,7 +24,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,8 +31,8 @@ from typing import Any
 
 from fedlab.appspec import AppSpec
 from fedlab.atomic import atomic_write_json
-from fedlab.config import RunConfig
-from fedlab.run_guard import descendants, start_guard
+from fedlab.key_groups import RunConfig
+from fedlab.run_guard import descendants, start_guard, started_at, stop_guard, terminate
 from fedlab.server import STOP_REQUEST_ATTR, StopRequest
 
 log = logging.getLogger("fedlab")
@@ -103,9 +102,7 @@ def simulate(
         with interrupt_handling(stop, stop_now=lambda: _stop_now(already_running, config)):
             _run_simulation_once(server_app, spec.client_app(config), config, backend, verbose)
     finally:
-        if guard is not None:
-            guard.terminate()
-            guard.wait()
+        stop_guard(guard)
         shutdown_ray(already_running)
     return stop.reason or None
 
@@ -208,14 +205,14 @@ def shutdown_ray(already_running: set[int] | None = None) -> list[int]:
     left = descendants(os.getpid()) - (already_running or set())
     if left:
         log.warning("ending %d process(es) the run left behind: %s", len(left), sorted(left))
-        _terminate(left)
+        terminate(started_at(left))
     return sorted(left)
 
 
 def _stop_now(already_running: set[int], config: RunConfig) -> None:
     """Second Ctrl-C: end the run's processes and this one at once; finished rounds stay."""
     log.warning("interrupted again: stopping now; finished rounds are kept in the run folder")
-    _terminate(descendants(os.getpid()) - already_running, grace=2.0)
+    terminate(started_at(descendants(os.getpid()) - already_running), grace=2.0)
     if config.out_dir:
         _write_interrupted_summary(Path(config.out_dir), config.num_server_rounds)
     for stream in (sys.stdout, sys.stderr):
@@ -252,29 +249,3 @@ def _become_child_subreaper() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
         log.debug("prctl(PR_SET_CHILD_SUBREAPER) failed: errno %d", ctypes.get_errno())
-
-
-def _terminate(pids: set[int], grace: float = 5.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            pids = {pid for pid in pids if _alive(pid)}
-            if not pids:
-                return
-            time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    if state == "Z":
-        # Reap what was re-parented to us (we are a subreaper); someone else's zombie stays.
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        return False
-    return True

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from fedlab.config import RunConfig
 from fedlab.data.datasets import ImageDataset, load_dataset
 from fedlab.data.partition import partition_indices, train_test_split
 from fedlab.errors import FedlabError
+from fedlab.key_groups import DataKeys, RunConfig
 from fedlab.registry import WORKLOADS
 
 
@@ -70,6 +70,8 @@ class PartitionedImageWorkload(Workload):
     #: Dirichlet partitions are redrawn until each client holds at least this many examples.
     min_partition_size: ClassVar[int] = 1
 
+    config: DataKeys
+
     @cached_property
     def _data(self) -> tuple[ImageDataset, ImageDataset]:
         cfg = self.config
@@ -95,5 +97,5 @@ class PartitionedImageWorkload(Workload):
 
 
 def build_workload(config: RunConfig) -> Workload:
-    """Instantiate the workload named by ``config.workload``."""
-    return WORKLOADS.get(config.workload)(config)
+    """Instantiate the workload this config names (``workload`` key or the app's own)."""
+    return WORKLOADS.get(config.workload_name)(config)

@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from fedlab.attacks import metrics
 from fedlab.attacks.base import AttackInput, ModelSpec
 from fedlab.attacks.dlg import DLG
 
+from fedlab import image_quality
 from fedlab.atomic import atomic_write_json, atomic_write_text
 
 HERE = Path(__file__).resolve().parent
@@ -119,7 +119,7 @@ def original(git_dir: str, x: torch.Tensor, label: int, cap_s: float) -> dict[st
             clock["t"] += time.perf_counter() - t0
             clock["steps"] += 1
             dummy = self.param_groups[0]["params"][0].detach()
-            p = metrics.psnr(x[0], dummy[0].clamp(0, 1))
+            p = image_quality.psnr(x[0], dummy[0].clamp(0, 1))
             clock["best"] = max(clock["best"], p)
             if clock["reached"] is None and p >= TARGET_DB:
                 clock["reached"] = clock["t"]
@@ -164,7 +164,7 @@ def ours(x: torch.Tensor, label: int) -> dict[str, Any]:
 
     def monitor(dummy: torch.Tensor, evals: int) -> None:
         m0 = time.perf_counter()
-        p = metrics.psnr(x[0], inp.to_unit_range(dummy)[0])
+        p = image_quality.psnr(x[0], inp.to_unit_range(dummy)[0])
         clock["best"] = max(clock["best"], p)
         if clock["reached"] is None and p >= TARGET_DB:
             clock["reached"] = m0 - t0 - clock["off"]
@@ -176,7 +176,7 @@ def ours(x: torch.Tensor, label: int) -> dict[str, Any]:
         "seconds": clock["reached"] if clock["reached"] is not None else total,
         "reached": clock["reached"] is not None,
         "best_psnr": clock["best"],
-        "final_psnr": metrics.psnr(x[0], result.images[0]),
+        "final_psnr": image_quality.psnr(x[0], result.images[0]),
     }
 
 

@@ -1,5 +1,5 @@
-"""Recompute piq's HaarPSI and GMSD figures that tests/test_image_metrics.py checks
-fedlab.clients.image_metrics against.
+"""Recompute piq's HaarPSI and GMSD figures that tests/test_image_quality.py checks
+fedlab.image_quality against.
 
 Needs piq (``pip install --no-deps piq``; it is not a fedlab dependency). piq's package
 ``__init__`` imports torchvision; where that is missing, piq's sources are copied to a
@@ -30,7 +30,7 @@ import skimage
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST = ROOT / "tests" / "test_image_metrics.py"
+TEST = ROOT / "tests" / "test_image_quality.py"
 
 
 def load_piq(tmp: Path):
@@ -49,7 +49,7 @@ def load_piq(tmp: Path):
 
 
 def load_test_module():
-    spec = importlib.util.spec_from_file_location("test_image_metrics", TEST)
+    spec = importlib.util.spec_from_file_location("test_image_quality", TEST)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

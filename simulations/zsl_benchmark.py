@@ -49,12 +49,10 @@ from fedlab.clients.zsl.baselines import (
     eszsl_statistics,
 )
 from fedlab.clients.zsl.benchmarks import random_filter_features
+from fedlab.clients.zsl.config import ZslConfig, zsl_config
 from fedlab.clients.zsl.data import ZslData, validation_protocol
 from fedlab.clients.zsl.metrics import count_flops, count_parameters, latency_per_sample
-from fedlab.clients.zsl.workload import (
-    ZslConfig,
-    ZslWorkload,
-)
+from fedlab.clients.zsl.workload import ZslWorkload
 from safetensors.torch import load_file
 
 from fedlab.apps import zsl_ar2, zsl_parsnets
@@ -113,7 +111,7 @@ METHODS = (
 def make_workload(method: Method, dataset: str, split: int, data: ZslData | None,
                   extra: dict[str, Any]) -> ZslWorkload:  # fmt: skip
     name = "zsl_parsnets" if method.workload == "eszsl" else method.workload
-    config = ZslConfig.from_mapping(
+    config = zsl_config(
         {"workload": name, "zsl-dataset": dataset, "zsl-split": split, **method.overrides, **extra}
     )
     return WORKLOADS.get(name)(config, data)

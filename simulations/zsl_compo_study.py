@@ -48,13 +48,11 @@ from fedlab.clients.zsl.baselines import (
     eszsl_statistics,
 )
 from fedlab.clients.zsl.compo import CompoFeatureNet, all_images
+from fedlab.clients.zsl.config import ZslConfig, zsl_config
 from fedlab.clients.zsl.data import ZslData, validation_protocol
 from fedlab.clients.zsl.metrics import count_flops, count_parameters, latency_per_sample
 from fedlab.clients.zsl.sources import load_zsl
-from fedlab.clients.zsl.workload import (
-    ZslConfig,
-    ZslWorkload,
-)
+from fedlab.clients.zsl.workload import ZslWorkload
 
 from fedlab.apps import zsl_ar2, zsl_parsnets
 from fedlab.appspec import AppSpec
@@ -132,7 +130,7 @@ def make_workload(method: Method, split: int, extra: dict[str, Any],
                   data: ZslData | None = None) -> ZslWorkload:  # fmt: skip
     name = "zsl_parsnets" if method.workload == "eszsl" else method.workload
     mapping = {"workload": name, "zsl-dataset": DATASET, "zsl-split": split, "seed": split}
-    config = ZslConfig.from_mapping({**mapping, **method.overrides, **_keys(extra)})
+    config = zsl_config({**mapping, **method.overrides, **_keys(extra)})
     return WORKLOADS.get(name)(config, data)
 
 

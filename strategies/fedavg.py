@@ -14,20 +14,23 @@ from typing import Any
 
 from flwr.serverapp.strategy import Strategy
 
-from fedlab.config import RunConfig
 from fedlab.errors import FedlabError
+from fedlab.key_groups import StrategyKeys
 from fedlab.registry import STRATEGIES
 
 
-def sampling_kwargs(config: RunConfig, num_nodes: int) -> dict[str, Any]:
+def sampling_kwargs(config: StrategyKeys, num_nodes: int) -> dict[str, Any]:
     """FedAvg-style sampling arguments: ``fraction-train`` of ``num_nodes``, all of them at 1.0.
 
     Flower samples ``max(int(fraction * N), min_train_nodes)`` nodes, so the minimum is set
     to the intended count: full participation then really means all N nodes every round.
     """
-    sampled = max(1, math.floor(config.fraction_train * num_nodes))
+    # An app without fedlab.key_groups.SamplingKeys samples clients itself (dpfedavg): the
+    # strategy then trains every node it is handed.
+    fraction = getattr(config, "fraction_train", 1.0)
+    sampled = max(1, math.floor(fraction * num_nodes))
     return {
-        "fraction_train": config.fraction_train,
+        "fraction_train": fraction,
         "fraction_evaluate": 0.0,
         "min_train_nodes": sampled,
         "min_evaluate_nodes": 0,
@@ -35,7 +38,7 @@ def sampling_kwargs(config: RunConfig, num_nodes: int) -> dict[str, Any]:
     }
 
 
-def build_strategy(config: RunConfig, num_nodes: int, **extra: Any) -> Strategy:
+def build_strategy(config: StrategyKeys, num_nodes: int, **extra: Any) -> Strategy:
     """Instantiate ``config.strategy`` (registered name or ``module:Class``).
 
     Keyword arguments the class does not accept are left out, so custom strategies with

@@ -31,9 +31,9 @@ from flwr.app import Context, Message
 
 from fedlab.appspec import AppSpec
 from fedlab.client import partition_of
-from fedlab.config import RunConfig
 from fedlab.flower_compat import ClientAppCallable
 from fedlab.inprocess import InProcessGrid
+from fedlab.key_groups import RunConfig
 
 ARRAYS = "arrays"
 NODE_OFFSET = 1000  # InProcessGrid: node i holds partition i and has id 1000 + i

@@ -138,9 +138,6 @@ def boundary_text(data: dict[str, Any], mode: str) -> str:
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
 
@@ -155,14 +152,12 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 def _plots(settings: dict[str, Any]) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     names = list(settings)
     plots = {}
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.subplots()
     for i, (stat, marker) in enumerate(
         (("final", "o"), ("all-iterates", "s"), ("per-release", "^"))
     ):
@@ -195,7 +190,8 @@ def _plots(settings: dict[str, Any]) -> dict[str, str]:
     fig.tight_layout()
     plots["privacy"] = _png(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.subplots()
     for n in names:
         u = [v for v in settings[n]["utility"] if v is not None]
         ax.plot(range(1, len(u) + 1), u, marker=".", label=n)
@@ -206,7 +202,8 @@ def _plots(settings: dict[str, Any]) -> dict[str, str]:
     fig.tight_layout()
     plots["utility"] = _png(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.subplots()
     keys = sorted({k for n in names for k in settings[n]["attacks"]})
     width = 0.8 / max(len(keys), 1)
     for i, key in enumerate(keys):
@@ -238,7 +235,7 @@ def _plots(settings: dict[str, Any]) -> dict[str, str]:
 
 def _grid(out: Path, name: str, rows: list[dict[str, Any]]) -> str | None:
     """Truth (top) against each attack's reconstruction of the setting's targets."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
     from safetensors.torch import load_file
 
     cells = []
@@ -265,7 +262,8 @@ def _grid(out: Path, name: str, rows: list[dict[str, Any]]) -> str | None:
     if not cells:
         return None
     cells = cells[:12]
-    fig, axes = plt.subplots(2, len(cells), figsize=(1.4 * len(cells), 3.2), squeeze=False)
+    fig = Figure(figsize=(1.4 * len(cells), 3.2))
+    axes = fig.subplots(2, len(cells), squeeze=False)
     for j, (title, truth, recon, psnr) in enumerate(cells):
         for i, img in enumerate((truth, recon)):
             axes[i][j].imshow(

@@ -40,9 +40,9 @@ from tqdm import tqdm
 
 from fedlab.appspec import AppSpec
 from fedlab.atomic import atomic_save_tensors, atomic_write_json
-from fedlab.config import RunConfig
 from fedlab.errors import FedlabError
 from fedlab.flower_compat import ensure_task_identity
+from fedlab.key_groups import RunConfig
 
 log = logging.getLogger("fedlab.audit")
 
@@ -71,7 +71,7 @@ def resolve_settings(spec: AppSpec, audit: AuditConfig, out: Path) -> list[Plann
         One line: an app that cannot record traces or has no DP-FedAvg keys, an epsilon the
         sampling cannot reach, a population too small for one canary, any key the app refuses.
     """
-    if "record-traces" in spec.ignored_keys:
+    if "record-traces" not in spec.config_cls.keys():
         raise FedlabError(
             f"audit: app {spec.name!r} cannot record gradient traces "
             "(record-traces is in its ignored keys); audit an app that records "
@@ -257,8 +257,7 @@ def plan_jobs(
     plan: Planned, result: dict[str, Any], audit: AuditConfig, folder: Path
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The attack jobs of one setting, and its targets' threshold figures."""
-    from fedlab.attacks import metrics
-
+    from fedlab import image_quality
     from fedlab.traces import TraceReader
     from fedlab.workload import build_workload
 
@@ -276,7 +275,7 @@ def plan_jobs(
     baseline = []
     for r in targets:
         images = reader.attack_input(r).to_unit_range(reader.ground_truth(r)[0])
-        baseline.extend(metrics.psnr(img, mean_image) for img in images)
+        baseline.extend(image_quality.psnr(img, mean_image) for img in images)
     jobs = []
     common = {
         "setting": plan.name,

@@ -178,10 +178,7 @@ def boundary(results: dict[str, Any], keys: list[str], names: list[str]) -> list
 
 def plot(results: dict[str, Any], path: Path) -> Path:
     """Cosine and PSNR against std/C (Gaussian levels), one line per denoiser."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     gauss = [
         lv
@@ -190,7 +187,8 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     ]
     xs = [lv["std_over_c"] for lv in gauss]
     names = list(next(iter(results["gradient"].values())))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("cosine", "psnr"), strict=True):
         for name in names:
             rows = [results["gradient"][f"gaussian:{x}"][name][metric] for x in xs]
@@ -212,7 +210,6 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
-    plt.close(fig)
     return path
 
 

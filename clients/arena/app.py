@@ -30,7 +30,6 @@ from flwr.serverapp import Grid
 from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import WEIGHT_TRAINING_HANDLERS
-from fedlab.config import TRACE_KEYS
 from fedlab.errors import FedlabError
 from fedlab.run_folder import RunFolder
 from fedlab.server import EvaluateFn, run_federation, seed_everything
@@ -38,8 +37,6 @@ from fedlab.server import EvaluateFn, run_federation, seed_everything
 log = logging.getLogger("fedlab.arena")
 
 #: Shared keys about image datasets that this app's procedural videos do not use.
-UNUSED_KEYS = ("dataset", "data-path", "image-size", "test-fraction", "partitioner",
-               "dirichlet-alpha", "shards-per-partition", "model")  # fmt: skip
 
 
 def model_from_arrays(workload: ArenaWorkload, arrays: ArrayRecord) -> ArenaViT:
@@ -124,5 +121,4 @@ streaming_arena = AppSpec(
     client_handlers=WEIGHT_TRAINING_HANDLERS,
     description="Arena ViT video detector trained federatedly on procedural sprite videos.",
     check=check_by_building(build_strategy),
-    ignored_keys=(*TRACE_KEYS, *UNUSED_KEYS),
 )

@@ -147,16 +147,14 @@ def arena_command(args: argparse.Namespace) -> int:
 def write_grid(path: Path, frames: np.ndarray, records, truth, patch: int, count: int = 8) -> None:
     """Up to ``count`` evenly spaced frames: detections scoring >= 0.3 (red), the patches sent
     (yellow; keyframes, sent whole, are marked in the title) and ground truth (green) if known."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.patches as patches
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     from fedlab.atomic import atomic_write
 
     picks = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
-    fig, axes = plt.subplots(1, len(picks), figsize=(2 * len(picks), 2.3), squeeze=False)
+    fig = Figure(figsize=(2 * len(picks), 2.3))
+    axes = fig.subplots(1, len(picks), squeeze=False)
     size = frames.shape[1]
     for ax, i in zip(axes[0], picks, strict=True):
         ax.imshow(frames[i])
@@ -179,4 +177,3 @@ def write_grid(path: Path, frames: np.ndarray, records, truth, patch: int, count
         ax.axis("off")
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=80))
-    plt.close(fig)

@@ -8,22 +8,25 @@ from typing import ClassVar
 
 from fedlab.clients.arena.data import VideoSpec
 
-from fedlab.config import RunConfig, _non_negative, _positive
+from fedlab.config import check_non_negative, check_positive
 from fedlab.errors import FedlabError
+from fedlab.key_groups import LocalTrainingKeys, RunConfig, SamplingKeys, StrategyKeys
 
 
 @dataclass
-class ArenaConfig(RunConfig):
-    """RunConfig plus the Arena keys: videos, detector size, sparse training, evaluation.
+class ArenaConfig(LocalTrainingKeys, SamplingKeys, StrategyKeys, RunConfig):
+    """The core, strategy and local-training groups plus the Arena keys: videos, detector
+    size, sparse training, evaluation.
 
     Client ``i`` of ``N`` holds procedural training videos ``i * videos-per-client ..``: the
     clients hold different videos. The server evaluates full-frame AP@0.5 on ``test-videos``
     held-out videos after every round and, with ``arena-eval``, Arena inference after the last.
     """
 
+    WORKLOAD: ClassVar[str] = "arena"
+
     num_server_rounds: int = 3
     num_supernodes: int = 4
-    workload: str = "arena"
     optimizer: str = "adamw"
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -69,10 +72,10 @@ class ArenaConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        _positive(self, "frame_size", "frames_per_video", "videos_per_client", "test_videos",
+        check_positive(self, "frame_size", "frames_per_video", "videos_per_client", "test_videos",
                   "patch_size", "vit_dim", "vit_depth", "vit_heads", "vit_mlp_ratio",
                   "max_gap")  # fmt: skip
-        _non_negative(self, "arena_interval")
+        check_non_negative(self, "arena_interval")
         if self.frame_size % self.patch_size:
             raise FedlabError(
                 f"frame-size {self.frame_size} is not a multiple of patch-size "

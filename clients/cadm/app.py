@@ -26,17 +26,14 @@ from fedlab.strategies.fedavg import build_strategy
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp import Grid
 
+from fedlab import image_quality
 from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import WEIGHT_TRAINING_HANDLERS
-from fedlab.config import TRACE_KEYS
 from fedlab.run_folder import RunFolder
 from fedlab.server import run_federation, seed_everything
 
 log = logging.getLogger("fedlab.cadm")
-
-UNUSED_KEYS = ("dataset", "data-path", "image-size", "test-fraction", "partitioner",
-               "dirichlet-alpha", "shards-per-partition", "model")  # fmt: skip
 
 
 def decoder_from_arrays(config: CadmConfig, arrays: ArrayRecord) -> CadmDecoder:
@@ -46,11 +43,6 @@ def decoder_from_arrays(config: CadmConfig, arrays: ArrayRecord) -> CadmDecoder:
     meta = DecoderMeta(pairs=[list(p) for p in config.pair_list()],
                        conditioned=config.conditioned, steps=config.sample_steps)  # fmt: skip
     return CadmDecoder(unet.eval(), meta)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return 10 * float(np.log10(1.0 / max(mse, 1e-12)))
 
 
 def validation_metrics(config: CadmConfig, decoder: CadmDecoder) -> dict[str, float]:
@@ -63,8 +55,8 @@ def validation_metrics(config: CadmConfig, decoder: CadmDecoder) -> dict[str, fl
         for clip in validation_clips(config.seed):
             up = receive(encode(clip, CodecSpec(r=r, b=b, crf=crf)))
             ref = to_tensor(clip)
-            bic.append(psnr(up, ref))
-            dec.append(psnr(decoder.restore(up, r, b), ref))
+            bic.append(image_quality.psnr(up, ref))  # whole-clip PSNR (MSE over all frames)
+            dec.append(image_quality.psnr(decoder.restore(up, r, b), ref))
         out[f"psnr-bicubic-{pair_key(r, b)}"] = float(np.mean(bic))
         out[f"psnr-decoder-{pair_key(r, b)}"] = float(np.mean(dec))
     out["psnr-bicubic"] = float(np.mean([v for k, v in out.items() if "bicubic-" in k]))
@@ -103,5 +95,4 @@ streaming_cadm = AppSpec(
     client_handlers=WEIGHT_TRAINING_HANDLERS,
     description="CaDM: codec-aware diffusion decoder trained federatedly on encoded clips.",
     check=check_by_building(build_strategy),
-    ignored_keys=(*TRACE_KEYS, *UNUSED_KEYS),
 )

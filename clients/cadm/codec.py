@@ -9,8 +9,9 @@ A clip (``uint8 (T, H, W, 3)`` RGB) is sent as:
    the index is what makes a lower bit-depth cheaper for a lossy codec (sending ``q`` shifted
    back to 0..255 costs *more* bits than 8-bit content at the same CRF: banding);
 3. **codec**: libx264 (default), libx265 or lossless FFV1, in a Matroska container, yuv420p, at
-   a CRF (ignored by FFV1). The stream's bytes are the whole container file, measured from the
-   encoded buffer, never estimated.
+   a CRF (ignored by FFV1), by :func:`fedlab.clients.video.encode_frames` (the one PyAV
+   encoder; :func:`fedlab.clients.video.decode_bytes` decodes). The stream's bytes are the
+   whole container file, measured from the encoded buffer, never estimated.
 
 The receiver decodes the stream, expands the index back to 0..255 (``x = q 255 / (2^b - 1)``)
 and upsamples (bicubic, :func:`upsample_frames`); a learned decoder (:mod:`.cadm_model`) then
@@ -19,13 +20,12 @@ restores the frames.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fedlab.clients import video
 
 from fedlab.errors import FedlabError
 
@@ -170,8 +170,6 @@ def encode(frames: np.ndarray, spec: CodecSpec) -> Encoded:
     FedlabError
         For a malformed clip or a size not divisible by ``2 r``.
     """
-    import av
-
     frames = check_clip(frames)
     t, h, w, _ = frames.shape
     check_size(h, w, spec.r)
@@ -181,36 +179,15 @@ def encode(frames: np.ndarray, spec: CodecSpec) -> Encoded:
             f"{h // spec.r}x{w // spec.r} (r={spec.r}); use x264 or a smaller r"
         )
     sent = quantize(downsample_frames(frames, spec.r), spec.b)
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format=CONTAINER) as container:
-        stream = container.add_stream(CODECS[spec.codec], rate=spec.fps)
-        stream.width, stream.height, stream.pix_fmt = w // spec.r, h // spec.r, "yuv420p"
-        stream.time_base = Fraction(1, spec.fps)
-        if spec.codec == "x264":
-            stream.options = {"crf": str(spec.crf), "preset": spec.preset}
-        elif spec.codec == "x265":
-            params = "log-level=error:pools=none:frame-threads=1"
-            stream.options = {"crf": str(spec.crf), "preset": spec.preset, "x265-params": params}
-        for i, array in enumerate(sent):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return Encoded(buffer.getvalue(), spec, t, h, w)
-
-
-def decode_stream(data: bytes) -> np.ndarray:
-    """Decode an in-memory stream to its RGB frames (``uint8 (T, h, w, 3)``), as sent."""
-    import av
-
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    except av.error.FFmpegError as exc:
-        raise FedlabError(f"cannot decode the stream: {exc}") from None
-    if not frames:
-        raise FedlabError("the stream holds no frames")
-    return np.stack(frames)
+    options: dict[str, str] = {}
+    if spec.codec == "x264":
+        options = {"crf": str(spec.crf), "preset": spec.preset}
+    elif spec.codec == "x265":
+        params = "log-level=error:pools=none:frame-threads=1"
+        options = {"crf": str(spec.crf), "preset": spec.preset, "x265-params": params}
+    stream = video.encode_frames(sent, codec=CODECS[spec.codec], container=CONTAINER,
+                                 fps=spec.fps, options=options)  # fmt: skip
+    return Encoded(stream.data, spec, t, h, w)
 
 
 def receive(encoded: Encoded) -> torch.Tensor:
@@ -218,7 +195,7 @@ def receive(encoded: Encoded) -> torch.Tensor:
 
     This is the bicubic baseline and the conditioning input of every learned decoder.
     """
-    low = expand(decode_stream(encoded.data), encoded.spec.b)
+    low = expand(video.decode_bytes(encoded.data), encoded.spec.b)
     if len(low) != encoded.frames:
         raise FedlabError(f"the stream decoded to {len(low)} frames, {encoded.frames} were encoded")
     return upsample_tensor(to_tensor(low), (encoded.height, encoded.width))

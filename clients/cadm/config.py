@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 from fedlab.clients.shipped import shipped_weights
 
-from fedlab.config import RunConfig, _choice, _positive
+from fedlab.config import check_choice, check_positive
 from fedlab.errors import FedlabError
+from fedlab.key_groups import LocalTrainingKeys, RunConfig, SamplingKeys, StrategyKeys
 
 #: The codec-aware decoder (``unet/`` + ``cadm.json``) that ``fedlab stream decode`` and
 #: ``evaluate`` use by default, shipped as package data (trained by simulations/cadm_train.py).
@@ -16,10 +18,12 @@ SHIPPED_DECODER = shipped_weights("fedlab.clients.cadm", "decoder")
 DECODER_UNETS = ("tiny", "cpu", "gpu")
 
 
-def parse_pairs(text: str, key: str = "pairs") -> list[tuple[int, int]]:
-    """``"2x8,4x5"`` -> ``[(2, 8), (4, 5)]``; one-line errors naming the value."""
+def parse_pairs(text: str | Sequence[str], key: str = "pairs") -> list[tuple[int, int]]:
+    """``"2x8,4x5"`` (or ``("2x8", "4x5")``) -> ``[(2, 8), (4, 5)]``; one-line errors naming
+    the value."""
+    items = text.split(",") if isinstance(text, str) else text
     pairs = []
-    for part in [p.strip() for p in text.split(",") if p.strip()]:
+    for part in [p.strip() for p in items if p.strip()]:
         r, sep, b = part.partition("x")
         if not sep or not r.isdigit() or not b.isdigit():
             raise FedlabError(f'{key}: {part!r} is not RxB; write e.g. {key}="2x8,4x5"')
@@ -34,9 +38,12 @@ def parse_pairs(text: str, key: str = "pairs") -> list[tuple[int, int]]:
     return pairs
 
 
-def parse_crfs(text: str, key: str = "crfs") -> list[int]:
+def parse_crfs(text: str | Sequence[int], key: str = "crfs") -> list[int]:
+    """``"23,28"`` (or ``(23, 28)``) -> ``[23, 28]``, each in 0-51."""
     try:
-        values = [int(p) for p in text.split(",") if p.strip()]
+        values = (
+            [int(p) for p in text.split(",") if p.strip()] if isinstance(text, str) else list(text)
+        )
     except ValueError:
         raise FedlabError(f"{key} must be comma-separated integers, got {text!r}") from None
     if not values or any(not 0 <= v <= 51 for v in values):
@@ -45,22 +52,24 @@ def parse_crfs(text: str, key: str = "crfs") -> list[int]:
 
 
 @dataclass
-class CadmConfig(RunConfig):
-    """RunConfig plus the CaDM keys: clients hold different training clips (procedural and
-    bigbuckbunny crops), encode them with the real codec at every ``(r, b)`` pair and CRF, and
-    train the conditional decoder UNet on patch pairs with THE loop; the server averages it
-    (FedAvg), checks restoration PSNR on validation clips each round and saves the decoder."""
+class CadmConfig(LocalTrainingKeys, SamplingKeys, StrategyKeys, RunConfig):
+    """The core, strategy and local-training groups plus the CaDM keys: clients hold different
+    training clips (procedural and bigbuckbunny crops), encode them with the real codec at
+    every ``(r, b)`` pair and CRF, and train the conditional decoder UNet on patch pairs with
+    THE loop; the server averages it (FedAvg), checks restoration PSNR on validation clips each
+    round and saves the decoder."""
+
+    WORKLOAD: ClassVar[str] = "cadm"
 
     num_server_rounds: int = 3
     num_supernodes: int = 4
-    workload: str = "cadm"
     optimizer: str = "adam"
     lr: float = 0.001
     batch_size: int = 16
     local_steps: int = 20
     unet: str = "cpu"
-    pairs: str = "2x8,2x6,4x8,4x5"
-    crfs: str = "23,28,33,38"
+    pairs: tuple[str, ...] = ("2x8", "2x6", "4x8", "4x5")
+    crfs: tuple[int, ...] = (23, 28, 33, 38)
     conditioned: bool = True
     patch_size: int = 32
     patches_per_client: int = 4096
@@ -71,7 +80,7 @@ class CadmConfig(RunConfig):
 
     KEY_HELP: ClassVar[dict[str, str]] = {
         "unet": "decoder UNet: tiny (tests), cpu (about 0.27 M parameters) or gpu",
-        "pairs": "comma-separated RxB (resolution factor x bit-depth) pairs trained on",
+        "pairs": "RxB (resolution factor x bit-depth) pairs trained on",
         "crfs": "x264 CRFs every training clip is encoded at",
         "conditioned": "codec-aware: (r, b) as class embedding; false: one class (unaware)",
         "patch_size": "side of the training patches in pixels (multiple of 8)",
@@ -84,8 +93,8 @@ class CadmConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        _choice(self, "unet", DECODER_UNETS)
-        _positive(self, "patch_size", "patches_per_client", "train_clips", "sample_steps")
+        check_choice(self, "unet", DECODER_UNETS)
+        check_positive(self, "patch_size", "patches_per_client", "train_clips", "sample_steps")
         if self.patch_size % 8:
             raise FedlabError(f"patch-size must be a multiple of 8, got {self.patch_size}")
         for r, _ in self.pair_list():

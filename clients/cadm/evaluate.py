@@ -91,16 +91,12 @@ def bd_rates(rows: list[dict], metric: str, reference: str = "x264") -> dict[tup
 
 def rd_plot(rows: list[dict], path: Any) -> None:
     """Bytes against PSNR, SSIM (and VMAF when measured), one row of panels per clip."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     metrics = [m for m in ("psnr", "ssim", "vmaf") if m in rows[0]]
     clips = list(dict.fromkeys(r["clip"] for r in rows))
-    fig, axes = plt.subplots(
-        len(clips), len(metrics), figsize=(5 * len(metrics), 4.2 * len(clips)), squeeze=False
-    )
+    fig = Figure(figsize=(5 * len(metrics), 4.2 * len(clips)))
+    axes = fig.subplots(len(clips), len(metrics), squeeze=False)
     colours = {"x264": "k", "bicubic": "tab:gray", "cnn": "tab:green", "diffsr": "tab:purple",
                "cadm-unaware": "tab:orange", "cadm": "tab:blue"}  # fmt: skip
     markers = {(1, 8): "o", (2, 8): "o", (2, 6): "s", (4, 8): "^", (4, 5): "v"}
@@ -122,4 +118,3 @@ def rd_plot(rows: list[dict], path: Any) -> None:
     axes[0][-1].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=90)
-    plt.close(fig)

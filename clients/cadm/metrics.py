@@ -1,8 +1,11 @@
 """CaDM's measurements: PSNR, SSIM, VMAF, temporal flicker and the Bjontegaard delta rate.
 
-- PSNR and SSIM on RGB frames in [0, 1] (data range 1; SSIM by scikit-image, per frame, mean);
+- PSNR and SSIM of a clip: the means over its frames of :func:`fedlab.image_quality.psnr` and
+  :func:`fedlab.image_quality.ssim` of each RGB frame in [0, 1] (data range 1; SSIM with the
+  shared Gaussian window, sigma 1.5);
 - VMAF by ``vmaf-torch`` (its embedded default model v0.6.1, no download) on the BT.601 luma
-  of the frames in 0..255, per frame with motion, then averaged over the clip;
+  (:func:`fedlab.image_quality.luma`) of the frames in 0..255, per frame with motion, then
+  averaged over the clip;
 - flicker: the mean absolute frame-to-frame change (0..255 scale) of a clip, reported for the
   restored clip beside the source's, and the temporal error ``mean |d(out) - d(src)|``;
 - BD-rate: the standard Bjontegaard delta rate, **hand-written with numpy** (no library):
@@ -16,33 +19,24 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-
-def psnr(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """Mean over frames of per-frame PSNR (dB), frames ``(T, 3, H, W)`` in [0, 1]."""
-    mse = ((out - ref) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((10 * torch.log10(1.0 / mse)).mean())
+from fedlab import image_quality
 
 
-def ssim(out: torch.Tensor, ref: torch.Tensor) -> float:
-    from skimage.metrics import structural_similarity
-
-    values = [
-        structural_similarity(
-            o.permute(1, 2, 0).numpy(), r.permute(1, 2, 0).numpy(), channel_axis=2, data_range=1.0
-        )  # fmt: skip
-        for o, r in zip(out, ref, strict=True)
-    ]
-    return float(np.mean(values))
+def per_frame_mean(
+    metric: Callable[[torch.Tensor, torch.Tensor], float], out: torch.Tensor, ref: torch.Tensor
+) -> float:
+    """Mean over the frames of ``metric(out_t, ref_t)``, clips ``(T, 3, H, W)`` in [0, 1]."""
+    return float(np.mean([metric(o, r) for o, r in zip(out, ref, strict=True)]))
 
 
 def luma(frames: torch.Tensor) -> torch.Tensor:
     """BT.601 luma in 0..255, ``(T, 1, H, W)``."""
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=frames.dtype).view(1, 3, 1, 1)
-    return (frames * w).sum(1, keepdim=True) * 255
+    return image_quality.luma(frames) * 255
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,7 +70,8 @@ def temporal_error(out: torch.Tensor, ref: torch.Tensor) -> float:
 def clip_metrics(out: torch.Tensor, ref: torch.Tensor, *, with_vmaf: bool = True) -> dict:
     """PSNR, SSIM, VMAF and flicker of a restored clip against its source."""
     metrics = {
-        "psnr": psnr(out, ref), "ssim": ssim(out, ref),
+        "psnr": per_frame_mean(image_quality.psnr, out, ref),
+        "ssim": per_frame_mean(image_quality.ssim, out, ref),
         "flicker": flicker(out), "flicker-source": flicker(ref),
         "temporal-error": temporal_error(out, ref),
     }  # fmt: skip

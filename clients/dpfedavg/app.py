@@ -27,8 +27,8 @@ from flwr.serverapp.strategy import Strategy
 from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import handle_evaluate, handle_query, handle_train
-from fedlab.config import RunConfig
 from fedlab.flower_compat import Mod
+from fedlab.key_groups import RunConfig
 from fedlab.run_folder import RunFolder
 from fedlab.server import run_federation
 from fedlab.workload import Workload, build_workload

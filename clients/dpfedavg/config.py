@@ -12,15 +12,23 @@ from fedlab.strategies.dp_mods import LOCAL_NOISES
 from fedlab.strategies.dp_noise import SEEDED_NOISE_WARNING, NoiseSource
 from fedlab.strategies.dp_sampling import SAMPLINGS, ClientSampler
 
-from fedlab.config import RunConfig
 from fedlab.errors import FedlabError
+from fedlab.key_groups import (
+    DataKeys,
+    LocalTrainingKeys,
+    RunConfig,
+    StrategyKeys,
+    TraceKeys,
+    WorkloadKeys,
+)
 
 DP_MODES = ("none", "central-server", "central-client", "local")
 
 
 @dataclass
-class DPFedAvgConfig(RunConfig):
-    """DP-FedAvg keys on top of :class:`~fedlab.config.RunConfig`.
+class DPFedAvgConfig(TraceKeys, LocalTrainingKeys, DataKeys, WorkloadKeys, StrategyKeys, RunConfig):
+    """DP-FedAvg keys on top of the training groups (:mod:`fedlab.key_groups`); no
+    ``fraction-train``: the DP wrapper samples clients itself (``sampling``, ``sample-rate``).
 
     ``dp-mode``: ``central-server`` (server clips, server adds noise), ``central-client``
     (clients clip, server adds noise), ``local`` (clients clip and add noise) or ``none``.
@@ -132,11 +140,6 @@ class DPFedAvgConfig(RunConfig):
             raise FedlabError(f"dp-mode {self.dp_mode!r} is not one of: {', '.join(DP_MODES)}")
         if self.sampling not in SAMPLINGS:
             raise FedlabError(f"sampling {self.sampling!r} is not one of: poisson, fixed")
-        if self.fraction_train != 1.0:
-            raise FedlabError(
-                f"fraction-train is {self.fraction_train}, but dpfedavg samples clients itself; "
-                "leave fraction-train at 1.0 and set sample-rate (and sampling) instead"
-            )
         if not 0 < self.sample_rate <= 1:
             raise FedlabError(f"sample-rate must lie in (0, 1], got {self.sample_rate}")
         if self.private and self.min_replies > 0:

@@ -18,6 +18,11 @@ import logging
 from typing import Any
 
 import torch
+from fedlab.clients.diffusion_prior import (
+    build_prior_strategy,
+    check_prior_app,
+    handle_train_unless_frozen,
+)
 from fedlab.clients.harmonization.config import HarmonizationConfig, PIHPriorConfig
 from fedlab.clients.harmonization.data import STYLES
 from fedlab.clients.harmonization.workload import (
@@ -25,7 +30,6 @@ from fedlab.clients.harmonization.workload import (
     heldout_conditional_loss,
     save_prior,
 )
-from fedlab.clients.sr.app import SR_IGNORED, build_sr_strategy, check_sr_app, handle_diffsr_train
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
@@ -67,7 +71,9 @@ def pih_prior_server(grid: Grid, config: PIHPriorConfig, run: RunFolder, *,
 
     summary = run_federation(
         grid, config, run, initial_arrays=initial, evaluate_fn=evaluate_fn,
-        strategy_factory=lambda n: build_sr_strategy(config, n, evaluate_clients=evaluate_clients),
+        strategy_factory=lambda n: build_prior_strategy(
+            config, n, evaluate_clients=evaluate_clients
+        ),
     )  # fmt: skip
     if config.save_prior and "arrays" in last:
         folder = save_prior(unet_of(workload, last["arrays"]), run.path / "prior")
@@ -104,8 +110,7 @@ pih_prior = AppSpec(
     client_handlers={"query": handle_query, "train": handle_train},  # type: ignore[dict-item]
     defaults={"num-server-rounds": 3, "num-supernodes": 4, "local-steps": 20},
     description="Federated training of a style-conditioned diffusion prior (FreePIH's prior).",
-    check=check_sr_app,  # type: ignore[arg-type]
-    ignored_keys=SR_IGNORED,
+    check=check_prior_app,  # type: ignore[arg-type]
 )
 
 harmonization = AppSpec(
@@ -115,13 +120,12 @@ harmonization = AppSpec(
     server_fn=harmonization_server,  # type: ignore[arg-type]
     client_handlers={  # type: ignore[dict-item]
         "query": handle_query,
-        "train": handle_diffsr_train,
+        "train": handle_train_unless_frozen,
         "evaluate": handle_harmonization_evaluate,
     },
     defaults={"num-server-rounds": 1, "num-supernodes": 4, "local-steps": 10},
     description="FreePIH: clients harmonize their own composites with the federation's prior.",
-    check=check_sr_app,  # type: ignore[arg-type]
-    ignored_keys=(*SR_IGNORED, "fail-partitions"),
+    check=check_prior_app,  # type: ignore[arg-type]
 )
 
 __all__ = ["harmonization", "pih_prior"]

@@ -146,19 +146,16 @@ def harmonize_files(
 
 
 def _grid(panels: list[tuple[str, torch.Tensor]], path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.3))
+    fig = Figure(figsize=(3.0 * len(panels), 3.3))
+    axes = fig.subplots(1, len(panels))
     for ax, (title, img) in zip(axes, panels, strict=True):
         ax.imshow(img[0].clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
 
 
 def harmonize_command(args: argparse.Namespace) -> int:

@@ -39,20 +39,20 @@ def method_runs(
 ) -> dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]]:
     """Method name -> ``(composites, masks, labels) -> outputs`` (batched, [0, 1])."""
     runs: dict[str, Callable] = {}
-    methods, steps, seed = config.method_list(), config.sample_steps, config.sample_seed
+    methods, steps, seed = config.methods, config.sample_steps, config.sample_seed
     for name in ("cut", "histogram", "reinhard"):
         if name in methods:
             runs[name] = lambda x, m, _y, f=BASELINES[name]: torch.stack(
                 [f(xi, mi) for xi, mi in zip(x, m, strict=True)]
             )
     if "sdedit" in methods:
-        for t in config.sdedit_t_list():
+        for t in config.sdedit_t:
             runs[f"sdedit-t{t}"] = lambda x, _m, y, t=t: sdedit(
                 unet, scheduler, x, y, t, steps=steps, seed=seed
             )
     if "freepih" in methods:
-        for t in config.freepih_t_list():
-            for g in config.guidance_list():
+        for t in config.freepih_t:
+            for g in config.guidance:
                 params = FreePIHParams(t_start=t, steps=steps, guidance=g,
                                        content_weight=config.content_weight,
                                        style_weight=config.style_weight)  # fmt: skip

@@ -11,8 +11,9 @@ denoising loop) is changed in two places:
   noise estimate ``eps`` and clean estimate ``x0 = (x - sqrt(1 - abar) eps) / sqrt(abar)``
   give two losses inside the mask:
 
-  * content: the grey level of ``x0`` and of the source foreground, each standardised inside
-    the mask, compared in low-frequency bands (box means over ``content_scales`` pixels);
+  * content: the grey level (BT.601 luma) of ``x0`` and of the source foreground, each
+    standardised inside the mask, compared in low-frequency bands (box means over
+    ``content_scales`` pixels);
   * style: per-channel mean and standard deviation of the UNet's own intermediate features
     (forward hooks on the first ResNet of every down and up block) inside the mask matched to
     those outside it (the background's, held fixed);
@@ -37,11 +38,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from fedlab import image_quality
 from fedlab.diffusion import noise_to, reverse
 from fedlab.diffusion.sampling import EpsFn, Guidance, unet_eps
 from fedlab.errors import FedlabError
-
-GREY = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,7 @@ def style_loss(features: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor
 
 
 def _standardised_grey(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor(GREY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    grey = (x * w).sum(1, keepdim=True)
+    grey = image_quality.luma(x)
     mean, std = _masked_stats(grey, mask)
     return (grey - mean[..., None, None]) / std[..., None, None]
 

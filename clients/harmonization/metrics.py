@@ -3,13 +3,13 @@
 FreePIH's guidance uses box-filtered standardised grey levels (content) and the UNet's own
 feature statistics (style); none of these is a metric here.
 
-- **Content** (foreground against the source object, grey, ITU-R 601 weights):
-  ``ssim`` (scikit-image, Gaussian window sigma 1.5, mean of the SSIM map inside the mask),
-  ``haarpsi`` (piq 0.8.0's, ported to :mod:`fedlab.clients.image_metrics`, on the mask's
-  bounding box padded to >= 32 px, with the output's foreground pasted onto the source so
-  that only the foreground differs), ``edge-f1`` (Canny, sigma 2, thresholds 0.05 / 0.15
-  on grey in [0, 1], inside the mask eroded by 2 px; an edge pixel matches if one of the
-  other image lies within 1 px).
+- **Content** (foreground against the source object, grey: :func:`fedlab.image_quality.luma`,
+  ITU-R BT.601): ``ssim`` (:func:`fedlab.image_quality.ssim`, Gaussian window sigma 1.5, mean
+  of the SSIM map inside the mask), ``haarpsi`` (:func:`fedlab.image_quality.haarpsi`, piq
+  0.8.0's, on the mask's bounding box padded to >= 32 px, with the output's foreground pasted
+  onto the source so that only the foreground differs), ``edge-f1`` (Canny, sigma 2,
+  thresholds 0.05 / 0.15 on grey in [0, 1], inside the mask eroded by 2 px; an edge pixel
+  matches if one of the other image lies within 1 px).
 - **Style distance** between the output's foreground and its background:
   ``colour-dist`` = L2 distance of the per-channel mean and std in RGB [0, 1] (6 numbers);
   ``texture-dist`` = L1 distance of the uniform LBP histograms (P = 8, R = 1, 10 bins, on
@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from fedlab.clients.image_metrics import haarpsi
 from scipy.ndimage import binary_dilation, binary_erosion
 from skimage.feature import canny, local_binary_pattern
-from skimage.metrics import structural_similarity
 
-GREY = np.array([0.299, 0.587, 0.114])
+from fedlab import image_quality
+
 CANNY_SIGMA, CANNY_LOW, CANNY_HIGH = 2.0, 0.05, 0.15
 LBP_P, LBP_R = 8, 1
 METRICS = ("ssim", "haarpsi", "edge-f1", "colour-dist", "texture-dist", "style-dist",
@@ -36,14 +35,8 @@ METRICS = ("ssim", "haarpsi", "edge-f1", "colour-dist", "texture-dist", "style-d
 
 
 def grey(image: torch.Tensor) -> np.ndarray:
-    """``(3, H, W)`` in [0, 1] -> ``(H, W)`` float64 grey."""
-    return np.tensordot(GREY, image.double().clamp(0, 1).numpy(), axes=1)
-
-
-def masked_ssim(out: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
-    _, smap = structural_similarity(ref, out, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                    use_sample_covariance=False, full=True)  # fmt: skip
-    return float(smap[mask].mean())
+    """``(3, H, W)`` in [0, 1] -> ``(H, W)`` float64 grey (BT.601 luma)."""
+    return image_quality.luma(image.double().clamp(0, 1))[0].numpy()
 
 
 def _bbox(mask: np.ndarray, min_side: int = 32) -> tuple[slice, slice]:
@@ -62,7 +55,7 @@ def haarpsi_fg(out: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
     pasted = np.where(mask, out, ref)
     a = torch.from_numpy(pasted[sy, sx].copy()).float()[None, None]
     b = torch.from_numpy(ref[sy, sx].copy()).float()[None, None]
-    return float(haarpsi(a.clamp(0, 1), b.clamp(0, 1), data_range=1.0))
+    return float(image_quality.haarpsi(a.clamp(0, 1), b.clamp(0, 1), data_range=1.0))
 
 
 def edge_f1(out: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
@@ -104,7 +97,7 @@ def harmonization_metrics(
     go, gs = grey(out), grey(source)
     bg_err = (out - background).abs().amax(0)[~mask]
     return {
-        "ssim": masked_ssim(go, gs, m),
+        "ssim": image_quality.ssim(torch.from_numpy(go), torch.from_numpy(gs), mask=mask),
         "haarpsi": haarpsi_fg(go, gs, m),
         "edge-f1": edge_f1(go, gs, m),
         **style_distances(out, m),

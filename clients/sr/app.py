@@ -19,30 +19,25 @@ import logging
 from typing import Any
 
 import torch
+from fedlab.clients.diffusion_prior import (
+    build_prior_strategy,
+    check_prior_app,
+    handle_train_unless_frozen,
+)
 from fedlab.clients.sr.config import DiffSRConfig, DiffusionConfig
 from fedlab.clients.sr.workload import DiffusionWorkload
-from fedlab.strategies.fedavg import build_strategy
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import client_info, handle_query, handle_train, partition_of
-from fedlab.config import TRACE_KEYS
 from fedlab.diffusion import build_unet, heldout_denoising_loss
 from fedlab.run_folder import RunFolder
 from fedlab.server import run_federation, seed_everything
 from fedlab.workload import build_workload
 
 log = logging.getLogger("fedlab.sr")
-
-#: Shared keys these apps do not honour: their data are the bundled images of
-#: fedlab.clients.sr.data.
-SR_IGNORED = (
-    *TRACE_KEYS, "dataset", "data-path", "image-size", "test-fraction", "partitioner",
-    "dirichlet-alpha", "shards-per-partition", "model",
-)  # fmt: skip
 
 
 def _unet_of(workload: DiffusionWorkload, arrays: ArrayRecord) -> torch.nn.Module:
@@ -70,7 +65,7 @@ def diffusion_server(grid: Grid, config: DiffusionConfig, run: RunFolder, *,
         return MetricRecord(heldout_denoising_loss(model, workload.scheduler, test))
 
     def factory(num_nodes: int) -> Strategy:
-        return build_sr_strategy(config, num_nodes, evaluate_clients=evaluate_clients)
+        return build_prior_strategy(config, num_nodes, evaluate_clients=evaluate_clients)
 
     summary = run_federation(
         grid, config, run, strategy_factory=factory, initial_arrays=initial,
@@ -83,35 +78,8 @@ def diffusion_server(grid: Grid, config: DiffusionConfig, run: RunFolder, *,
     return summary
 
 
-def build_sr_strategy(config: DiffusionConfig, num_nodes: int, *,
-                      evaluate_clients: bool = False) -> Strategy:  # fmt: skip
-    """FedAvg (or the configured strategy); every client evaluates when ``evaluate_clients``."""
-    extra: dict[str, Any] = {}
-    if evaluate_clients:
-        extra = {"fraction_evaluate": 1.0, "min_evaluate_nodes": num_nodes}
-    return build_strategy(config, num_nodes, **extra)
-
-
-def check_sr_app(config: DiffusionConfig, num_nodes: int) -> None:
-    """Before Ray: the named folders exist, the strategy builds, the first client's data load."""
-    config.check_paths()
-    check_by_building(build_sr_strategy)(config, num_nodes)
-
-
 def diffsr_server(grid: Grid, config: DiffSRConfig, run: RunFolder) -> dict[str, Any]:
     return diffusion_server(grid, config, run, evaluate_clients=True)
-
-
-def handle_diffsr_train(msg: Message, context: Context, config: DiffSRConfig) -> Message:
-    """Train the prior locally, or (``train-prior=false``) send the received one back."""
-    if config.train_prior:
-        return handle_train(msg, context, config)
-    content = RecordDict({
-        "arrays": msg.content["arrays"],
-        "metrics": MetricRecord({"num-examples": 1}),
-        "client": client_info(context),
-    })  # fmt: skip
-    return Message(content, reply_to=msg)
 
 
 def handle_diffsr_evaluate(msg: Message, context: Context, config: DiffSRConfig) -> Message:
@@ -137,8 +105,7 @@ diffusion = AppSpec(
     client_handlers={"query": handle_query, "train": handle_train},  # type: ignore[dict-item]
     defaults={"num-server-rounds": 3, "num-supernodes": 4, "local-steps": 20},
     description="Federated training of an unconditional diffusion prior on bundled images.",
-    check=check_sr_app,  # type: ignore[arg-type]
-    ignored_keys=SR_IGNORED,
+    check=check_prior_app,  # type: ignore[arg-type]
 )
 
 diffsr = AppSpec(
@@ -148,13 +115,12 @@ diffsr = AppSpec(
     server_fn=diffsr_server,  # type: ignore[arg-type]
     client_handlers={  # type: ignore[dict-item]
         "query": handle_query,
-        "train": handle_diffsr_train,
+        "train": handle_train_unless_frozen,
         "evaluate": handle_diffsr_evaluate,
     },
     defaults={"num-server-rounds": 2, "num-supernodes": 4, "local-steps": 10},
     description="Diff-SR: clients super-resolve their own images with the federation's prior.",
-    check=check_sr_app,  # type: ignore[arg-type]
-    ignored_keys=(*SR_IGNORED, "fail-partitions"),
+    check=check_prior_app,  # type: ignore[arg-type]
 )
 
 __all__ = ["diffsr", "diffusion"]

@@ -84,7 +84,7 @@ def evaluate_client(
         hr = calibration_crops(partition_id, num_partitions or config.num_supernodes, n, size)
     sr = DiffSR(unet, scheduler, steps=config.sample_steps)
     out: dict[str, float] = {"num-examples": len(hr)}
-    for scale in config.scale_list():
+    for scale in config.scales:
         out.update(_scale_metrics(config, sr, hr, scale, partition_id))
     return out
 
@@ -92,7 +92,7 @@ def evaluate_client(
 def _scale_metrics(
     config: DiffSRConfig, sr: DiffSR, hr: torch.Tensor, scale: float, partition_id: int
 ) -> dict[str, float]:
-    methods, seeds = config.method_list(), config.sample_seed_list()
+    methods, seeds = config.methods, config.sample_seeds
     tag, lr, hw = scale_tag(scale), downsample(hr, scale), tuple(hr.shape[-2:])
     out: dict[str, float] = {}
 
@@ -111,7 +111,7 @@ def _scale_metrics(
         # the same start noise for every method of a seed: paired comparisons
         noise_seed = derive_seed(seed, partition_id) % 2**63
         if "sdedit" in methods:
-            for t in config.fixed_t_list():
+            for t in config.fixed_t:
                 gen = torch.Generator().manual_seed(noise_seed)
                 record(f"t{t}", sr.sdedit(lr, hw, t, generator=gen), seed)
         if not {"prf", "ilvr", "ddnm"} & set(methods):

@@ -241,14 +241,12 @@ def compact(results: dict[str, Any]) -> str:
 
 def plot(results: dict[str, Any], path: Path) -> Path:
     """HaarPSI against the start step t per scale (test), with PRF's t and the oracle t."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     test = results.get("test", {}).get("scales", {})
     cal = results.get("calibration", {}).get("scales", {})
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
     for i, (tag, s) in enumerate(_by_scale(test)):
         rows = method_rows(s)
         ts = [0] + [int(n[1:]) for n in rows if n.startswith("t") and n[1:].isdigit()]
@@ -267,7 +265,6 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     ax.legend(fontsize=8, ncol=3)
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=90))
-    plt.close(fig)
     return path
 
 

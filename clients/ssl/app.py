@@ -20,7 +20,6 @@ from flwr.serverapp import Grid
 
 from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
-from fedlab.config import TRACE_KEYS
 from fedlab.errors import FedlabError
 from fedlab.run_folder import RunFolder
 from fedlab.server import EvaluateFn, run_federation, seed_everything
@@ -135,7 +134,6 @@ fedfoa = AppSpec(
     description="Federated SimCLR with FedFoA relation aggregation across mixed encoders.",
     check=check_by_building(build_fedfoa_strategy),
     # its own handlers: no trace recording, no failure injection
-    ignored_keys=(*TRACE_KEYS, "fail-partitions"),
 )
 
 __all__ = ["fedfoa", "sampling_kwargs"]

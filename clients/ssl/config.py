@@ -7,17 +7,25 @@ from typing import ClassVar
 
 from fedlab.clients.ssl.models import feature_dim, parse_encoders
 
-from fedlab.config import RunConfig, _choice, _non_negative, _positive
+from fedlab.config import check_choice, check_non_negative, check_positive
 from fedlab.errors import FedlabError
+from fedlab.key_groups import (
+    DataKeys,
+    LocalTrainingKeys,
+    RunConfig,
+    SamplingKeys,
+    StrategyKeys,
+)
 
 PULL_SCHEDULES = ("constant", "ramp", "decay")
 
 
 @dataclass
-class SSLConfig(RunConfig):
-    """RunConfig plus the self-supervised and FedFoA keys.
+class SSLConfig(LocalTrainingKeys, DataKeys, SamplingKeys, StrategyKeys, RunConfig):
+    """The core, strategy, data and local-training groups plus the self-supervised and FedFoA
+    keys.
 
-    ``encoders`` is a comma-separated list given to clients round-robin by partition id
+    ``encoders`` is a list given to clients round-robin by partition id
     (``"cnn,resnet"``: even partitions a CNN, odd ones a ResNet). ``fedfoa-lambda`` weighs the
     relation-alignment term, switched on after ``warmup-rounds`` rounds (round 1 never aligns: no
     global matrix exists before its aggregation, so 0 and 1 behave alike) and shaped over the
@@ -31,9 +39,10 @@ class SSLConfig(RunConfig):
     is FedSC proper, without it (heterogeneous encoders) our ablation of its relation objective.
     """
 
+    WORKLOAD: ClassVar[str] = "ssl"
+
     dataset: str = "textured-shapes"
     test_fraction: float = 0.25
-    workload: str = "ssl"
     strategy: str = "fedfoa"
     partitioner: str = "dirichlet"
     dirichlet_alpha: float = 0.1
@@ -41,7 +50,7 @@ class SSLConfig(RunConfig):
     lr: float = 0.002
     batch_size: int = 128
     ssl_method: str = "simclr"
-    encoders: str = "cnn,resnet"
+    encoders: tuple[str, ...] = ("cnn", "resnet")
     proj_dim: int = 64
     proj_hidden: int = 256
     temperature: float = 0.2
@@ -61,7 +70,7 @@ class SSLConfig(RunConfig):
 
     KEY_HELP: ClassVar[dict[str, str]] = {
         "ssl_method": "self-supervised objective: simclr, byol, simsiam or spectral",
-        "encoders": "comma-separated encoders given to clients round-robin (cnn, resnet, ...)",
+        "encoders": "encoders (arch or arch:width) given to clients round-robin (cnn, resnet, ...)",
         "proj_dim": "projector output dimension D (relation matrices are D x D)",
         "proj_hidden": "projector hidden width",
         "temperature": "SimCLR temperature",
@@ -82,11 +91,13 @@ class SSLConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        _choice(self, "ssl_method", ("simclr", "byol", "simsiam", "spectral"))
-        _choice(self, "relation_objective", ("fedfoa", "fedsc"))
-        _choice(self, "fedfoa_schedule", PULL_SCHEDULES)
-        _choice(self, "relation_features", ("projector", "encoder"))
-        _positive(self, "proj_dim", "proj_hidden", "temperature", "relation_rank", "spectral_mu")
+        check_choice(self, "ssl_method", ("simclr", "byol", "simsiam", "spectral"))
+        check_choice(self, "relation_objective", ("fedfoa", "fedsc"))
+        check_choice(self, "fedfoa_schedule", PULL_SCHEDULES)
+        check_choice(self, "relation_features", ("projector", "encoder"))
+        check_positive(
+            self, "proj_dim", "proj_hidden", "temperature", "relation_rank", "spectral_mu"
+        )
         if self.min_partition_size < 2:
             raise FedlabError(
                 f"min-partition-size must be >= 2 (a batch of one cannot be contrasted), got "
@@ -99,7 +110,7 @@ class SSLConfig(RunConfig):
                 f"relation-objective=fedsc needs ssl-method=spectral (FedSC's loss shares the "
                 f"spectral loss's second moment), got ssl-method={self.ssl_method}; set both"
             )
-        _non_negative(self, "fedfoa_lambda", "warmup_rounds", "probe_every", "probe_size")
+        check_non_negative(self, "fedfoa_lambda", "warmup_rounds", "probe_every", "probe_size")
         if not 0 <= self.byol_momentum < 1:
             raise FedlabError(f"byol-momentum must lie in [0, 1), got {self.byol_momentum}")
         specs = parse_encoders(self.encoders)

@@ -8,7 +8,7 @@ named ``arch`` or ``arch:width`` (``cnn``, ``cnn:48``, ``resnet:16``); see :data
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -92,10 +92,12 @@ def feature_dim(arch: str, width: int) -> int:
     return width if arch == "mlp" else 4 * width
 
 
-def parse_encoders(spec: str) -> list[tuple[str, int]]:
-    """``"cnn,resnet:24"`` -> ``[("cnn", 32), ("resnet", 24)]`` (default widths filled in)."""
+def parse_encoders(spec: str | Sequence[str]) -> list[tuple[str, int]]:
+    """``("cnn", "resnet:24")`` (or ``"cnn,resnet:24"``) -> ``[("cnn", 32), ("resnet", 24)]``
+    (default widths filled in)."""
+    items = spec.split(",") if isinstance(spec, str) else spec
     out = []
-    for item in (s.strip() for s in spec.split(",")):
+    for item in (s.strip() for s in items):
         arch, _, width = item.partition(":")
         if arch not in ENCODERS:
             raise FedlabError(

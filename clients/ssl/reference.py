@@ -13,13 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fedlab.config import TRACE_KEYS, RunConfig
+from fedlab.config import coerce, field_types, to_field
+from fedlab.key_groups import RunConfig
 
 REFERENCE_FILE = Path(__file__).with_name("main_job_reference.json")
 
 #: Keys that do not change what a run computes, or that name the method being compared.
-NOT_SETTING = frozenset({"seed", "out-dir", "fedfoa-lambda", "round-timeout", "device",
-                         *TRACE_KEYS})  # fmt: skip
+NOT_SETTING = frozenset({"seed", "out-dir", "fedfoa-lambda", "round-timeout", "device"})
 
 
 def setting_of(config: RunConfig) -> dict[str, Any]:
@@ -32,10 +32,22 @@ def same_setting(stored: dict[str, Any], config: RunConfig) -> bool:
     at its default (which reproduces the behaviour from before the key existed)."""
     current = setting_of(config)
     defaults = setting_of(type(config)())
+    stored = _as_typed(stored, type(config))
     added = {k for k in current if k not in stored}
     return stored == {k: v for k, v in current.items() if k not in added} and all(
         current[k] == defaults[k] for k in added
     )
+
+
+def _as_typed(stored: dict[str, Any], cls: type[RunConfig]) -> dict[str, Any]:
+    """The stored setting as the config holds it now: lists as tuples, and without keys the
+    app no longer takes (e.g. ``workload``: it never honoured another value)."""
+    types_ = field_types(cls)
+    return {
+        k: coerce(k, v, types_[to_field(k)])
+        for k, v in stored.items()
+        if to_field(k) in types_ and k not in NOT_SETTING
+    }
 
 
 def reference_line(config: RunConfig, path: Path = REFERENCE_FILE) -> str | None:

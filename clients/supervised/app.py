@@ -14,7 +14,7 @@ from flwr.serverapp.strategy import Strategy
 from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import WEIGHT_TRAINING_HANDLERS
-from fedlab.config import RunConfig
+from fedlab.key_groups import TrainingRunConfig
 from fedlab.run_folder import RunFolder
 from fedlab.server import EvaluateFn, run_federation, seed_everything
 from fedlab.training import evaluate, resolve_device
@@ -42,7 +42,7 @@ def central_evaluation(workload: Workload, device: str = "auto") -> EvaluateFn:
 
 
 def with_trace_recording(
-    strategy: Strategy, config: RunConfig, workload: Workload, run: RunFolder
+    strategy: Strategy, config: TrainingRunConfig, workload: Workload, run: RunFolder
 ) -> Strategy:
     """Wrap ``strategy`` in :class:`TraceRecording` when ``record-traces`` is on.
 
@@ -61,7 +61,7 @@ def with_trace_recording(
     )  # fmt: skip
 
 
-def fedavg_server(grid: Grid, config: RunConfig, run: RunFolder) -> dict[str, Any]:
+def fedavg_server(grid: Grid, config: TrainingRunConfig, run: RunFolder) -> dict[str, Any]:
     workload = build_workload(config)
 
     def strategy_factory(num_nodes: int) -> Strategy:
@@ -77,7 +77,7 @@ def fedavg_server(grid: Grid, config: RunConfig, run: RunFolder) -> dict[str, An
 
 fedavg = AppSpec(
     name="fedavg",
-    config_cls=RunConfig,
+    config_cls=TrainingRunConfig,
     server_fn=fedavg_server,
     client_handlers=WEIGHT_TRAINING_HANDLERS,
     defaults={"num-server-rounds": 10, "local-epochs": 3},

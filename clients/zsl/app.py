@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedlab.clients.zsl.workload import ZslConfig, ZslWorkload
+from fedlab.clients.zsl.config import Ar2Config, ParsNetsConfig
+from fedlab.clients.zsl.workload import ZslWorkload
 from fedlab.strategies.fedavg import build_strategy
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid
@@ -17,7 +18,7 @@ from flwr.serverapp import Grid
 from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import WEIGHT_TRAINING_HANDLERS, handle_train
-from fedlab.config import TRACE_KEYS, RunConfig
+from fedlab.key_groups import RunConfig
 from fedlab.run_folder import RunFolder
 from fedlab.server import EvaluateFn, run_federation, seed_everything
 from fedlab.workload import build_workload
@@ -50,7 +51,7 @@ def zsl_server(grid: Grid, config: RunConfig, run: RunFolder) -> dict[str, Any]:
 
 def handle_train_ar2(msg: Message, context: Context, config: RunConfig) -> Message:
     """(AR)^2 local training: the round number picks pretraining or EMA fine-tuning."""
-    assert isinstance(config, ZslConfig)
+    assert isinstance(config, Ar2Config)
     round_config = msg.content.get("config", ConfigRecord())
     phase = config.phase(int(round_config.get("server-round", 0)))
     return handle_train(msg, context, config.replace(ar2_phase=phase))
@@ -65,29 +66,26 @@ COMMON = {
 
 zsl_parsnets = AppSpec(
     name="zsl_parsnets",
-    config_cls=ZslConfig,
+    config_cls=ParsNetsConfig,
     server_fn=zsl_server,
     client_handlers=WEIGHT_TRAINING_HANDLERS,
     defaults={
         **COMMON,
-        "workload": "zsl_parsnets",
         "num-server-rounds": 10,
         "local-steps": 10,
         "lr": 0.003,
     },
     description="Zero-shot ParsNets on fixed features, clients with disjoint seen classes.",
     check=check_by_building(build_strategy),
-    ignored_keys=TRACE_KEYS,  # no trace recording around the ZSL strategies
 )
 
 zsl_ar2 = AppSpec(
     name="zsl_ar2",
-    config_cls=ZslConfig,
+    config_cls=Ar2Config,
     server_fn=zsl_server,
     client_handlers={**WEIGHT_TRAINING_HANDLERS, "train": handle_train_ar2},
     defaults={
         **COMMON,
-        "workload": "zsl_ar2",
         "num-server-rounds": 6,
         "local-epochs": 1,
         "lr": 0.005,
@@ -95,5 +93,4 @@ zsl_ar2 = AppSpec(
     },
     description="Zero-shot (AR)^2 on images: pretrain on seen classes, then EMA fine-tuning.",
     check=check_by_building(build_strategy),
-    ignored_keys=TRACE_KEYS,  # no trace recording around the ZSL strategies
 )

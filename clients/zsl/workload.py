@@ -8,123 +8,29 @@ The server evaluates T1 and GZSL H on the held-out seen and the unseen test data
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import cached_property
-from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from fedlab.clients.zsl.ar2 import Ar2Net, ar2_losses, nearest_unseen
+from fedlab.clients.zsl.config import Ar2Config, ParsNetsConfig, ZslConfig
 from fedlab.clients.zsl.data import (
     ZslData,
     ZslTensors,
     class_disjoint_partition,
     validation_protocol,
 )
-from fedlab.clients.zsl.label_skew import LABEL_SKEW_REMEDIES, adjust_logits
+from fedlab.clients.zsl.label_skew import adjust_logits
 from fedlab.clients.zsl.metrics import ausuc, gzsl, zsl_top1
 from fedlab.clients.zsl.models import MLP, CompatibilityModel, ParsNets
-from fedlab.clients.zsl.sources import ZSL_DATASETS, load_zsl
+from fedlab.clients.zsl.sources import load_zsl
 from torch import nn
 
-from fedlab.config import RunConfig, _choice, to_key
 from fedlab.data.partition import partition_indices
-from fedlab.errors import FedlabError
+from fedlab.key_groups import RunConfig
 from fedlab.registry import WORKLOADS
 from fedlab.workload import Workload
-
-
-@dataclass
-class ZslConfig(RunConfig):
-    """Run-config keys of the ZSL apps (on top of :class:`~fedlab.config.RunConfig`)."""
-
-    workload: str = "zsl_parsnets"
-    zsl_dataset: str = "shapes"
-    zsl_split: int = 0
-    zsl_partition: str = "classes"
-    zsl_validation_classes: int = 0
-    zsl_scale: float = 20.0
-    gzsl_gamma: float = 0.0
-    zsl_label_skew: str = "none"
-    fedrs_alpha: float = 0.5
-    fedlc_tau: float = 1.0
-    parsnets_bases: int = 4
-    parsnets_topk: int = 2
-    parsnets_ortho: float = 1e-2
-    parsnets_lowrank: float = 1e-4
-    parsnets_ole: float = 0.1
-    mlp_width: int = 128
-    ar2_phase: str = "auto"
-    ar2_pretrain_rounds: int = 2
-    ar2_ema: float = 0.95
-    ar2_uad: float = 1.0
-    ar2_agl: float = 1.0
-    ar2_nearest_unseen: int = 2
-    ar2_width: int = 16
-
-    KEY_HELP: ClassVar[dict[str, str]] = {
-        "zsl_dataset": "ZSL benchmark: a bundled one or xlsa17 from data-path",
-        "zsl_split": "which seen/unseen class split of the benchmark",
-        "zsl_partition": "client split: classes (class-disjoint clients) or iid",
-        "zsl_validation_classes": "0: the split; k > 0: its tuning task, k seen classes as unseen",
-        "zsl_scale": "softmax scale of the compatibility scores",
-        "gzsl_gamma": "calibrated-stacking gamma subtracted from seen-class scores",
-        "zsl_label_skew": "label-skew remedy in client losses: none, fedrs or fedlc",
-        "fedrs_alpha": "FedRS: factor on the logits of seen classes a client does not hold",
-        "fedlc_tau": "FedLC: strength of the per-class calibration tau * n_c^(-1/4)",
-        "parsnets_bases": "ParsNets: K base linear maps",
-        "parsnets_topk": "ParsNets: bases a sample's sparse gate selects",
-        "parsnets_ortho": "ParsNets: weight of the orthogonality regulariser",
-        "parsnets_lowrank": "ParsNets: weight of the low-rank regulariser",
-        "parsnets_ole": "ParsNets: weight of the OLE nuclear-norm loss",
-        "mlp_width": "hidden width of the MLP baseline",
-        "ar2_phase": "(AR)^2 phase: auto, pretrain or finetune",
-        "ar2_pretrain_rounds": "(AR)^2: rounds of pretraining before fine-tuning (auto)",
-        "ar2_ema": "(AR)^2: EMA momentum of the teacher",
-        "ar2_uad": "(AR)^2: weight of unseen-aware distillation",
-        "ar2_agl": "(AR)^2: weight of attribute-guided learning",
-        "ar2_nearest_unseen": "(AR)^2: nearest unseen classes weighing the distillation",
-        "ar2_width": "(AR)^2: backbone width",
-    }
-
-    def validate(self) -> None:
-        super().validate()
-        _choice(self, "zsl_dataset", ZSL_DATASETS)
-        _choice(self, "zsl_partition", ("classes", "iid"))
-        _choice(self, "ar2_phase", ("auto", "pretrain", "finetune"))
-        _choice(self, "zsl_label_skew", LABEL_SKEW_REMEDIES)
-        if not 0 <= self.fedrs_alpha <= 1:
-            raise FedlabError(
-                f"fedrs-alpha must lie in [0, 1] (1 = plain softmax), got {self.fedrs_alpha}"
-            )
-        if not self.fedlc_tau > 0:
-            raise FedlabError(f"fedlc-tau must be > 0 (use zsl-label-skew=none for plain "
-                              f"softmax), got {self.fedlc_tau}")  # fmt: skip
-        for name in ("zsl_scale", "parsnets_bases", "parsnets_topk", "mlp_width", "ar2_width",
-                     "ar2_nearest_unseen"):  # fmt: skip
-            if getattr(self, name) <= 0:
-                raise FedlabError(f"{to_key(name)} must be > 0, got {getattr(self, name)}")
-        if self.parsnets_topk > self.parsnets_bases:
-            raise FedlabError(
-                f"parsnets-topk {self.parsnets_topk} exceeds parsnets-bases "
-                f"{self.parsnets_bases}; the gate can select at most all bases"
-            )
-        if self.zsl_validation_classes < 0:
-            raise FedlabError(
-                f"zsl-validation-classes must be >= 0 (0 = the real split), got "
-                f"{self.zsl_validation_classes}"
-            )
-        if self.ar2_pretrain_rounds < 0:
-            raise FedlabError(f"ar2-pretrain-rounds must be >= 0, got {self.ar2_pretrain_rounds}")
-        if not 0 <= self.ar2_ema < 1:
-            raise FedlabError(f"ar2-ema must lie in [0, 1), got {self.ar2_ema}")
-
-    def phase(self, server_round: int) -> str:
-        """(AR)^2 phase of a round: pretraining for the first ``ar2-pretrain-rounds``."""
-        if self.ar2_phase != "auto":
-            return self.ar2_phase
-        return "pretrain" if server_round <= self.ar2_pretrain_rounds else "finetune"
 
 
 class ZslWorkload(Workload):
@@ -258,6 +164,8 @@ def _batched(model: nn.Module, inputs: torch.Tensor, size: int = 512) -> torch.T
 class ParsNetsWorkload(ZslWorkload):
     """ParsNets on fixed visual features."""
 
+    config: ParsNetsConfig
+
     def build_model(self) -> nn.Module:
         c = self.config
         return ParsNets(
@@ -271,6 +179,8 @@ class ParsNetsWorkload(ZslWorkload):
 class MlpWorkload(ZslWorkload):
     """The two-layer MLP baseline on fixed visual features."""
 
+    config: ParsNetsConfig
+
     def build_model(self) -> nn.Module:
         return MLP(self.in_dim(), self.attributes, self.config.mlp_width, self.config.zsl_scale)
 
@@ -282,6 +192,8 @@ class Ar2Workload(ZslWorkload):
     The phase comes from ``ar2-phase`` (the app sets it per round from
     ``ar2-pretrain-rounds``).
     """
+
+    config: Ar2Config
 
     representation = "images"
 

@@ -24,7 +24,7 @@ def test_config_errors_name_the_value() -> None:
         ArenaConfig.from_mapping({"arena-budget": 0})
     with pytest.raises(FedlabError, match="keep-min"):
         ArenaConfig.from_mapping({"keep-min": 0.8, "keep-max": 0.5})
-    with pytest.raises(FedlabError, match="does not honour dataset"):
+    with pytest.raises(FedlabError, match="unknown run-config key 'dataset'"):
         streaming_arena.resolve_config({"dataset": "mnist"})
 
 

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fedlab.clients.cadm.codec import (
-    CodecSpec,
-    decode_stream,
-    encode,
-    expand,
-    quantize,
-    receive,
-    to_tensor,
-)
+from fedlab.clients.cadm.codec import CodecSpec, encode, expand, quantize, receive, to_tensor
+from fedlab.clients.video import decode_bytes
 
 from fedlab.errors import FedlabError
 
@@ -29,7 +22,7 @@ def clip(frames: int, h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
 def test_clip_round_trips_to_its_frame_count_and_size(frames, codec, r, b) -> None:
     x = clip(frames)
     encoded = encode(x, CodecSpec(r=r, b=b, codec=codec, crf=30))
-    sent = decode_stream(encoded.data)
+    sent = decode_bytes(encoded.data)
     assert sent.shape == (frames, 48 // r, 64 // r, 3)
     up = receive(encoded)
     assert tuple(up.shape) == (frames, 3, 48, 64)

@@ -22,14 +22,13 @@ def _study_module():  # noqa: ANN202
 
 
 @pytest.mark.skipif(not STUDY.is_file(), reason="study not run yet")
-def test_table_in_readme_and_docs_is_regenerated_from_study_json() -> None:
+def test_table_in_docs_is_regenerated_from_study_json() -> None:
     module = _study_module()
     study = json.loads(STUDY.read_text())
     summary = module.summarise(study)
     assert json.dumps(summary, sort_keys=True) == json.dumps(study["summary"], sort_keys=True)
     table = module.table(study, summary)
     assert table == (STUDY.parent / "table.md").read_text()
-    assert table.strip() in (ROOT / "README.md").read_text()
     assert table.strip() in (ROOT / "docs" / "cadm.md").read_text()
 
 

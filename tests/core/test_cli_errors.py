@@ -16,7 +16,7 @@ APP = "fedlab.apps:fedavg"
     [
         (["--app", "fedlab.apps:nope"], "has no attribute 'nope'"),
         (["--app", "fedlab.nothere:app"], "cannot import module 'fedlab.nothere'"),
-        (["--app", "fedlab.config:RunConfig"], "not a fedlab AppSpec"),
+        (["--app", "fedlab.key_groups:RunConfig"], "not a fedlab AppSpec"),
         (["--app", APP, "--run-config", "strategy=fedfoo"], "unknown strategy 'fedfoo'; known:"),
         (["--app", APP, "--run-config", "dataset=cifar100"], "unknown dataset 'cifar100'; known:"),
         (["--app", APP, "--run-config", "learning-rate=0.1"], "unknown run-config key"),

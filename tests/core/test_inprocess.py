@@ -8,9 +8,9 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
 
 from fedlab.appspec import AppSpec
-from fedlab.config import RunConfig
 from fedlab.errors import FedlabError
 from fedlab.inprocess import InProcessGrid
+from fedlab.key_groups import TrainingRunConfig as RunConfig
 
 
 def _echo_train(msg, context, config):

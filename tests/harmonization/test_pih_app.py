@@ -41,9 +41,9 @@ def test_pih_prior_app_trains_a_style_conditioned_prior(tiny_prior):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"methods": "cut,magic"}, "unknown \\['magic'\\]"),
-        ({"sdedit-t": "100,1200"}, "sdedit-t values must lie in 0..999"),
-        ({"guidance": "-1"}, "guidance weights must be >= 0"),
+        ({"methods": "cut,magic"}, "'magic' is not one of"),
+        ({"sdedit-t": "100,1200"}, "sdedit-t must lie in \\[0, 999\\]"),
+        ({"guidance": "-1"}, "guidance must be >= 0"),
         ({"composites": "train"}, "composites"),
         ({"methods": "freepih", "guidance": ""}, "freepih needs"),
     ],
@@ -56,7 +56,7 @@ def test_harmonization_config_errors(override, message):
 def test_harmonization_defaults_use_the_shipped_prior_and_every_method():
     config = harmonization.resolve_config({})
     assert config.init_from == "shipped" and not config.train_prior
-    assert config.method_list() == ["cut", "histogram", "reinhard", "sdedit", "freepih"]
+    assert config.methods == ("cut", "histogram", "reinhard", "sdedit", "freepih")
     assert config.prior_folder().endswith("harmonization/weights/prior-federated")
 
 

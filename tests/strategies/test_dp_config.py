@@ -41,7 +41,7 @@ def config(**values) -> DPFedAvgConfig:
         ({"dp-mode": "both"}, "dp-mode 'both' is not one of"),
         ({"sampling": "stratified"}, "sampling 'stratified'"),
         ({"sample-rate": 0.015}, "not a whole number"),
-        ({"fraction-train": 0.5}, "leave fraction-train at 1.0"),
+        ({"fraction-train": 0.5}, "unknown run-config key 'fraction-train'"),
         ({"delta": 1.5}, "delta must lie in"),
         ({"dp-sgd": True, "dp-sgd-max-grad-norm": 0.0}, "dp-sgd-max-grad-norm"),
         ({"adaptive-clipping": True, "target-quantile": 1.0}, "target-quantile"),

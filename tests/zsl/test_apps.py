@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from fedlab.clients.zsl.app import zsl_ar2, zsl_evaluation, zsl_parsnets
-from fedlab.clients.zsl.workload import ZslConfig
+from fedlab.clients.zsl.config import Ar2Config, ParsNetsConfig, ZslConfig
 from flwr.app import ArrayRecord
 
 from fedlab.errors import FedlabError
@@ -22,9 +22,9 @@ def test_config_refuses_bad_values():
     with pytest.raises(FedlabError, match="zsl-dataset 'cub' is not one of: shapes, digits"):
         ZslConfig.from_mapping({"zsl-dataset": "cub"})
     with pytest.raises(FedlabError, match="parsnets-topk 5 exceeds parsnets-bases 4"):
-        ZslConfig.from_mapping({"parsnets-topk": 5})
+        ParsNetsConfig.from_mapping({"parsnets-topk": 5})
     with pytest.raises(FedlabError, match="ar2-ema must lie in"):
-        ZslConfig.from_mapping({"ar2-ema": 1.0})
+        Ar2Config.from_mapping({"ar2-ema": 1.0})
     with pytest.raises(FedlabError, match="zsl-validation-classes must be >= 0"):
         ZslConfig.from_mapping({"zsl-validation-classes": -1})
 

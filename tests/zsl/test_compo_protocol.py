@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from fedlab.clients.zsl import compo
+from fedlab.clients.zsl.config import ParsNetsConfig as ZslConfig
 from fedlab.clients.zsl.label_skew import (
     adjust_logits,
     calibrated_logits,
@@ -13,7 +14,6 @@ from fedlab.clients.zsl.label_skew import (
 )
 from fedlab.clients.zsl.metrics import ausuc, calibrated_stacking, gzsl
 from fedlab.clients.zsl.sources import load_zsl
-from fedlab.clients.zsl.workload import ZslConfig
 
 from fedlab.errors import FedlabError
 from fedlab.workload import build_workload

@@ -1,4 +1,5 @@
-"""HaarPSI and GMSD (fedlab.clients.image_metrics) against piq's own figures.
+"""fedlab.image_quality: PSNR, SSIM and BT.601 luma by their definitions; HaarPSI and GMSD
+against piq's own figures.
 
 REFERENCE holds what piq 0.8.0 (torch 2.13.0+cpu, scikit-image 0.26.0, numpy 2.4.6, scipy
 1.17.1) returned on the inputs of :func:`cases` with its default arguments (and
@@ -12,12 +13,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fedlab.clients.image_metrics import gmsd, haarpsi
 from scipy.fft import dctn, idctn
 from scipy.ndimage import gaussian_filter
 from skimage import data
+from skimage.metrics import structural_similarity
 
 from fedlab.errors import FedlabError
+from fedlab.image_quality import gmsd, haarpsi, luma, psnr, rgb2yiq, ssim
 
 # piq 0.8.0 on cases(): name -> (haarpsi float32, gmsd float32, haarpsi float64, gmsd float64)
 REFERENCE: dict[str, tuple[float, float, float, float]] = {
@@ -262,3 +264,74 @@ def test_bad_inputs_are_refused_in_one_line():
         haarpsi(x[..., :15, :], x[..., :15, :])
     with pytest.raises(FedlabError, match="unknown reduction"):
         gmsd(x, x, reduction="max")
+
+
+def test_psnr_is_ten_log10_of_peak_over_mse_capped_at_100_db():
+    a = torch.zeros(3, 8, 8)
+    b = torch.full((3, 8, 8), 0.1, dtype=torch.float64)
+    assert psnr(a, b) == pytest.approx(20.0, rel=1e-12)
+    assert psnr(b, a) == psnr(a, b)
+    assert psnr(a, a) == 100.0 and psnr(a, a + 1e-9) == 100.0
+    assert psnr(a * 255, b * 255, data_range=255.0) == pytest.approx(20.0, rel=1e-12)
+    assert psnr(a - 1, b) == psnr(a, b)  # clipped to [0, data_range] first
+
+
+def test_psnr_of_a_clip_pools_the_mse_over_all_frames():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(4, 3, 16, 16, generator=g, dtype=torch.float64)
+    out = (ref + 0.02 * torch.arange(1, 5, dtype=torch.float64).view(4, 1, 1, 1)).clamp(0, 1)
+    mse = float(((out - ref) ** 2).mean())
+    assert psnr(out, ref) == pytest.approx(10 * np.log10(1 / mse), rel=1e-12)
+    per_frame = np.mean([psnr(o, r) for o, r in zip(out, ref, strict=True)])
+    assert per_frame > psnr(out, ref)  # the mean of logs is not the log of the mean
+
+
+def test_ssim_is_wang_et_al_with_the_gaussian_window(inputs):
+    x, y, _ = inputs["astronaut-64-noise"]
+    a, b = to_tensor(x, torch.float64)[0], to_tensor(y, torch.float64)[0]
+    want = structural_similarity(x, y, data_range=1.0, channel_axis=2, gaussian_weights=True,
+                                 sigma=1.5, use_sample_covariance=False)  # fmt: skip
+    assert ssim(a, b) == pytest.approx(want, rel=1e-12)
+    assert ssim(b, a) == pytest.approx(ssim(a, b), rel=1e-12)
+    assert ssim(a, a) == 1.0
+    grey = luma(a)[0]
+    assert ssim(grey, grey) == 1.0 and ssim(grey, luma(b)[0]) < 1.0
+    small = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert ssim(small, small) == 1.0 and ssim(torch.zeros(3, 8, 8), small) < 0.5
+
+
+def test_ssim_in_a_mask_is_the_mean_of_the_map_there(inputs):
+    x, y, _ = inputs["camera-64-blur"]
+    mask = np.zeros((64, 64), bool)
+    mask[10:40, 5:30] = True
+    _, smap = structural_similarity(x, y, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                    use_sample_covariance=False, full=True)  # fmt: skip
+    got = ssim(torch.from_numpy(x), torch.from_numpy(y), mask=torch.from_numpy(mask))
+    assert got == pytest.approx(float(smap[mask].mean()), rel=1e-12)
+    with pytest.raises(FedlabError, match="non-empty"):
+        ssim(torch.from_numpy(x), torch.from_numpy(y), mask=torch.zeros(64, 64, dtype=torch.bool))
+
+
+def test_luma_is_bt601_and_the_y_of_yiq():
+    x = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    want = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    assert torch.allclose(luma(x)[:, 0], want, rtol=0, atol=1e-15)
+    assert torch.allclose(luma(x), rgb2yiq(x)[:, :1], rtol=0, atol=1e-15)
+    assert luma(x[0]).shape == (1, 5, 7)
+    grey = torch.full((3, 2, 2), 0.5, dtype=torch.float64)
+    assert torch.allclose(luma(grey), grey[:1], rtol=0, atol=1e-15)  # the weights sum to 1
+
+
+def test_psnr_ssim_and_luma_refuse_bad_inputs_in_one_line():
+    x = torch.rand(3, 16, 16)
+    cases = [
+        (lambda: psnr(x, x[:, :8]), "one shape"),
+        (lambda: psnr(x.numpy(), x), "torch tensors"),
+        (lambda: psnr(x, x, data_range=0), "data_range must be > 0"),
+        (lambda: ssim(x[None], x[None]), "one image"),
+        (lambda: luma(torch.rand(4, 16, 16)), "RGB"),
+    ]
+    for call, message in cases:
+        with pytest.raises(FedlabError, match=message) as err:
+            call()
+        assert "\n" not in str(err.value)

@@ -1,24 +1,53 @@
-"""Full-reference image-quality metrics in plain torch: HaarPSI and GMSD.
+"""Full-reference image quality, the one module for it: PSNR, SSIM, BT.601 luma, HaarPSI, GMSD.
 
-Both are ports of piq 0.8.0 (``piq.haarpsi.haarpsi`` and ``piq.gmsd.gmsd``), operation for
-operation, with piq's defaults, so that they give piq's figures without piq: piq's package
-``__init__`` imports torchvision, whose PyPI wheels need a CUDA torch and break diffusers next
-to the CPU torch used here. ``tests/test_image_metrics.py`` checks them against figures that
-piq 0.8.0 computed on fixed scikit-image crops (``simulations/image_metrics_reference.py``
-regenerates those figures where piq is installed).
+Every figure of image quality the project reports (the gradient-leakage attacks, Diff-SR,
+harmonization, CaDM) comes from here, and callers reach it as ``image_quality.psnr(...)``
+(module attribute, not a name imported from it), so that one definition holds everywhere and a
+test can replace it (``tests/test_shared_jobs.py`` does).
 
-Inputs are batches ``(N, C, H, W)`` with ``C`` = 1 (grey) or 3 (RGB) and values in
-``[0, data_range]``. Colour images are compared in the YIQ space (NTSC weights, as piq).
+- :func:`psnr` and :func:`ssim` score one image against a reference and return a float;
+  :func:`psnr` also takes a whole clip or batch (the MSE is pooled over all its pixels).
+- :func:`luma` is ITU-R BT.601's luma ``0.299 R + 0.587 G + 0.114 B``: the grey level of the
+  harmonization metrics, FreePIH's content guidance and CaDM's VMAF, and the Y of the YIQ space
+  that HaarPSI and GMSD compare colour images in.
+- :func:`haarpsi` and :func:`gmsd` are ports of piq 0.8.0 (``piq.haarpsi.haarpsi`` and
+  ``piq.gmsd.gmsd``), operation for operation, with piq's defaults, so that they give piq's
+  figures without piq: piq's package ``__init__`` imports torchvision, whose PyPI wheels need a
+  CUDA torch and break diffusers next to the CPU torch used here.
+  ``tests/test_image_quality.py`` checks them against figures that piq 0.8.0 computed on fixed
+  scikit-image crops (``simulations/image_metrics_reference.py`` regenerates those figures
+  where piq is installed). They take batches ``(N, C, H, W)`` with ``C`` = 1 (grey) or 3 (RGB)
+  and values in ``[0, data_range]``.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from skimage.metrics import structural_similarity
 
 from fedlab.errors import FedlabError
 
-__all__ = ["gmsd", "haarpsi", "rgb2yiq"]
+__all__ = ["BT601_LUMA", "gmsd", "haarpsi", "luma", "psnr", "rgb2yiq", "ssim"]
+
+PSNR_MAX_DB = 100.0
+"""The PSNR of identical images (instead of infinity) and the most :func:`psnr` reports."""
+
+SSIM_SIGMA = 1.5
+"""Standard deviation (px) of SSIM's Gaussian window (Wang et al. 2004)."""
+
+SSIM_RADIUS = 5
+"""Radius of SSIM's window: scikit-image truncates the Gaussian at 3.5 sigma,
+``int(3.5 * 1.5 + 0.5)`` = 5 px, an 11 x 11 window as Wang et al.'s."""
+
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+"""SSIM's stability constants: ``C1 = (K1 L)^2``, ``C2 = (K2 L)^2`` with ``L`` the data range."""
+
+BT601_LUMA = (0.299, 0.587, 0.114)
+"""ITU-R BT.601's luma weights of R, G and B (the Y row of the YIQ/NTSC transform)."""
 
 HAAR_SCALES = 3
 """HaarPSI's number of Haar scales: fixed at the paper's 3 (piq 0.8.0's ``scales`` argument
@@ -28,10 +57,152 @@ GMSD_T = 170 / (255.0**2)
 """GMSD's stability constant for images in [0, 1] (Xue et al.'s 170 for [0, 255], as piq)."""
 
 _YIQ = (
-    (0.299, 0.587, 0.114),
+    BT601_LUMA,
     (0.5959, -0.2746, -0.3213),
     (0.2115, -0.5227, 0.3112),
 )
+
+
+def _check_pair(x: torch.Tensor, y: torch.Tensor, data_range: float, name: str) -> None:
+    if not (torch.is_tensor(x) and torch.is_tensor(y)):
+        raise FedlabError(f"{name}: x and y must be torch tensors, got {type(x)} and {type(y)}")
+    if x.shape != y.shape:
+        raise FedlabError(
+            f"{name}: x and y must have one shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    if not data_range > 0:
+        raise FedlabError(f"{name}: data_range must be > 0, got {data_range}")
+
+
+def _clipped(x: torch.Tensor, data_range: float) -> torch.Tensor:
+    """``x`` as float64 on the CPU, clipped to ``[0, data_range]`` (what a display shows)."""
+    return x.detach().cpu().double().clamp(0, data_range)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio (dB) of ``x`` against ``y``.
+
+    ``10 log10(data_range^2 / MSE)``, the MSE averaged over *every* element of the two tensors,
+    in float64, after clipping both to ``[0, data_range]``. One image ``(C, H, W)`` gives its
+    PSNR. A clip or batch ``(T, C, H, W)`` gives the PSNR of the MSE pooled over all its frames
+    (the whole-clip PSNR), which is not the mean of the per-frame PSNRs: a caller that reports
+    that mean takes it over this function applied to each frame. Symmetric in ``x`` and ``y``.
+
+    Parameters
+    ----------
+    x, y : torch.Tensor
+        Tensors of one shape with values in ``[0, data_range]``.
+    data_range : float
+        The value of white (1 for [0, 1] images, 255 for 8-bit ones).
+
+    Returns
+    -------
+    float
+        At most :data:`PSNR_MAX_DB` (100 dB, what identical inputs give instead of infinity).
+
+    Raises
+    ------
+    FedlabError
+        For non-tensors, shapes that differ or ``data_range <= 0``.
+    """
+    _check_pair(x, y, data_range, "psnr")
+    mse = float(torch.mean((_clipped(x, data_range) - _clipped(y, data_range)) ** 2))
+    if mse == 0.0:
+        return PSNR_MAX_DB
+    return min(PSNR_MAX_DB, 10 * math.log10(data_range**2 / mse))
+
+
+def ssim(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    data_range: float = 1.0,
+    mask: torch.Tensor | None = None,
+) -> float:
+    """Structural similarity (SSIM) of one image ``x`` against ``y``, Wang et al.'s.
+
+    The window is a Gaussian of sigma :data:`SSIM_SIGMA` = 1.5 px truncated at 3.5 sigma (11 x 11
+    taps, normalised; borders reflected), the constants ``C1 = (0.01 L)^2`` and
+    ``C2 = (0.03 L)^2`` with ``L = data_range``, and the variances and covariance are the
+    window's population ones (not sample ones). The SSIM map is computed per channel by
+    scikit-image's ``structural_similarity`` (``gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False``) in float64, after clipping both images to
+    ``[0, data_range]``. Symmetric in ``x`` and ``y``.
+
+    The score is the mean of the map over the channels and
+
+    - without ``mask``: over the pixels at least the window's radius (5 px) from the border
+      (scikit-image's crop against edge effects); on images under 11 px a side the radius
+      shrinks to the largest that fits (the window itself stays the same);
+    - with ``mask``: over the pixels inside ``mask``, the border included.
+
+    Parameters
+    ----------
+    x, y : torch.Tensor
+        One image, ``(C, H, W)`` or grey ``(H, W)``, of one shape, values in
+        ``[0, data_range]``.
+    data_range : float
+        The value of white (1 for [0, 1] images, 255 for 8-bit ones).
+    mask : torch.Tensor, optional
+        ``(H, W)`` bool: average the map inside it only.
+
+    Returns
+    -------
+    float
+        1 for identical images, lower is worse (down to -1).
+
+    Raises
+    ------
+    FedlabError
+        For non-tensors, shapes that differ or are not 2-D/3-D, a mask of another size or an
+        empty one, or ``data_range <= 0``.
+
+    References
+    ----------
+    Z. Wang, A. C. Bovik, H. R. Sheikh and E. P. Simoncelli, "Image quality assessment: from
+    error visibility to structural similarity", IEEE Transactions on Image Processing 13(4)
+    (2004) 600-612.
+    """
+    _check_pair(x, y, data_range, "ssim")
+    if x.dim() not in (2, 3):
+        raise FedlabError(f"ssim: give one image (C, H, W) or (H, W), got {tuple(x.shape)}")
+    radius = min(SSIM_RADIUS, (min(x.shape[-2:]) - 1) // 2)
+    a = _clipped(x, data_range).numpy()
+    b = _clipped(y, data_range).numpy()
+    mean, smap = structural_similarity(
+        a, b, data_range=data_range, channel_axis=0 if x.dim() == 3 else None,
+        gaussian_weights=True, sigma=SSIM_SIGMA, use_sample_covariance=False, K1=SSIM_K1,
+        K2=SSIM_K2, win_size=2 * radius + 1, full=True,
+    )  # fmt: skip
+    if mask is None:
+        return float(mean)
+    inside = np.asarray(torch.as_tensor(mask).cpu(), dtype=bool)
+    if inside.shape != tuple(x.shape[-2:]) or not inside.any():
+        raise FedlabError(
+            f"ssim: mask must be a non-empty (H, W) = {tuple(x.shape[-2:])} bool map, got "
+            f"{inside.shape} with {int(inside.sum())} pixels set"
+        )
+    return float(smap[..., inside].mean(dtype=np.float64))
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` of RGB images (:data:`BT601_LUMA`).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        RGB images, channels on axis -3: ``(3, H, W)``, ``(N, 3, H, W)``, ...
+
+    Returns
+    -------
+    torch.Tensor
+        The luma, on the same scale, dtype and device, the channel axis kept with size 1:
+        ``(..., 1, H, W)``. Differentiable.
+    """
+    if x.dim() < 3 or x.size(-3) != 3:
+        raise FedlabError(f"luma: images must be RGB (..., 3, H, W), got {tuple(x.shape)}")
+    weights = torch.tensor(BT601_LUMA, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    return (x * weights).sum(-3, keepdim=True)
 
 
 def rgb2yiq(x: torch.Tensor) -> torch.Tensor:
