@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fedlab.clients.arena.cli import load_detector  # noqa: E402
-from fedlab.clients.arena.data import split_videos  # noqa: E402
 from fedlab.clients.arena.model import decode, to_tensor  # noqa: E402
 from fedlab.clients.arena.sampler import (  # noqa: E402
     SamplerConfig,
@@ -31,6 +30,7 @@ from fedlab.clients.arena.sampler import (  # noqa: E402
     poi_distribution,
     sample_pois,
 )
+from fedlab.clients.procedural_video import split_videos  # noqa: E402
 
 from fedlab.atomic import atomic_write_json  # noqa: E402
 

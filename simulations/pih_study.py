@@ -13,7 +13,7 @@ Protocol declared in docs/freepih.md ("Declared before tuning or testing") befor
   right style of the 24 test backgrounds (a diagnostic of the command, not of FreePIH).
 - ``figure``: 8 test composites (2 per style) through the client's own method runs: cut,
   histogram, Reinhard, SDEdit t = 50, FreePIH g = 0 and the headline (``examples.png``).
-- ``report``: tables (into docs/freepih.md and README.md between the ``pih-table`` markers)
+- ``report``: tables (into docs/freepih.md between the ``pih-table`` markers)
   and the plot, from ``simulations/results/pih/study.json``.
 
 ``python simulations/pih_study.py all`` runs everything; a step already in the JSON is
@@ -388,8 +388,7 @@ def report() -> None:
     data["goals"] = goals(data)
     save(data)
     plot(data)
-    for path in (ROOT / "docs" / "freepih.md", ROOT / "README.md"):
-        replace_between(path, text)
+    replace_between(ROOT / "docs" / "freepih.md", text)
     print(text)
 
 

@@ -79,7 +79,7 @@ def load_detector(folder: str | Path):
 
 def load_frames(clip: str, size: int, frames: int) -> tuple[np.ndarray, list[np.ndarray] | None]:
     """Frames resized to ``size`` square, and the boxes when the clip is procedural."""
-    from fedlab.clients.arena.data import VideoSpec, split_videos
+    from fedlab.clients.procedural_video import VideoSpec, split_videos
     from fedlab.clients.video import bundled_clip, read_clip
 
     if clip.startswith("sprites:"):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from fedlab.clients.arena.data import VideoSpec
+from fedlab.clients.procedural_video import VideoSpec
 
 from fedlab.config import check_non_negative, check_positive
 from fedlab.errors import FedlabError

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 from fedlab.clients.arena.bandwidth import full_stream, stream_bytes
-from fedlab.clients.arena.data import Video
 from fedlab.clients.arena.infer import ArenaSettings, FrameRecord, run_method
 from fedlab.clients.arena.metrics import average_precision
 from fedlab.clients.arena.model import ArenaViT, decode, to_tensor
+from fedlab.clients.procedural_video import Video
 
 log = logging.getLogger("fedlab.arena")
 

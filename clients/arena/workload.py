@@ -19,8 +19,8 @@ from functools import cached_property
 import numpy as np
 import torch
 from fedlab.clients.arena.config import ArenaConfig
-from fedlab.clients.arena.data import Video, VideoSpec, split_videos
 from fedlab.clients.arena.model import ArenaViT, dense_targets, detection_loss, to_tensor
+from fedlab.clients.procedural_video import Video, VideoSpec, split_videos
 from torch import nn
 from torch.utils.data import Dataset
 

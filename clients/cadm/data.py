@@ -1,7 +1,7 @@
 """CaDM's clips: training clips (procedural + bigbuckbunny crops), test clips, patch pairs.
 
 * **Training clips** (``train_clips``): procedural sprite/pan clips from
-  :func:`fedlab.clients.arena.data.generate_video` (Arena's generator, reused, with its
+  :func:`fedlab.clients.procedural_video.generate_video` (Arena's generator, reused, with its
   own seeds) and crops of the bundled ``bigbuckbunny`` clip (read at 320x180, a 4x antialiased
   downscale by libswscale; 96x96 windows, 16-frame segments from frames 0-111). Clip ``k`` of
   the list goes to client ``k mod N``: the clients hold different clips.
@@ -43,7 +43,7 @@ def _bigbuckbunny() -> np.ndarray:
 
 def procedural_clip(seed: int, *, side: int = CLIP_SIDE, frames: int = CLIP_FRAMES) -> np.ndarray:
     """A procedural pan/sprite clip from Arena's generator (``uint8 (T, side, side, 3)``)."""
-    from fedlab.clients.arena.data import VideoSpec, generate_video
+    from fedlab.clients.procedural_video import VideoSpec, generate_video
 
     return generate_video(seed, VideoSpec(size=side, frames=frames)).frames
 

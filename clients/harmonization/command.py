@@ -93,10 +93,10 @@ def harmonize_files(
     from fedlab.clients.harmonization.config import SHIPPED_PRIOR
     from fedlab.clients.harmonization.freepih import FreePIHParams, freepih, sdedit
     from fedlab.clients.harmonization.workload import prior_styles
-    from fedlab.clients.sr.cli import png_bytes, read_image
 
     from fedlab.atomic import atomic_write, atomic_write_bytes
     from fedlab.diffusion import load_unet, make_scheduler
+    from fedlab.image_io import png_bytes, read_image
 
     background, source, m = read_image(bg), read_image(fg), read_mask(mask)
     size = tuple(background.shape[-2:])

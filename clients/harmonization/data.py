@@ -1,7 +1,7 @@
 """Procedural "paintings", foreground objects with exact masks, and the declared composites.
 
 Everything is built from images bundled with scikit-image / scikit-learn (no download), loaded
-through :func:`fedlab.clients.sr.data.load_image` (RGB in [0, 1], shorter side <= 256 px).
+through :func:`fedlab.image_io.bundled_photo` (RGB in [0, 1], shorter side <= 256 px).
 
 Styles (:data:`STYLES`, label ``i`` = ``STYLES[i]``; label ``len(STYLES)`` = photo, no style)
 are procedural, documented stand-ins for paintings:
@@ -27,10 +27,10 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from fedlab.clients.sr.data import load_image
 from torch.utils.data import Dataset
 
 from fedlab.errors import FedlabError
+from fedlab.image_io import bundled_photo
 
 STYLES: tuple[str, ...] = ("posterize", "watercolor", "canvas", "ink")
 PHOTO_LABEL = len(STYLES)
@@ -103,7 +103,7 @@ def stylize(img: np.ndarray, style: str, *, texture: str = "brick") -> np.ndarra
 @lru_cache(maxsize=64)
 def painted(name: str, style: str) -> np.ndarray:
     """A bundled photo painted in ``style``: ``(H, W, 3)`` in [0, 1] (cached, read-only)."""
-    img = load_image(name).permute(1, 2, 0).numpy()
+    img = bundled_photo(name).permute(1, 2, 0).numpy()
     texture = _TEXTURES[sum(map(ord, name)) % len(_TEXTURES)]
     out = stylize(img, style, texture=texture)
     out.setflags(write=False)
@@ -224,10 +224,10 @@ def load_object(name: str, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     if kind == "horse":
         sil = ~skimage.data.horse()
         mask = _resize(sil.astype(np.float32), (size, size)) > 0.5
-        fill = load_image("coffee").permute(1, 2, 0).numpy()[40 : 40 + 96, 200 : 200 + 96]
+        fill = bundled_photo("coffee").permute(1, 2, 0).numpy()[40 : 40 + 96, 200 : 200 + 96]
         return _resize(fill, (size, size)).astype(np.float32), mask
     if kind == "rocket":
-        rocket = load_image("rocket").permute(1, 2, 0).numpy()
+        rocket = bundled_photo("rocket").permute(1, 2, 0).numpy()
         h, w = rocket.shape[:2]
         crop = rocket[int(0.05 * h) : int(0.95 * h), int(0.3 * w) : int(0.62 * w)]
         return _resize(crop, (size, size)).astype(np.float32), _ellipse(size, size, fill=0.95)
@@ -308,7 +308,7 @@ def _specs(photos: tuple[str, ...], objects: tuple[str, ...], per_style: int, se
         for j in range(per_style):
             photo = photos[(s + j) % len(photos)]
             obj = objects[(s * per_style + j) % len(objects)]
-            h, w = load_image(photo).shape[1:]
+            h, w = bundled_photo(photo).shape[1:]
             crop = (
                 int(rng.integers(0, h - COMPOSITE_SIZE)),
                 int(rng.integers(0, w - COMPOSITE_SIZE)),

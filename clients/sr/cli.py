@@ -10,15 +10,14 @@ or bicubic. Sampling shows a progress bar.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from fedlab.clients.sr.config import FITTED_KAPPA
 
 from fedlab.errors import FedlabError
+from fedlab.image_io import png_bytes, read_image
 
 log = logging.getLogger("fedlab.sr")
 
@@ -43,30 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.set_defaults(func=sr_command)
-
-
-def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as ``(1, 3, H, W)`` in [0, 1] (grey repeated, alpha dropped)."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FedlabError(f"input image {str(path)!r} does not exist; give an image file path")
-    try:
-        with Image.open(path) as img:
-            array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise FedlabError(f"cannot read {str(path)!r} as an image ({exc})") from None
-    return torch.from_numpy(array.transpose(2, 0, 1).copy())[None]
-
-
-def png_bytes(image: torch.Tensor) -> bytes:
-    from PIL import Image
-
-    array = (image[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def super_resolve_file(

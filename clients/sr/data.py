@@ -17,14 +17,12 @@ image ``k % 4``.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 import torch
-from fedlab.clients.sr.degrade import downsample_to
 from torch.utils.data import Dataset
 
 from fedlab.errors import FedlabError
+from fedlab.image_io import bundled_photo
 
 TRAIN_IMAGES: tuple[str, ...] = (
     "astronaut", "camera", "coins", "rocket", "hubble_deep_field", "brick", "grass", "moon",
@@ -36,41 +34,11 @@ HELDOUT_IMAGES: tuple[str, ...] = ("chelsea", "coffee", "gravel", "clock")
 """Test images: never trained on, never used for calibration."""
 
 MAX_SIDE = 256
-SKLEARN_IMAGES = ("china", "flower")
-
-
-@lru_cache(maxsize=32)
-def _load(name: str) -> np.ndarray:
-    if name in SKLEARN_IMAGES:
-        from sklearn.datasets import load_sample_image
-
-        img = load_sample_image(f"{name}.jpg")
-    else:
-        import skimage.data
-
-        if not hasattr(skimage.data, name):
-            raise FedlabError(
-                f"image {name!r} is not in scikit-image's bundled data; use one of "
-                f"{', '.join(TRAIN_IMAGES + HELDOUT_IMAGES)}"
-            )
-        img = getattr(skimage.data, name)()
-    img = np.asarray(img)
-    if img.dtype == np.uint8:
-        img = img.astype(np.float32) / 255.0
-    img = img.astype(np.float32)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    x = torch.from_numpy(np.ascontiguousarray(img[..., :3].transpose(2, 0, 1)))[None]
-    h, w = x.shape[-2:]
-    factor = MAX_SIDE / min(h, w)
-    if factor < 1:
-        x = downsample_to(x, (round(h * factor), round(w * factor)))
-    return x[0].numpy()
 
 
 def load_image(name: str) -> torch.Tensor:
     """A bundled image as a ``(3, H, W)`` float tensor in [0, 1], shorter side <= 256."""
-    return torch.from_numpy(_load(name).copy())
+    return bundled_photo(name, MAX_SIDE)
 
 
 def client_images(partition_id: int, num_partitions: int) -> tuple[str, ...]:

@@ -1,9 +1,9 @@
 """Tables and the plot of the Diff-SR study, regenerated from its JSON (never typed by hand).
 
-``markdown(results)`` gives the full tables (docs/diffsr.md) and ``compact(results)`` the
-README's; :func:`write_report` writes ``simulations/results/diffsr/study.md`` and
-``study.png`` and replaces the text between the ``<!-- diffsr:... -->`` markers in docs and
-README.
+``markdown(results)`` gives the full tables and ``compact(results)`` the short one at the top
+of docs/diffsr.md; :func:`write_report` writes ``simulations/results/diffsr/study.md`` and
+``study.png`` and replaces the text between the ``<!-- diffsr:... -->`` markers of
+docs/diffsr.md.
 """
 
 from __future__ import annotations
@@ -213,7 +213,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def compact(results: dict[str, Any]) -> str:
-    """README: HaarPSI per scale and method (mean over seeds), and the goal checks."""
+    """The summary of docs/diffsr.md: HaarPSI per scale and method (mean over seeds), and
+    the goal checks."""
     test = results.get("test", {}).get("scales", {})
     if not test:
         return "(study not run yet)\n"
@@ -284,6 +285,5 @@ def write_report(results: dict[str, Any], root: Path) -> None:
     if results.get("test", {}).get("scales"):
         plot(results, out / "study.png")
     docs = root / "docs" / "diffsr.md"
-    atomic_write_text(docs, replace_between(docs.read_text(), "results", full))
-    readme = root / "README.md"
-    atomic_write_text(readme, replace_between(readme.read_text(), "readme", compact(results)))
+    text = replace_between(docs.read_text(), "results", full)
+    atomic_write_text(docs, replace_between(text, "summary", compact(results)))

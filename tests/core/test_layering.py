@@ -85,6 +85,24 @@ def test_no_forbidden_arrow_in_the_source(package):
     assert forbidden_arrows(package) == []
 
 
+#: app -> the other apps it extends on purpose (dpfedavg is fedavg under DP); any other code two
+#: apps share lives in a shared module beside them (clients/video.py, diffusion_prior.py, ...)
+EXTENDS = {"dpfedavg": {"supervised"}}
+
+
+def test_apps_share_code_only_through_shared_modules():
+    apps = {p.name for p in (ROOT / "clients").iterdir() if (p / "__init__.py").is_file()}
+    crossing = []
+    for app in sorted(apps):
+        for path in sorted((ROOT / "clients" / app).rglob("*.py")):
+            for line, module in imported_packages(path.read_text(), str(path)):
+                parts = module.split(".")
+                other = parts[2] if parts[:2] == ["fedlab", "clients"] and len(parts) > 2 else ""
+                if other in apps - {app} - EXTENDS.get(app, set()):
+                    crossing.append(f"{path.relative_to(ROOT)}:{line} -> {module}")
+    assert crossing == []
+
+
 #: tests that write a researcher's own strategies.py, attacks.py and clients/ on purpose
 USERS_OWN = ("user_app", "test_user_app")
 

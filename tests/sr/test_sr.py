@@ -136,9 +136,8 @@ def test_calibrated_prf_is_cached_and_uses_kappa():
 
 
 def test_fedlab_sr_command_errors(tmp_path, capsys):
-    from fedlab.clients.sr.cli import png_bytes
-
     from fedlab.cli import fedlab_main
+    from fedlab.image_io import png_bytes
 
     image = tmp_path / "in.png"
     image.write_bytes(png_bytes(torch.rand(1, 3, 12, 12)))
@@ -152,8 +151,10 @@ def test_fedlab_sr_command_errors(tmp_path, capsys):
 
 
 def test_fedlab_sr_writes_the_scaled_image_and_grid(tmp_path):
-    from fedlab.clients.sr.cli import png_bytes, super_resolve_file
+    from fedlab.clients.sr.cli import super_resolve_file
     from PIL import Image
+
+    from fedlab.image_io import png_bytes
 
     torch.manual_seed(0)
     build_unet("tiny").save_pretrained(tmp_path / "m", safe_serialization=True)

@@ -26,9 +26,9 @@ def test_fedlab_sr_without_kappa_or_study_uses_the_shipped_constant(
     # simulations/results/diffsr/study.json and fell back to 1 without a word when it was not
     # there (a wheel install); now the fitted value ships as a constant.
     from fedlab.clients.sr import evaluate
-    from fedlab.clients.sr.cli import png_bytes
 
     from fedlab.cli import fedlab_main
+    from fedlab.image_io import png_bytes
 
     monkeypatch.setattr(sr_config, "SHIPPED_DIR", tmp_path / "no-study", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -51,9 +51,8 @@ def test_fedlab_sr_without_kappa_or_study_uses_the_shipped_constant(
 
 
 def test_fedlab_sr_refuses_a_kappa_that_is_not_positive(tmp_path, capsys) -> None:
-    from fedlab.clients.sr.cli import png_bytes
-
     from fedlab.cli import fedlab_main
+    from fedlab.image_io import png_bytes
 
     image = tmp_path / "in.png"
     image.write_bytes(png_bytes(torch.rand(1, 3, 16, 16)))

@@ -1,4 +1,4 @@
-"""Procedural sprite videos with exact boxes, for training and testing the Arena detector.
+"""Procedural sprite videos with exact boxes: the Arena detector's data and CaDM's clips.
 
 Everything here is procedural (built from images the installed wheels ship, no download):
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fedlab.clients.arena.bandwidth import canvas_frames, full_stream, stream_bytes
-from fedlab.clients.arena.data import VideoSpec, generate_video, split_videos
 from fedlab.clients.arena.metrics import average_precision
 from fedlab.clients.arena.model import Detections
+from fedlab.clients.procedural_video import VideoSpec, generate_video, split_videos
 from fedlab.clients.video import bundled_clip_path, decode_bytes, encode_h264, read_clip
 
 from fedlab.errors import FedlabError
