@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 from fedlab.attacks.pgla.train import resolve_config, train_denoiser
 from fedlab.attacks.pgla.training import DenoiserTrainConfig
 
@@ -19,6 +20,7 @@ def _load_script():
     return module
 
 
+@pytest.mark.extended  # 31 s: the fast tier's budget is 5 minutes (issue 29)
 def test_bench_script_writes_every_table(tmp_path) -> None:
     tiny = resolve_config("tiny")
     train_denoiser(tiny, tmp_path / "pgla")

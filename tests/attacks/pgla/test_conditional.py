@@ -67,6 +67,7 @@ def test_conditional_start_copies_the_source_exactly(tmp_path) -> None:
     assert torch.allclose(got.sample, expected, atol=1e-5)
 
 
+@pytest.mark.extended  # 12 s: the fast tier's budget is 5 minutes (issue 29)
 def test_conditional_training_lowers_its_loss(tmp_path) -> None:
     cfg = _config(denoiser="pgla-cond", max_steps=30, checkpoint_every=10, lr=3e-3, seed=3)
     state = train_denoiser(cfg, tmp_path)
