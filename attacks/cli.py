@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from fedlab.atomic import atomic_save_tensors, atomic_write_json
 from fedlab.errors import FedlabError
+from fedlab.outputs import output_folder
 from fedlab.registry import ATTACKS
 
 logger = logging.getLogger(f"fedlab.{__name__}")
@@ -102,6 +103,20 @@ def _safe(target_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", target_id)
 
 
+def _earlier_results(path: Path) -> dict[str, Any]:
+    """The results an earlier run left in ``--out`` (resumed), or a one-line refusal."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        old = None
+    if not isinstance(old, dict) or not isinstance(old.get("targets", {}), dict):
+        raise FedlabError(
+            f"{path} is not a results file of `fedlab attack` (not a JSON object with "
+            "'targets'); move it aside or give another --out"
+        )
+    return old
+
+
 def run_targets(
     attack: Attack,
     name: str,
@@ -117,11 +132,11 @@ def run_targets(
     FedlabError
         If ``out/results.json`` was written by another attack or source.
     """
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out)
     path = out / RESULTS
     results: dict[str, Any] = {"attack": name, "source": source, "targets": {}}
     if path.exists():
-        old = json.loads(path.read_text())
+        old = _earlier_results(path)
         if old.get("attack") != name or old.get("source") != source:
             raise FedlabError(
                 f"{path} holds results of attack {old.get('attack')!r} on {old.get('source')!r}, "

@@ -74,13 +74,23 @@ class PriorConfig(LocalTrainingKeys, SamplingKeys, StrategyKeys, RunConfig):
         return resolve_shipped(self.init_from, self.SHIPPED_PRIOR or Path())
 
     def check_paths(self) -> None:
-        """Folders named by the config exist (checked before Ray starts, not at parse time,
-        so that a missing default folder does not block other values)."""
-        if self.init_from and not Path(self.prior_folder()).is_dir():
+        """Folders named by the config exist and hold what the run loads (checked before Ray
+        starts, not at parse time, so that a missing default folder does not block other
+        values): ``init-from`` goes through :func:`fedlab.model_folder.check_model_folder`
+        (safetensors only, config.json typed and bounded, the parameter count taken on the
+        meta device, the weights' header matched; nothing allocated), and must be an RGB UNet
+        (3 channels in and out, what the clients train on)."""
+        if not self.init_from:
+            return
+        if not Path(self.prior_folder()).is_dir():
             raise FedlabError(
                 f"init-from folder {self.prior_folder()!r} does not exist; give a UNet "
                 "save_pretrained folder, 'shipped', or leave it empty for a new UNet"
             )
+        from fedlab.model_folder import check_model_folder
+
+        check_model_folder(self.prior_folder(), "unet", source="init-from",
+                           require={"in_channels": (3,), "out_channels": (3,)})  # fmt: skip
 
 
 def build_prior_strategy(config: PriorConfig, num_nodes: int, *,

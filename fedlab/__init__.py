@@ -1,3 +1,3 @@
 """fedlab: federated learning research on Flower."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

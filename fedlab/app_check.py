@@ -11,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from fedlab.appspec import CheckFn
 from fedlab.key_groups import RunConfig
+from fedlab.limits import MAX_MODEL_PARAMETERS, check_cap
 from fedlab.workload import Workload, build_workload
 
 
@@ -37,6 +40,22 @@ def check_by_building(
 
     def check(config: RunConfig, num_nodes: int) -> None:
         build_strategy(config, num_nodes)
+        # A workload of its own: one built on the meta device may cache meta tensors.
+        check_model_size(build_app_workload(config))
         build_app_workload(config).client_dataset(0, num_nodes)
 
     return check
+
+
+def check_model_size(workload: Workload) -> int:
+    """Build the workload's model on the meta device (names resolved, no memory allocated) and
+    refuse one over :data:`fedlab.limits.MAX_MODEL_PARAMETERS`; return its parameter count."""
+    try:
+        with torch.device("meta"):
+            model = workload.build_model()
+    except (RuntimeError, NotImplementedError):
+        # A model whose construction computes on data ((AR)^2's class statistics) cannot be
+        # built on the meta device; it is built for real, its size set by bounded keys.
+        model = workload.build_model()
+    count = sum(p.numel() for p in model.parameters())
+    return check_cap(count, MAX_MODEL_PARAMETERS, "the model's parameter count")

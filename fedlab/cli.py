@@ -9,10 +9,12 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from fedlab.errors import FedlabError
 from fedlab.extras import MissingExtra, explain_missing_module
@@ -40,7 +42,10 @@ def _guard(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[st
         try:
             return main(argv)
         except FedlabError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            if "--debug" in (sys.argv[1:] if argv is None else argv):
+                traceback.print_exc()
+            # One line, whatever the message quotes (a file's bytes may hold newlines).
+            print("error: " + " ".join(str(exc).split()), file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("interrupted; finished rounds are kept in the run folder", file=sys.stderr)
@@ -49,8 +54,22 @@ def _guard(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[st
     return wrapped
 
 
+def _without_debug(argv: Sequence[str] | None) -> list[str]:
+    """The arguments without ``--debug`` (accepted anywhere: on a refusal it prints the
+    traceback before the one-line error)."""
+    return [a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug"]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose refusals are one line on stderr and exit code 2, like every
+    other refusal (argparse's own prints the usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())}; see {self.prog} --help\n")
+
+
 def simulation_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="flower-simulation",
         description="Run a fedlab app (an AppSpec) under Flower's simulation engine with Ray.",
     )
@@ -78,6 +97,16 @@ def simulation_parser() -> argparse.ArgumentParser:
         help="TOML files and/or key=value pairs, applied in order",
     )
     p.add_argument("--out", default=None, help="run folder (default ./runs/<app>-<UTC time>)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run folder --out names if it holds an earlier run (default: refuse)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the app, its run config and its pre-Ray check, then exit without running",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for sampling, data and init")
     p.add_argument(
         "--gpu",
@@ -177,7 +206,7 @@ def preflight(spec: Any, config: Any) -> None:
 
 @_guard
 def flower_simulation_main(argv: Sequence[str] | None = None) -> int:
-    args = simulation_parser().parse_args(argv)
+    args = simulation_parser().parse_args(_without_debug(argv))
     setup_logging(args.verbose)
     add_app_dir(args.app_dir)
     spec = resolve_app(args.app)
@@ -205,6 +234,10 @@ def flower_simulation_main(argv: Sequence[str] | None = None) -> int:
     )
     config = config.replace(out_dir=str(out))
     preflight(spec, config)
+    if args.check:
+        print(f"ok: app {spec.name!r}, {len(config.keys())} keys valid, pre-Ray check passed")
+        return 0
+    prepare_run_folder(out, overwrite=args.overwrite)
     from fedlab.simulation import simulate
 
     interrupted = simulate(
@@ -227,10 +260,28 @@ def flower_simulation_main(argv: Sequence[str] | None = None) -> int:
     return 130 if interrupted else 0  # 128 + SIGINT, as shells report Ctrl-C
 
 
+def prepare_run_folder(out: Path, *, overwrite: bool) -> None:
+    """Refuse an ``--out`` that is a file, or a folder holding anything, unless ``overwrite``
+    and it is an earlier run folder (its ``config.json``), which is then removed."""
+    if out.exists() and not out.is_dir():
+        raise FedlabError(f"--out {str(out)!r} is a file; give a folder for the run")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise FedlabError(
+            f"--out {str(out)!r} already holds files; pass --overwrite to replace an earlier "
+            "run there, or choose another --out"
+        )
+    if not (out / "config.json").is_file():
+        raise FedlabError(
+            f"--out {str(out)!r} is not an earlier run folder (no config.json); --overwrite "
+            "replaces run folders only: choose an empty or new folder"
+        )
+    shutil.rmtree(out)
+
+
 def fedlab_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="fedlab", description="fedlab tools: traces, attacks, benchmarks."
-    )
+    p = OneLineParser(prog="fedlab", description="fedlab tools: traces, attacks, benchmarks.")
     from fedlab.registry import COMMANDS
 
     p.add_argument(
@@ -299,6 +350,7 @@ def _list_apps(args: argparse.Namespace) -> int:
 @_guard
 def fedlab_main(argv: Sequence[str] | None = None) -> int:
     parser = fedlab_parser()
+    argv = _without_debug(argv)
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "takes_any_arguments", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from fedlab.errors import FedlabError
+from fedlab.limits import check_int, short
 
 Scalar = bool | int | float | str
 ConfigValue = Scalar | tuple[Scalar, ...]
@@ -69,21 +70,23 @@ def _coerce_scalar(key: str, value: Any, expected: FieldType) -> Scalar:
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
     elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
         if expected.many and isinstance(value, str):
             try:
-                return int(value.strip())
-            except ValueError:
+                value = int(value.strip())
+            except ValueError:  # also past Python's 4300-digit limit: refused below
                 pass
+        if isinstance(value, int) and not isinstance(value, bool):
+            return check_int(value, f"run-config key {key!r}")
     elif kind is float:
         if expected.many and isinstance(value, str):
             try:
                 value = float(value.strip())
             except ValueError:
                 pass
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = check_int(value, f"run-config key {key!r}")  # float() of 10**400 overflows
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
                 what = "hold finite numbers" if expected.many else "be a finite number"
@@ -95,10 +98,12 @@ def _coerce_scalar(key: str, value: Any, expected: FieldType) -> Scalar:
     elif kind is str:
         if isinstance(value, str):
             return value.strip() if expected.many else value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(check_int(value, f"run-config key {key!r}"))
+        if isinstance(value, float):
             return str(value)
     raise FedlabError(
-        f"run-config key {key!r} must be {expected.name}, got {value!r} "
+        f"run-config key {key!r} must be {expected.name}, got {short(value)} "
         f"({type(value).__name__}); write e.g. {key}={expected.example()}"
     )
 
@@ -301,7 +306,7 @@ def parse_override(pair: str) -> tuple[str, Any]:
     raw = raw.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, ValueError):  # ValueError: an integer past 4300 digits
         value = raw
     if isinstance(value, dict) or (
         isinstance(value, list) and not all(isinstance(v, SCALARS) for v in value)
@@ -320,7 +325,8 @@ def load_toml_config(path: str | Path) -> dict[str, Any]:
         raise FedlabError(f"run-config file {str(path)!r} does not exist; give a TOML file path")
     try:
         data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise FedlabError(f"run-config file {str(path)!r} is not valid TOML: {exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise FedlabError(f"run-config file {str(path)!r} is not valid TOML: {reason}") from None
     table = data.get("tool", {}).get("flwr", {}).get("app", {}).get("config")
     return dict(table) if isinstance(table, dict) else data

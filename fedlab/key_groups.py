@@ -23,9 +23,11 @@ from fedlab.config import (
     check_choice,
     check_non_negative,
     check_positive,
+    check_range,
     check_unit_interval,
 )
 from fedlab.errors import FedlabError
+from fedlab.limits import MAX_IMAGE_SIZE, SEED_LIMIT, short
 
 
 @dataclass
@@ -68,7 +70,9 @@ class RunConfig(Config):
     def validate(self) -> None:
         super().validate()
         check_positive(self, "num_server_rounds", "round_timeout")
-        check_non_negative(self, "seed", "num_supernodes", "min_replies", "fail_partitions")
+        check_non_negative(self, "num_supernodes", "min_replies", "fail_partitions")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise FedlabError(f"seed must lie in [0, 2**63), got {short(self.seed)}")
         check_choice(self, "device", ("auto", "cpu", "cuda"))
 
 
@@ -142,7 +146,7 @@ class DataKeys(Config):
         super().validate()
         check_unit_interval(self, "test_fraction", open_low=True, open_high=True)
         check_choice(self, "partitioner", ("iid", "dirichlet", "shards"))
-        check_non_negative(self, "image_size")
+        check_range(self, "image_size", 0, MAX_IMAGE_SIZE)
         check_positive(self, "shards_per_partition")
         if self.dirichlet_alpha <= 0:
             raise FedlabError(

@@ -434,13 +434,14 @@ def read_manifest(
         )
     try:
         obj = json.loads(manifest.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise FedlabError(f"{manifest}: not valid JSON ({exc}); rewrite the manifest") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        # ValueError: an integer past Python's 4300-digit limit (no JSON decoder error).
+        reason = show_value(" ".join(str(exc).split()), 120)
+        raise FedlabError(f"{manifest}: not valid JSON ({reason}); rewrite the manifest") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise FedlabError(f"{manifest}: 'format' must be {FORMAT!r}; is this a fedlab trace?")
     version = obj.get("format_version", "")
-    version = version if isinstance(version, str) else show_value(version)
-    if version.split(".")[0] != FORMAT_VERSION.split(".")[0]:
+    if not isinstance(version, str) or version.split(".")[0] != FORMAT_VERSION.split(".")[0]:
         raise FedlabError(
             f"{manifest}: format_version {show_value(version)} is not supported; this fedlab "
             f"reads {FORMAT_VERSION.split('.')[0]}.x; upgrade fedlab or rewrite the trace"

@@ -22,8 +22,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fedlab.clients.arena.cli import load_detector  # noqa: E402
-from fedlab.clients.arena.model import decode, to_tensor  # noqa: E402
+from fedlab.clients.arena.model import (  # noqa: E402
+    decode,
+    load_detector,  # noqa: E402
+    to_tensor,
+)
 from fedlab.clients.arena.sampler import (  # noqa: E402
     SamplerConfig,
     match_tracks,

@@ -142,7 +142,7 @@ def train(args: argparse.Namespace) -> None:
 # -- evaluate ---------------------------------------------------------------------------------
 def evaluate(args: argparse.Namespace) -> None:
     import torch
-    from fedlab.clients.arena.cli import load_detector
+    from fedlab.clients.arena.model import load_detector
 
     torch.set_num_threads(1)
     train_info = json.loads((RESULTS / "train.json").read_text())

@@ -10,12 +10,20 @@ restores the previous one afterwards.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 import torch
+from hypothesis import settings
 
 from fedlab.flower_compat import saved_task_identity
+
+# Property tests draw the same examples on every run (a CI result does not depend on luck) and
+# keep no example database in the tree; HYPOTHESIS_PROFILE=explore draws new ones.
+settings.register_profile("fedlab", derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fedlab"))
 
 
 @pytest.fixture(autouse=True)

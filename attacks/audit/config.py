@@ -16,6 +16,7 @@ from typing import Any
 from fedlab.attacks.pgla.shipped import SHIPPED_DENOISERS  # the learned denoisers' defaults
 
 from fedlab.errors import FedlabError
+from fedlab.limits import SEED_LIMIT, check_int, short
 
 MODES = ("none", "central", "local")
 MAX_CANARY_SHARE = 0.1
@@ -118,6 +119,31 @@ class AuditConfig:
         """Refuse, in one line, anything that would fail later."""
         from fedlab.registry import ATTACKS, DENOISERS
 
+        for key, low, high in (
+            ("targets", 0, 10_000),
+            ("trace_round", 1, 10_000),
+            ("max_iterations", 1, 10**9),
+            ("patience", 1, 10**6),
+            ("null_canaries", 10, 10**6),
+            ("bootstrap", 10, 10**6),
+            ("workers", 0, 1024),
+            ("seed", 0, SEED_LIMIT - 1),
+        ):
+            check_int(getattr(self, key), f"audit: {key.replace('_', '-')}", low=low, high=high)
+        if not isinstance(self.attack_aggregate, bool):
+            raise FedlabError(
+                f"audit: attack-aggregate must be true or false, got {short(self.attack_aggregate)}"
+            )
+        if not isinstance(self.app, str):
+            raise FedlabError(f"audit: app must be a name or module:attr, got {short(self.app)}")
+        for key in ("attacks", "denoisers"):
+            if not all(isinstance(v, str) for v in getattr(self, key)):
+                raise FedlabError(f"audit: {key} must be names, got {short(getattr(self, key))}")
+        if not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.denoiser_dirs.items()
+        ):
+            raise FedlabError("audit: denoiser-dirs must map denoiser names to folder paths")
+
         for name in self.attacks:
             if name not in ATTACKS:
                 raise FedlabError(
@@ -151,21 +177,10 @@ class AuditConfig:
                     f"audit: mode {s.mode!r} needs a finite epsilon > 0, got "
                     f"{s.epsilon}; e.g. epsilon = 4"
                 )
-        for key, low in (
-            ("targets", 0),
-            ("trace_round", 1),
-            ("max_iterations", 1),
-            ("patience", 1),
-            ("null_canaries", 10),
-            ("bootstrap", 10),
-            ("workers", 0),
-        ):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise FedlabError(
-                    f"audit: {key.replace('_', '-')} must be an integer >= {low}, got {value!r}"
-                )
-        if not (math.isfinite(self.canary_share) and 0 < self.canary_share <= MAX_CANARY_SHARE):
+        share = self.canary_share
+        if isinstance(share, bool) or not isinstance(share, int | float):
+            raise FedlabError(f"audit: canary-share must be a number, got {short(share)}")
+        if not (math.isfinite(share) and 0 < share <= MAX_CANARY_SHARE):
             raise FedlabError(
                 f"audit: canary-share {self.canary_share} must lie in (0, {MAX_CANARY_SHARE}]: "
                 "canaries are at most 10 % of the population (Andrew et al.); e.g. 0.1"
@@ -190,21 +205,30 @@ def from_mapping(data: dict[str, Any]) -> AuditConfig:
             )
         kwargs[name] = value
     if "settings" in kwargs:
+        if not isinstance(kwargs["settings"], list | tuple):
+            raise FedlabError("audit config: settings must be a list of [[settings]] tables")
         settings = []
         for item in kwargs["settings"]:
             if not isinstance(item, dict) or set(item) - {"mode", "epsilon"}:
                 raise FedlabError(
                     f"audit config: a setting must be {{mode, epsilon}}, got {item!r}"
                 )
+            epsilon = item.get("epsilon", 0.0)
             try:
-                settings.append(Setting(str(item.get("mode", "")), float(item.get("epsilon", 0.0))))
-            except (TypeError, ValueError):
-                raise FedlabError(f"audit config: epsilon of {item!r} is not a number") from None
+                if isinstance(epsilon, bool) or not isinstance(epsilon, int | float):
+                    raise TypeError
+                settings.append(Setting(str(item.get("mode", "")), float(epsilon)))
+            except (TypeError, ValueError, OverflowError):
+                raise FedlabError(
+                    f"audit config: epsilon {short(epsilon)} of a setting is not a number"
+                ) from None
         kwargs["settings"] = tuple(settings)
     for key in ("attacks", "denoisers"):
         if key in kwargs:
             if isinstance(kwargs[key], str):
                 kwargs[key] = [v for v in kwargs[key].split(",") if v]
+            if not isinstance(kwargs[key], list | tuple):
+                raise FedlabError(f"audit config: {key} must be a list of names, e.g. ['idlg']")
             kwargs[key] = tuple(kwargs[key])
     for key in ("run", "denoiser_dirs"):
         if key in kwargs and not isinstance(kwargs[key], dict):
@@ -230,8 +254,11 @@ def load(path: str | Path | None, preset: str | None) -> AuditConfig:
             raise FedlabError(f"audit config {str(file)!r} is not a file")
         try:
             extra = tomllib.loads(file.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise FedlabError(f"audit config {str(file)!r} is not valid TOML: {exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError) as exc:
+            reason = " ".join(str(exc).split())[:200]
+            raise FedlabError(f"audit config {str(file)!r} is not valid TOML: {reason}") from None
+        if not isinstance(extra.get("run", {}), dict):
+            raise FedlabError(f"audit config {str(file)!r}: run must be a table ([run])")
         run = {**data.get("run", {}), **extra.pop("run", {})}
         data = {**data, **extra, "run": run}
     return from_mapping(data)

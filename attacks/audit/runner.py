@@ -43,6 +43,7 @@ from fedlab.atomic import atomic_save_tensors, atomic_write_json
 from fedlab.errors import FedlabError
 from fedlab.flower_compat import ensure_task_identity
 from fedlab.key_groups import RunConfig
+from fedlab.outputs import output_folder
 
 log = logging.getLogger("fedlab.audit")
 
@@ -337,15 +338,17 @@ def check_resume(out: Path, audit: AuditConfig, app: str) -> None:
     path = out / "audit-config.json"
     mine = json.loads(json.dumps({**audit.to_json(), "app": app, "workers": None}))
     if path.exists():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            old = None  # unreadable: not this audit's config, refused below
         if old != mine:
             raise FedlabError(
                 f"audit: {out} holds an audit of another config; give another "
                 "--out, or the same config to resume it"
             )
     else:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, mine)
+        atomic_write_json(output_folder(out) / path.name, mine)
 
 
 def run_audit(spec: AppSpec, audit: AuditConfig, out: Path, app: str) -> dict[str, Any]:
@@ -354,6 +357,8 @@ def run_audit(spec: AppSpec, audit: AuditConfig, out: Path, app: str) -> dict[st
     from fedlab.attacks.audit.report import write_report
 
     started = time.perf_counter()
+    if out.exists() and not out.is_dir():
+        raise FedlabError(f"--out {str(out)!r} is a file, not a folder; give a folder")
     plans = resolve_settings(spec, audit, out)  # every refusal before any run
     check_resume(out, audit, app)
     pool: Executor | None = None

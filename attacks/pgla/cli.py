@@ -16,6 +16,7 @@ import sys
 from dataclasses import asdict
 
 from fedlab.errors import FedlabError
+from fedlab.limits import MAX_MODEL_PARAMETERS
 
 log = logging.getLogger(f"fedlab.{__name__}")
 
@@ -59,6 +60,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-resume", action="store_true", help="start over even if --out holds a checkpoint"
     )
+    parser.add_argument(
+        "--max-parameters",
+        type=int,
+        default=None,
+        help="largest model loaded from --init-from or a checkpoint, in parameters (counted "
+        f"before anything is allocated; default {MAX_MODEL_PARAMETERS:,})",
+    )
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -77,8 +85,10 @@ def train_command(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             data[key] = value
-    cfg = DenoiserTrainConfig.from_dict(data)
-    state = train_denoiser(cfg, args.out, resume=not args.no_resume)
+    cfg = DenoiserTrainConfig.from_dict(data, max_parameters=args.max_parameters)
+    state = train_denoiser(
+        cfg, args.out, resume=not args.no_resume, max_parameters=args.max_parameters
+    )
     last = state["history"][-1] if state["history"] else {}
     log.info(
         "trained %s to step %d in %.0f s, last loss %s; denoiser folder: %s",

@@ -172,11 +172,13 @@ class DnCNNDenoiser:
 
     name = "dncnn"
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, *, max_parameters: int | None = None) -> None:
         from fedlab.attacks.pgla.dncnn import load_dncnn
         from fedlab.attacks.pgla.training import resolve_checkpoint
 
-        self.model, self.transform = load_dncnn(resolve_checkpoint(folder))
+        self.model, self.transform = load_dncnn(
+            resolve_checkpoint(folder), max_parameters=max_parameters
+        )
 
     @torch.no_grad()
     def denoise(
@@ -209,6 +211,9 @@ class PGLADenoiser:
         Seeds DDPM's ancestral noise.
     fixed_t : int, optional
         Non-adaptive start step (the ablation); ``None`` for the adaptive one.
+    max_parameters : int, optional
+        Cap on the UNet's parameters (default :data:`fedlab.limits.MAX_MODEL_PARAMETERS`),
+        checked on the meta device before anything is allocated.
     """
 
     name = "pgla"
@@ -221,10 +226,11 @@ class PGLADenoiser:
         steps: int = 20,
         seed: int = 0,
         fixed_t: int | None = None,
+        max_parameters: int | None = None,
     ) -> None:
         from fedlab.attacks.pgla.pipeline import PGLAPipeline
 
-        self.pipe = PGLAPipeline.from_pretrained(folder)
+        self.pipe = PGLAPipeline.from_pretrained(folder, max_parameters=max_parameters)
         if self.pipe.conditional != (self.name == "pgla-cond"):
             kind, use = ("conditional", "pgla-cond") if self.pipe.conditional else ("", "pgla")
             raise FedlabError(

@@ -23,10 +23,17 @@ from fedlab.attacks.pgla.transform import (
     LEGACY_TRANSFORM_FILE,
     GradientImageTransform,
 )
-from safetensors import SafetensorError
 from torch import nn
 
 from fedlab.errors import FedlabError
+from fedlab.model_folder import (
+    MAX_CHANNELS,
+    MAX_LAYERS,
+    Int,
+    ModelSpec,
+    check_model_folder,
+    load_model,
+)
 
 MODEL_SUBFOLDER = "dncnn"
 
@@ -94,14 +101,16 @@ def save_dncnn(model: DnCNN, transform: GradientImageTransform, folder: str | Pa
     return folder
 
 
-def load_dncnn(folder: str | Path) -> tuple[DnCNN, GradientImageTransform]:
-    """Load what :func:`save_dncnn` wrote, from local safetensors only.
+DNCNN_SPEC = ModelSpec(
+    name="DnCNN",
+    fields={"depth": Int(2, MAX_LAYERS), "channels": Int(1, MAX_CHANNELS)},
+    build=DnCNN,
+    hint="fix config.json or train one with `fedlab pgla train --config dncnn-small`",
+)
+"""How a ``dncnn/`` folder is validated and built (:mod:`fedlab.model_folder`)."""
 
-    Raises
-    ------
-    FedlabError
-        If files are missing, in the old layout, or do not match the architecture.
-    """
+
+def _check_layout(folder: str | Path) -> Path:
     folder = Path(folder)
     if not (folder / MODEL_SUBFOLDER).is_dir():
         if (folder / LEGACY_TRANSFORM_FILE).is_file():
@@ -113,21 +122,34 @@ def load_dncnn(folder: str | Path) -> tuple[DnCNN, GradientImageTransform]:
             f"cannot load a DnCNN denoiser from {str(folder)!r}: it has no {MODEL_SUBFOLDER}/ "
             "folder (train one with `fedlab pgla train --config dncnn-small`)"
         )
+    return folder
+
+
+def check_dncnn_folder(folder: str | Path, *, max_parameters: int | None = None) -> int:
+    """The pre-run check of a DnCNN denoiser folder: everything :func:`load_dncnn` checks, the
+    model only built on the meta device. Returns its parameter count."""
+    folder = _check_layout(folder)
+    GradientImageTransform.from_pretrained(folder)
+    return check_model_folder(folder / MODEL_SUBFOLDER, DNCNN_SPEC,
+                              max_parameters=max_parameters, source="DnCNN")  # fmt: skip
+
+
+def load_dncnn(
+    folder: str | Path, *, max_parameters: int | None = None
+) -> tuple[DnCNN, GradientImageTransform]:
+    """Load what :func:`save_dncnn` wrote, from local safetensors only.
+
+    ``dncnn/`` goes through :func:`fedlab.model_folder.load_model`: config typed and bounded,
+    the parameter count on the meta device against ``max_parameters`` (default
+    :data:`fedlab.limits.MAX_MODEL_PARAMETERS`), the weights' header, before any allocation.
+
+    Raises
+    ------
+    FedlabError
+        If files are missing, in the old layout, or do not match the architecture.
+    """
+    folder = _check_layout(folder)
     transform = GradientImageTransform.from_pretrained(folder)
-    try:
-        model = DnCNN.from_pretrained(
-            folder / MODEL_SUBFOLDER,
-            use_safetensors=True,
-            local_files_only=True,
-            low_cpu_mem_usage=False,  # the default needs accelerate, and only warns without
-        )
-    except FedlabError:
-        raise
-    except (OSError, ValueError, TypeError, RuntimeError, SafetensorError) as exc:
-        raise FedlabError(
-            f"cannot load a DnCNN denoiser from {str(folder)!r} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}); {MODEL_SUBFOLDER}/ needs config.json and "
-            "diffusion_pytorch_model.safetensors (train one with `fedlab pgla train --config "
-            "dncnn-small`)"
-        ) from None
-    return model.eval(), transform
+    model = load_model(folder / MODEL_SUBFOLDER, DNCNN_SPEC, max_parameters=max_parameters,
+                       source="DnCNN")  # fmt: skip
+    return model, transform  # type: ignore[return-value]

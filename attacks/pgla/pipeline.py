@@ -30,8 +30,10 @@ from diffusers import DDPMScheduler, UNet2DModel
 from fedlab.attacks.pgla.schedule import start_timestep, target_alpha_bar
 from fedlab.attacks.pgla.transform import GradientImageTransform
 
+from fedlab.diffusion.models import UNET_SPEC, load_scheduler, load_unet
 from fedlab.diffusion.sampling import reverse as diffusion_reverse
 from fedlab.errors import FedlabError
+from fedlab.model_folder import check_model_folder
 
 log = logging.getLogger(f"fedlab.{__name__}")
 
@@ -52,6 +54,35 @@ def build_unet(*, conditional: bool = False, **config: Any) -> UNet2DModel:
         raise FedlabError(
             f"invalid UNet config {config!r}: {exc}; see diffusers UNet2DModel"
         ) from None
+
+
+def unet_requirements(side: int) -> dict[str, tuple[Any, ...]]:
+    """What the pipeline runs: one-channel images of the transform's side (two channels in for
+    the conditional variant)."""
+    return {
+        "in_channels": (1, 2),
+        "out_channels": (1,),
+        "sample_size": (side, [side, side], (side, side)),
+    }
+
+
+def check_pipeline_folder(folder: str | Path, *, max_parameters: int | None = None) -> int:
+    """The pre-run check of a PGLA denoiser folder (or training run folder): everything
+    :meth:`PGLAPipeline.from_pretrained` checks, with the UNet only built on the meta device.
+    Returns the UNet's parameter count."""
+    from fedlab.attacks.pgla.training import resolve_checkpoint
+
+    folder = resolve_checkpoint(folder)
+    if not folder.is_dir():
+        raise FedlabError(
+            f"denoiser folder {str(folder)!r} does not exist; give a folder written by "
+            "`fedlab pgla train --out DIR`"
+        )
+    transform = GradientImageTransform.from_pretrained(folder)
+    load_scheduler(folder / "scheduler", source="denoiser scheduler")  # at most 100k betas
+    return check_model_folder(folder / "unet", UNET_SPEC, max_parameters=max_parameters,
+                              require=unet_requirements(transform.side),
+                              source="denoiser UNet")  # fmt: skip
 
 
 class PGLAPipeline:
@@ -112,13 +143,21 @@ class PGLAPipeline:
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> PGLAPipeline:
+    def from_pretrained(
+        cls, folder: str | Path, *, max_parameters: int | None = None
+    ) -> PGLAPipeline:
         """Load from a local folder written by :meth:`save_pretrained`.
+
+        Each part goes through the model-folder step (:mod:`fedlab.model_folder`): the
+        transform's and scheduler's configs typed and bounded, the UNet's config too, its
+        parameter count taken on the meta device and checked against ``max_parameters``
+        (default :data:`fedlab.limits.MAX_MODEL_PARAMETERS`), its weights' header against it,
+        all before anything is allocated.
 
         Raises
         ------
         FedlabError
-            If the folder or any part of it is missing or unreadable.
+            One line naming the folder and the part at fault.
         """
         from fedlab.attacks.pgla.training import resolve_checkpoint
 
@@ -129,21 +168,11 @@ class PGLAPipeline:
                 "`fedlab pgla train --out DIR`"
             )
         transform = GradientImageTransform.from_pretrained(folder)
-        try:
-            unet = UNet2DModel.from_pretrained(
-                folder / "unet",
-                use_safetensors=True,
-                local_files_only=True,
-                low_cpu_mem_usage=False,  # the default needs accelerate, and only warns without
-            )
-            scheduler = DDPMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise FedlabError(
-                f"cannot load the PGLA denoiser from {str(folder)!r} "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); it needs unet/ and "
-                "scheduler/ as written by save_pretrained; re-train or restore it"
-            ) from None
-        return cls(unet=unet.eval(), scheduler=scheduler, transform=transform)
+        scheduler = load_scheduler(folder / "scheduler", source="denoiser scheduler")
+        unet = load_unet(folder / "unet", max_parameters=max_parameters,
+                         require=unet_requirements(transform.side),
+                         source="denoiser UNet")  # fmt: skip
+        return cls(unet=unet, scheduler=scheduler, transform=transform)
 
     # ------------------------------------------------------------------------------- sampling
     def start_step(self, m: float) -> int | None:

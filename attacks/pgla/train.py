@@ -101,12 +101,18 @@ def pgla_loss(
 
 
 def train_denoiser(
-    cfg: DenoiserTrainConfig, out: str | Path, *, resume: bool = True
+    cfg: DenoiserTrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = True,
+    max_parameters: int | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) a PGLA or DnCNN denoiser into ``out``; returns the final state.
 
     ``out`` ends up with ``train_config.json``, ``checkpoints/step-N/`` (a loadable denoiser
     folder each) and ``latest.json``; load with :func:`fedlab.attacks.pgla.denoisers.load_denoiser`.
+    ``max_parameters`` caps a model loaded from a folder (``init_from``, a checkpoint; default
+    :data:`fedlab.limits.MAX_MODEL_PARAMETERS`).
 
     Raises
     ------
@@ -140,12 +146,12 @@ def train_denoiser(
     start, opt_state, history, elapsed = 0, None, [], 0.0
     if latest is not None:
         ckpt = out / latest["path"]
-        model, transform = _load_model(cfg, ckpt)
+        model, transform = _load_model(cfg, ckpt, max_parameters)
         opt_state = torch.load(ckpt / OPTIMIZER_FILE, weights_only=True)
         start, history, elapsed = latest["step"], latest["history"], latest["elapsed_s"]
         log.info("resuming %s from step %d (%s)", cfg.denoiser, start, ckpt)
     elif cfg.init_from:
-        model, transform = _init_model(cfg)
+        model, transform = _init_model(cfg, max_parameters)
         log.info("%s starts from the weights in %s", cfg.denoiser, cfg.init_from)
     else:
         fit = next(
@@ -208,11 +214,11 @@ def _new_model(cfg: DenoiserTrainConfig, transform: GradientImageTransform) -> t
 
 
 def _load_model(
-    cfg: DenoiserTrainConfig, folder: Path
+    cfg: DenoiserTrainConfig, folder: Path, max_parameters: int | None = None
 ) -> tuple[torch.nn.Module, GradientImageTransform]:
     if cfg.denoiser == "dncnn":
-        return load_dncnn(folder)
-    pipe = PGLAPipeline.from_pretrained(folder)
+        return load_dncnn(folder, max_parameters=max_parameters)
+    pipe = PGLAPipeline.from_pretrained(folder, max_parameters=max_parameters)
     _check_kind(cfg, pipe, folder)
     return pipe.unet, pipe.transform
 
@@ -223,7 +229,9 @@ def _check_kind(cfg: DenoiserTrainConfig, pipe: PGLAPipeline, folder: Path) -> N
         raise FedlabError(f"{folder} holds a {kind} denoiser, but the config trains {cfg.denoiser}")
 
 
-def _init_model(cfg: DenoiserTrainConfig) -> tuple[torch.nn.Module, GradientImageTransform]:
+def _init_model(
+    cfg: DenoiserTrainConfig, max_parameters: int | None = None
+) -> tuple[torch.nn.Module, GradientImageTransform]:
     """The model for ``cfg`` with weights from ``cfg.init_from`` (its transform too).
 
     A ``pgla-cond`` model may start from a ``pgla`` one: its second input channel and its
@@ -231,8 +239,8 @@ def _init_model(cfg: DenoiserTrainConfig) -> tuple[torch.nn.Module, GradientImag
     """
     folder = resolve_checkpoint(cfg.init_from)
     if cfg.denoiser == "dncnn":
-        return load_dncnn(folder)
-    source = PGLAPipeline.from_pretrained(folder)
+        return load_dncnn(folder, max_parameters=max_parameters)
+    source = PGLAPipeline.from_pretrained(folder, max_parameters=max_parameters)
     if source.conditional or cfg.denoiser == "pgla":
         _check_kind(cfg, source, folder)
         return source.unet, source.transform

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fedlab.diffusion.training import read_latest
+from fedlab.diffusion.training import LATEST_FILE, read_latest  # noqa: F401 - re-exported
 from fedlab.diffusion.training import write_checkpoint as write_diffusion_checkpoint
 from fedlab.errors import FedlabError
+from fedlab.model_folder import read_json_object, show, where
 
 log = logging.getLogger(f"fedlab.{__name__}")
 
@@ -94,8 +95,11 @@ class DenoiserTrainConfig:
     device: str = "cpu"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DenoiserTrainConfig:
-        """Build from a dict, refusing unknown keys and bad values."""
+    def from_dict(
+        cls, data: dict[str, Any], *, max_parameters: int | None = None
+    ) -> DenoiserTrainConfig:
+        """Build from a dict, refusing unknown keys and bad values (``max_parameters``: the cap
+        on an ``init_from`` model, see :meth:`validate`)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -103,7 +107,7 @@ class DenoiserTrainConfig:
                 f"unknown training config keys {unknown}; allowed: {', '.join(sorted(known))}"
             )
         cfg = cls(**data)
-        cfg.validate()
+        cfg.validate(max_parameters=max_parameters)
         return cfg
 
     @classmethod
@@ -118,8 +122,14 @@ class DenoiserTrainConfig:
         except json.JSONDecodeError as exc:
             raise FedlabError(f"training config {str(path)!r} is not valid JSON ({exc})") from None
 
-    def validate(self) -> None:
-        """Raise :class:`FedlabError` on a value out of range."""
+    def validate(self, *, max_parameters: int | None = None) -> None:
+        """Raise :class:`FedlabError` on a value out of range.
+
+        An ``init_from`` folder is checked as the run will load it, allocating nothing (its
+        configs typed and bounded, the model counted on the meta device against
+        ``max_parameters``, default :data:`fedlab.limits.MAX_MODEL_PARAMETERS`, and its
+        weights' header matched).
+        """
         from fedlab.attacks.pgla.surrogate import SURROGATES
 
         if self.denoiser not in DENOISER_KINDS:
@@ -135,6 +145,12 @@ class DenoiserTrainConfig:
                 f"init_from {self.init_from!r} is not a folder; give a denoiser folder or a "
                 "training run folder written by `fedlab pgla train`, or leave it empty"
             )
+        if self.init_from and self.denoiser in DENOISER_KINDS:
+            if self.denoiser == "dncnn":
+                from fedlab.attacks.pgla.dncnn import check_dncnn_folder as check
+            else:
+                from fedlab.attacks.pgla.pipeline import check_pipeline_folder as check
+            check(resolve_checkpoint(self.init_from), max_parameters=max_parameters)
         if self.surrogate not in SURROGATES:
             raise FedlabError(
                 f"surrogate {self.surrogate!r} unknown; allowed: {', '.join(SURROGATES)}"
@@ -152,10 +168,25 @@ class DenoiserTrainConfig:
 
 
 def resolve_checkpoint(folder: str | Path) -> Path:
-    """``folder`` itself, or the checkpoint its ``latest.json`` names (a training run folder)."""
+    """``folder`` itself, or the checkpoint its ``latest.json`` names (a training run folder).
+
+    ``latest.json`` may come from someone else's folder: it is read size-capped, and its
+    ``path`` must name a folder inside ``folder`` (one-line errors otherwise).
+    """
     folder = Path(folder)
-    latest = read_latest(folder) if folder.is_dir() else None
-    return folder / latest["path"] if latest is not None else folder
+    if not folder.is_dir() or not (folder / LATEST_FILE).exists():
+        return folder
+    label = where(folder, "denoiser")
+    hint = "restore it, or delete it to use the folder itself"
+    latest = read_json_object(folder / LATEST_FILE, label, hint=hint)
+    rel = latest.get("path")
+    parts = Path(rel).parts if isinstance(rel, str) else ()
+    if not parts or Path(rel).is_absolute() or ".." in parts or "\x00" in rel:
+        raise FedlabError(
+            f"{label}: {LATEST_FILE} field path must name a checkpoint folder inside it (e.g. "
+            f"'checkpoints/step-0000100'), got {show(rel)}; {hint}"
+        )
+    return folder / rel
 
 
 def write_checkpoint(

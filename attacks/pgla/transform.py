@@ -25,6 +25,15 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 
 from fedlab.errors import FedlabError
+from fedlab.model_folder import (
+    MAX_SIDE,
+    Int,
+    ModelSpec,
+    Number,
+    read_json_object,
+    validate_fields,
+    where,
+)
 
 TRANSFORM_SUBFOLDER = "transform"
 TRANSFORM_CONFIG = "transform_config.json"
@@ -32,6 +41,45 @@ LEGACY_TRANSFORM_FILE = "transform.json"
 """Where denoiser folders written before the diffusers mixins kept the transform."""
 CONVERT_HINT = "convert it with `python simulations/convert_pgla_denoisers.py DIR`"
 TRANSFORM_FIELDS = ("num_params", "side", "scale", "clip_norm")
+
+
+TRANSFORM_HINT = "it needs num_params, side, scale and clip_norm; re-train or restore the file"
+_F64_MAX = 1.7976931348623157e308
+
+
+def _transform_problem(values: dict[str, Any]) -> str | None:
+    """``side`` fits the gradient: at least ``sqrt(num_params)``, and not so large that one
+    image outweighs the gradient many times (``for_size`` never exceeds ``sqrt(n) + 8``)."""
+    if "num_params" not in values or "side" not in values:
+        return None
+    n, side = values["num_params"], values["side"]
+    if side * side < n:
+        return (
+            f"field side {side} gives {side * side} pixels, fewer than num_params {n}; use side "
+            f">= {math.isqrt(n - 1) + 1}"
+        )
+    if side * side > 4 * n + 64:
+        return (
+            f"field side {side} gives {side * side:,} pixels for {n} values; it must be at most "
+            f"{math.isqrt(4 * n + 64)}"
+        )
+    return None
+
+
+def _transform_spec(cls: type) -> ModelSpec:
+    return ModelSpec(
+        name="GradientImageTransform",
+        fields={
+            "num_params": Int(1, MAX_SIDE * MAX_SIDE),
+            "side": Int(1, MAX_SIDE),
+            "scale": Number(0, _F64_MAX, open_low=True),
+            "clip_norm": Number(0, _F64_MAX, open_low=True),
+        },
+        build=cls,
+        check=_transform_problem,
+        config=TRANSFORM_CONFIG,
+        hint=TRANSFORM_HINT,
+    )
 
 
 def flatten_gradients(grads: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -225,19 +273,14 @@ class GradientImageTransform(ConfigMixin):
                 f"{TRANSFORM_CONFIG} and unet/ (or dncnn/) (write one with "
                 "`fedlab pgla train --out DIR`)"
             )
-        try:
-            config = cls.load_config(path.parent, local_files_only=True)
-            saved_class = config.get("_class_name", cls.__name__)
-            if saved_class != cls.__name__:
-                raise ValueError(f"it describes a {saved_class}")
-            missing = [name for name in TRANSFORM_FIELDS if name not in config]
-            if missing:
-                raise KeyError(f"missing {missing}")
-            return cls.from_config(config)
-        except FedlabError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        # Read through the model-folder step: size-capped, typed and bounded, one line each.
+        label = where(folder, "denoiser")
+        file = f"{TRANSFORM_SUBFOLDER}/{TRANSFORM_CONFIG}"
+        raw = read_json_object(path, label, hint=TRANSFORM_HINT)
+        values = validate_fields(raw, _transform_spec(cls), label, file=file)
+        missing = [name for name in TRANSFORM_FIELDS if name not in values]
+        if missing:
             raise FedlabError(
-                f"{path} is malformed ({exc}); it needs num_params, side, scale and clip_norm; "
-                "re-train or restore the file"
-            ) from None
+                f"{label}: {file} is malformed: it lacks {', '.join(missing)}; {TRANSFORM_HINT}"
+            )
+        return cls(**values)

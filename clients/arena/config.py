@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 from fedlab.clients.procedural_video import VideoSpec
@@ -97,11 +96,16 @@ class ArenaConfig(LocalTrainingKeys, SamplingKeys, StrategyKeys, RunConfig):
             raise FedlabError(
                 f"arena-budget must lie in (0, 1] (share of tokens), got {self.arena_budget}"
             )
-        if self.init_from and not Path(self.init_from).is_dir():
-            raise FedlabError(
-                f"init-from {self.init_from!r} is not a folder; give a run folder or a detector "
-                "folder (ArenaViT.save_pretrained), or leave it empty"
-            )
+        if self.init_from:
+            # The weights' header against the detector this config builds (the arguments of
+            # ArenaWorkload.build_model), on the meta device: nothing allocated before Ray.
+            from fedlab.clients.arena.model import check_init_from
+
+            check_init_from(self.init_from, {
+                "image_size": self.frame_size, "patch_size": self.patch_size,
+                "dim": self.vit_dim, "depth": self.vit_depth, "heads": self.vit_heads,
+                "mlp_ratio": self.vit_mlp_ratio, "head_hidden": self.vit_dim,
+            })  # fmt: skip
         self.video_spec()
 
     def video_spec(self) -> VideoSpec:

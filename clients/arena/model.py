@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +28,20 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from fedlab.errors import FedlabError
+from fedlab.model_folder import (
+    MAX_CHANNELS,
+    MAX_LAYERS,
+    MAX_SIDE,
+    Int,
+    ModelSpec,
+    Number,
+    check_weights,
+    load_model,
+    pickle_files,
+    read_json_object,
+    validate_fields,
+    where,
+)
 
 
 class Block(nn.Module):
@@ -269,6 +285,91 @@ class ArenaViT(ModelMixin, ConfigMixin):
         full = parked.clone()
         full[:, top] = x[:, :keep_count]
         return self.predict(self.norm(full)), processed
+
+
+# -- folders --------------------------------------------------------------------------------------
+DETECTOR_HINT = (
+    "give a folder written by ArenaViT.save_pretrained (e.g. by simulations/arena_study.py train)"
+)
+#: The weights of a run folder (``streaming_arena``'s global model) and of a detector folder.
+RUN_WEIGHTS = "model.safetensors"
+DETECTOR_WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def _detector_problem(fields: dict[str, Any]) -> str | None:
+    image, patch = fields.get("image_size", 96), fields.get("patch_size", 8)
+    dim, heads = fields.get("dim", 64), fields.get("heads", 4)
+    if image % patch:
+        return f"field image_size {image} is not a multiple of patch_size {patch}"
+    if dim % heads:
+        return f"field dim {dim} is not a multiple of heads {heads}"
+    return None
+
+
+DETECTOR_SPEC = ModelSpec(
+    name="ArenaViT",
+    fields={
+        "image_size": Int(1, MAX_SIDE),
+        "patch_size": Int(1, 1024),
+        "dim": Int(1, MAX_CHANNELS),
+        "depth": Int(1, MAX_LAYERS),
+        "heads": Int(1, 1024),
+        "mlp_ratio": Number(0, 64, open_low=True),
+        "head_hidden": Int(1, MAX_CHANNELS),
+    },
+    build=ArenaViT,
+    check=_detector_problem,
+    hint=f"fix config.json or {DETECTOR_HINT}",
+)
+"""How a detector folder is validated and built (:mod:`fedlab.model_folder`)."""
+
+
+def load_detector(folder: str | Path, *, max_parameters: int | None = None) -> ArenaViT:
+    """A detector folder (``save_pretrained``: config.json + safetensors), checked before
+    anything is allocated (:func:`fedlab.model_folder.load_model`); no hub access.
+
+    ``max_parameters`` raises the cap (:data:`fedlab.limits.MAX_MODEL_PARAMETERS`); a command
+    passes its ``--max-parameters`` here.
+    """
+    model = load_model(folder, DETECTOR_SPEC, max_parameters=max_parameters, source="detector")
+    return model  # type: ignore[return-value]
+
+
+def check_init_from(
+    folder: str | Path, fields: dict[str, Any], *, max_parameters: int | None = None
+) -> int:
+    """The pre-Ray check of ``init-from``: a run folder (its ``model.safetensors``) or a detector
+    folder (its safetensors; its config.json typed and bounded) whose tensors fit the detector
+    the run config builds (``fields``: :data:`DETECTOR_SPEC` arguments). Nothing is allocated:
+    the detector is built on the meta device, the weights' header read. Returns the parameter
+    count.
+    """
+    folder = Path(folder)
+    label = where(folder, "init-from")
+    if not folder.is_dir():
+        raise FedlabError(
+            f"{label} is not a folder; give a run folder or a detector folder "
+            "(ArenaViT.save_pretrained), or leave init-from empty"
+        )
+    if (folder / RUN_WEIGHTS).exists():
+        weights = folder / RUN_WEIGHTS
+    elif (folder / DETECTOR_WEIGHTS).exists():
+        weights = folder / DETECTOR_WEIGHTS
+        # A detector folder's config is not what the run builds, but a broken one means the
+        # folder is not what the user thinks it is.
+        validate_fields(read_json_object(folder / "config.json", label), DETECTOR_SPEC, label)
+    else:
+        pickles = pickle_files(folder)
+        kind = f"only pickled weights ({', '.join(pickles[:3])})" if pickles else "no weights"
+        raise FedlabError(
+            f"{label} holds {kind}; it needs {RUN_WEIGHTS} (a run folder) or "
+            f"{DETECTOR_WEIGHTS} (a detector folder): safetensors only, never a pickle"
+        )
+    # The run config's detector keys bounded like a folder's (a vit-depth of 10**6 would take
+    # minutes to build even on the meta device).
+    fields = validate_fields(fields, DETECTOR_SPEC, label, file="the run config's detector")
+    count, _ = check_weights(weights, DETECTOR_SPEC, fields, label, max_parameters=max_parameters)
+    return count
 
 
 # -- targets and decoding -------------------------------------------------------------------------

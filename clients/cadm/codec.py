@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from fedlab.clients import video
 
 from fedlab.errors import FedlabError
+from fedlab.limits import MAX_FRAME_SIDE
 
 #: Codec name (as the CLI and configs say it) -> PyAV encoder name.
 CODECS = {"x264": "libx264", "x265": "libx265", "ffv1": "ffv1"}
@@ -67,17 +68,24 @@ class CodecSpec:
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
             raise FedlabError(
-                f"unsupported codec {self.codec!r}; allowed: {', '.join(CODECS)} "
+                f"unsupported codec {repr(self.codec)[:40]}; allowed: {', '.join(CODECS)} "
                 "(e.g. --codec x264)"
             )
-        if not isinstance(self.b, int) or not 1 <= self.b <= 8:
+        # bools are ints to Python; a JSON true is no bit-depth
+        if not _is_int(self.b) or not 1 <= self.b <= 8:
             raise FedlabError(f"bit-depth b={self.b!r} is outside 1-8; give an integer 1..8")
-        if not isinstance(self.r, int) or self.r < 1:
-            raise FedlabError(f"resolution factor r={self.r!r} must be an integer >= 1")
-        if not 0 <= self.crf <= 51:
-            raise FedlabError(f"crf {self.crf} is outside 0-51 (x264/x265 range)")
-        if self.fps < 1:
-            raise FedlabError(f"fps {self.fps} must be >= 1")
+        if not _is_int(self.r) or not 1 <= self.r <= MAX_FRAME_SIDE // 2:
+            raise FedlabError(
+                f"resolution factor r={self.r!r} must be an integer in 1..{MAX_FRAME_SIDE // 2}"
+            )
+        if not _is_int(self.crf) or not 0 <= self.crf <= 51:
+            raise FedlabError(f"crf {self.crf!r} is outside 0-51 (x264/x265 range); e.g. 28")
+        if not _is_int(self.fps) or not 1 <= self.fps <= 1000:
+            raise FedlabError(f"fps {self.fps!r} must be an integer in 1..1000")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,20 @@ def expand(indices: np.ndarray, b: int) -> np.ndarray:
     return np.round(values).astype(np.uint8)
 
 
+def check_encodable(frames: np.ndarray, spec: CodecSpec) -> np.ndarray:
+    """``frames`` if :func:`encode` can encode them with ``spec`` (``--check`` calls this
+    alone), else a one-line error."""
+    frames = check_clip(frames)
+    _, h, w, _ = frames.shape
+    check_size(h, w, spec.r)
+    if spec.codec == "x265" and min(h // spec.r, w // spec.r) < X265_MIN_SIDE:
+        raise FedlabError(
+            f"x265 needs reduced frames of at least {X265_MIN_SIDE} px a side, got "
+            f"{h // spec.r}x{w // spec.r} (r={spec.r}); use x264 or a smaller r"
+        )
+    return frames
+
+
 def encode(frames: np.ndarray, spec: CodecSpec) -> Encoded:
     """Reduce ``frames`` by ``spec`` and encode them; bytes measured from the stream.
 
@@ -170,14 +192,8 @@ def encode(frames: np.ndarray, spec: CodecSpec) -> Encoded:
     FedlabError
         For a malformed clip or a size not divisible by ``2 r``.
     """
-    frames = check_clip(frames)
+    frames = check_encodable(frames, spec)
     t, h, w, _ = frames.shape
-    check_size(h, w, spec.r)
-    if spec.codec == "x265" and min(h // spec.r, w // spec.r) < X265_MIN_SIDE:
-        raise FedlabError(
-            f"x265 needs reduced frames of at least {X265_MIN_SIDE} px a side, got "
-            f"{h // spec.r}x{w // spec.r} (r={spec.r}); use x264 or a smaller r"
-        )
     sent = quantize(downsample_frames(frames, spec.r), spec.b)
     options: dict[str, str] = {}
     if spec.codec == "x264":
@@ -190,12 +206,25 @@ def encode(frames: np.ndarray, spec: CodecSpec) -> Encoded:
     return Encoded(stream.data, spec, t, h, w)
 
 
-def receive(encoded: Encoded) -> torch.Tensor:
+def receive(encoded: Encoded, *, name: str = "the stream") -> torch.Tensor:
     """Decode, expand the bit-depth and upsample bicubically: float ``(T, 3, H, W)`` in [0, 1].
 
     This is the bicubic baseline and the conditioning input of every learned decoder.
     """
-    low = expand(video.decode_bytes(encoded.data), encoded.spec.b)
+    # never more frames than were encoded: a stream that holds more stops at the next one
+    hint = f" ({encoded.frames} were encoded); encode the clip again"
+    data = video.decode_bytes(encoded.data, name=name, format=CONTAINER, frame_cap=encoded.frames,
+                              cap_hint=hint)  # fmt: skip
+    low = expand(data, encoded.spec.b)
     if len(low) != encoded.frames:
-        raise FedlabError(f"the stream decoded to {len(low)} frames, {encoded.frames} were encoded")
+        raise FedlabError(
+            f"{name} decoded to {len(low)} frames, {encoded.frames} were encoded; the stream is "
+            "truncated or not the one its side file describes"
+        )
+    sent = (encoded.height // encoded.spec.r, encoded.width // encoded.spec.r)
+    if low.shape[1:3] != sent:  # upsampling to a size the stream never had: refuse
+        raise FedlabError(
+            f"{name} holds {low.shape[2]}x{low.shape[1]} frames, but {encoded.width}x"
+            f"{encoded.height} at r={encoded.spec.r} sends {sent[1]}x{sent[0]}"
+        )
     return upsample_tensor(to_tensor(low), (encoded.height, encoded.width))

@@ -35,6 +35,20 @@ from torch import nn
 from fedlab.atomic import atomic_write_text
 from fedlab.diffusion import build_unet, load_unet, make_scheduler, reverse
 from fedlab.errors import FedlabError
+from fedlab.model_folder import (
+    MAX_CHANNELS,
+    MAX_LAYERS,
+    Bool,
+    Int,
+    ListOf,
+    ModelSpec,
+    Number,
+    Tuple,
+    load_model,
+    read_json_object,
+    validate_record,
+    where,
+)
 
 RESIDUAL_SCALE = 0.1
 T_START = 999
@@ -180,20 +194,41 @@ def param_bytes(module: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
-def load_decoder(folder: str | Path) -> CadmDecoder:
-    """A decoder folder written by :meth:`CadmDecoder.save` (safetensors only)."""
+DECODER_HINT = "give a folder written by CadmDecoder.save (e.g. a streaming_cadm run's decoder/)"
+#: ``cadm.json``'s fields: every one of :class:`DecoderMeta` (an unknown key is refused: the
+#: format is fedlab's own). ``r`` and ``b`` as :class:`~fedlab.clients.cadm.codec.CodecSpec`
+#: takes them (``b`` 1-8 bits; ``r`` bounded so that a frame side stays sane).
+DECODER_META_FIELDS = {
+    "pairs": ListOf(Tuple((Int(1, 64), Int(1, 8))), 1, 256),
+    "conditioned": Bool(),
+    "steps": Int(1, 1000),
+    "residual_scale": Number(0, 100, open_low=True),
+}
+
+
+def load_decoder(folder: str | Path, *, max_parameters: int | None = None) -> CadmDecoder:
+    """A decoder folder written by :meth:`CadmDecoder.save` (safetensors only).
+
+    ``cadm.json`` is typed and bounded (:data:`DECODER_META_FIELDS`) and the UNet checked
+    before anything is allocated (:func:`fedlab.diffusion.load_unet`): 6 channels in, 3 out,
+    one class per pair (one when unaware), at most ``max_parameters`` parameters (default
+    :data:`fedlab.limits.MAX_MODEL_PARAMETERS`; a command passes its ``--max-parameters``).
+    """
     folder = Path(folder)
-    meta_path = folder / META_FILE
-    if not meta_path.is_file():
-        raise FedlabError(
-            f"decoder folder {str(folder)!r} has no {META_FILE}; give a folder written by "
-            "CadmDecoder.save (e.g. a streaming_cadm run's decoder/)"
-        )
-    try:
-        meta = DecoderMeta(**json.loads(meta_path.read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise FedlabError(f"{meta_path} is not a valid decoder record ({exc})") from None
-    return CadmDecoder(load_unet(folder / "unet"), meta)
+    label = where(folder, "decoder")
+    if not folder.is_dir():
+        raise FedlabError(f"{label} does not exist or is not a folder; {DECODER_HINT}")
+    if not (folder / META_FILE).exists():
+        raise FedlabError(f"{label} has no {META_FILE}; {DECODER_HINT}")
+    raw = read_json_object(folder / META_FILE, label, hint=DECODER_HINT)
+    fields = validate_record(raw, DECODER_META_FIELDS, label, META_FILE, DECODER_HINT,
+                             extra_keys=False)  # fmt: skip
+    meta = DecoderMeta(**fields)
+    classes = len(meta.pairs) if meta.conditioned else 1
+    require = {"in_channels": (6,), "out_channels": (3,), "num_class_embeds": (classes,)}
+    unet = load_unet(folder / "unet", max_parameters=max_parameters, require=require,
+                     source="decoder UNet")  # fmt: skip
+    return CadmDecoder(unet, meta)
 
 
 class SmallSR(ModelMixin, ConfigMixin):
@@ -233,10 +268,17 @@ def sr_step(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Te
     return F.mse_loss(model(up), clean), {}
 
 
-def load_small_sr(folder: str | Path) -> SmallSR:
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise FedlabError(f"CNN folder {str(folder)!r} holds no config.json; train it first")
-    return SmallSR.from_pretrained(
-        folder, use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False
-    ).eval()
+SMALL_SR_SPEC = ModelSpec(
+    name="SmallSR",
+    fields={"width": Int(1, MAX_CHANNELS), "blocks": Int(0, MAX_LAYERS)},
+    build=SmallSR,
+    hint="fix config.json or train the CNN again (simulations/cadm_train.py)",
+)
+"""How a :class:`SmallSR` folder is validated and built (:mod:`fedlab.model_folder`)."""
+
+
+def load_small_sr(folder: str | Path, *, max_parameters: int | None = None) -> SmallSR:
+    """The baseline CNN from a ``save_pretrained`` folder, checked before anything is allocated
+    (:func:`fedlab.model_folder.load_model`)."""
+    model = load_model(folder, SMALL_SR_SPEC, max_parameters=max_parameters, source="CNN")
+    return model  # type: ignore[return-value]

@@ -8,56 +8,80 @@ label with the lowest denoising error on it). Writes ``<out>/<bg>_freepih.png`` 
 background is the input's, bit for bit) and ``<out>/<bg>_grid.png`` (composite, Reinhard,
 SDEdit, FreePIH side by side). ``--model`` takes a style-conditioned UNet folder (default:
 the shipped federated prior).
+
+Every argument and the three files are checked before anything is loaded or written: each
+image through :func:`fedlab.image_io.read_pixels` (a regular file, an allowed format, at most
+``--max-pixels`` pixels, default :data:`fedlab.limits.MAX_INPUT_PIXELS`), every number for
+range and finiteness, and existing output files are refused unless ``--overwrite``.
+``--check`` stops after the checks (and loading the model).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 
+from fedlab.command_args import add_safety_flags, float_flag, int_flag, max_pixels_flag
 from fedlab.errors import FedlabError
+from fedlab.image_io import read_image, read_pixels
+from fedlab.limits import MAX_INPUT_PIXELS, SEED_LIMIT
+from fedlab.outputs import output_files
 
 log = logging.getLogger("fedlab.harmonization")
 
+#: Timesteps of the prior's schedule (``fedlab.diffusion.SCHEDULER_CONFIG``): ``--t`` < this.
+TIMESTEPS = 1000
+#: Most DDIM steps: one per timestep; more would visit no other step.
+MAX_STEPS = TIMESTEPS
+#: Largest ``--guidance``: the guidance gradients are scaled to unit RMS, so a weight of 100
+#: already swamps the noise estimate; larger ones only overflow.
+MAX_GUIDANCE = 100.0
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    # Numbers are taken as text and checked by check_harmonize: one-line errors that say what
+    # is allowed (argparse's own say only "invalid float value").
     p.add_argument("--fg", required=True, help="image holding the object (same size as --bg)")
     p.add_argument("--mask", required=True, help="mask image: non-zero pixels are the object")
     p.add_argument("--bg", required=True, help="the painting to harmonize the object into")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--style", default="", help="style name of the painting (default: inferred)")
     p.add_argument("--model", default="", help="style-conditioned UNet folder (default: shipped)")
-    p.add_argument("--t", type=int, default=300, help="start step of FreePIH (default 300)")
-    p.add_argument("--steps", type=int, default=10, help="DDIM steps (default 10)")
-    p.add_argument("--guidance", type=float, default=1.0, help="guidance weight (0: plain DDIM)")
-    p.add_argument("--seed", type=int, default=0, help="start-noise seed")
+    p.add_argument(
+        "--t", default=300, help=f"start step of FreePIH, 0..{TIMESTEPS - 1} (default 300)"
+    )
+    p.add_argument("--steps", default=10, help=f"DDIM steps, 1..{MAX_STEPS} (default 10)")
+    p.add_argument(
+        "--guidance",
+        default=1.0,
+        help=f"guidance weight in [0, {MAX_GUIDANCE:g}] (0: plain DDIM; default 1)",
+    )
+    p.add_argument("--seed", default=0, help="start-noise seed, 0 <= seed < 2**63")
+    add_safety_flags(
+        p, "most pixels of each image (default 4096x4096); raise it for larger images if the "
+        "memory is there",
+    )  # fmt: skip
     p.set_defaults(func=harmonize_command)
 
 
-def read_mask(path: str | Path) -> torch.Tensor:
-    """A mask file as ``(H, W)`` bool (non-zero grey = object)."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FedlabError(f"mask {str(path)!r} does not exist; give an image file path")
-    try:
-        with Image.open(path) as img:
-            return torch.from_numpy(np.asarray(img.convert("L")) > 0)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise FedlabError(f"cannot read {str(path)!r} as an image ({exc})") from None
+def read_mask(path: str | Path, *, max_pixels: int = MAX_INPUT_PIXELS) -> torch.Tensor:
+    """A mask file as ``(H, W)`` bool (non-zero grey = object), read by
+    :func:`fedlab.image_io.read_pixels` like every other image."""
+    return torch.from_numpy(read_pixels(path, mode="L", flag="--mask", max_pixels=max_pixels) > 0)
 
 
-def _same_size(name: str, image: torch.Tensor, size: tuple[int, int]) -> None:
+def _same_size(name: str, flag: str, path: str | Path, image: torch.Tensor,
+               size: tuple[int, int]) -> None:  # fmt: skip
     if tuple(image.shape[-2:]) != size:
         h, w = image.shape[-2:]
         raise FedlabError(
-            f"{name} is {h}x{w} but the background is {size[0]}x{size[1]}; give a {name} of "
-            "the same size"
+            f"{flag} {str(path)!r}: the {name} is {h}x{w} but the background is "
+            f"{size[0]}x{size[1]}; give a {name} of the same size"
         )
 
 
@@ -83,65 +107,139 @@ def infer_style(unet: torch.nn.Module, scheduler: object, background: torch.Tens
     return int(errors.argmin())
 
 
-def harmonize_files(
+@dataclass(frozen=True)
+class HarmonizeJob:
+    """A checked ``fedlab harmonize`` call: its arguments, images and output files."""
+
+    bg: Path
+    background: torch.Tensor
+    source: torch.Tensor
+    mask: torch.Tensor
+    style: str
+    model: str
+    t: int
+    steps: int
+    guidance: float
+    seed: int
+    result_path: Path
+    grid_path: Path
+
+    @property
+    def composite(self) -> torch.Tensor:
+        return torch.where(self.mask[None, None], self.source, self.background)
+
+
+def check_harmonize(
     fg: str | Path, mask: str | Path, bg: str | Path, out: str | Path, *, style: str = "",
-    model: str = "", t: int = 300, steps: int = 10, guidance: float = 1.0, seed: int = 0,
-    progress: bool = True,
-) -> tuple[Path, Path]:  # fmt: skip
-    """Harmonize the object of ``fg`` inside ``mask`` into ``bg``; write result and grid."""
-    from fedlab.clients.harmonization.baselines import reinhard
+    model: str = "", t: object = 300, steps: object = 10, guidance: object = 1.0,
+    seed: object = 0, overwrite: bool = False, max_pixels: object = None,
+    create_out: bool = True,
+) -> HarmonizeJob:  # fmt: skip
+    """Every check of ``fedlab harmonize`` that needs no model, in the order a refusal costs
+    least. Numbers may be given as text (the flags') or as numbers; ``max_pixels`` None is
+    :data:`fedlab.limits.MAX_INPUT_PIXELS`; ``create_out`` false (``--check``) leaves a
+    missing ``out`` folder uncreated.
+
+    Raises
+    ------
+    FedlabError
+        One line naming the flag or file at fault.
+    """
+    from fedlab.clients.harmonization.freepih import check_inputs
+
+    t = int_flag(t, "--t", 0, TIMESTEPS - 1, "the start step of FreePIH")
+    steps = int_flag(steps, "--steps", 1, MAX_STEPS, "DDIM steps")
+    guidance = float_flag(guidance, "--guidance", 0.0, MAX_GUIDANCE, what="0: plain DDIM")
+    seed = int_flag(seed, "--seed", 0, SEED_LIMIT - 1)
+    cap = max_pixels_flag(max_pixels, MAX_INPUT_PIXELS)
+    background = read_image(bg, flag="--bg", max_pixels=cap)
+    source = read_image(fg, flag="--fg", max_pixels=cap)
+    m = read_mask(mask, max_pixels=cap)
+    size = tuple(background.shape[-2:])
+    _same_size("mask", "--mask", mask, m, size)
+    _same_size("foreground image", "--fg", fg, source, size)
+    try:  # an empty or full mask, refused before any model is loaded
+        check_inputs(torch.where(m[None, None], source, background), m[None], torch.tensor([0]), 1)
+    except FedlabError as exc:
+        raise FedlabError(f"--mask {str(mask)!r}: {exc}") from None
+    stem = Path(bg).stem
+    result_path, grid_path = output_files(
+        out, [f"{stem}_freepih.png", f"{stem}_grid.png"], overwrite=overwrite, create=create_out
+    )
+    return HarmonizeJob(Path(bg), background, source, m, style, model, t, steps, guidance, seed,
+                        result_path, grid_path)  # fmt: skip
+
+
+def _load_checked(job: HarmonizeJob) -> tuple[Any, list[str]]:
+    """The prior of ``job`` and its style names, with the checks that need them."""
     from fedlab.clients.harmonization.config import SHIPPED_PRIOR
-    from fedlab.clients.harmonization.freepih import FreePIHParams, freepih, sdedit
     from fedlab.clients.harmonization.workload import prior_styles
 
-    from fedlab.atomic import atomic_write, atomic_write_bytes
-    from fedlab.diffusion import load_unet, make_scheduler
-    from fedlab.image_io import png_bytes, read_image
+    from fedlab.diffusion import load_unet
 
-    background, source, m = read_image(bg), read_image(fg), read_mask(mask)
-    size = tuple(background.shape[-2:])
-    _same_size("mask", m, size)
-    _same_size("foreground image", source, size)
-    params = FreePIHParams(t_start=t, steps=steps, guidance=guidance)
-    if not 0 <= t < 1000:
-        raise FedlabError(f"--t must be in 0..999, got {t}")
-    folder = model or SHIPPED_PRIOR
+    folder = job.model or SHIPPED_PRIOR
     unet = load_unet(folder)
     names = prior_styles(unet, folder)
     factor = 2 ** (len(unet.config.down_block_types) - 1)
+    size = tuple(job.background.shape[-2:])
     if size[0] % factor or size[1] % factor:
         raise FedlabError(
-            f"the images are {size[0]}x{size[1]}; this prior needs sides that are multiples of "
-            f"{factor}: crop or pad them"
+            f"--bg {str(job.bg)!r}: the images are {size[0]}x{size[1]}; this prior needs sides "
+            f"that are multiples of {factor}: crop or pad them"
         )
-    scheduler = make_scheduler()
-    composite = torch.where(m[None, None], source, background)
-    mask_b = m[None]
-    if style:
-        if style not in names:
-            raise FedlabError(
-                f"style {style!r} was not trained on; this prior knows: {', '.join(names)}"
-            )
-        label = names.index(style)
-    else:
-        from fedlab.clients.harmonization.freepih import check_inputs
+    if job.style and job.style not in names:
+        raise FedlabError(
+            f"--style {job.style!r} was not trained on; this prior knows: {', '.join(names)}"
+        )
+    return unet, names
 
-        check_inputs(composite, mask_b, torch.tensor([0]), len(names))
-        label = infer_style(unet, scheduler, background, mask_b, seed=seed)
+
+def harmonize_files(
+    fg: str | Path, mask: str | Path, bg: str | Path, out: str | Path, *, style: str = "",
+    model: str = "", t: object = 300, steps: object = 10, guidance: object = 1.0,
+    seed: object = 0, progress: bool = True, overwrite: bool = False, max_pixels: object = None,
+) -> tuple[Path, Path]:  # fmt: skip
+    """Harmonize the object of ``fg`` inside ``mask`` into ``bg``; write result and grid.
+
+    Everything is checked first (:func:`check_harmonize`); existing outputs are refused
+    unless ``overwrite``.
+    """
+    from fedlab.clients.harmonization.baselines import reinhard
+    from fedlab.clients.harmonization.freepih import FreePIHParams, freepih, sdedit
+
+    from fedlab.diffusion import make_scheduler
+    from fedlab.image_io import png_bytes
+    from fedlab.outputs import write_output
+
+    job = check_harmonize(fg, mask, bg, out, style=style, model=model, t=t, steps=steps,
+                          guidance=guidance, seed=seed, overwrite=overwrite,
+                          max_pixels=max_pixels)  # fmt: skip
+    unet, names = _load_checked(job)
+    t, steps, seed = job.t, job.steps, job.seed
+    params = FreePIHParams(t_start=t, steps=steps, guidance=job.guidance)
+    scheduler = make_scheduler()
+    composite, mask_b = job.composite, job.mask[None]
+    if job.style:
+        label = names.index(job.style)
+    else:
+        label = infer_style(unet, scheduler, job.background, mask_b, seed=seed)
         log.info("inferred style: %s", names[label])
     labels = torch.tensor([label])
     result = freepih(unet, scheduler, composite, mask_b, labels, params, seed=seed,
                      progress=progress)  # fmt: skip
-    out = Path(out)
-    stem = Path(bg).stem
-    result_path = atomic_write_bytes(out / f"{stem}_freepih.png", png_bytes(result))
+    if not bool(torch.isfinite(result).all()):  # never write a corrupted image
+        raise FedlabError(
+            f"FreePIH produced non-finite pixels at --guidance {job.guidance:g}; lower it"
+        )
+    data = png_bytes(result)
+    result_path = write_output(job.result_path, lambda p: p.write_bytes(data))
     panels = [
         ("cut-and-paste", composite),
-        ("Reinhard", reinhard(composite[0], m)[None]),
+        ("Reinhard", reinhard(composite[0], job.mask)[None]),
         (f"SDEdit t={t}", sdedit(unet, scheduler, composite, labels, t, steps=steps, seed=seed)),
-        (f"FreePIH t={t} g={guidance:g} ({names[label]})", result),
+        (f"FreePIH t={t} g={job.guidance:g} ({names[label]})", result),
     ]
-    grid_path = atomic_write(out / f"{stem}_grid.png", lambda p: _grid(panels, p))
+    grid_path = write_output(job.grid_path, lambda p: _grid(panels, p))
     return result_path, grid_path
 
 
@@ -160,9 +258,15 @@ def _grid(panels: list[tuple[str, torch.Tensor]], path: Path) -> None:
 
 def harmonize_command(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
-    result, grid = harmonize_files(
-        args.fg, args.mask, args.bg, args.out, style=args.style, model=args.model, t=args.t,
-        steps=args.steps, guidance=args.guidance, seed=args.seed,
-    )  # fmt: skip
+    kw = {"style": args.style, "model": args.model, "t": args.t, "steps": args.steps,
+          "guidance": args.guidance, "seed": args.seed, "overwrite": args.overwrite,
+          "max_pixels": args.max_pixels}  # fmt: skip
+    if args.check:
+        job = check_harmonize(args.fg, args.mask, args.bg, args.out, create_out=False, **kw)
+        _load_checked(job)
+        h, w = job.background.shape[-2:]
+        print(f"ok: {h}x{w} images; would write {job.result_path} and {job.grid_path}")
+        return 0
+    result, grid = harmonize_files(args.fg, args.mask, args.bg, args.out, **kw)
     print(f"wrote {result} and {grid}")  # the command's result, not a log line
     return 0

@@ -23,7 +23,7 @@ from fedlab.clients.sr.degrade import downsample, upsample
 from torch import nn
 
 from fedlab.diffusion import train_with_checkpoints
-from fedlab.errors import FedlabError
+from fedlab.model_folder import MAX_CHANNELS, MAX_LAYERS, Int, ModelSpec, load_model
 from fedlab.training import TrainConfig
 
 SCALE_RANGE = (1.5, 6.0)
@@ -53,13 +53,28 @@ class ArbitraryScaleCNN(ModelMixin, ConfigMixin):
         return self(up, size[0] / lr.shape[-2]).clamp(0, 1)
 
 
-def load_cnn(folder: str | Path) -> ArbitraryScaleCNN:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FedlabError(f"CNN folder {str(folder)!r} does not exist; train it first")
-    return ArbitraryScaleCNN.from_pretrained(
-        folder, use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False
-    ).eval()
+CNN_SPEC = ModelSpec(
+    name="ArbitraryScaleCNN",
+    fields={
+        "channels": Int(1, MAX_CHANNELS),
+        "width": Int(1, MAX_CHANNELS),
+        "depth": Int(2, MAX_LAYERS),
+    },
+    build=ArbitraryScaleCNN,
+    hint="fix config.json or train the CNN again (simulations/diffsr_train_prior.py cnn)",
+)
+"""How a CNN folder is validated and built (:mod:`fedlab.model_folder`)."""
+
+
+def load_cnn(folder: str | Path, *, max_parameters: int | None = None) -> ArbitraryScaleCNN:
+    """The baseline CNN from a ``save_pretrained`` folder, checked before anything is allocated
+    (:func:`fedlab.model_folder.load_model`): RGB (``channels`` 3), the parameter count on the
+    meta device against ``max_parameters`` (default :data:`fedlab.limits.MAX_MODEL_PARAMETERS`).
+    """
+    model = load_model(
+        folder, CNN_SPEC, max_parameters=max_parameters, require={"channels": (3,)}, source="CNN"
+    )
+    return model  # type: ignore[return-value]
 
 
 def cnn_step(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from fedlab.data import local
 from fedlab.errors import FedlabError
+from fedlab.limits import MAX_DATASET_BYTES, check_cap
 from fedlab.registry import DATASETS
 
 
@@ -88,6 +89,9 @@ def resize(ds: ImageDataset, image_size: int) -> ImageDataset:
     """Bilinear resize to ``image_size`` x ``image_size``; 0 keeps the native size."""
     if image_size <= 0 or ds.images.shape[-1] == image_size == ds.images.shape[-2]:
         return ds
+    n, c = ds.images.shape[:2]
+    check_cap(n * c * image_size * image_size * 4, MAX_DATASET_BYTES,
+              f"image-size={image_size}: the resized {ds.name} dataset's bytes")  # fmt: skip
     images = torch.nn.functional.interpolate(
         ds.images, size=(image_size, image_size), mode="bilinear", align_corners=False
     ).clamp_(0, 1)

@@ -114,8 +114,8 @@ def test_stream_commands_encode_decode_eval(tmp_path, capsys) -> None:
     [
         (["encode", "--in", "nowhere.mp4"], "does not exist"),
         (["encode", "--in", "carphone", "--codec", "vp9"], "unsupported codec 'vp9'"),
-        (["encode", "--in", "carphone", "--b", "9"], "bit-depth b=9 is outside 1-8"),
-        (["encode", "--in", "carphone", "--b", "0"], "bit-depth b=0 is outside 1-8"),
+        (["encode", "--in", "carphone", "--b", "9"], "--b: 9 is outside [1, 8] (bit-depth"),
+        (["encode", "--in", "carphone", "--b", "0"], "--b: 0 is outside [1, 8] (bit-depth"),
     ],
 )
 def test_stream_errors_are_one_line(tmp_path, capsys, args, message) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-from fedlab.clients.arena.cli import SHIPPED_WEIGHTS, load_detector
+from fedlab.clients.arena.cli import SHIPPED_WEIGHTS
+from fedlab.clients.arena.model import load_detector
 from fedlab.clients.cadm.cli import resolve_decoder
 from fedlab.clients.cadm.config import SHIPPED_DECODER
 from fedlab.clients.cadm.model import load_decoder

@@ -141,5 +141,5 @@ def test_load_unet_folders_and_errors(tmp_path):
         load_unet(tmp_path / "missing")
     assert "\n" not in str(err.value)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FedlabError, match="cannot load a UNet2DModel"):
+    with pytest.raises(FedlabError, match="empty' has no diffusion_pytorch_model.safetensors"):
         load_unet(tmp_path / "empty")

@@ -3,6 +3,8 @@ one-line errors for a mask of another size, an empty mask, an unknown style, a m
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -31,9 +33,10 @@ def files(tmp_path_factory):
 
 
 def _run(files, **kw):
+    # A fresh --out per call: an existing output is refused (tested in test_hostile_inputs).
     args = {"fg": files / "fg.png", "mask": files / "mask.png", "bg": files / "bg.png",
-            "out": files / "out", "model": str(files / "prior"), "steps": 2, "t": 100,
-            "progress": False}  # fmt: skip
+            "out": tempfile.mkdtemp(dir=files), "model": str(files / "prior"), "steps": 2,
+            "t": 100, "progress": False}  # fmt: skip
     return harmonize_files(**{**args, **kw})
 
 
@@ -51,7 +54,7 @@ def test_writes_result_and_grid_with_the_background_bit_exact(files, style):
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"mask": "short.png"}, "mask is 12x16 but the background is 16x16"),
+        ({"mask": "short.png"}, "the mask is 12x16 but the background is 16x16"),
         ({"mask": "empty.png"}, "the mask is empty"),
         ({"style": "oil"}, "style 'oil' was not trained on; this prior knows: posterize"),
         ({"fg": "missing.png"}, "does not exist"),

@@ -142,7 +142,7 @@ def test_fedlab_sr_command_errors(tmp_path, capsys):
     image = tmp_path / "in.png"
     image.write_bytes(png_bytes(torch.rand(1, 3, 12, 12)))
     for args, message in (
-        (["--scale", "0.5"], "scale 0.5 must be a finite number >= 1"),
+        (["--scale", "0.5"], "--scale must be a finite number >= 1"),
         (["--scale", "2", "--model", str(tmp_path / "nope")], "does not exist"),
     ):
         code = fedlab_main(["sr", "--in", str(image), "--out", str(tmp_path / "o"), *args])

@@ -59,4 +59,4 @@ def test_fedlab_sr_refuses_a_kappa_that_is_not_positive(tmp_path, capsys) -> Non
     code = fedlab_main(["sr", "--in", str(image), "--scale", "2", "--out", str(tmp_path / "o"),
                         "--kappa", "0"])  # fmt: skip
     err = capsys.readouterr().err.strip()
-    assert code != 0 and "--kappa must be > 0" in err and len(err.splitlines()) == 1
+    assert code != 0 and "--kappa must be a finite number > 0" in err and len(err.splitlines()) == 1

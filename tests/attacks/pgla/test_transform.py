@@ -88,7 +88,7 @@ def test_save_load_and_missing_file(tmp_path) -> None:
     with pytest.raises(FedlabError, match="malformed"):
         GradientImageTransform.from_pretrained(tmp_path)
     path.write_text("{not json")
-    with pytest.raises(FedlabError, match="malformed"):
+    with pytest.raises(FedlabError, match="transform_config.json is not valid JSON"):
         GradientImageTransform.from_pretrained(tmp_path)
     path.write_text(json.dumps({**saved, "_class_name": "DnCNN"}))
     with pytest.raises(FedlabError, match="describes a DnCNN"):
