@@ -34,10 +34,12 @@ HIDE = "import sys\nfor m in {hidden!r}:\n    sys.modules[m] = None  # as if not
     [
         (["diffusers", "pywt"], ["flower-simulation", "--app", "fedlab.apps:diffsr"],
          "diffusion", "app 'diffsr'"),
-        (["diffusers", "pywt"], ["fedlab", "sr", "--in", "in.png", "--scale", "2", "--out", "o"],
-         "diffusion", "`fedlab sr`"),
-        (["av", "skvideo"], ["flower-simulation", "--app", "fedlab.apps:streaming_arena"],
-         "video", "app 'streaming_arena'"),
+        # One app and one command per extra stay in the fast tier (about 6 s each).
+        pytest.param(["diffusers", "pywt"], ["fedlab", "sr", "--in", "in.png", "--scale", "2",
+                     "--out", "o"], "diffusion", "`fedlab sr`", marks=pytest.mark.extended),
+        pytest.param(["av", "skvideo"], ["flower-simulation", "--app",
+                     "fedlab.apps:streaming_arena"], "video", "app 'streaming_arena'",
+                     marks=pytest.mark.extended),
         (["av", "skvideo"], ["fedlab", "arena", "--clip", "clip.mp4", "--out", "o"], "video",
          "`fedlab arena`"),
     ],

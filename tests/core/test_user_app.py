@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from core.user_app import WHERE, write_user_folder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +26,7 @@ for name in ("myapp:app", "fedlab.apps:fedavg"):
 """
 
 
+@pytest.mark.extended  # 15 s; the slow tier runs the same folder under Ray
 def test_a_users_app_and_a_fedlab_app_run_from_the_users_folder(tmp_path):
     folder = write_user_folder(tmp_path / "research")
     env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}

@@ -540,7 +540,10 @@ except FedlabError as exc:
 @pytest.mark.parametrize(
     "call",
     [
-        "from fedlab.diffusion import load_unet; load_unet(sys.argv[1])",
+        pytest.param(
+            "from fedlab.diffusion import load_unet; load_unet(sys.argv[1])",
+            marks=pytest.mark.slow,  # a subprocess importing torch: 9 s of the fast tier
+        ),
         pytest.param(
             "from fedlab.clients.sr.config import DiffSRConfig\n"
             "    from fedlab.clients.diffusion_prior import check_prior_app\n"

@@ -397,6 +397,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.slow  # a subprocess importing torch and diffusers: 7 s of the fast tier
 def test_caps_hold_under_a_memory_limit(work):
     """The real command in a subprocess limited to 3 GiB of address space (one process for
     both cases: importing torch is most of its time) refuses, from sizes alone, a decodable

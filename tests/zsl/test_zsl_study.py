@@ -36,6 +36,7 @@ def _last_evaluation(folder: Path) -> dict:
     return json.loads((folder / "history.json").read_text())[-1]["evaluate"]
 
 
+@pytest.mark.extended  # 10 s; the slow tier reproduces a ZSL compo cell the same way
 def test_a_federated_cell_equals_the_apps_own_run(script, tmp_path):
     """The script's federated cell and run_in_process of the same config and seed write the
     same T1, acc-s, acc-u and H; its uncalibrated H is the app's run at gzsl-gamma 0."""
