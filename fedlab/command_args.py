@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fedlab.errors import FedlabError
-from fedlab.limits import MAX_FRAMES, MAX_INT, SEED_LIMIT, check_cap
+from fedlab.limits import MAX_FRAMES, MAX_INT, MAX_MODEL_PARAMETERS, SEED_LIMIT, check_cap
 from fedlab.outputs import OVERWRITE_HELP, output_files
 
 #: Longest text a numeric flag may hold: a 5000-digit number is refused before ``int()`` (which
@@ -144,7 +144,16 @@ def add_safety_flags(p: argparse.ArgumentParser, pixels_help: str = MAX_PIXELS_H
     p.add_argument("--max-pixels", default=None, help=pixels_help)
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--check", action="store_true", help=CHECK_HELP)
+    add_max_parameters(p)
     one_line_errors(p)
+
+
+def add_max_parameters(p: argparse.ArgumentParser) -> None:
+    """``--max-parameters``: the cap on a loaded model folder's parameter count."""
+    p.add_argument(
+        "--max-parameters", type=integer(1, MAX_INT), default=MAX_MODEL_PARAMETERS,
+        help=f"refuse a model folder with more parameters (default {MAX_MODEL_PARAMETERS:,})",
+    )  # fmt: skip
 
 
 def int_flag(value: object, flag: str, low: int, high: int, what: str = "") -> int:

@@ -34,6 +34,7 @@ from fedlab.command_args import (
     MAX_FRAMES_HELP,
     MAX_FRAMES_TYPE,
     SEED,
+    add_max_parameters,
     check_frames,
     existing_folder,
     integer,
@@ -46,7 +47,7 @@ from fedlab.command_args import (
 )
 from fedlab.errors import FedlabError
 from fedlab.extras import require
-from fedlab.limits import MAX_FRAMES, MAX_INT, MAX_MODEL_PARAMETERS
+from fedlab.limits import MAX_FRAMES, MAX_INT
 from fedlab.outputs import OVERWRITE_HELP
 
 log = logging.getLogger("fedlab.arena")
@@ -82,10 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--interval", type=integer(0, MAX_INT), default=0,
                         help="keyframe interval; 0: adaptive")  # fmt: skip
     parser.add_argument("--frames", type=FRAMES, default=48, help="frames to read (0: all)")
-    parser.add_argument(
-        "--max-parameters", type=int, default=MAX_MODEL_PARAMETERS,
-        help=f"refuse a detector with more parameters (default {MAX_MODEL_PARAMETERS:,})",
-    )  # fmt: skip
+    add_max_parameters(parser)
     parser.add_argument("--max-frames", type=MAX_FRAMES_TYPE, default=MAX_FRAMES,
                         help=MAX_FRAMES_HELP)  # fmt: skip
     parser.add_argument("--crf", type=CRF, default=23, help="x264 CRF of both streams, 0-51")
@@ -123,7 +121,8 @@ def sprite_frames(frames: int, size: int) -> int:
     """Frames of a procedural clip (``--frames``, 0: the study's count), within the decoded-bytes
     cap a video file has (a generated clip has no file to cap it)."""
     from fedlab.clients.procedural_video import VideoSpec
-    from fedlab.clients.video import MAX_CLIP_BYTES
+
+    from fedlab.limits import MAX_CLIP_BYTES
 
     count = frames or VideoSpec().frames
     if count * size * size * 3 > MAX_CLIP_BYTES:

@@ -35,6 +35,7 @@ from fedlab.command_args import (
     FRAMES,
     MAX_FRAMES_HELP,
     MAX_FRAMES_TYPE,
+    add_max_parameters,
     check_frames,
     existing_folder,
     integer,
@@ -46,7 +47,7 @@ from fedlab.command_args import (
 )
 from fedlab.errors import FedlabError
 from fedlab.extras import require
-from fedlab.limits import MAX_FRAME_SIDE, MAX_FRAMES
+from fedlab.limits import MAX_CLIP_BYTES, MAX_FRAME_SIDE, MAX_FRAMES, MAX_MODEL_PARAMETERS
 from fedlab.outputs import OVERWRITE_HELP
 
 log = logging.getLogger("fedlab.cadm")
@@ -115,6 +116,7 @@ def _decoder_args(p: argparse.ArgumentParser) -> None:
                    help="decoder folder, 'shipped' (default) or 'none' (bicubic)")  # fmt: skip
     p.add_argument("--steps", type=integer(0, MAX_STEPS), default=0,
                    help=f"DDIM steps 1-{MAX_STEPS} (default 0: the decoder's)")  # fmt: skip
+    add_max_parameters(p)
 
 
 def require_video() -> None:
@@ -157,7 +159,9 @@ def crop_for(frames: np.ndarray, r: int) -> np.ndarray:
     return np.ascontiguousarray(frames[:, y : y + nh, x : x + nw])
 
 
-def resolve_decoder(value: str, pairs: Iterable[tuple[int, int]] = ()):  # noqa: ANN201
+def resolve_decoder(  # noqa: ANN201
+    value: str, pairs: Iterable[tuple[int, int]] = (), max_parameters: int = MAX_MODEL_PARAMETERS
+):
     """``--decoder``: None for ``none``, else the decoder folder loaded, refusing up front any
     of ``pairs`` it was never trained on."""
     from fedlab.clients.cadm.config import SHIPPED_DECODER
@@ -167,7 +171,7 @@ def resolve_decoder(value: str, pairs: Iterable[tuple[int, int]] = ()):  # noqa:
         return None
     folder = SHIPPED_DECODER if value == "shipped" else existing_folder(value, "--decoder")
     with naming("--decoder"):
-        restorer = load_decoder(folder)
+        restorer = load_decoder(folder, max_parameters=max_parameters)
         for r, b in pairs:
             restorer.label_of(r, b)
     return restorer
@@ -215,7 +219,8 @@ def encode_command(args: argparse.Namespace) -> int:
 
 def decode_file(path: str | Path, out: str | Path, *, decoder: str = "shipped", steps: int = 0,
                 progress: bool = True, overwrite: bool = False, check: bool = False,
-                max_frames: int = MAX_FRAMES) -> Path:  # fmt: skip
+                max_frames: int = MAX_FRAMES,
+                max_parameters: int = MAX_MODEL_PARAMETERS) -> Path:  # fmt: skip
     """Decode a stream written by ``encode``, restore it, write ``<stem>_restored.mp4``.
 
     Everything is validated before a frame is decoded: the stream is a local regular file, its
@@ -225,7 +230,7 @@ def decode_file(path: str | Path, out: str | Path, *, decoder: str = "shipped", 
     """
     from fedlab.clients.cadm.codec import receive, to_uint8
     from fedlab.clients.cadm.side_file import check_stream, read_side_file, side_path
-    from fedlab.clients.video import MAX_CLIP_BYTES, check_video_path, probe_video, write_clip
+    from fedlab.clients.video import check_video_path, probe_video, write_clip
 
     path = user_path(str(path), "--in")
     with naming("--in"):
@@ -239,7 +244,7 @@ def decode_file(path: str | Path, out: str | Path, *, decoder: str = "shipped", 
     _, (result,) = plan_outputs(
         str(out), [f"{path.stem}_restored.mp4"], overwrite=overwrite, check=check
     )
-    restorer = resolve_decoder(decoder, [(side.spec.r, side.spec.b)])
+    restorer = resolve_decoder(decoder, [(side.spec.r, side.spec.b)], max_parameters)
     with naming("--in"):
         try:
             data = path.read_bytes()
@@ -258,7 +263,8 @@ def decode_command(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     result = decode_file(args.input, args.out, decoder=args.decoder, steps=args.steps,
                          overwrite=args.overwrite, check=args.check,
-                         max_frames=args.max_frames)  # fmt: skip
+                         max_frames=args.max_frames,
+                         max_parameters=args.max_parameters)  # fmt: skip
     if args.check:
         print(f"ok: stream decode would restore {args.input} and write {result}")
         return 0
@@ -308,7 +314,7 @@ def eval_command(args: argparse.Namespace) -> int:
     out, (rd_json, rd_png) = plan_outputs(
         args.out, ["rd.json", "rd.png"], overwrite=args.overwrite, check=args.check
     )
-    restorer = resolve_decoder(args.decoder, pairs)
+    restorer = resolve_decoder(args.decoder, pairs, args.max_parameters)
     clip = load_input(args.input, args.frames, args.max_frames)
     with naming("--pairs"):
         frames = crop_for(clip, max(r for r, _ in pairs))

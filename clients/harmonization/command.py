@@ -29,7 +29,7 @@ import torch
 from fedlab.command_args import add_safety_flags, float_flag, int_flag, max_pixels_flag
 from fedlab.errors import FedlabError
 from fedlab.image_io import read_image, read_pixels
-from fedlab.limits import MAX_INPUT_PIXELS, SEED_LIMIT
+from fedlab.limits import MAX_INPUT_PIXELS, MAX_MODEL_PARAMETERS, SEED_LIMIT
 from fedlab.outputs import output_files
 
 log = logging.getLogger("fedlab.harmonization")
@@ -123,6 +123,7 @@ class HarmonizeJob:
     seed: int
     result_path: Path
     grid_path: Path
+    max_parameters: int = MAX_MODEL_PARAMETERS
 
     @property
     def composite(self) -> torch.Tensor:
@@ -133,7 +134,7 @@ def check_harmonize(
     fg: str | Path, mask: str | Path, bg: str | Path, out: str | Path, *, style: str = "",
     model: str = "", t: object = 300, steps: object = 10, guidance: object = 1.0,
     seed: object = 0, overwrite: bool = False, max_pixels: object = None,
-    create_out: bool = True,
+    create_out: bool = True, max_parameters: int = MAX_MODEL_PARAMETERS,
 ) -> HarmonizeJob:  # fmt: skip
     """Every check of ``fedlab harmonize`` that needs no model, in the order a refusal costs
     least. Numbers may be given as text (the flags') or as numbers; ``max_pixels`` None is
@@ -167,7 +168,7 @@ def check_harmonize(
         out, [f"{stem}_freepih.png", f"{stem}_grid.png"], overwrite=overwrite, create=create_out
     )
     return HarmonizeJob(Path(bg), background, source, m, style, model, t, steps, guidance, seed,
-                        result_path, grid_path)  # fmt: skip
+                        result_path, grid_path, max_parameters)  # fmt: skip
 
 
 def _load_checked(job: HarmonizeJob) -> tuple[Any, list[str]]:
@@ -178,7 +179,7 @@ def _load_checked(job: HarmonizeJob) -> tuple[Any, list[str]]:
     from fedlab.diffusion import load_unet
 
     folder = job.model or SHIPPED_PRIOR
-    unet = load_unet(folder)
+    unet = load_unet(folder, max_parameters=job.max_parameters)
     names = prior_styles(unet, folder)
     factor = 2 ** (len(unet.config.down_block_types) - 1)
     size = tuple(job.background.shape[-2:])
@@ -198,6 +199,7 @@ def harmonize_files(
     fg: str | Path, mask: str | Path, bg: str | Path, out: str | Path, *, style: str = "",
     model: str = "", t: object = 300, steps: object = 10, guidance: object = 1.0,
     seed: object = 0, progress: bool = True, overwrite: bool = False, max_pixels: object = None,
+    max_parameters: int = MAX_MODEL_PARAMETERS,
 ) -> tuple[Path, Path]:  # fmt: skip
     """Harmonize the object of ``fg`` inside ``mask`` into ``bg``; write result and grid.
 
@@ -213,7 +215,7 @@ def harmonize_files(
 
     job = check_harmonize(fg, mask, bg, out, style=style, model=model, t=t, steps=steps,
                           guidance=guidance, seed=seed, overwrite=overwrite,
-                          max_pixels=max_pixels)  # fmt: skip
+                          max_pixels=max_pixels, max_parameters=max_parameters)  # fmt: skip
     unet, names = _load_checked(job)
     t, steps, seed = job.t, job.steps, job.seed
     params = FreePIHParams(t_start=t, steps=steps, guidance=job.guidance)
@@ -260,7 +262,7 @@ def harmonize_command(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     kw = {"style": args.style, "model": args.model, "t": args.t, "steps": args.steps,
           "guidance": args.guidance, "seed": args.seed, "overwrite": args.overwrite,
-          "max_pixels": args.max_pixels}  # fmt: skip
+          "max_pixels": args.max_pixels, "max_parameters": args.max_parameters}  # fmt: skip
     if args.check:
         job = check_harmonize(args.fg, args.mask, args.bg, args.out, create_out=False, **kw)
         _load_checked(job)

@@ -29,7 +29,7 @@ from fedlab.clients.sr.config import FITTED_KAPPA
 from fedlab.command_args import add_safety_flags, float_flag, int_flag, max_pixels_flag
 from fedlab.errors import FedlabError
 from fedlab.image_io import png_bytes, read_image
-from fedlab.limits import MAX_INPUT_PIXELS, MAX_OUTPUT_PIXELS, SEED_LIMIT
+from fedlab.limits import MAX_INPUT_PIXELS, MAX_MODEL_PARAMETERS, MAX_OUTPUT_PIXELS, SEED_LIMIT
 from fedlab.outputs import output_files, write_output
 
 log = logging.getLogger("fedlab.sr")
@@ -78,12 +78,14 @@ class SRJob:
     model: str
     result_path: Path
     grid_path: Path
+    max_parameters: int = MAX_MODEL_PARAMETERS
 
 
 def check_sr(
     path: str | Path, scale: object, out: str | Path, *, model: str = "", method: str = "prf",
     t: object = 150, steps: object = 20, kappa: object = FITTED_KAPPA, seed: object = 0,
     overwrite: bool = False, max_pixels: object = None, create_out: bool = True,
+    max_parameters: int = MAX_MODEL_PARAMETERS,
 ) -> SRJob:  # fmt: skip
     """Every check of ``fedlab sr`` that needs no model, in the order a refusal costs least.
 
@@ -111,7 +113,8 @@ def check_sr(
     result_path, grid_path = output_files(
         out, [f"{stem}.png", f"{stem}_grid.png"], overwrite=overwrite, create=create_out
     )
-    return SRJob(lr, size, scale, method, t, steps, kappa, seed, model, result_path, grid_path)
+    return SRJob(lr, size, scale, method, t, steps, kappa, seed, model, result_path, grid_path,
+                 max_parameters)  # fmt: skip
 
 
 def _output_size(lr: tuple[int, int], scale: float, cap: int) -> tuple[int, int]:
@@ -142,7 +145,8 @@ def _load_checked(job: SRJob, progress: bool = False) -> Any:
 
     from fedlab.diffusion import load_unet, make_scheduler
 
-    sr = DiffSR(load_unet(job.model or SHIPPED_PRIOR), make_scheduler(), steps=job.steps,
+    unet = load_unet(job.model or SHIPPED_PRIOR, max_parameters=job.max_parameters)
+    sr = DiffSR(unet, make_scheduler(), steps=job.steps,
                 progress=progress)  # fmt: skip
     crop = sr.unet.config.sample_size
     crop = crop if isinstance(crop, int) else min(crop)
@@ -159,6 +163,7 @@ def super_resolve_file(
     path: str | Path, scale: object, out: str | Path, *, model: str = "", method: str = "prf",
     t: object = 150, steps: object = 20, kappa: object = FITTED_KAPPA, seed: object = 0,
     progress: bool = True, overwrite: bool = False, max_pixels: object = None,
+    max_parameters: int = MAX_MODEL_PARAMETERS,
 ) -> tuple[Path, Path]:  # fmt: skip
     """Super-resolve ``path``; write the result and a comparison grid into ``out``.
 
@@ -170,7 +175,8 @@ def super_resolve_file(
     from fedlab.clients.sr.evaluate import calibrated_prf
 
     job = check_sr(path, scale, out, model=model, method=method, t=t, steps=steps, kappa=kappa,
-                   seed=seed, overwrite=overwrite, max_pixels=max_pixels)  # fmt: skip
+                   seed=seed, overwrite=overwrite, max_pixels=max_pixels,
+                   max_parameters=max_parameters)  # fmt: skip
     sr = _load_checked(job, progress)
     lr, size, method = job.lr, job.size, job.method
     gen = torch.Generator().manual_seed(job.seed)
@@ -218,7 +224,7 @@ def sr_command(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     kw = {"model": args.model, "method": args.method, "t": args.t, "steps": args.steps,
           "kappa": args.kappa, "seed": args.seed, "overwrite": args.overwrite,
-          "max_pixels": args.max_pixels}  # fmt: skip
+          "max_pixels": args.max_pixels, "max_parameters": args.max_parameters}  # fmt: skip
     if args.check:
         job = check_sr(args.input, args.scale, args.out, create_out=False, **kw)
         _load_checked(job)
