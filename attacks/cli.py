@@ -26,6 +26,7 @@ from fedlab.attacks.base import Attack, AttackInput
 from tqdm import tqdm
 
 from fedlab.atomic import atomic_save_tensors, atomic_write_json
+from fedlab.command_args import CHECK_HELP, SEED, integer
 from fedlab.errors import FedlabError
 from fedlab.outputs import output_folder
 from fedlab.registry import ATTACKS
@@ -37,11 +38,9 @@ Target = tuple[str, Callable[[], AttackInput], Callable[[], tuple[torch.Tensor, 
 
 
 def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        msg = f"{text!r} is not a comma-separated list of integers"
-        raise argparse.ArgumentTypeError(msg) from None
+    """``--rounds``/``--clients``: comma-separated ids, each in 0..2**31 - 1."""
+    parse = integer(0, 2**31 - 1)
+    return [parse(v) for v in text.split(",") if v.strip()]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,10 +77,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _attack_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-iterations", type=int, default=None, help="per attempt")
-    p.add_argument("--restarts", type=int, default=None, help="extra attempts")
-    p.add_argument("--seed", type=int, default=0, help="seed of the attack's random starts")
+    p.add_argument("--max-iterations", type=integer(1, 10**9), default=None, help="per attempt")
+    p.add_argument("--restarts", type=integer(0, 1000), default=None, help="extra attempts")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the attack's random starts")
     p.add_argument("--out", required=True, help="output folder (re-run the same to resume)")
+    p.add_argument("--check", action="store_true", help=CHECK_HELP)
 
 
 def make_attack(name: str, args: argparse.Namespace) -> Attack:
@@ -283,6 +283,11 @@ def attack_command(args: argparse.Namespace) -> int:
                 (r.target_id, (lambda r=r: attack_input(r)), (lambda r=r: reader.ground_truth(r)))
             )
     out = Path(args.out)
+    if getattr(args, "check", False):
+        if out.exists() and not out.is_dir():
+            raise FedlabError(f"--out {str(out)!r} is a file, not a folder; give a folder")
+        print(f"ok: {len(targets)} targets of {args.trace} for {args.attack}; results in {out}")
+        return 0
     results = run_targets(attack, args.attack, targets, out, str(Path(args.trace).resolve()))
     return _finish(results, out)
 

@@ -4,6 +4,7 @@ the key, flag or file; no traceback; nothing written outside --out; no user file
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -226,3 +227,72 @@ def test_generated_audit_values_are_refused_in_one_line_or_valid(key, value, tmp
     except FedlabError as exc:
         message = " ".join(str(exc).split())
         assert key in message or "audit.toml" in message, message
+
+
+@pytest.fixture(scope="module")
+def small_trace(tmp_path_factory) -> Path:
+    return _small_trace(tmp_path_factory.mktemp("trace") / "trace")
+
+
+ATTACK_FLAGS = st.sampled_from(["--rounds", "--clients", "--max-iterations", "--restarts",
+                                "--seed"])  # fmt: skip
+FLAG_TEXT = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+    st.sampled_from(["", "1,2", "0,,3", "a", "1.5", "nan", "-0", HUGE, "1," + HUGE]),
+)
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flag=ATTACK_FLAGS, value=FLAG_TEXT)
+def test_generated_attack_flags_are_accepted_or_refused_in_one_line(
+    flag, value, small_trace, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    sentinel = out / "mine.txt"
+    sentinel.write_text("keep")
+    argv = ["attack", "--attack", "idlg", "--trace", str(small_trace), "--out", str(out),
+            "--check", f"{flag}={value}"]  # fmt: skip
+    try:
+        code = fedlab_main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    if code == 2:
+        refused(code, err)
+        assert flag in err or "no records" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"] and sentinel.read_text() == "keep"
+
+
+JSON_LEAF = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(allow_nan=False), st.text(max_size=8),
+)  # fmt: skip
+RECORD = st.dictionaries(
+    st.sampled_from(["round", "client", "received", "global", "model", "batch_size", "lr",
+                     "image_shape", "num_classes", "local_steps", "x"]),
+    st.recursive(JSON_LEAF, lambda inner: st.lists(inner, max_size=3), max_leaves=4),
+    max_size=8,
+)  # fmt: skip
+
+
+@settings(max_examples=40)
+@given(records=st.lists(RECORD, max_size=3), version=st.one_of(st.just("1.0"), JSON_LEAF))
+def test_generated_trace_manifests_are_data_never_a_traceback(records, version):
+    import tempfile
+
+    from fedlab.errors import FedlabError
+    from fedlab.trace_validation import FORMAT
+    from fedlab.traces import TraceReader
+
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = {"format": FORMAT, "format_version": version, "records": records}
+        (Path(tmp) / "manifest.json").write_text(json.dumps(manifest))
+        try:
+            reader = TraceReader(tmp, strict=False)
+            for entry in reader.select_all():
+                getattr(entry, "error", None)
+        except FedlabError as exc:
+            assert "\n" not in " ".join(str(exc).split())
+            assert "manifest.json" in str(exc) or tmp in str(exc), str(exc)
