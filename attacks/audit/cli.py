@@ -12,6 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
+from fedlab.command_args import CHECK_HELP, integer
+
 log = logging.getLogger("fedlab.audit")
 
 #: Exit code of an audit that wrote its report but has unknown settings (2: refused input).
@@ -31,8 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--app", default=None, help="app name or module:attr (default: the config's)")
     p.add_argument("--config", default=None, help="audit TOML file (keys: docs/audit.md)")
     p.add_argument("--preset", default=None, help="default, full or tiny (default: default)")
-    p.add_argument("--workers", type=int, default=None, help="attack processes (one thread each)")
+    p.add_argument("--workers", type=integer(0, 1024), default=None,
+                   help="attack processes (one thread each)")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder (re-run the same to resume)")
+    p.add_argument("--check", action="store_true", help=CHECK_HELP)
     p.set_defaults(func=audit_command)
 
 
@@ -48,19 +52,23 @@ def audit_command(args: argparse.Namespace) -> int:
 
     from fedlab.attacks.audit.config import load
     from fedlab.attacks.audit.report import boundary_text
-    from fedlab.attacks.audit.runner import run_audit
+    from fedlab.attacks.audit.runner import resolve_settings, run_audit
 
     from fedlab.cli import resolve_app
     from fedlab.errors import FedlabError
 
     audit = load(args.config, args.preset)
     if args.workers is not None:
-        if args.workers < 0:
-            raise FedlabError(f"--workers must be >= 0, got {args.workers}")
         audit = dataclasses.replace(audit, workers=args.workers)
     app = args.app or audit.app
     spec = resolve_app(app if ":" in app else f"fedlab.apps:{app}")
     out = Path(args.out)
+    if args.check:
+        if out.exists() and not out.is_dir():
+            raise FedlabError(f"--out {str(out)!r} is a file, not a folder; give a folder")
+        plans = resolve_settings(spec, audit, out)  # every refusal the real run makes first
+        print(f"ok: audit of {app!r}, {len(plans)} settings; report would go to {out}")
+        return 0
     data = run_audit(spec, audit, out, app)
     print(f"report: {out / 'report.html'}; figures: {out / 'audit.json'}")
     print(

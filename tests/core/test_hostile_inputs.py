@@ -296,3 +296,26 @@ def test_generated_trace_manifests_are_data_never_a_traceback(records, version):
         except FedlabError as exc:
             assert "\n" not in " ".join(str(exc).split())
             assert "manifest.json" in str(exc) or tmp in str(exc), str(exc)
+
+
+def test_audit_check_resolves_every_setting_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = fedlab_main(["audit", "--preset", "tiny", "--out", str(out), "--check"])
+    assert code == 0 and capsys.readouterr().out.startswith("ok: audit of")
+    assert not out.exists()
+
+
+@settings(max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flag=st.sampled_from(["--workers", "--preset", "--app"]), value=FLAG_TEXT)
+def test_generated_audit_flags_are_accepted_or_refused_in_one_line(flag, value, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["audit", "--preset", "tiny", "--out", str(out), "--check", f"{flag}={value}"]
+    try:
+        code = fedlab_main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    if code == 2:
+        refused(code, err)
+    assert not out.exists()
