@@ -52,8 +52,17 @@ def test_app_table_has_one_row_per_installed_app():
         assert re.search(r"\]\(docs/[\w.-]+\.md\)", row), row
 
 
-def test_commands_section_keeps_the_caps_and_overwrite_marker():
-    assert "<!-- caps-and-overwrite -->" in _section(README.read_text(), "Commands")
+def test_commands_section_states_the_caps_and_overwrite_once():
+    from fedlab import limits
+
+    commands = _section(README.read_text(), "Commands")
+    assert commands.count("--overwrite") >= 1 and "fedlab/limits.py" in commands
+    assert README.read_text().count("fedlab/limits.py") == 1  # once, in the commands section
+    for cap in (limits.MAX_INPUT_PIXELS, limits.MAX_OUTPUT_PIXELS):
+        side = int(cap**0.5)
+        assert f"{side} x {side}" in commands
+    assert f"{limits.MAX_FRAMES:,}" in commands and f"{limits.MAX_FRAME_SIDE}" in commands
+    assert f"{limits.MAX_MODEL_PARAMETERS // 10**6} M" in commands
 
 
 def test_readme_keeps_the_set_up_commands_ci_runs():
