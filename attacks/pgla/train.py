@@ -27,6 +27,7 @@ from fedlab.attacks.pgla.transform import GradientImageTransform
 
 from fedlab.atomic import atomic_write_text
 from fedlab.errors import FedlabError
+from fedlab.outputs import output_folder
 
 log = logging.getLogger(f"fedlab.{__name__}")
 
@@ -119,15 +120,14 @@ def train_denoiser(
     FedlabError
         If ``out`` holds a run with another config and ``resume`` is set.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     latest = read_latest(out) if resume else None
     if latest is not None:
         try:  # a run saved before a config field existed has that field's default
             saved = asdict(DenoiserTrainConfig(**json.loads((out / CONFIG_FILE).read_text())))
-        except (TypeError, json.JSONDecodeError) as exc:
+        except (TypeError, ValueError, OSError) as exc:  # ValueError: JSON, huge integers
             raise FedlabError(
                 f"{out / CONFIG_FILE} is not a training config ({exc}); use a new --out"
             ) from None
