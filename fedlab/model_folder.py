@@ -29,7 +29,6 @@ refused (reading ``/dev/zero`` as a config would never end).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,10 @@ from typing import Any
 import torch
 
 from fedlab.errors import FedlabError
+from fedlab.field_rules import (
+    Rule,
+    is_int,
+)
 from fedlab.limits import MAX_INT, MAX_MODEL_PARAMETERS
 
 #: A config.json of a model is a few kilobytes; anything past this is not one.
@@ -82,199 +85,6 @@ def show(value: object, limit: int = 40) -> str:
 def where(folder: str | Path, source: str = "model") -> str:
     """``"model folder '/x'"``: the start of every error line (repr escapes newlines)."""
     return f"{source} folder {str(folder)!r}"
-
-
-# -- field rules ----------------------------------------------------------------------------------
-class Rule:
-    """What one config field may hold; :meth:`check` returns the value or raises ValueError
-    with the allowed text (the caller adds folder, file and field)."""
-
-    optional: bool = False
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-    def accepts(self, value: Any) -> bool:
-        raise NotImplementedError
-
-    def check(self, value: Any) -> Any:
-        if value is None and self.optional:
-            return None
-        if not self.accepts(value):
-            raise ValueError(self.describe() + (" or null" if self.optional else ""))
-        return value
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class Int(Rule):
-    """An integer in ``[low, high]`` (never a bool or a float)."""
-
-    low: int
-    high: int
-    optional: bool = False
-
-    def __post_init__(self) -> None:
-        assert -MAX_INT <= self.low <= self.high <= MAX_INT
-
-    def describe(self) -> str:
-        return f"an integer in [{self.low}, {self.high}]"
-
-    def accepts(self, value: Any) -> bool:
-        return _is_int(value) and self.low <= value <= self.high
-
-
-@dataclass(frozen=True)
-class Number(Rule):
-    """A finite number (int or float) in ``[low, high]`` (``(low, high]`` when ``open_low``)."""
-
-    low: float
-    high: float
-    optional: bool = False
-    open_low: bool = False
-
-    def describe(self) -> str:
-        return f"a finite number in {'(' if self.open_low else '['}{self.low}, {self.high}]"
-
-    def accepts(self, value: Any) -> bool:
-        if not (_is_int(value) or isinstance(value, float)):
-            return False
-        if _is_int(value) and abs(value) > MAX_INT:  # float(10**400) would overflow
-            return False
-        number = float(value)
-        if not math.isfinite(number):
-            return False
-        above = self.low < number if self.open_low else self.low <= number
-        return above and number <= self.high
-
-
-@dataclass(frozen=True)
-class Bool(Rule):
-    """``true`` or ``false``."""
-
-    optional: bool = False
-
-    def describe(self) -> str:
-        return "true or false"
-
-    def accepts(self, value: Any) -> bool:
-        return isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class Choice(Rule):
-    """One string of an allowlist (the value selects a class or a code path)."""
-
-    values: tuple[str, ...]
-    optional: bool = False
-
-    def describe(self) -> str:
-        return "one of " + ", ".join(repr(v) for v in self.values)
-
-    def accepts(self, value: Any) -> bool:
-        return isinstance(value, str) and value in self.values
-
-
-@dataclass(frozen=True)
-class IntList(Rule):
-    """A list of ``min_len``-``max_len`` integers, each in ``[low, high]``."""
-
-    low: int
-    high: int
-    min_len: int = 1
-    max_len: int = 16
-    optional: bool = False
-
-    def describe(self) -> str:
-        return f"a list of {self.min_len}-{self.max_len} integers in [{self.low}, {self.high}]"
-
-    def accepts(self, value: Any) -> bool:
-        return (
-            isinstance(value, list | tuple)
-            and self.min_len <= len(value) <= self.max_len
-            and all(_is_int(v) and self.low <= v <= self.high for v in value)
-        )
-
-
-@dataclass(frozen=True)
-class ChoiceList(Rule):
-    """A list of ``min_len``-``max_len`` strings, each from an allowlist."""
-
-    values: tuple[str, ...]
-    min_len: int = 1
-    max_len: int = 16
-    optional: bool = False
-
-    def describe(self) -> str:
-        return f"a list of {self.min_len}-{self.max_len} names, each one of " + ", ".join(
-            repr(v) for v in self.values
-        )
-
-    def accepts(self, value: Any) -> bool:
-        return (
-            isinstance(value, list | tuple)
-            and self.min_len <= len(value) <= self.max_len
-            and all(isinstance(v, str) and v in self.values for v in value)
-        )
-
-
-@dataclass(frozen=True)
-class ListOf(Rule):
-    """A list of ``min_len``-``max_len`` items, each accepted by ``item``."""
-
-    item: Rule
-    min_len: int = 1
-    max_len: int = 16
-    optional: bool = False
-
-    def describe(self) -> str:
-        return f"a list of {self.min_len}-{self.max_len} items, each {self.item.describe()}"
-
-    def accepts(self, value: Any) -> bool:
-        return (
-            isinstance(value, list | tuple)
-            and self.min_len <= len(value) <= self.max_len
-            and all(self.item.accepts(v) for v in value)
-        )
-
-
-@dataclass(frozen=True)
-class Tuple(Rule):
-    """A list of exactly ``len(items)`` values, the i-th accepted by ``items[i]``."""
-
-    items: tuple[Rule, ...]
-    optional: bool = False
-
-    def describe(self) -> str:
-        return "a list [" + ", ".join(item.describe() for item in self.items) + "]"
-
-    def accepts(self, value: Any) -> bool:
-        return (
-            isinstance(value, list | tuple)
-            and len(value) == len(self.items)
-            and all(item.accepts(v) for item, v in zip(self.items, value, strict=True))
-        )
-
-
-@dataclass(frozen=True)
-class IntOrPair(Rule):
-    """An integer in ``[low, high]`` or a list of two such (an image side, or height and
-    width)."""
-
-    low: int
-    high: int
-    optional: bool = False
-
-    def describe(self) -> str:
-        return f"an integer in [{self.low}, {self.high}] or a list of two such"
-
-    def accepts(self, value: Any) -> bool:
-        if isinstance(value, list | tuple):
-            return len(value) == 2 and all(Int(self.low, self.high).accepts(v) for v in value)
-        return Int(self.low, self.high).accepts(value)
 
 
 # -- what a folder holds --------------------------------------------------------------------------
@@ -486,7 +296,7 @@ def check_cap_argument(max_parameters: int | None) -> int:
     """The cap to use: :data:`MAX_MODEL_PARAMETERS` for None, else a positive integer."""
     if max_parameters is None:
         return MAX_MODEL_PARAMETERS
-    if not _is_int(max_parameters) or not 1 <= max_parameters <= MAX_INT:
+    if not is_int(max_parameters) or not 1 <= max_parameters <= MAX_INT:
         raise FedlabError(
             f"max-parameters must be an integer in [1, {MAX_INT}], got {show(max_parameters)}"
         )

@@ -26,14 +26,8 @@ from fedlab.attacks.pgla.transform import (
 from torch import nn
 
 from fedlab.errors import FedlabError
-from fedlab.model_folder import (
-    MAX_CHANNELS,
-    MAX_LAYERS,
-    Int,
-    ModelSpec,
-    check_model_folder,
-    load_model,
-)
+from fedlab.field_rules import Int
+from fedlab.model_folder import MAX_CHANNELS, MAX_LAYERS, ModelSpec, check_model_folder, load_model
 
 MODEL_SUBFOLDER = "dncnn"
 

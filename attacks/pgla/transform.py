@@ -25,15 +25,8 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 
 from fedlab.errors import FedlabError
-from fedlab.model_folder import (
-    MAX_SIDE,
-    Int,
-    ModelSpec,
-    Number,
-    read_json_object,
-    validate_fields,
-    where,
-)
+from fedlab.field_rules import Int, Number
+from fedlab.model_folder import MAX_SIDE, ModelSpec, read_json_object, validate_fields, where
 
 TRANSFORM_SUBFOLDER = "transform"
 TRANSFORM_CONFIG = "transform_config.json"

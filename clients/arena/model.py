@@ -28,13 +28,12 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from fedlab.errors import FedlabError
+from fedlab.field_rules import Int, Number
 from fedlab.model_folder import (
     MAX_CHANNELS,
     MAX_LAYERS,
     MAX_SIDE,
-    Int,
     ModelSpec,
-    Number,
     check_weights,
     load_model,
     pickle_files,

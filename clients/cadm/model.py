@@ -35,15 +35,11 @@ from torch import nn
 from fedlab.atomic import atomic_write_text
 from fedlab.diffusion import build_unet, load_unet, make_scheduler, reverse
 from fedlab.errors import FedlabError
+from fedlab.field_rules import Bool, Int, ListOf, Number, Tuple
 from fedlab.model_folder import (
     MAX_CHANNELS,
     MAX_LAYERS,
-    Bool,
-    Int,
-    ListOf,
     ModelSpec,
-    Number,
-    Tuple,
     load_model,
     read_json_object,
     validate_record,

@@ -23,7 +23,8 @@ from fedlab.clients.sr.degrade import downsample, upsample
 from torch import nn
 
 from fedlab.diffusion import train_with_checkpoints
-from fedlab.model_folder import MAX_CHANNELS, MAX_LAYERS, Int, ModelSpec, load_model
+from fedlab.field_rules import Int
+from fedlab.model_folder import MAX_CHANNELS, MAX_LAYERS, ModelSpec, load_model
 from fedlab.training import TrainConfig
 
 SCALE_RANGE = (1.5, 6.0)

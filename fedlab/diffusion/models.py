@@ -21,20 +21,13 @@ from typing import Any
 from diffusers import DDPMScheduler, UNet2DModel
 
 from fedlab.errors import FedlabError
+from fedlab.field_rules import Bool, Choice, ChoiceList, Int, IntList, IntOrPair, ListOf, Number
 from fedlab.model_folder import (
     MAX_CHANNELS,
     MAX_CLASSES,
     MAX_SIDE,
     MAX_TIMESTEPS,
-    Bool,
-    Choice,
-    ChoiceList,
-    Int,
-    IntList,
-    IntOrPair,
-    ListOf,
     ModelSpec,
-    Number,
     load_model,
     read_json_object,
     validate_fields,
