@@ -26,6 +26,17 @@ settings.register_profile("explore", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fedlab"))
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``extended`` wins over a module's ``slow``: ``pytest -m slow`` leaves out a test marked
+    both, unless the marker expression names ``extended`` itself."""
+    if "extended" in (config.option.markexpr or ""):
+        return
+    left_out = [item for item in items if item.get_closest_marker("extended")]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not item.get_closest_marker("extended")]
+
+
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
     previous = torch.get_num_threads()

@@ -63,9 +63,10 @@ def stop_what_flwr_run_started():
     terminate({pid: start for pid, start in started.items() if start is not None})
 
 
-#: Run in CI's slow tier: the core apps and the one that needs the shipped weights; the rest
-#: are the extended tier (`pytest -m extended`).
-CI_APPS = ("fedavg", "dpfedavg", "diffsr")
+#: Run in CI's slow tier: the main job's app and the one that needs the shipped weights; the rest
+#: are the extended tier (`pytest -m extended`; dpfedavg runs under Ray in the slow tier through
+#: tests/strategies/test_dp_slow.py).
+CI_APPS = ("fedavg", "diffsr")
 
 
 @pytest.mark.parametrize(

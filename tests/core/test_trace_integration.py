@@ -43,6 +43,7 @@ def test_dpfedavg_local_dp_traces_carry_the_mechanism(tmp_path):
 
     cfg = dpfedavg.resolve_config({
         "num-server-rounds": 1, "num-supernodes": 10, "sample-rate": 0.3, "model": "lenet",
+        "sampling": "fixed",  # Poisson draws from os.urandom and picks nobody 2.8% of the time
         "dataset": "patches", "record-traces": True, "out-dir": str(tmp_path / "run"),
         "device": "cpu", "dp-mode": "local", "local-epsilon": 8.0, "clip-norm": 1.0,
     })  # fmt: skip
