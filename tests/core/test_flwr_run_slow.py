@@ -77,8 +77,10 @@ CI_APPS = ("fedavg", "diffsr")
 def test_flwr_run_completes_two_rounds(app, tmp_path):
     out = tmp_path / "run"
     app_config = f"num-server-rounds=2 out-dir={out} {APP_CONFIGS[app]}"
+    # `flwr run` starts `flower-superlink` from PATH: the venv's, also when pytest runs unactivated
     env = {**os.environ, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}  # fmt: skip
+           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PATH": f"{FLWR.parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
     proc = subprocess.run(
         [str(FLWR), "run", ".", "--stream", "--federation-config",
          f"num-supernodes={SUPERNODES.get(app, 4)}",

@@ -53,6 +53,7 @@ def test_default_run_reaches_90_percent_and_writes_run_folder(tmp_path):
         assert (out / name).is_file(), name
 
 
+@pytest.mark.extended  # 37 s; tests/core/test_server.py checks the same seed in process
 def test_same_seed_twice_identical_metrics_under_ray(tmp_path):
     args = ["--seed", "3", "--run-config", "num-server-rounds=2", "fraction-train=0.5",
             "local-epochs=1"]  # fmt: skip
