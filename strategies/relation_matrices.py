@@ -13,7 +13,7 @@ import torch
 
 from fedlab.errors import FedlabError
 
-__all__ = ["factorize", "rebuild", "relation_matrix", "standardize"]
+__all__ = ["anchor_gram", "factorize", "rebuild", "relation_matrix", "standardize"]
 
 
 def standardize(z: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -31,6 +31,23 @@ def relation_matrix(z: torch.Tensor) -> torch.Tensor:
         raise FedlabError(f"a relation matrix needs (n >= 2, D) features, got {tuple(z.shape)}")
     zs = standardize(z)
     return zs.T @ zs / len(zs)
+
+
+def anchor_gram(z: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """The basis-free relation: the n x n similarity of ``z`` (n anchors, any D) between samples.
+
+    Rows are L2-normalised (the cosine geometry SimCLR trains), their Gram matrix is centred
+    (``H G H`` with ``H = I - 1/n``, as in CKA) and scaled to unit Frobenius norm. Rotating the
+    features (``z Q`` with Q orthogonal) or scaling them leaves it unchanged, and its size does
+    not depend on D, so clients with different encoders or bases can be compared and averaged.
+    ``||K_a - K_b||_F^2 = 2 - 2 CKA_cos(a, b)``.
+    """
+    if z.ndim != 2 or len(z) < 2:
+        raise FedlabError(f"an anchor Gram matrix needs (n >= 2, D) features, got {tuple(z.shape)}")
+    u = z / z.norm(dim=1, keepdim=True).clamp_min(eps)
+    g = u @ u.T
+    k = g - g.mean(dim=0, keepdim=True) - g.mean(dim=1, keepdim=True) + g.mean()
+    return k / k.norm().clamp_min(eps)
 
 
 def factorize(r: torch.Tensor | np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:

@@ -41,9 +41,30 @@ class LocalRound:
 
 
 def init_model(workload: SSLWorkload, partition_id: int) -> SSLModel:
-    """A client's model at its first round, fixed by (seed, partition id)."""
-    torch.manual_seed(derive_seed(workload.config.seed, "init", partition_id))
+    """A client's model at its first round: fixed by (seed, partition id), or with
+    ``shared-init`` by (seed, encoder spec), so that clients of one architecture start alike."""
+    cfg = workload.config
+    owner = workload.encoder_of(partition_id) if cfg.shared_init else partition_id
+    torch.manual_seed(derive_seed(cfg.seed, "init", owner))
     return workload.build_model(partition_id)
+
+
+def fedema_mix(
+    local: dict[str, torch.Tensor], global_: dict[str, torch.Tensor], scaler: float
+) -> tuple[dict[str, torch.Tensor], float]:
+    """FedEMA's update (Zhuang et al., ICLR 2022): ``mu W_local + (1 - mu) W_global`` with
+    ``mu = min(scaler * ||W_global - W_local||, 1)``, the norm over all floating-point weights.
+
+    A client whose model drifted far from the average keeps more of its own; buffers (batch-norm
+    statistics) and integer entries come from the global model. Returns (weights, mu).
+    """
+    names = [k for k, v in global_.items() if v.is_floating_point() and "running_" not in k]
+    divergence = torch.sqrt(sum(((global_[k] - local[k]).double() ** 2).sum() for k in names))
+    mu = float(min(scaler * float(divergence), 1.0))
+    mixed = dict(global_)
+    for k in names:
+        mixed[k] = mu * local[k] + (1 - mu) * global_[k]
+    return mixed, mu
 
 
 def alignment_weight(config: SSLConfig, server_round: int, has_relation: bool) -> float:
@@ -97,6 +118,7 @@ def local_round(
         torch.manual_seed(derive_seed(seed, "fedsc-views"))
         shared = workload.local_second_moment(model, dataset, device)
     else:
+        torch.manual_seed(derive_seed(seed, "relation-views"))
         shared = workload.local_relation(model, dataset, device)
     vals, vecs = factorize(shared, cfg.relation_rank)
     metrics = {f"train-{k}": v for k, v in result.metrics.items()}
@@ -123,8 +145,14 @@ def handle_train(msg: Message, context: Context, config: SSLConfig) -> Message:
         model.load_state_dict(context.state[STATE_KEY].to_torch_state_dict())
     arrays = msg.content["arrays"]
     weights = {k: v for k, v in arrays.items() if k not in RELATION_KEYS}
+    fedema_mu = None
     if weights:
-        model.load_state_dict(ArrayRecord(weights).to_torch_state_dict())
+        global_state = ArrayRecord(weights).to_torch_state_dict()
+        if config.fedema_scaler > 0 and STATE_KEY in context.state:
+            global_state, fedema_mu = fedema_mix(
+                model.state_dict(), global_state, config.fedema_scaler
+            )
+        model.load_state_dict(global_state)
     relation = arrays[RELATION].numpy() if RELATION in arrays else None
     dataset = workload.client_dataset(pid, num_partitions)
     done = local_round(
@@ -137,6 +165,8 @@ def handle_train(msg: Message, context: Context, config: SSLConfig) -> Message:
         seed=derive_seed(config.seed, pid, server_round),
         device=device,
     )
+    if config.fedema_scaler > 0:  # every reply carries the same keys (Flower's consistency rule)
+        done.metrics["fedema-mu"] = 0.0 if fedema_mu is None else fedema_mu  # 0: took the average
     model.cpu()
     context.state[STATE_KEY] = ArrayRecord(model.state_dict())
     upload = ArrayRecord(model.state_dict()) if config.weight_averaging else ArrayRecord()

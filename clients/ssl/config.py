@@ -18,6 +18,7 @@ from fedlab.key_groups import (
 )
 
 PULL_SCHEDULES = ("constant", "ramp", "decay")
+RELATION_KINDS = ("correlation", "anchor-gram")
 
 
 @dataclass
@@ -67,6 +68,10 @@ class SSLConfig(LocalTrainingKeys, DataKeys, SamplingKeys, StrategyKeys, RunConf
     relation_objective: str = "fedfoa"
     fedsc_alpha_min: float = 0.2
     spectral_mu: float = 5.0
+    shared_init: bool = False
+    relation_kind: str = "correlation"
+    anchor_count: int = 64
+    fedema_scaler: float = 0.0
 
     KEY_HELP: ClassVar[dict[str, str]] = {
         "ssl_method": "self-supervised objective: simclr, byol, simsiam or spectral",
@@ -87,6 +92,10 @@ class SSLConfig(LocalTrainingKeys, DataKeys, SamplingKeys, StrategyKeys, RunConf
         "relation_objective": "fedfoa (align correlations) or fedsc (FedSC's spectral objective)",
         "fedsc_alpha_min": "FedSC: local weight alpha falls linearly from 1 to this over rounds",
         "spectral_mu": "spectral loss: feature norms clamped to sqrt(mu) (FedSC's mu)",
+        "shared_init": "one initial model per encoder spec, from the run seed (not per client)",
+        "relation_kind": "correlation (D x D, basis-dependent) or anchor-gram (basis-free)",
+        "anchor_count": "anchor-gram: procedural anchor images every client generates (2-1024)",
+        "fedema_scaler": "FedEMA's lambda (with weight-averaging): local-global mix; 0: off",
     }
 
     def validate(self) -> None:
@@ -95,6 +104,7 @@ class SSLConfig(LocalTrainingKeys, DataKeys, SamplingKeys, StrategyKeys, RunConf
         check_choice(self, "relation_objective", ("fedfoa", "fedsc"))
         check_choice(self, "fedfoa_schedule", PULL_SCHEDULES)
         check_choice(self, "relation_features", ("projector", "encoder"))
+        check_choice(self, "relation_kind", RELATION_KINDS)
         check_positive(
             self, "proj_dim", "proj_hidden", "temperature", "relation_rank", "spectral_mu"
         )
@@ -110,17 +120,34 @@ class SSLConfig(LocalTrainingKeys, DataKeys, SamplingKeys, StrategyKeys, RunConf
                 f"relation-objective=fedsc needs ssl-method=spectral (FedSC's loss shares the "
                 f"spectral loss's second moment), got ssl-method={self.ssl_method}; set both"
             )
-        check_non_negative(self, "fedfoa_lambda", "warmup_rounds", "probe_every", "probe_size")
+        check_non_negative(
+            self, "fedfoa_lambda", "warmup_rounds", "probe_every", "probe_size", "fedema_scaler"
+        )
+        self._check_common_basis_keys()
         if not 0 <= self.byol_momentum < 1:
             raise FedlabError(f"byol-momentum must lie in [0, 1), got {self.byol_momentum}")
         specs = parse_encoders(self.encoders)
-        if self.relation_features == "encoder":
+        if self.relation_features == "encoder" and self.relation_kind == "correlation":
             self._check_encoder_relation(specs)
         if self.weight_averaging and len(set(specs)) > 1:
             raise FedlabError(
                 f"weight-averaging needs one encoder for every client, got encoders="
                 f'{self.encoders!r}; use one (e.g. encoders="cnn") or weight-averaging=false '
                 "(FedFoA aggregates relation matrices, which works across architectures)"
+            )
+
+    def _check_common_basis_keys(self) -> None:
+        if not 2 <= self.anchor_count <= 1024:
+            raise FedlabError(f"anchor-count must lie in [2, 1024], got {self.anchor_count}")
+        if self.relation_kind == "anchor-gram" and self.relation_objective == "fedsc":
+            raise FedlabError(
+                "relation-kind=anchor-gram works with relation-objective=fedfoa only (FedSC "
+                "shares its D x D second moment); use relation-kind=correlation for fedsc"
+            )
+        if self.fedema_scaler > 0 and not self.weight_averaging:
+            raise FedlabError(
+                f"fedema-scaler={self.fedema_scaler} mixes local and averaged weights, so it "
+                "needs weight-averaging=true (one encoder); set it, or fedema-scaler=0"
             )
 
     def _check_encoder_relation(self, specs: list[tuple[str, int]]) -> None:

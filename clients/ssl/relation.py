@@ -8,11 +8,25 @@ imports keep working.
 from __future__ import annotations
 
 import torch
-from fedlab.strategies.relation_matrices import factorize, rebuild, relation_matrix, standardize
+from fedlab.strategies.relation_matrices import (
+    anchor_gram,
+    factorize,
+    rebuild,
+    relation_matrix,
+    standardize,
+)
 
 from fedlab.errors import FedlabError
 
-__all__ = ["alignment_loss", "factorize", "rebuild", "relation_matrix", "standardize"]
+__all__ = [
+    "alignment_loss",
+    "anchor_gram",
+    "factorize",
+    "gram_alignment_loss",
+    "rebuild",
+    "relation_matrix",
+    "standardize",
+]
 
 
 def alignment_loss(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -30,3 +44,17 @@ def alignment_loss(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         )
     off = ~torch.eye(d, dtype=torch.bool, device=r.device)
     return (r - target.to(r))[off].pow(2).mean()
+
+
+def gram_alignment_loss(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``||anchor_gram(z) - target||_F^2`` over all entries (2 - 2 CKA for two unit-norm Grams).
+
+    Unlike the correlation, the Gram has no fixed diagonal, so every entry is compared.
+    """
+    k = anchor_gram(z)
+    if target.shape != k.shape:
+        raise FedlabError(
+            f"global anchor relation is {tuple(target.shape)} but this client has {len(k)} "
+            "anchors; every client must use the same anchor-count"
+        )
+    return (k - target.to(k)).pow(2).sum()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import numpy as np
 import torch
+from fedlab.clients.ssl.anchors import anchor_images
 from fedlab.clients.ssl.augment import augment
 from fedlab.clients.ssl.config import SSLConfig
 from fedlab.clients.ssl.models import SSLModel, parse_encoders
@@ -16,9 +18,15 @@ from fedlab.clients.ssl.objectives import (
     second_moment,
     spectral_contrastive,
 )
-from fedlab.clients.ssl.relation import alignment_loss, relation_matrix
+from fedlab.clients.ssl.relation import (
+    alignment_loss,
+    anchor_gram,
+    gram_alignment_loss,
+    relation_matrix,
+)
 from torch import nn
 
+from fedlab.client import derive_seed
 from fedlab.data.datasets import ImageDataset
 from fedlab.errors import FedlabError
 from fedlab.registry import WORKLOADS
@@ -100,16 +108,44 @@ class SSLWorkload(PartitionedImageWorkload):
         return loss, {"ssl-loss": loss.item()}
 
     def aligned_step(self, relation: torch.Tensor | None, weight: float) -> StepFn:
-        """The step function with FedFoA's term ``weight * alignment_loss(z, relation)``."""
+        """The step function with FedFoA's term ``weight * alignment(features, relation)``.
+
+        ``relation-kind=correlation``: the correlation of the batch's two-view features against
+        the global D x D matrix. ``anchor-gram``: the Gram matrix of the anchors' features (eval
+        mode, as the upload takes it) against the global n x n one.
+        """
         if relation is None or weight == 0:
             return self.step
+        anchors = self.anchors() if self.config.relation_kind == "anchor-gram" else None
 
         def step_fn(model: nn.Module, batch: tuple[torch.Tensor, ...]):
             ssl, z = self.ssl_loss(model, batch[0])  # type: ignore[arg-type]
-            align = alignment_loss(z, relation)
+            if anchors is None:
+                align = alignment_loss(z, relation)
+            else:
+                align = gram_alignment_loss(self.anchor_features(model, anchors), relation)  # type: ignore[arg-type]
             return ssl + weight * align, {"ssl-loss": ssl.item(), "align-loss": align.item()}
 
         return step_fn
+
+    def anchors(self) -> torch.Tensor:
+        """The run's ``anchor-count`` procedural anchor images, the same on every client."""
+        c, h, _ = self.train_dataset.shape
+        seed = derive_seed(self.config.seed, "anchors")
+        return anchor_images(self.config.anchor_count, c, h, seed)
+
+    def anchor_features(self, model: SSLModel, anchors: torch.Tensor) -> torch.Tensor:
+        """Relation features of the anchors in eval mode (fixed batch statistics: the upload
+        and every training step see the anchors through the same function)."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        z = self._relation_features(model)(anchors.to(device))
+        model.train(was_training)
+        return z
+
+    def _relation_features(self, model: SSLModel):
+        return model.encoder if self.config.relation_features == "encoder" else model.project
 
     def fedsc_step(self, external: torch.Tensor | None, alpha: float) -> StepFn:
         """FedSC's step: the spectral loss with the other clients' second moment ``external``."""
@@ -150,14 +186,36 @@ class SSLWorkload(PartitionedImageWorkload):
     def local_relation(
         self, model: SSLModel, dataset: ImageDataset, device: torch.device | str = "cpu"
     ) -> torch.Tensor:
-        """Relation matrix of the projector (or, with ``relation-features=encoder``, encoder)
-        outputs over the whole local partition (no views)."""
-        was_training = model.training
-        model.to(device).eval()
-        images = dataset.images
-        features = model.encoder if self.config.relation_features == "encoder" else model.project
-        z = torch.cat(
-            [features(images[i : i + 256].to(device)) for i in range(0, len(images), 256)]
-        )
+        """The relation a client uploads, taken on the same kind of batch its alignment uses.
+
+        ``correlation``: the D x D correlation of the two augmented views' features over the
+        whole partition, in train mode in chunks of ``batch-size`` (batch statistics, as in a
+        training step; the running statistics are restored afterwards). ``anchor-gram``: the
+        n x n Gram of the anchors' features in eval mode.
+        """
+        model.to(device)
+        if self.config.relation_kind == "anchor-gram":
+            return anchor_gram(self.anchor_features(model, self.anchors()).cpu().double())
+        features, images = self._relation_features(model), dataset.images
+        size = max(self.config.batch_size, 2)
+        with _running_statistics_kept(model):
+            model.train()
+            z = [
+                torch.cat([features(augment(chunk, None)), features(augment(chunk, None))])
+                for chunk in (images[i : i + size].to(device) for i in range(0, len(images), size))
+                if len(chunk) > 1  # a batch of one has no batch statistics
+            ]
+        return relation_matrix(torch.cat(z).cpu().double())
+
+
+@contextmanager
+def _running_statistics_kept(model: nn.Module) -> Iterator[None]:
+    """Batch-norm running statistics (and the train/eval mode) as they were before."""
+    saved = [b.detach().clone() for b in model.buffers()]
+    was_training = model.training
+    try:
+        yield
+    finally:
+        for buffer, value in zip(model.buffers(), saved, strict=True):
+            buffer.copy_(value)
         model.train(was_training)
-        return relation_matrix(z.cpu().double())
