@@ -59,3 +59,11 @@ def test_the_ablation_is_the_variant_without_its_pull():
         assert {k: v for k, v in ablation.items() if k != "fedfoa-lambda"} == {
             k: v for k, v in study.METHODS[variant].items() if k != "fedfoa-lambda"
         }
+
+
+def test_an_ablation_that_trains_as_a_baseline_is_that_baseline():
+    study = _study()
+    assert study.ablation_name("fedfoa+fedavg") == "fedavg-ssl"
+    assert study.ablation_name("fedfoa") == "local-only"
+    assert study.ablation_name("fedfoa anchor-gram") == "local-only"
+    assert study.ablation_name("fedfoa shared-init") == "fedfoa shared-init lambda=0"
