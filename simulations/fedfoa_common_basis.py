@@ -192,23 +192,55 @@ def table(rows: list[dict[str, Any]], pairs: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Probe accuracy per method (mean, one seed std as the error bar), one panel per regime."""
+def evidence(rows: list[dict[str, Any]]) -> str:
+    """Markdown: the last round's SimCLR loss and relation gap (a client's own matrix against the
+    aggregate it received; anchor Grams and correlations are different matrices, so the gap
+    compares within a relation kind only), means over seeds."""
+    lines = ["| regime | method | last-round SimCLR loss | relation gap |", "|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if "train-ssl-loss" in r:
+            groups.setdefault((r["regime"], r["method"]), []).append(r)
+    for (regime, method), rs in sorted(groups.items()):
+        loss = np.mean([r["train-ssl-loss"] for r in rs])
+        gap = np.mean([r["relation-gap"] for r in rs])
+        lines.append(f"| {regime} | {method} | {loss:.3f} | {gap:.3f} |")
+    return "\n".join(lines)
+
+
+def report(select: list[dict[str, Any]], confirm: list[dict[str, Any]]) -> str:
+    """The published tables: the selection with its evidence, then the confirmation."""
+    pairs = [(v, "local-only") for v in VARIANTS] + [("local-only", "random-init"),
+                                                      ("fedavg-ssl", "local-only")]  # fmt: skip
+    text = "#### Selection\n\n" + table(select, pairs) + "\n\n" + evidence(select)
+    if confirm:
+        best = best_variant(select)
+        pairs = [(best, "local-only"), (best, ablation_name(best)), ("local-only", "random-init"),
+                 ("fedavg-ssl", "local-only")]  # fmt: skip
+        text += "\n\n#### Confirmation\n\n" + table(confirm, pairs)
+    return text
+
+
+def plot(stages: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Probe accuracy per method (mean, one seed std as the error bar), one panel per stage and
+    regime."""
     import matplotlib.pyplot as plt
 
-    regimes = [g for g in REGIMES if any(r["regime"] == g for r in rows)]
-    fig, axes = plt.subplots(1, len(regimes), figsize=(6 * len(regimes), 3.6), squeeze=False)
-    for ax, regime in zip(axes[0], regimes, strict=True):
-        mine = [r for r in rows if r["regime"] == regime]
-        methods = list(dict.fromkeys(r["method"] for r in mine))
-        accs = [[r["probe-acc-mean"] for r in mine if r["method"] == m] for m in methods]
+    panels = [(f"{stage}, {regime}", [r for r in rows if r["regime"] == regime])
+              for stage, rows in stages.items() for regime in REGIMES
+              if any(r["regime"] == regime for r in rows)]  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
+    for ax, (title, rows) in zip(axes[0], panels, strict=True):
+        methods = sorted({r["method"] for r in rows})
+        accs = [[r["probe-acc-mean"] for r in rows if r["method"] == m] for m in methods]
         ax.bar(range(len(methods)), [np.mean(a) for a in accs],
                yerr=[np.std(a) for a in accs], capsize=3, color="tab:blue")  # fmt: skip
         ax.set_xticks(range(len(methods)), methods, rotation=35, ha="right", fontsize=8)
         ax.set_ylabel("linear-probe accuracy")
-        ax.set_title(f"{regime}, K = 16 (n = {len(accs[0])} seeds)")
+        seeds = sorted({len(a) for a in accs})
+        ax.set_title(f"{title}, K = 16 ({'/'.join(map(str, seeds))} seeds)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -237,16 +269,9 @@ def main() -> None:
         cells = [(args.regime, m, s, methods[m]) for s in seeds for m in names]
         run_stage("confirm", cells, OUT / f"common_basis_confirm{suffix}.json")
     select, confirm = load_rows("select"), load_rows("confirm")
-    pairs = [(v, "local-only") for v in VARIANTS] + [("local-only", "random-init"),
-                                                      ("fedavg-ssl", "local-only")]  # fmt: skip
-    text = "## Selection\n\n" + table(select, pairs)
-    if confirm:
-        best = best_variant(select)
-        pairs = [(best, "local-only"), (best, ablation_name(best)), ("local-only", "random-init"),
-                 ("fedavg-ssl", "local-only")]  # fmt: skip
-        text += "\n\n## Confirmation\n\n" + table(confirm, pairs)
+    text = report(select, confirm)
     atomic_write_text(OUT / "common_basis.md", text + "\n")
-    plot(confirm or select, OUT / "common_basis.png")
+    plot({"selection": select, "confirmation": confirm}, OUT / "common_basis.png")
     log.info("\n%s", text)
 
 

@@ -67,3 +67,10 @@ def test_an_ablation_that_trains_as_a_baseline_is_that_baseline():
     assert study.ablation_name("fedfoa") == "local-only"
     assert study.ablation_name("fedfoa anchor-gram") == "local-only"
     assert study.ablation_name("fedfoa shared-init") == "fedfoa shared-init lambda=0"
+
+
+def test_the_published_tables_are_the_committed_results():
+    study = _study()
+    text = study.report(study.load_rows("select"), study.load_rows("confirm"))
+    assert text + "\n" == (RESULTS / "common_basis.md").read_text()
+    assert text in (ROOT / "docs" / "fedfoa.md").read_text()
