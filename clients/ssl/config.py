@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from fedlab.clients.ssl.anchors import MAX_ANCHORS
 from fedlab.clients.ssl.models import feature_dim, parse_encoders
 
 from fedlab.config import check_choice, check_non_negative, check_positive
@@ -137,8 +138,10 @@ class SSLConfig(LocalTrainingKeys, DataKeys, SamplingKeys, StrategyKeys, RunConf
             )
 
     def _check_common_basis_keys(self) -> None:
-        if not 2 <= self.anchor_count <= 1024:
-            raise FedlabError(f"anchor-count must lie in [2, 1024], got {self.anchor_count}")
+        if not 2 <= self.anchor_count <= MAX_ANCHORS:
+            raise FedlabError(
+                f"anchor-count must lie in [2, {MAX_ANCHORS}], got {self.anchor_count}"
+            )
         if self.relation_kind == "anchor-gram" and self.relation_objective == "fedsc":
             raise FedlabError(
                 "relation-kind=anchor-gram works with relation-objective=fedfoa only (FedSC "
