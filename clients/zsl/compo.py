@@ -45,7 +45,7 @@ COLOUR_RGB = {
 RADIUS = {"small": (2.4, 3.2), "large": (4.0, 5.0)}
 IMAGE_SIZE = 24
 NUM_UNSEEN = 16
-NUM_SPLITS = 3
+NUM_SPLITS = 8
 PER_CLASS = 40
 FEATURE_DIM = 128
 #: package data (``weights/``), found through importlib.resources
