@@ -39,6 +39,7 @@ import numpy as np
 from fedlab.clients.ssl.config import SSLConfig
 from fedlab.clients.ssl.probe import linear_probe
 from flwr.app import ArrayRecord, Message, RecordDict
+from study_stats import paired_t_interval
 
 from fedlab.apps import fedfoa
 from fedlab.cli import setup_logging
@@ -338,19 +339,11 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> str:
 def paired_interval(
     rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]
 ) -> tuple[float, float, float, int] | None:
-    """Mean of ``a - b`` over the seeds both have, with its 95 % Student-t interval.
-
-    None with fewer than 2 common seeds (no interval exists).
-    """
-    from scipy import stats
-
+    """Mean of ``a - b`` probe accuracy over the seeds both have, with its 95 % Student-t
+    interval; None with fewer than 2 common seeds."""
     by_seed = {r["seed"]: r["probe-acc-mean"] for r in rows_b}
     diffs = [r["probe-acc-mean"] - by_seed[r["seed"]] for r in rows_a if r["seed"] in by_seed]
-    if len(diffs) < 2:
-        return None
-    mean, sem = float(np.mean(diffs)), float(stats.sem(diffs))
-    half = float(stats.t.ppf(0.975, len(diffs) - 1)) * sem
-    return mean, mean - half, mean + half, len(diffs)
+    return paired_t_interval(diffs)
 
 
 def readme_rows(

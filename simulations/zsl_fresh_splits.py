@@ -59,6 +59,7 @@ SCHEDULES = tuple(
     for rounds, steps in ((40, 10), (80, 5), (160, 5), (80, 20))
     for lr in (0.001, 0.003)
 )
+SCHEDULE_LABEL = "{num-server-rounds} x {local-steps}, {lr:g}"
 WITHIN = 0.05  # the claim: federated AUSUC within 5 points of central
 
 
@@ -98,12 +99,24 @@ def selected_schedule(records: list[dict[str, Any]]) -> int | None:
 def schedule_record(m: first.Method, split: int, index: int, extra: dict, runs: Path) -> dict:
     """The app on the split's validation task with schedule ``index``: validation figures."""
     scheduled = dataclasses.replace(m, federation=SCHEDULES[index])
-    config = first.federated_config(scheduled, split, extra, "none", validation=True,
-                                    gamma=0.0, run_dir=runs / f"{slug(m.name)}-{split}-s{index}")  # fmt: skip
+    run_dir = runs / f"{slug(m.name)}-{split}-s{index}"
+    config = first.federated_config(
+        scheduled, split, extra, "none", validation=True, gamma=0.0, run_dir=run_dir
+    )
     evaluation, workload, scores = first.run_app(scheduled, config)
     gamma, calibrated = first.best_gamma(workload, scores)
     return {"validation": {k: evaluation[k] for k in ("T1", "H", "AUSUC")}, "gamma": gamma,
             "validation-calibrated-H": calibrated["H"]}  # fmt: skip
+
+
+def _save(out: Path, name: str, records: list[dict], record: dict, started: float) -> None:
+    """Append one finished cell to the method's JSON (atomically) and log it."""
+    record = {"method": name, **record, "seconds": round(time.perf_counter() - started, 1)}
+    records.append(record)
+    atomic_write_text(out / f"{slug(name)}.json", json.dumps(records, indent=1))
+    figures = record.get("metrics") or record["validation"]
+    log.info("%s %s split %d: %s (%.0f s)", name, record["stage"], record["split"],
+             first._fmt(figures), record["seconds"])  # fmt: skip
 
 
 def run(names: list[str], out: Path, runs_dir: str) -> None:
@@ -114,12 +127,8 @@ def run(names: list[str], out: Path, runs_dir: str) -> None:
         done = {key(r) for r in records}
 
         def save(record: dict[str, Any], started: float) -> None:
-            record = {"method": name, **record, "seconds": round(time.perf_counter() - started, 1)}
-            records.append(record)
-            done.add(key(record))
-            atomic_write_text(out / f"{slug(name)}.json", json.dumps(records, indent=1))
-            log.info("%s %s split %d: %s (%.0f s)", name, record["stage"], record["split"],
-                     first._fmt(record.get("metrics") or record["validation"]), record["seconds"])  # fmt: skip
+            _save(out, name, records, record, started)  # noqa: B023  (called in this iteration)
+            done.add(key(records[-1]))  # noqa: B023
 
         with tempfile.TemporaryDirectory(prefix="zsl-fresh-") as tmp:
             runs = Path(runs_dir or tmp)
@@ -177,7 +186,8 @@ def tables(results: dict[str, list[dict[str, Any]]]) -> str:
     """docs/zsl.md's fresh-split tables, from the per-method JSON."""
     lines = [f"compo, splits {list(SPLITS)}; mean ± std over splits, in %", "",
              "| method | central AUSUC | fed. AUSUC | fed.+FedRS AUSUC | central H | fed. H | "
-             "fed.+FedRS H | schedule (rounds x steps, lr) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "fed.+FedRS H | schedule (rounds x steps, lr) |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, records in results.items():
         modes = [_by_split(records, "central"), _by_split(records, "federated", "none"),
                  _by_split(records, "federated", "fedrs")]  # fmt: skip
@@ -186,11 +196,12 @@ def tables(results: dict[str, list[dict[str, Any]]]) -> str:
         figures = [_pct([r["metrics"][k] for r in mode.values()]) if mode else "not run"
                    for k in ("AUSUC", "H") for mode in modes]  # fmt: skip
         chosen = selected_schedule(records)
-        plan = "exact" if name == "ESZSL" else "not run" if chosen is None else (
-            "{num-server-rounds} x {local-steps}, {lr:g}".format_map(SCHEDULES[chosen]))  # fmt: skip
+        plan = "not run" if chosen is None else SCHEDULE_LABEL.format_map(SCHEDULES[chosen])
+        plan = "exact" if name == "ESZSL" else plan
         lines.append(f"| {name} | " + " | ".join(figures) + f" | {plan} |")
     lines += ["", "Paired differences over splits, points of AUSUC (H beside); mean (95 % t "
-              "interval, splits):", "", "| comparison | AUSUC | H | claim |", "|---|---|---|---|"]  # fmt: skip
+              "interval, splits):", "", "| comparison | AUSUC | H | claim |",
+              "|---|---|---|---|"]  # fmt: skip
     for name, records in results.items():
         central = _by_split(records, "central")
         for remedy, label in (("none", "federated"), ("fedrs", "federated + FedRS")):
@@ -207,8 +218,9 @@ def tables(results: dict[str, list[dict[str, Any]]]) -> str:
             a = _by_split(results["MLP"], stage, remedy)
             b = _by_split(results["ParsNets"], stage, remedy)
             p = _interval(a, b, "AUSUC")
-            claim = "-" if p is None else (
-                "MLP best" if p[1] > 0 else "ParsNets best" if p[2] < 0 else "neither best")  # fmt: skip
+            claim = "-" if p is None else "neither best"
+            if p is not None and (p[1] > 0 or p[2] < 0):
+                claim = "MLP best" if p[1] > 0 else "ParsNets best"
             lines.append(f"| MLP - ParsNets, {label} | {_points(p)} | "
                          f"{_points(_interval(a, b, 'H'))} | {claim} |")  # fmt: skip
     lines += ["", "Schedule selection: mean validation AUSUC over the splits' validation tasks "
@@ -223,7 +235,7 @@ def tables(results: dict[str, list[dict[str, Any]]]) -> str:
             cells = [r for r in records if r["stage"] == "schedule" and r["schedule"] == i]
             value = _pct([r["validation"]["AUSUC"] for r in cells]) if cells else "not run"
             row.append(f"**{value}**" if selected_schedule(records) == i else value)
-        lines.append("| {num-server-rounds} x {local-steps}, {lr:g} | ".format_map(schedule)
+        lines.append(f"| {SCHEDULE_LABEL.format_map(schedule)} | "
                      + " | ".join(row) + " |")  # fmt: skip
     return "\n".join(lines)
 

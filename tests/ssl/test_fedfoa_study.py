@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,8 @@ def _without_timings(figures: dict[str, float]) -> dict[str, float]:
 
 def _script(name: str = "fedfoa_compare"):
     """A study script under simulations/, loaded as a module (they are not a package)."""
+    if str(ROOT / "simulations") not in sys.path:  # the scripts import their siblings
+        sys.path.insert(0, str(ROOT / "simulations"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "simulations" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
