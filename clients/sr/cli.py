@@ -39,6 +39,8 @@ CLI_METHODS = ("prf", "sdedit", "ilvr", "ddnm", "bicubic")
 TIMESTEPS = 1000
 #: Most DDIM steps: one per timestep; more would visit no other step.
 MAX_STEPS = TIMESTEPS
+#: Largest --tile side (a window this large already holds a whole typical photo).
+MAX_TILE = 4096
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,6 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"PRF kappa > 0 (default {FITTED_KAPPA:g}: fitted with the shipped prior)",
     )
     p.add_argument("--seed", default=0, help="sampling seed, 0 <= seed < 2**63")
+    p.add_argument(
+        "--tile",
+        default="auto",
+        help="window side for large images: auto (the prior's training crop), 0 (the whole "
+        "image at once: time and memory grow with its square) or a multiple of the UNet's "
+        "downsampling factor",
+    )
     add_safety_flags(p)
     p.set_defaults(func=sr_command)
 
@@ -79,13 +88,14 @@ class SRJob:
     result_path: Path
     grid_path: Path
     max_parameters: int = MAX_MODEL_PARAMETERS
+    tile: int | None = None  # None: the prior's training crop
 
 
 def check_sr(
     path: str | Path, scale: object, out: str | Path, *, model: str = "", method: str = "prf",
     t: object = 150, steps: object = 20, kappa: object = FITTED_KAPPA, seed: object = 0,
     overwrite: bool = False, max_pixels: object = None, create_out: bool = True,
-    max_parameters: int = MAX_MODEL_PARAMETERS,
+    max_parameters: int = MAX_MODEL_PARAMETERS, tile: object = "auto",
 ) -> SRJob:  # fmt: skip
     """Every check of ``fedlab sr`` that needs no model, in the order a refusal costs least.
 
@@ -105,6 +115,7 @@ def check_sr(
     steps = int_flag(steps, "--steps", 1, MAX_STEPS, "DDIM steps")
     kappa = float_flag(kappa, "--kappa", 0.0, low_open=True, what=f"default {FITTED_KAPPA:g}")
     seed = int_flag(seed, "--seed", 0, SEED_LIMIT - 1)
+    tile = None if tile == "auto" else int_flag(tile, "--tile", 0, MAX_TILE, "auto, 0 or a side")
     in_cap = max_pixels_flag(max_pixels, MAX_INPUT_PIXELS)
     out_cap = max_pixels_flag(max_pixels, MAX_OUTPUT_PIXELS)
     lr = read_image(path, flag="--in", max_pixels=in_cap)
@@ -114,7 +125,7 @@ def check_sr(
         out, [f"{stem}.png", f"{stem}_grid.png"], overwrite=overwrite, create=create_out
     )
     return SRJob(lr, size, scale, method, t, steps, kappa, seed, model, result_path, grid_path,
-                 max_parameters)  # fmt: skip
+                 max_parameters, tile)  # fmt: skip
 
 
 def _output_size(lr: tuple[int, int], scale: float, cap: int) -> tuple[int, int]:
@@ -146,10 +157,10 @@ def _load_checked(job: SRJob, progress: bool = False) -> Any:
     from fedlab.diffusion import load_unet, make_scheduler
 
     unet = load_unet(job.model or SHIPPED_PRIOR, max_parameters=job.max_parameters)
-    sr = DiffSR(unet, make_scheduler(), steps=job.steps,
-                progress=progress)  # fmt: skip
-    crop = sr.unet.config.sample_size
+    crop = unet.config.sample_size
     crop = crop if isinstance(crop, int) else min(crop)
+    tile = crop if job.tile is None else job.tile
+    sr = DiffSR(unet, make_scheduler(), steps=job.steps, progress=progress, tile=tile)
     if min(job.size) < crop:
         h, w = job.lr.shape[-2:]
         raise FedlabError(
@@ -163,7 +174,7 @@ def super_resolve_file(
     path: str | Path, scale: object, out: str | Path, *, model: str = "", method: str = "prf",
     t: object = 150, steps: object = 20, kappa: object = FITTED_KAPPA, seed: object = 0,
     progress: bool = True, overwrite: bool = False, max_pixels: object = None,
-    max_parameters: int = MAX_MODEL_PARAMETERS,
+    max_parameters: int = MAX_MODEL_PARAMETERS, tile: object = "auto",
 ) -> tuple[Path, Path]:  # fmt: skip
     """Super-resolve ``path``; write the result and a comparison grid into ``out``.
 
@@ -176,7 +187,7 @@ def super_resolve_file(
 
     job = check_sr(path, scale, out, model=model, method=method, t=t, steps=steps, kappa=kappa,
                    seed=seed, overwrite=overwrite, max_pixels=max_pixels,
-                   max_parameters=max_parameters)  # fmt: skip
+                   max_parameters=max_parameters, tile=tile)  # fmt: skip
     sr = _load_checked(job, progress)
     lr, size, method = job.lr, job.size, job.method
     gen = torch.Generator().manual_seed(job.seed)
@@ -224,7 +235,8 @@ def sr_command(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     kw = {"model": args.model, "method": args.method, "t": args.t, "steps": args.steps,
           "kappa": args.kappa, "seed": args.seed, "overwrite": args.overwrite,
-          "max_pixels": args.max_pixels, "max_parameters": args.max_parameters}  # fmt: skip
+          "max_pixels": args.max_pixels, "max_parameters": args.max_parameters,
+          "tile": args.tile}  # fmt: skip
     if args.check:
         job = check_sr(args.input, args.scale, args.out, create_out=False, **kw)
         _load_checked(job)

@@ -31,7 +31,7 @@ from fedlab.clients.sr.degrade import back_project, lowpass, upsample
 from fedlab.clients.sr.prf import PRF
 
 from fedlab.diffusion import noise_to, reverse
-from fedlab.diffusion.sampling import Guidance, unet_eps
+from fedlab.diffusion.sampling import Guidance, tiled_eps, unet_eps
 from fedlab.errors import FedlabError
 
 log = logging.getLogger("fedlab.sr")
@@ -52,14 +52,33 @@ class DiffSR:
         DDIM steps of each reverse process.
     progress : bool
         tqdm bars while sampling.
+    tile : int
+        0: the UNet sees the whole image at every step. Otherwise larger images are denoised
+        in overlapping windows of this side (:func:`fedlab.diffusion.sampling.tiled_eps`), so
+        time and memory grow linearly with the output pixels; a multiple of the UNet's
+        downsampling factor.
+    tile_overlap : int, optional
+        Pixels shared by neighbouring windows; default a quarter of ``tile``.
     """
 
-    def __init__(self, unet: Any, scheduler: Any, *, steps: int = 20, progress: bool = False):
+    def __init__(
+        self, unet: Any, scheduler: Any, *, steps: int = 20, progress: bool = False,
+        tile: int = 0, tile_overlap: int | None = None,
+    ) -> None:  # fmt: skip
         self.unet = unet.eval()
         self.scheduler = scheduler
         self.steps = steps
         self.progress = progress
         self.factor = 2 ** (len(unet.config.block_out_channels) - 1)
+        if tile < 0 or tile % self.factor:
+            raise FedlabError(
+                f"tile {tile} must be 0 (no tiling) or a positive multiple of the UNet's "
+                f"downsampling factor {self.factor}"
+            )
+        self.tile = tile
+        self.tile_overlap = tile // 4 if tile_overlap is None else tile_overlap
+        if tile:
+            tiled_eps(unet_eps(unet), tile, self.tile_overlap)  # checks the overlap now
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
@@ -96,8 +115,11 @@ class DiffSR:
         noise = torch.randn(x0.shape, generator=generator)
         hook = self._guidance(guidance, x0, lr * 2 - 1, noise, crop)
         x = noise_to(x0, t, noise, self.alphas_cumprod)
+        eps = unet_eps(self.unet)
+        if self.tile:
+            eps = tiled_eps(eps, self.tile, self.tile_overlap)
         out = reverse(
-            unet_eps(self.unet), self.scheduler.config, x, t, steps=self.steps,
+            eps, self.scheduler.config, x, t, steps=self.steps,
             progress=self.progress, desc=f"diffsr {guidance}", guidance=hook,
         )  # fmt: skip
         h, w = size

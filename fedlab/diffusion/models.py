@@ -3,9 +3,11 @@
 Named configs (diffusers' keyword names; ``sample_size`` is the training crop):
 
 - :data:`TINY_TEST_CONFIG`: diffusers' own tiny test UNet, for fast tests.
-- :data:`CPU_PRIOR_CONFIG`: about 0.9 M parameters, no attention (fully convolutional, so the
-  32-px-trained prior applies to 64-96 px images unchanged); about 0.5 s per training step at
-  batch 16 on one CPU thread.
+- :data:`CPU_PRIOR_CONFIG`: about 0.9 M parameters, no attention in the down and up blocks but
+  one self-attention layer in the mid block (diffusers' default ``add_attention=True``), whose
+  cost grows with the square of the image's positions; about 0.5 s per training step at
+  batch 16 on one CPU thread. Large images go through it in windows
+  (:func:`fedlab.diffusion.sampling.tiled_eps`).
 - :data:`GPU_PRIOR_CONFIG`: a larger prior for a GPU (about 36 M parameters, attention at
   16 and 8 px, 64-px crops); documented, not trained on CPU.
 
@@ -52,7 +54,8 @@ CPU_PRIOR_CONFIG: dict[str, Any] = {
     "up_block_types": ("UpBlock2D", "UpBlock2D", "UpBlock2D"),
     "norm_num_groups": 8,
 }
-"""The prior 2 CPU cores afford: 32-px crops, about 0.9 M parameters, no attention."""
+"""The prior 2 CPU cores afford: 32-px crops, about 0.9 M parameters, attention in the mid
+block only."""
 
 GPU_PRIOR_CONFIG: dict[str, Any] = {
     "sample_size": 64,
