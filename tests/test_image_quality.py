@@ -18,6 +18,7 @@ from scipy.ndimage import gaussian_filter
 from skimage import data
 from skimage.metrics import structural_similarity
 
+from fedlab import image_quality
 from fedlab.errors import FedlabError
 from fedlab.image_quality import gmsd, haarpsi, luma, psnr, rgb2yiq, ssim
 
@@ -335,3 +336,43 @@ def test_psnr_ssim_and_luma_refuse_bad_inputs_in_one_line():
         with pytest.raises(FedlabError, match=message) as err:
             call()
         assert "\n" not in str(err.value)
+
+
+def _coffee(rows: slice) -> torch.Tensor:
+    from skimage import data
+
+    return torch.from_numpy(data.coffee()[rows, 200:328] / 255.0).permute(2, 0, 1)[None].float()
+
+
+def test_spectral_detail_error_grows_with_blur_and_noise_and_ignores_phase():
+    from skimage.filters import gaussian
+
+    ref = _coffee(slice(100, 228))
+    image = ref[0].permute(1, 2, 0).numpy()
+
+    def blurred(sigma: float) -> torch.Tensor:
+        out = gaussian(image, sigma=sigma, channel_axis=-1)
+        return torch.from_numpy(out).permute(2, 0, 1)[None].float()
+
+    def error(x: torch.Tensor) -> float:
+        return float(image_quality.spectral_detail_error(x, ref)[0])
+
+    assert error(ref) == 0.0
+    errors = [error(blurred(s)) for s in (0.5, 1.0, 2.0)]
+    assert 1.0 < errors[0] < errors[1] < errors[2]
+    noise = torch.from_numpy(np.random.default_rng(0).normal(0, 0.05, ref.shape)).float()
+    assert error((ref + noise).clamp(0, 1)) > 3.0
+    # The same detail elsewhere in the picture: far closer than a blur PSNR calls better.
+    shifted = torch.roll(ref, 5, dims=-1)
+    assert error(shifted) < 0.5 < errors[1]
+    assert image_quality.psnr(blurred(1.0), ref) > image_quality.psnr(shifted, ref)
+
+
+def test_spectral_detail_error_refuses_bad_input_in_one_line():
+    ref = _coffee(slice(100, 228))
+    with pytest.raises(FedlabError, match="one shape"):
+        image_quality.spectral_detail_error(ref[..., :64], ref)
+    with pytest.raises(FedlabError, match="band"):
+        image_quality.spectral_detail_error(ref, ref, band=(0.3, 0.7))
+    with pytest.raises(FedlabError, match="H, W >= 8"):
+        image_quality.radial_power_spectrum(ref[..., :4, :4])
