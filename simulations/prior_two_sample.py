@@ -13,7 +13,8 @@ regression on image statistics, 5-fold held-out accuracy; 0.5 = indistinguishabl
     OMP_NUM_THREADS=1 python simulations/prior_two_sample.py [--model DIR] [--label NAME]
 
 Appends one record per call to ``results/diffsr/two_sample.json`` (a curve over checkpoints
-when called with each one).
+when called with each one) and writes a sample sheet beside it (samples left, real crops
+right).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from fedlab.clients.sr.config import SHIPPED_PRIOR
 from fedlab.clients.sr.data import TRAIN_IMAGES, fixed_crops
 from skimage.filters import gaussian
 
-from fedlab.atomic import atomic_write_json
+from fedlab.atomic import atomic_write_bytes, atomic_write_json
 from fedlab.diffusion import load_unet, make_scheduler
 from fedlab.diffusion.sample_quality import generate, two_sample_accuracy
+from fedlab.image_io import png_bytes
 
 OUT = Path(__file__).resolve().parent / "results" / "diffsr" / "two_sample.json"
 SAMPLES = 64
@@ -49,6 +51,22 @@ def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.stack([torch.from_numpy(gaussian(i.permute(1, 2, 0).numpy(), sigma=sigma,
                                                   channel_axis=-1)).permute(2, 0, 1).float()
                         for i in images])  # fmt: skip
+
+
+def sheet(samples: torch.Tensor, real: torch.Tensor, columns: int = 8) -> torch.Tensor:
+    """``(1, 3, H, W)``: ``columns`` x 4 samples (left) beside as many real crops (right),
+    each enlarged 3x (nearest), 2-px grey gutters."""
+
+    def tiles(images: torch.Tensor) -> torch.Tensor:
+        images = torch.nn.functional.interpolate(images[: 4 * columns], scale_factor=3)
+        images = torch.nn.functional.pad(images, (1, 1, 1, 1), value=0.5)
+        rows = [torch.cat(list(images[r * columns : (r + 1) * columns]), dim=-1)
+                for r in range(4)]  # fmt: skip
+        return torch.cat(rows, dim=-2)
+
+    left, right = tiles(samples), tiles(real)
+    gap = torch.full((3, left.shape[-2], 8), 1.0)
+    return torch.cat([left, gap, right], dim=-1)[None]
 
 
 def main() -> None:
@@ -71,6 +89,10 @@ def main() -> None:
         "real-vs-real": two_sample_accuracy(other, reference),
         f"blur-{LIGHT_BLUR}-vs-real": two_sample_accuracy(blurred(other, LIGHT_BLUR), reference),
     }  # fmt: skip
+    slug = "".join(c if c.isalnum() else "-" for c in args.label.lower()).strip("-")
+    image = OUT.with_name(f"samples_{slug}.png")
+    atomic_write_bytes(image, png_bytes(sheet(samples, reference)))
+    record["sheet"] = image.name
     records = json.loads(OUT.read_text()) if OUT.is_file() else []
     atomic_write_json(OUT, [*records, record])
     print(json.dumps(record, indent=1))
