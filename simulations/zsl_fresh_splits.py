@@ -240,6 +240,26 @@ def tables(results: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def readme_summary(results: dict[str, list[dict[str, Any]]]) -> str:
+    """The README's ZSL sentence: federated minus central AUSUC per method, and the best."""
+    parts = []
+    for name in ("MLP", "ParsNets"):
+        records = results.get(name, [])
+        p = _interval(_by_split(records, "federated", "none"), _by_split(records, "central"),
+                      "AUSUC")  # fmt: skip
+        parts.append(f"{name} {_points(p)}")
+    a, b = (_by_split(results.get(n, []), "central") for n in ("MLP", "ParsNets"))
+    p = _interval(a, b, "AUSUC")
+    best = "not run"
+    if p is not None:
+        best = "MLP" if p[1] > 0 else "ParsNets" if p[2] < 0 else "neither"
+    return (
+        f"ZSL on five fresh compo splits, federated minus central AUSUC in points (95 % "
+        f"interval): {'; '.join(parts)}. Best central method: {best} (MLP - ParsNets "
+        f"{_points(p)})."
+    )
+
+
 def results_readme(results: dict[str, list[dict[str, Any]]]) -> str:
     seconds = sum(r["seconds"] for records in results.values() for r in records)
     return ("# ZSL on fresh compo splits\n\nProduced by `simulations/zsl_fresh_splits.py` (one "

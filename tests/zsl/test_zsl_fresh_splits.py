@@ -51,6 +51,8 @@ def test_docs_tables_are_the_committed_results(fresh):
     assert set(results) == set(fresh.METHOD_NAMES)
     assert fresh.tables(results) in (ROOT / "docs" / "zsl.md").read_text()
     assert fresh.results_readme(results) == (fresh.OUT / "README.md").read_text()
+    readme = " ".join((ROOT / "README.md").read_text().split())  # wrapped at 100 columns
+    assert fresh.readme_summary(results) in readme
 
 
 def test_every_committed_cell_follows_the_declared_protocol(fresh):
