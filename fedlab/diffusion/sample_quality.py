@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedlab import image_quality
 from fedlab.diffusion.sampling import reverse, unet_eps
 from fedlab.errors import FedlabError
-from fedlab.image_quality import luma, radial_power_spectrum
 
 SPECTRUM_BINS = 8
 FOLDS = 5
@@ -30,13 +30,13 @@ def image_statistics(images: torch.Tensor) -> np.ndarray:
         raise FedlabError(f"images must be (N, 3, H, W) with H, W >= 8, got {tuple(images.shape)}")
     x = images.detach().cpu().double().clamp(0, 1)
     flat = x.flatten(2)
-    grey = luma(x)[:, 0]
+    grey = image_quality.luma(x)[:, 0]
     gy, gx = grey.diff(dim=-2)[..., :, :-1], grey.diff(dim=-1)[..., :-1, :]
     gradient = (gx.pow(2) + gy.pow(2)).sqrt().flatten(1)
     saturation = (x.amax(1) - x.amin(1)).flatten(1)
     centred = grey.flatten(1) - grey.flatten(1).mean(1, keepdim=True)
     std = centred.std(1).clamp_min(1e-6)
-    _, power = radial_power_spectrum(x, bins=SPECTRUM_BINS)
+    _, power = image_quality.radial_power_spectrum(x, bins=SPECTRUM_BINS)
     columns = [
         flat.mean(2), flat.std(2),  # colour moments per channel
         saturation.mean(1, keepdim=True), saturation.std(1, keepdim=True),
