@@ -28,6 +28,7 @@ from fedlab.training import TrainConfig, resolve_device, train
 from fedlab.workload import build_workload
 
 STATE_KEY = "fedfoa-model"
+FEDEMA_KEY = "fedema"  # the client's autoscaled lambda
 
 
 @dataclass
@@ -49,6 +50,12 @@ def init_model(workload: SSLWorkload, partition_id: int) -> SSLModel:
     return workload.build_model(partition_id)
 
 
+def weight_divergence(local: dict[str, torch.Tensor], global_: dict[str, torch.Tensor]) -> float:
+    """``||W_global - W_local||`` over the floating-point weights (batch-norm buffers left out)."""
+    names = [k for k, v in global_.items() if v.is_floating_point() and "running_" not in k]
+    return float(torch.sqrt(sum(((global_[k] - local[k]).double() ** 2).sum() for k in names)))
+
+
 def fedema_mix(
     local: dict[str, torch.Tensor], global_: dict[str, torch.Tensor], scaler: float
 ) -> tuple[dict[str, torch.Tensor], float]:
@@ -58,13 +65,27 @@ def fedema_mix(
     A client whose model drifted far from the average keeps more of its own; buffers (batch-norm
     statistics) and integer entries come from the global model. Returns (weights, mu).
     """
+    mu = float(min(scaler * weight_divergence(local, global_), 1.0))
     names = [k for k, v in global_.items() if v.is_floating_point() and "running_" not in k]
-    divergence = torch.sqrt(sum(((global_[k] - local[k]).double() ** 2).sum() for k in names))
-    mu = float(min(scaler * float(divergence), 1.0))
     mixed = dict(global_)
     for k in names:
         mixed[k] = mu * local[k] + (1 - mu) * global_[k]
     return mixed, mu
+
+
+def fedema_lambda(
+    config: SSLConfig, local: dict[str, torch.Tensor], global_: dict[str, torch.Tensor],
+    context: Context,
+) -> float:  # fmt: skip
+    """FedEMA's lambda: ``fedema-scaler``, or with ``fedema-tau`` the paper's autoscaler
+    ``tau / ||W_global - W_local||`` fixed at this client's first mix (so its first mu is tau)
+    and kept in its ``context.state``."""
+    if config.fedema_tau == 0:
+        return config.fedema_scaler
+    if FEDEMA_KEY not in context.state:
+        divergence = max(weight_divergence(local, global_), 1e-12)
+        context.state[FEDEMA_KEY] = ConfigRecord({"lambda": config.fedema_tau / divergence})
+    return float(context.state[FEDEMA_KEY]["lambda"])
 
 
 def alignment_weight(config: SSLConfig, server_round: int, has_relation: bool) -> float:
@@ -146,12 +167,13 @@ def handle_train(msg: Message, context: Context, config: SSLConfig) -> Message:
     arrays = msg.content["arrays"]
     weights = {k: v for k, v in arrays.items() if k not in RELATION_KEYS}
     fedema_mu = None
+    fedema_on = config.fedema_scaler > 0 or config.fedema_tau > 0
     if weights:
         global_state = ArrayRecord(weights).to_torch_state_dict()
-        if config.fedema_scaler > 0 and STATE_KEY in context.state:
-            global_state, fedema_mu = fedema_mix(
-                model.state_dict(), global_state, config.fedema_scaler
-            )
+        if fedema_on and STATE_KEY in context.state:
+            local = model.state_dict()
+            scaler = fedema_lambda(config, local, global_state, context)
+            global_state, fedema_mu = fedema_mix(local, global_state, scaler)
         model.load_state_dict(global_state)
     relation = arrays[RELATION].numpy() if RELATION in arrays else None
     dataset = workload.client_dataset(pid, num_partitions)
@@ -165,7 +187,7 @@ def handle_train(msg: Message, context: Context, config: SSLConfig) -> Message:
         seed=derive_seed(config.seed, pid, server_round),
         device=device,
     )
-    if config.fedema_scaler > 0:  # every reply carries the same keys (Flower's consistency rule)
+    if fedema_on:  # every reply carries the same keys (Flower's consistency rule)
         done.metrics["fedema-mu"] = 0.0 if fedema_mu is None else fedema_mu  # 0: took the average
     model.cpu()
     context.state[STATE_KEY] = ArrayRecord(model.state_dict())

@@ -73,6 +73,7 @@ class SSLConfig(LocalTrainingKeys, DataKeys, SamplingKeys, StrategyKeys, RunConf
     relation_kind: str = "correlation"
     anchor_count: int = 64
     fedema_scaler: float = 0.0
+    fedema_tau: float = 0.0
 
     KEY_HELP: ClassVar[dict[str, str]] = {
         "ssl_method": "self-supervised objective: simclr, byol, simsiam or spectral",
@@ -97,6 +98,7 @@ class SSLConfig(LocalTrainingKeys, DataKeys, SamplingKeys, StrategyKeys, RunConf
         "relation_kind": "correlation (D x D, basis-dependent) or anchor-gram (basis-free)",
         "anchor_count": "anchor-gram: procedural anchor images every client generates (2-1024)",
         "fedema_scaler": "FedEMA's lambda (with weight-averaging): local-global mix; 0: off",
+        "fedema_tau": "FedEMA's autoscaler: lambda = tau / a client's first divergence; 0: off",
     }
 
     def validate(self) -> None:
@@ -147,10 +149,20 @@ class SSLConfig(LocalTrainingKeys, DataKeys, SamplingKeys, StrategyKeys, RunConf
                 "relation-kind=anchor-gram works with relation-objective=fedfoa only (FedSC "
                 "shares its D x D second moment); use relation-kind=correlation for fedsc"
             )
-        if self.fedema_scaler > 0 and not self.weight_averaging:
+        if (self.fedema_scaler > 0 or self.fedema_tau > 0) and not self.weight_averaging:
             raise FedlabError(
-                f"fedema-scaler={self.fedema_scaler} mixes local and averaged weights, so it "
-                "needs weight-averaging=true (one encoder); set it, or fedema-scaler=0"
+                f"fedema-scaler={self.fedema_scaler} / fedema-tau={self.fedema_tau} mix local and "
+                "averaged weights, so they need weight-averaging=true (one encoder); set it, or "
+                "set both to 0"
+            )
+        if not 0 <= self.fedema_tau <= 1:
+            raise FedlabError(
+                f"fedema-tau must lie in [0, 1] (the paper's: 0.7), got {self.fedema_tau}"
+            )
+        if self.fedema_scaler > 0 and self.fedema_tau > 0:
+            raise FedlabError(
+                f"fedema-scaler={self.fedema_scaler} and fedema-tau={self.fedema_tau} both set "
+                "FedEMA's lambda; give one (fedema-tau: the paper's autoscaler) and 0 for the other"
             )
 
     def _check_encoder_relation(self, specs: list[tuple[str, int]]) -> None:

@@ -179,6 +179,17 @@ def runs_of(app: str, tmp: Path) -> list[dict[str, Any]]:
                 "proj-dim": 8,
                 "proj-hidden": 16,
             },
+            {
+                **core,
+                **local,
+                **data,
+                "num-server-rounds": 2,
+                "encoders": ["mlp:8"],
+                "weight-averaging": True,
+                "fedema-tau": 0.5,
+                "proj-dim": 8,
+                "proj-hidden": 16,
+            },
         ],  # fmt: skip
         "zsl_parsnets": [
             {

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 from fedlab.clients.ssl.anchors import anchor_images
-from fedlab.clients.ssl.client import fedema_mix, init_model
+from fedlab.clients.ssl.client import fedema_lambda, fedema_mix, init_model
 from fedlab.clients.ssl.relation import anchor_gram, gram_alignment_loss, relation_matrix
 
 from fedlab.apps import fedfoa
@@ -118,7 +118,10 @@ def test_fedema_mixes_by_divergence_and_clips_at_one():
 @pytest.mark.parametrize(
     ("values", "match"),
     [
-        ({"fedema-scaler": 1.0}, "needs weight-averaging=true"),
+        ({"fedema-scaler": 1.0}, "need weight-averaging=true"),
+        ({"fedema-tau": 0.7}, "need weight-averaging=true"),
+        ({"fedema-tau": 1.5, "weight-averaging": True}, "fedema-tau must lie in"),
+        ({"fedema-tau": 0.7, "fedema-scaler": 1.0, "weight-averaging": True}, "both set"),
         ({"relation-kind": "gram"}, "relation-kind"),
         ({"anchor-count": 1}, "anchor-count must lie in"),
         ({"relation-kind": "anchor-gram", "ssl-method": "spectral", "relation-objective": "fedsc"},
@@ -153,3 +156,28 @@ def test_fedema_with_weight_averaging_runs_and_reports_mu(tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history[0]["train"]["fedema-mu"] == 0.0  # round 1: no model of its own yet
     assert 0 < history[1]["train"]["fedema-mu"] <= 1
+
+
+def test_fedema_autoscaler_fixes_lambda_at_the_first_mix():
+    from flwr.app import Context, RecordDict
+
+    config = fedfoa.resolve_config({"weight-averaging": True, "fedema-tau": 0.7, "encoders": "cnn"})
+    context = Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config={})
+    local, global_ = {"w": torch.zeros(4)}, {"w": torch.full((4,), 2.0)}  # divergence 4
+    assert fedema_lambda(config, local, global_, context) == pytest.approx(0.7 / 4)
+    assert fedema_mix(local, global_, 0.7 / 4)[1] == pytest.approx(0.7)  # the first mu is tau
+    farther = {"w": torch.full((4,), 4.0)}  # lambda stays; mu grows with the divergence
+    assert fedema_lambda(config, local, farther, context) == pytest.approx(0.7 / 4)
+    assert fedema_mix(local, farther, 0.7 / 4)[1] == 1.0
+
+
+def test_fedema_autoscaled_run_mixes_tau_at_each_clients_first_mix(tmp_path):
+    config = fedfoa.resolve_config({
+        **SMALL, "num-server-rounds": 3, "local-steps": 3, "encoders": "cnn:4",
+        "weight-averaging": True, "fedema-tau": 0.7, "out-dir": str(tmp_path / "run"),
+    })  # fmt: skip
+    assert run_in_process(fedfoa, config)["rounds-finished"] == 3
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[0]["train"]["fedema-mu"] == 0.0
+    assert history[1]["train"]["fedema-mu"] == pytest.approx(0.7)
+    assert 0 < history[2]["train"]["fedema-mu"] <= 1
