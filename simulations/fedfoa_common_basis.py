@@ -79,6 +79,9 @@ METHODS = {
     "fedfoa shared-init": {**PULL, "shared-init": True},
     "fedfoa anchor-gram": {**PULL, "relation-kind": "anchor-gram", "anchor-count": 64},
     "fedfoa+fedavg": {**PULL, "weight-averaging": True},
+    # FedEMA's update (autoscaled, tau 0.7 as in the paper) under the pull; added after the
+    # confirmation had run (see the docs)
+    "fedfoa+fedema": {**PULL, "weight-averaging": True, "fedema-tau": 0.7},
     # FedSC (Jing et al., ICML 2024): spectral loss, the full D x D second moment shared, weights
     # averaged; added to the selection after its first results were seen (see the docs)
     "fedsc": {**FEDSC, "weight-averaging": True},
@@ -86,7 +89,7 @@ METHODS = {
 }
 #: methods trained with another loss than SimCLR: their loss is not in the SimCLR column
 SPECTRAL = ("fedsc", "spectral fedavg")
-VARIANTS = ("fedfoa", "fedfoa shared-init", "fedfoa anchor-gram", "fedfoa+fedavg")
+VARIANTS = ("fedfoa", "fedfoa shared-init", "fedfoa anchor-gram", "fedfoa+fedavg", "fedfoa+fedema")
 SELECTION_REGIME = "dirichlet"
 
 
