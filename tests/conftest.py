@@ -49,3 +49,25 @@ def one_thread() -> Iterator[None]:
 def flower_identity() -> Iterator[None]:
     with saved_task_identity():
         yield
+
+
+def _load_simulation(name: str):
+    """A script under simulations/ as a module (they are not a package); its siblings import."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "simulations"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def simulation_script():
+    """``simulation_script(name)``: the study script ``simulations/<name>.py`` as a module."""
+    return _load_simulation

@@ -31,7 +31,7 @@ from fedlab.clients.sr.degrade import back_project, lowpass, upsample
 from fedlab.clients.sr.prf import PRF
 
 from fedlab.diffusion import noise_to, reverse
-from fedlab.diffusion.sampling import Guidance, tiled_eps, unet_eps
+from fedlab.diffusion.sampling import Guidance, check_tile, tiled_eps, unet_eps
 from fedlab.errors import FedlabError
 
 log = logging.getLogger("fedlab.sr")
@@ -78,7 +78,7 @@ class DiffSR:
         self.tile = tile
         self.tile_overlap = tile // 4 if tile_overlap is None else tile_overlap
         if tile:
-            tiled_eps(unet_eps(unet), tile, self.tile_overlap)  # checks the overlap now
+            check_tile(tile, self.tile_overlap)
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:

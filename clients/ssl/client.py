@@ -50,10 +50,15 @@ def init_model(workload: SSLWorkload, partition_id: int) -> SSLModel:
     return workload.build_model(partition_id)
 
 
+def _mixed_names(state: dict[str, torch.Tensor]) -> list[str]:
+    """The entries FedEMA mixes: floating-point weights, not batch-norm running statistics."""
+    return [k for k, v in state.items() if v.is_floating_point() and "running_" not in k]
+
+
 def weight_divergence(local: dict[str, torch.Tensor], global_: dict[str, torch.Tensor]) -> float:
-    """``||W_global - W_local||`` over the floating-point weights (batch-norm buffers left out)."""
-    names = [k for k, v in global_.items() if v.is_floating_point() and "running_" not in k]
-    return float(torch.sqrt(sum(((global_[k] - local[k]).double() ** 2).sum() for k in names)))
+    """``||W_global - W_local||`` over the entries FedEMA mixes."""
+    return float(torch.sqrt(sum(((global_[k] - local[k]).double() ** 2).sum()
+                                for k in _mixed_names(global_))))  # fmt: skip
 
 
 def fedema_mix(
@@ -66,9 +71,8 @@ def fedema_mix(
     statistics) and integer entries come from the global model. Returns (weights, mu).
     """
     mu = float(min(scaler * weight_divergence(local, global_), 1.0))
-    names = [k for k, v in global_.items() if v.is_floating_point() and "running_" not in k]
     mixed = dict(global_)
-    for k in names:
+    for k in _mixed_names(global_):
         mixed[k] = mu * local[k] + (1 - mu) * global_[k]
     return mixed, mu
 

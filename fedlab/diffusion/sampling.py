@@ -61,8 +61,7 @@ def tiled_eps(eps_fn: EpsFn, tile: int, overlap: int, *, batch: int = 16) -> Eps
     batch : int
         Windows per call of ``eps_fn`` (times the images in ``x``).
     """
-    if not 0 <= overlap < tile:
-        raise FedlabError(f"tile overlap {overlap} must be in 0..{tile - 1} for tile {tile}")
+    check_tile(tile, overlap)
 
     def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
@@ -71,9 +70,9 @@ def tiled_eps(eps_fn: EpsFn, tile: int, overlap: int, *, batch: int = 16) -> Eps
         th, tw = min(tile, height), min(tile, width)
         rows, cols = _starts(height, th, overlap), _starts(width, tw, overlap)
         windows = [(i, j) for i in rows for j in cols]
-        ramp = (_ramp(th, overlap)[:, None] * _ramp(tw, overlap)[None, :]).to(x.dtype)
+        ramp = (_ramp(th, overlap)[:, None] * _ramp(tw, overlap)[None, :]).to(x)
         out = torch.zeros_like(x)
-        weight = torch.zeros((height, width), dtype=x.dtype)
+        weight = torch.zeros((height, width), dtype=x.dtype, device=x.device)
         for k in range(0, len(windows), batch):
             chunk = windows[k : k + batch]
             crops = torch.cat([x[..., i : i + th, j : j + tw] for i, j in chunk])
@@ -84,6 +83,12 @@ def tiled_eps(eps_fn: EpsFn, tile: int, overlap: int, *, batch: int = 16) -> Eps
         return out / weight
 
     return eps
+
+
+def check_tile(tile: int, overlap: int) -> None:
+    """Refuse a window side below 1 or an overlap outside ``0 .. tile - 1``, in one line."""
+    if tile < 1 or not 0 <= overlap < tile:
+        raise FedlabError(f"tile overlap {overlap} must be in 0..{tile - 1} for tile {tile}")
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:

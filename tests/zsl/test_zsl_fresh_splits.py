@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SIMULATIONS = ROOT / "simulations"
 
 
 @pytest.fixture(scope="module")
-def fresh():
-    """The study script as a module (it imports its siblings under simulations/)."""
-    sys.path.insert(0, str(SIMULATIONS))
-    spec = importlib.util.spec_from_file_location(
-        "zsl_fresh_splits", SIMULATIONS / "zsl_fresh_splits.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
-    sys.path.remove(str(SIMULATIONS))
+def fresh(simulation_script):
+    return simulation_script("zsl_fresh_splits")
 
 
 def _schedule_cells(fresh, auc_of) -> list[dict]:
