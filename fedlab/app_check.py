@@ -40,9 +40,10 @@ def check_by_building(
 
     def check(config: RunConfig, num_nodes: int) -> None:
         build_strategy(config, num_nodes)
-        # A workload of its own: one built on the meta device may cache meta tensors.
-        check_model_size(build_app_workload(config))
+        # Data first, for real: a process-wide cache filled under the meta device would hand
+        # meta tensors to the run itself (compo's feature CNN did). A workload of its own too.
         build_app_workload(config).client_dataset(0, num_nodes)
+        check_model_size(build_app_workload(config))
 
     return check
 

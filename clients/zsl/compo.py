@@ -207,7 +207,8 @@ def feature_net() -> CompoFeatureNet:
             f"{WEIGHTS} is missing; run `python simulations/zsl_compo_pretrain.py` to train "
             "the compo feature CNN on the pretraining class set"
         )
-    net = CompoFeatureNet()
+    with torch.device("cpu"):  # cached for the process: never on an ambient (meta) device
+        net = CompoFeatureNet()
     net.load_state_dict(load_file(str(WEIGHTS)))
     return net.eval()
 

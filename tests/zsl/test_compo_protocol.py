@@ -112,3 +112,20 @@ def test_client_training_applies_the_remedy_and_central_training_does_not():
         ZslConfig.from_mapping({"zsl-label-skew": "x"})
     with pytest.raises(FedlabError, match="fedlc-tau must be > 0"):
         ZslConfig.from_mapping({"fedlc-tau": 0.0})
+
+
+def test_the_pre_ray_size_check_leaves_no_meta_tensor_in_the_feature_cache():
+    """flower-simulation's check builds the model on the meta device in the run's process;
+    compo's process-wide feature cache must still hold real tensors afterwards."""
+    from fedlab.apps import zsl_parsnets
+
+    compo.feature_net.cache_clear()
+    compo.all_features.cache_clear()
+    config = zsl_parsnets.resolve_config({"zsl-dataset": "compo"})
+    zsl_parsnets.check(config, config.num_supernodes)
+    assert next(compo.feature_net().parameters()).device.type == "cpu"
+    assert compo.all_features().device.type == "cpu"
+    with torch.device("meta"):
+        compo.feature_net.cache_clear()
+        net = compo.feature_net()
+    assert next(net.parameters()).device.type == "cpu"
