@@ -4,7 +4,11 @@ Declared in docs/diffsr.md ("Prior training"). Three modes, each one process, on
 
 - ``federated``: the ``diffusion`` app itself (``run_in_process``): 4 clients holding
   different training images, ``ROUNDS`` rounds of ``LOCAL_STEPS`` Adam steps at batch 16 each,
-  FedAvg of the UNet. Total optimizer steps: 4 x ROUNDS x LOCAL_STEPS.
+  FedAvg of the UNet. Total optimizer steps: 4 x ROUNDS x LOCAL_STEPS. The rounds run in
+  chunks of ``CHUNK_ROUNDS``: chunk ``k`` is one app run with ``seed=k`` that starts from
+  chunk ``k - 1``'s saved prior (``init-from``), so a stopped run continues from its last
+  finished chunk (each round's optimizer starts fresh in the app anyway; only the seeds of the
+  crops and noise differ from one long run).
 - ``central``: the same UNet, data (all training images), step, batch and learning rate
   through :func:`fedlab.diffusion.train_with_checkpoints` (THE loop in chunks, checkpoints and
   resume), for the same total number of optimizer steps.
@@ -46,7 +50,6 @@ from fedlab.diffusion import (  # noqa: E402
     build_unet,
     denoising_step,
     heldout_denoising_loss,
-    load_unet,
     train_with_checkpoints,
 )
 from fedlab.inprocess import run_in_process  # noqa: E402
@@ -54,8 +57,10 @@ from fedlab.training import TrainConfig  # noqa: E402
 
 log = logging.getLogger("fedlab.diffsr_train_prior")
 
-CLIENTS, ROUNDS, LOCAL_STEPS, BATCH, LR = 4, 12, 25, 16, 1e-3
-TOTAL_STEPS = CLIENTS * ROUNDS * LOCAL_STEPS  # 1,200
+CLIENTS, ROUNDS, LOCAL_STEPS, BATCH, LR = 4, 80, 25, 16, 1e-3
+CHUNK_ROUNDS = 20
+TOTAL_STEPS = CLIENTS * ROUNDS * LOCAL_STEPS  # 8,000
+CHECKPOINT_EVERY = 1000
 RESULTS_DIR = ROOT / "simulations" / "results" / "diffsr"
 RESULTS = RESULTS_DIR / "prior_training.json"
 #: where each mode's final weights go (package data for the shipped ones)
@@ -73,22 +78,38 @@ def _record(mode: str, entry: dict) -> None:
 
 
 def federated(out: Path) -> None:
-    config = diffusion.resolve_config({
-        "num-supernodes": CLIENTS, "num-server-rounds": ROUNDS, "local-steps": LOCAL_STEPS,
-        "batch-size": BATCH, "lr": LR, "out-dir": str(out), "device": "cpu",
-    })  # fmt: skip
-    start = time.perf_counter()
-    summary = run_in_process(diffusion, config)
-    history = json.loads((out / "history.json").read_text())
+    history: list[dict] = []
+    seconds = 0.0
+    previous = ""
+    for chunk in range(ROUNDS // CHUNK_ROUNDS):
+        folder = out / f"chunk-{chunk}"
+        done = folder / "chunk.json"
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            config = diffusion.resolve_config({
+                "num-supernodes": CLIENTS, "num-server-rounds": CHUNK_ROUNDS,
+                "local-steps": LOCAL_STEPS, "batch-size": BATCH, "lr": LR, "seed": chunk,
+                "init-from": previous, "out-dir": str(folder), "device": "cpu",
+            })  # fmt: skip
+            start = time.perf_counter()
+            run_in_process(diffusion, config)
+            atomic_write_json(done, {"seconds": round(time.perf_counter() - start, 1),
+                                     "run-config": config.to_mapping()})  # fmt: skip
+        record = json.loads(done.read_text())
+        seconds += record["seconds"]
+        offset = chunk * CHUNK_ROUNDS
+        for h in json.loads((folder / "history.json").read_text()):
+            rnd = offset + h["round"]
+            history.append({"round": rnd, "steps": rnd * CLIENTS * LOCAL_STEPS, **h["evaluate"],
+                            "train-loss": h["train"].get("train-loss")})  # fmt: skip
+        previous = str(folder / "prior")
+        log.info("chunk %d done: round %d", chunk, offset + CHUNK_ROUNDS)
     dest = DESTINATIONS["federated"]
     shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(out / "prior", dest)
+    shutil.copytree(previous, dest)
     _record("federated", {
-        "run-config": config.to_mapping(), "total-optimizer-steps": TOTAL_STEPS,
-        "seconds": round(time.perf_counter() - start, 1), "summary-final": summary["final"],
-        "history": [{"round": h["round"], "steps": h["round"] * CLIENTS * LOCAL_STEPS,
-                     **h["evaluate"], "train-loss": h["train"].get("train-loss")}
-                    for h in history],
+        "run-config": record["run-config"], "total-optimizer-steps": TOTAL_STEPS,
+        "chunk-rounds": CHUNK_ROUNDS, "seconds": round(seconds, 1), "history": history,
     })  # fmt: skip
 
 
@@ -103,7 +124,7 @@ def central(out: Path, steps: int) -> None:
     start = time.perf_counter()
     result = train_with_checkpoints(
         model, dataset, step_fn, TrainConfig(steps=1, batch_size=BATCH, optimizer="adam", lr=LR),
-        out=out, total_steps=steps, checkpoint_every=100, seed=0,
+        out=out, total_steps=steps, checkpoint_every=CHECKPOINT_EVERY, seed=0, keep=100,
         evaluate=lambda m: heldout_denoising_loss(m, workload.scheduler, test),
     )  # fmt: skip
     dest = DESTINATIONS["central"]
@@ -134,60 +155,15 @@ def cnn(out: Path, steps: int) -> None:
     )
 
 
-def finalize(mode: str, out: Path, steps: int) -> None:
-    """Ship a run stopped at a checkpoint/round boundary: its last saved weights and history.
-
-    A federated run folder holds ``model.safetensors`` and ``history.json`` as of its last
-    finished round; a central one its checkpoints. Only rounds/steps up to ``steps`` count.
-    """
-    model = build_unet("cpu", sample_size=32)
-    if mode == "federated":
-        from safetensors.torch import load_file
-
-        history = json.loads((out / "history.json").read_text())
-        rounds = steps // (CLIENTS * LOCAL_STEPS)
-        if len(history) != rounds:
-            raise SystemExit(f"{out} has {len(history)} rounds, not {rounds}: stop it there")
-        model.load_state_dict(load_file(out / "model.safetensors"))
-        run_config = json.loads((out / "config.json").read_text())["run-config"]
-        entry = {
-            "run-config": run_config, "total-optimizer-steps": steps,
-            "stopped-after-round": rounds, "seconds": None,
-            "history": [{"round": h["round"], "steps": h["round"] * CLIENTS * LOCAL_STEPS,
-                         **h["evaluate"], "train-loss": h["train"].get("train-loss")}
-                        for h in history],
-        }  # fmt: skip
-    else:
-        from fedlab.diffusion.training import read_latest
-
-        latest = read_latest(out)
-        if latest is None or latest["step"] != steps:
-            raise SystemExit(f"{out} is not at step {steps}")
-        model = load_unet(out / latest["path"])
-        entry = {"total-optimizer-steps": steps, "batch-size": BATCH, "lr": LR,
-                 "seconds": sum(h["seconds"] for h in latest["history"]),
-                 "history": latest["history"]}  # fmt: skip
-    dest = DESTINATIONS[mode]
-    shutil.rmtree(dest, ignore_errors=True)
-    model.eval().save_pretrained(dest, safe_serialization=True)
-    _record(mode, entry)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("federated", "central", "cnn"))
     parser.add_argument("--steps", type=int, default=TOTAL_STEPS)
     parser.add_argument("--out", default="")
-    parser.add_argument(
-        "--finalize", action="store_true", help="ship a run stopped at --steps from its run folder"
-    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
     out = Path(args.out or ROOT / "runs" / f"diffsr-prior-{args.mode}").resolve()
-    if args.finalize:
-        finalize(args.mode, out, args.steps)
-        return
     {"federated": lambda: federated(out), "central": lambda: central(out, args.steps),
      "cnn": lambda: cnn(out, args.steps)}[args.mode]()  # fmt: skip
 

