@@ -3,12 +3,15 @@
 Protocol declared in docs/diffsr.md ("Study protocol") before running. Steps:
 
 - ``calibrate``: per scale, a ``diffsr`` app run (4 clients, ``eval-images=calibration``,
-  ``train-prior=false``) of SDEdit at every oracle-grid t; oracle t = best mean HaarPSI;
-  ``kappa`` of the PRF fitted to the oracle t's. The commands do not read it from here: the
+  ``train-prior=false``) of SDEdit at every t of the log-spaced oracle grid; oracle t = lowest
+  mean detail error (:mod:`fedlab.clients.sr.metrics`); ``kappa`` of the PRF fitted to the
+  oracle t's on a log scale. The commands do not read it from here: the
   fitted value ships as ``FITTED_KAPPA`` in clients/sr/config.py (a test checks that it equals
   this file's); a refit that changes it says so, and the constant is then updated by hand.
-- ``test``: per scale, ``diffsr`` app runs on the clients' held-out crops with every method,
-  and PRF's per-image variant (``prf-per-image=true``, same fitted kappa) as its own row.
+- ``control``: the positive control, per scale: SDEdit on the grid, bicubic, CNN and PRF on
+  crops of the clip frames held out from the prior's training (``eval-images=control``);
+  oracle t = lowest mean detail error.
+- ``test``: per scale, ``diffsr`` app runs on the clients' held-out crops with every method.
 - ``timing``: seconds per 64-px image against the number of DDIM steps.
 - ``report``: tables (markdown) and the plot from ``simulations/results/diffsr/study.json``.
 
@@ -39,7 +42,7 @@ from fedlab.clients.sr.config import FITTED_KAPPA, SHIPPED_PRIOR  # noqa: E402
 from fedlab.clients.sr.evaluate import calibrated_prf, heldout_crops, scale_tag  # noqa: E402
 from fedlab.clients.sr.methods import DiffSR  # noqa: E402
 from fedlab.clients.sr.prf import fit_kappa  # noqa: E402
-from fedlab.clients.sr.report import write_report  # noqa: E402
+from fedlab.clients.sr.report import with_prior_results, write_report  # noqa: E402
 
 from fedlab.atomic import atomic_write_json  # noqa: E402
 from fedlab.diffusion import load_unet, make_scheduler  # noqa: E402
@@ -49,10 +52,11 @@ from fedlab.inprocess import run_in_process  # noqa: E402
 log = logging.getLogger("fedlab.diffsr_study")
 
 SCALES = (1.5, 2.0, 2.5, 3.0, 4.0, 6.0)
-ORACLE_GRID = (0, 75, 150, 225, 300, 375, 450, 525, 600)
+ORACLE_GRID = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
+ORACLE_METRIC = "detail"  # lower is better
 FIXED_T = ORACLE_GRID[1:]
-CAL_CROPS, TEST_CROPS, CROP = 2, 6, 64
-LEVELS = {"A": {"steps": 20, "fixed_seeds": "0,1"}, "B": {"steps": 10, "fixed_seeds": "0"}}
+CAL_CROPS, CONTROL_CROPS, TEST_CROPS, CROP = 2, 2, 6, 64
+LEVELS = {"A": {"steps": 20, "fixed_seeds": "0"}}
 RESULTS_DIR = ROOT / "simulations" / "results" / "diffsr"
 RESULTS = RESULTS_DIR / "study.json"
 RUNS = ROOT / "runs" / "diffsr-study"
@@ -104,6 +108,11 @@ def check_level(data: dict, step: str, level: str) -> None:
         )
 
 
+def oracle_t(values: dict[int, float]) -> int:
+    """The grid t with the lowest detail error (ties: the smaller t)."""
+    return min(values, key=lambda t: (values[t], t))
+
+
 def calibrate(level: str) -> None:
     data = load()
     check_level(data, "calibration", level)
@@ -118,15 +127,17 @@ def calibrate(level: str) -> None:
             "methods": "sdedit", "fixed-t": ",".join(map(str, ORACLE_GRID)),
             "sample-seeds": "0", "sample-steps": steps,
         })  # fmt: skip
-        haarpsi = {t: m[f"t{t}-haarpsi-{tag}-s0"] for t in ORACLE_GRID}
-        cal["scales"][tag] = {"scale": scale, "haarpsi": haarpsi,
-                              "oracle-t": max(haarpsi, key=haarpsi.get),
+        by_t = {metric: {t: m[f"t{t}-{metric}-{tag}-s0"] for t in ORACLE_GRID}
+                for metric in ("haarpsi", "detail", "psnr")}  # fmt: skip
+        cal["scales"][tag] = {"scale": scale, **by_t,
+                              "oracle-t": oracle_t(by_t[ORACLE_METRIC]),
+                              "oracle-t-haarpsi": max(by_t["haarpsi"], key=by_t["haarpsi"].get),
                               "seconds": m["seconds"]}  # fmt: skip
         save(data)
     oracle = {v["scale"]: v["oracle-t"] for v in cal["scales"].values()}
     ac = make_scheduler().alphas_cumprod
     prf = calibrated_prf()  # the 8 calibration crops (2 per client, 64 px)
-    kappa = fit_kappa(prf, oracle, ac)
+    kappa = fit_kappa(prf, oracle, ac, log_scale=True)
     fitted = prf.with_kappa(kappa)
     cal["kappa"] = kappa
     cal["prf-t"] = {scale_tag(s): fitted.start_step(s, ac) for s in SCALES}
@@ -154,9 +165,6 @@ def test(level: str, scales: tuple[float, ...] = SCALES) -> None:
             "guided": {**common, "methods": "bicubic,cnn,prf,ilvr,ddnm", "sample-seeds": "0,1"},
             "fixed": {**common, "methods": "sdedit", "fixed-t": ",".join(map(str, FIXED_T)),
                       "sample-seeds": lv["fixed_seeds"]},
-            # PRF per image: t from each LR input's own detail (same fitted kappa)
-            "per-image": {**common, "methods": "prf", "prf-per-image": True,
-                          "sample-seeds": "0,1"},
         }  # fmt: skip
         for cell, overrides in cells.items():
             if cell in load()["test"]["scales"].get(tag, {}):
@@ -175,42 +183,32 @@ def test(level: str, scales: tuple[float, ...] = SCALES) -> None:
             update(put)
 
 
-def explore(level: str, scales: tuple[float, ...] = SCALES) -> None:
-    """Exploratory, declared after the test (not used for any goal): PRF, ILVR and DDNM with
-    the plain rule kappa = 1 instead of the fitted kappa, on the same test crops."""
-    check_level(load(), "explore-kappa1", level)
-    lv = LEVELS[level]
-    update(lambda d: d.setdefault("explore-kappa1", {"level": level, "kappa": 1.0, "scales": {}}))
+def control(level: str, scales: tuple[float, ...] = SCALES) -> None:
+    """The positive control: held-out frames of the prior's own training clip."""
+    data = load()
+    if data.get("calibration", {}).get("level") != level:
+        raise SystemExit(f"error: no level-{level} calibration in {RESULTS}; run calibrate first")
+    check_level(data, "control", level)
+    kappa = data["calibration"]["kappa"]
+    steps = LEVELS[level]["steps"]
+    update(lambda d: d.setdefault("control", {"level": level, "kappa": kappa, "scales": {}}))
     for scale in scales:
         tag = scale_tag(scale)
-        if tag in load()["explore-kappa1"]["scales"]:
+        if tag in load()["control"]["scales"]:
             continue
-        result = app_run(
-            f"explore-kappa1-{tag}",
-            {
-                "eval-crops": TEST_CROPS,
-                "scales": str(scale),
-                "sample-steps": lv["steps"],
-                "prf-kappa": 1.0,
-                "methods": "bicubic,prf,ilvr,ddnm",
-                "sample-seeds": "0,1",
-            },
-        )
+        m = app_run(f"control-{tag}", {
+            "eval-images": "control", "eval-crops": CONTROL_CROPS, "scales": str(scale),
+            "methods": "bicubic,cnn,sdedit,prf", "fixed-t": ",".join(map(str, ORACLE_GRID)),
+            "sample-seeds": "0", "sample-steps": steps, "prf-kappa": kappa,
+        })  # fmt: skip
+        detail = {t: m[f"t{t}-detail-{tag}-s0"] for t in ORACLE_GRID}
+        entry = {"scale": scale, "oracle-t": oracle_t(detail), "prf-t": m[f"prf-t-{tag}"],
+                 "metrics": m}  # fmt: skip
 
-        def put(d: dict, tag: str = tag, result: dict = result, scale: float = scale) -> None:
-            d["explore-kappa1"]["scales"][tag] = {"scale": scale, "guided": result}
+        def put(d: dict, tag: str = tag, entry: dict = entry) -> None:
+            d["control"]["scales"][tag] = entry
 
         update(put)
-
-
-def explore_ibp(level: str) -> None:
-    """Exploratory, declared after the test: iterative back-projection without the prior."""
-    steps = LEVELS[level]["steps"]
-    result = app_run("explore-ibp", {
-        "eval-crops": TEST_CROPS, "scales": ",".join(map(str, SCALES)), "sample-steps": steps,
-        "methods": "bicubic,ibp", "sample-seeds": "0"})  # fmt: skip
-    update(lambda d: d.__setitem__("explore-ibp", {"level": level, "iterations": steps,
-                                                   "result": result}))  # fmt: skip
 
 
 def timing() -> None:
@@ -243,9 +241,7 @@ def timing() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "step", choices=("calibrate", "test", "explore", "explore-ibp", "timing", "report", "all")
-    )
+    parser.add_argument("step", choices=("calibrate", "control", "test", "timing", "report", "all"))
     parser.add_argument("--level", choices=tuple(LEVELS), default="A")
     parser.add_argument("--scales", default="", help="test only these scales, e.g. 1.5,2")
     args = parser.parse_args()
@@ -257,17 +253,13 @@ def main() -> None:
     if args.step in ("test", "all"):
         chosen = tuple(float(x) for x in args.scales.split(",")) if args.scales else SCALES
         test(args.level, chosen)
-    if args.step == "explore":
+    if args.step in ("control", "all"):
         chosen = tuple(float(x) for x in args.scales.split(",")) if args.scales else SCALES
-        explore(args.level, chosen)
-    if args.step == "explore-ibp":
-        explore_ibp(args.level)
+        control(args.level, chosen)
     if args.step in ("timing", "all"):
         timing()
     if args.step in ("report", "all"):
-        prior = RESULTS_DIR / "prior_training.json"
-        extra = {"prior": json.loads(prior.read_text())} if prior.exists() else {}
-        write_report({**load(), **extra}, ROOT)
+        write_report(with_prior_results(load()), ROOT)
 
 
 if __name__ == "__main__":

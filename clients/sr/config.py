@@ -27,7 +27,7 @@ SHIPPED_CNN = shipped_weights("fedlab.clients.sr", "cnn")
 #: this constant). The default of the diffsr app's ``prf-kappa`` and of ``fedlab sr --kappa``.
 FITTED_KAPPA = 0.0625
 METHODS = ("bicubic", "sdedit", "prf", "ilvr", "ddnm", "cnn", "ibp")
-EVAL_IMAGES = ("heldout", "calibration")
+EVAL_IMAGES = ("heldout", "calibration", "control")
 
 
 @dataclass
@@ -68,7 +68,8 @@ class DiffSRConfig(DiffusionConfig):
         "sample_seeds": "sampling seeds (start noise); metrics per seed",
         "eval_crops": "crops per client to super-resolve",
         "eval_crop_size": "side of the high-resolution evaluation crops in pixels",
-        "eval_images": "heldout (the client's test image) or calibration (its training images)",
+        "eval_images": "heldout (the client's test image), calibration (its training images) or "
+        "control (held-out frames of the prior's training clip: the positive control)",
         "prf_kappa": "PRF noise power per unit of unrecovered energy (fitted on calibration)",
         "prf_per_image": "PRF scales the unrecovered energy by the LR image's own detail",
         "cnn": "folder of the arbitrary-scale CNN baseline ('shipped': the repository's)",

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 from fedlab.clients.sr.cnn import load_cnn
 from fedlab.clients.sr.config import DiffSRConfig
-from fedlab.clients.sr.data import HELDOUT_IMAGES, client_images, fixed_crops, heldout_image_of
+from fedlab.clients.sr.data import (
+    CONTROL_FRAMES,
+    HELDOUT_IMAGES,
+    client_images,
+    fixed_crops,
+    heldout_image_of,
+)
 from fedlab.clients.sr.degrade import downsample
 from fedlab.clients.sr.methods import DiffSR
 from fedlab.clients.sr.metrics import image_metrics
@@ -28,6 +34,7 @@ log = logging.getLogger("fedlab.sr")
 
 TEST_SEED = 2026
 CALIBRATION_SEED = 4051
+CONTROL_SEED = 3033
 CALIBRATION_CLIENTS = 4
 PRF_CALIBRATION_CROPS = 2  # per client: 8 crops of training images, 64 px (docs/diffsr.md)
 PRF_CALIBRATION_SIZE = 64
@@ -41,6 +48,13 @@ def heldout_crops(partition_id: int, count: int, size: int) -> torch.Tensor:
     """Client ``partition_id``'s test crops: ``count`` crops of its held-out image."""
     name = heldout_image_of(partition_id)
     return fixed_crops((name,), size, count, seed=TEST_SEED + HELDOUT_IMAGES.index(name))
+
+
+def control_crops(partition_id: int, count: int, size: int) -> torch.Tensor:
+    """Client ``partition_id``'s positive-control crops: ``count`` crops of held-out frame
+    ``partition_id % 3`` of the prior's training clip (:data:`CONTROL_FRAMES`)."""
+    name = CONTROL_FRAMES[partition_id % len(CONTROL_FRAMES)]
+    return fixed_crops((name,), size, count, seed=CONTROL_SEED + partition_id)
 
 
 def calibration_crops(
@@ -80,6 +94,8 @@ def evaluate_client(
     n, size = config.eval_crops, config.eval_crop_size
     if config.eval_images == "heldout":
         hr = heldout_crops(partition_id, n, size)
+    elif config.eval_images == "control":
+        hr = control_crops(partition_id, n, size)
     else:
         hr = calibration_crops(partition_id, num_partitions or config.num_supernodes, n, size)
     sr = DiffSR(unet, scheduler, steps=config.sample_steps)

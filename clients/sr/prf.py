@@ -107,13 +107,19 @@ def fit_kappa(
     prf: PRF,
     oracle: dict[float, int],
     alphas_cumprod: torch.Tensor,
-    grid: tuple[float, ...] = tuple(2.0**k for k in np.arange(-4, 4.01, 0.25)),
+    grid: tuple[float, ...] = tuple(2.0**k for k in np.arange(-10, 4.01, 0.25)),
+    *,
+    log_scale: bool = False,
 ) -> float:
     """The ``kappa`` of ``grid`` whose per-scale ``t`` is closest to the ``oracle`` t's
-    (mean absolute difference over the scales; ties: the smaller kappa)."""
+    (mean absolute difference over the scales, of ``log2(1 + t)`` with ``log_scale``: the
+    distance a log-spaced oracle grid can resolve; ties: the smaller kappa)."""
+
+    def gap(a: float, b: float) -> float:
+        return abs(np.log2(1 + a) - np.log2(1 + b)) if log_scale else abs(a - b)
 
     def cost(k: float) -> float:
         p = prf.with_kappa(k)
-        return float(np.mean([abs(p.start_step(s, alphas_cumprod) - t) for s, t in oracle.items()]))
+        return float(np.mean([gap(p.start_step(s, alphas_cumprod), t) for s, t in oracle.items()]))
 
     return min(grid, key=lambda k: (cost(k), k))

@@ -8,6 +8,7 @@ docs/diffsr.md.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,30 @@ import numpy as np
 from fedlab.atomic import atomic_write, atomic_write_text
 
 METRIC_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "haarpsi": "HaarPSI", "gmsd": "GMSD",
-                "lr-psnr": "LR-PSNR"}  # fmt: skip
-GRID_STEP = 75
-LEVEL_TEXT = {"A": "level A (20 DDIM steps, every sampled row over seeds 0 and 1)",
-              "B": "level B (10 DDIM steps, fixed-t rows seed 0 only)"}  # fmt: skip
+                "lr-psnr": "LR-PSNR", "detail": "detail error (dB)"}  # fmt: skip
+LEVEL_TEXT = {"A": "20 DDIM steps; SDEdit rows seed 0, PRF, ILVR and DDNM rows seeds 0 and 1"}
+RESULTS_DIR = Path("simulations") / "results" / "diffsr"
+
+
+def with_prior_results(results: dict[str, Any], root: Path = Path()) -> dict[str, Any]:
+    """The study JSON plus the prior's training history and two-sample curve, if saved."""
+    out = dict(results)
+    for key, name in (("prior", "prior_training.json"), ("two-sample", "two_sample.json")):
+        path = root / RESULTS_DIR / name
+        if path.is_file():
+            out[key] = json.loads(path.read_text())
+    return out
+
+
+def within_one_step(prf_t: float, oracle: int, grid: list[int]) -> bool:
+    """``prf_t`` lies between the grid neighbours of the oracle t (the grid is log-spaced,
+    so a step is a factor of about 2)."""
+    i = grid.index(oracle)
+    return grid[max(i - 1, 0)] <= prf_t <= grid[min(i + 1, len(grid) - 1)]
+
+
+def _grid(scale_entry: dict[str, Any]) -> list[int]:
+    return sorted(int(t) for t in scale_entry["detail"])
 
 
 def _level(entry: dict[str, Any]) -> str:
@@ -45,10 +66,6 @@ def method_rows(scale_result: dict[str, Any]) -> dict[str, dict[str, list[float]
         values = {m: _seeds(merged, name, m, tag) for m in METRIC_NAMES}
         if any(values.values()):
             rows[name] = values
-    per_image = scale_result.get("per-image", {})  # PRF per image: its own app run
-    values = {m: _seeds(per_image, "prf", m, tag) for m in METRIC_NAMES}
-    if any(values.values()):
-        rows["prf-image"] = values
     return rows
 
 
@@ -60,16 +77,13 @@ def _cell(values: list[float], digits: int) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
-def _label(name: str, prf_t: float | None, image_t: float | None = None) -> str:
+def _label(name: str, prf_t: float | None) -> str:
     if name.startswith("t") and name[1:].isdigit():
         return f"SDEdit t={name[1:]}"
     labels = {"bicubic": "bicubic", "cnn": "CNN (LIIF-like)", "ilvr": "ILVR-style",
               "ddnm": "DDNM-style"}  # fmt: skip
     if name == "prf":
         return f"**PRF (ours)**, t={prf_t:.0f}" if prf_t is not None else "**PRF (ours)**"
-    if name == "prf-image":
-        mean_t = f", mean t={image_t:.1f}" if image_t is not None else ""
-        return f"PRF per image (ours){mean_t}"
     return labels[name]
 
 
@@ -83,121 +97,144 @@ def _mean(values: list[float]) -> float:
 
 
 def summary(results: dict[str, Any]) -> dict[str, Any]:
-    """Goal checks: PRF vs oracle t, PRF vs the best single fixed t, bicubic/CNN wins."""
+    """Goal checks: PRF vs oracle t on calibration and on the positive control; the means
+    over scales of HaarPSI and the detail error per method on the test."""
     cal = results.get("calibration", {})
-    test = results.get("test", {}).get("scales", {})
     out: dict[str, Any] = {"within-one-step": 0, "scales": len(cal.get("scales", {}))}
     for tag, c in cal.get("scales", {}).items():
-        if abs(cal["prf-t"][tag] - c["oracle-t"]) <= GRID_STEP:
-            out["within-one-step"] += 1
+        out["within-one-step"] += within_one_step(cal["prf-t"][tag], c["oracle-t"], _grid(c))
+    control = results.get("control", {}).get("scales", {})
+    if control:
+        grid = sorted({int(k.split("-")[0][1:]) for c in control.values()
+                       for k in c["metrics"] if re.match(r"t\d+-detail-", k)})  # fmt: skip
+        out["control-oracle-above-0"] = sum(c["oracle-t"] > 0 for c in control.values())
+        out["control-within-one-step"] = sum(
+            c["oracle-t"] > 0 and within_one_step(c["prf-t"], c["oracle-t"], grid)
+            for c in control.values()
+        )
+        out["control-scales"] = len(control)
+    test = results.get("test", {}).get("scales", {})
     if not test:
         return out
-    per_method: dict[str, list[float]] = {}
-    for s in test.values():
-        for name, vals in method_rows(s).items():
-            per_method.setdefault(name, []).append(_mean(vals["haarpsi"]))
-    complete = {k: v for k, v in per_method.items() if len(v) == len(test)}
-    fixed = {k: float(np.mean(v)) for k, v in complete.items() if k.startswith("t")}
-    out["haarpsi-avg"] = {k: float(np.mean(v)) for k, v in complete.items()}
-    if fixed:
-        best = max(fixed, key=fixed.get)
-        out["best-fixed"] = best
-        out["prf-minus-best-fixed"] = out["haarpsi-avg"]["prf"] - fixed[best]
+    for metric in ("haarpsi", "detail", "psnr"):
+        per_method: dict[str, list[float]] = {}
+        for sc in test.values():
+            for name, vals in method_rows(sc).items():
+                per_method.setdefault(name, []).append(_mean(vals[metric]))
+        out[f"{metric}-avg"] = {k: float(np.mean(v)) for k, v in per_method.items()
+                                if len(v) == len(test)}  # fmt: skip
     return out
 
 
+def _prior_lines(prior: dict[str, Any]) -> list[str]:
+    lines = [
+        "#### Prior: federated vs central at equal optimizer steps",
+        "",
+        "Held-out denoising loss (noise-prediction MSE, 32 fixed crops of the held-out "
+        "images, t = 50..750, fixed noise); lower is better.",
+        "",
+        "| optimizer steps | central | federated (4 clients, FedAvg) |",
+        "|---|---|---|",
+    ]
+    central = {h["step"]: h["denoise-loss"] for h in prior.get("central", {}).get("history", [])}
+    federated = {
+        h["steps"]: h["denoise-loss"] for h in prior.get("federated", {}).get("history", [])
+    }
+    steps = sorted(set(central) | {s for s in federated if s % 1000 == 0 or s not in central})
+    for step in steps:
+        c, f = central.get(step), federated.get(step)
+        lines.append(
+            f"| {step} | {'-' if c is None else f'{c:.4f}'} | {'-' if f is None else f'{f:.4f}'} |"
+        )
+    return [*lines, ""]
+
+
+def _two_sample_lines(records: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "#### Two-sample test over training (0.5: indistinguishable from real crops)",
+        "",
+        "Held-out accuracy of the fixed classifier telling 64 DDIM-50 samples from pure noise "
+        "from 64 real 32-px crops of the training corpus; the controls beside each row are "
+        "computed on the same reference crops.",
+        "",
+        "| prior | samples vs real | real vs real | blurred real vs real | sheet |",
+        "|---|---|---|---|---|",
+    ]
+    for r in records:
+        blur = next((v for k, v in r.items() if k.startswith("blur-")), float("nan"))
+        lines.append(f"| {r['label']} | {r['prior-vs-real']:.3f} | {r['real-vs-real']:.3f} | "
+                     f"{blur:.3f} | `{r['sheet']}` |")  # fmt: skip
+    return [*lines, ""]
+
+
+def _calibration_lines(cal: dict[str, Any]) -> list[str]:
+    lines = ["#### Calibration (8 crops of training images): oracle t and PRF t", "",
+             f"PRF kappa fitted on these crops (log-scale distance to the oracle t's): "
+             f"**{cal.get('kappa', float('nan')):g}**. Reverse steps: {_level(cal)}.", "",
+             "| scale | oracle t (lowest detail error) | detail at oracle t | detail at t=0 | "
+             "HaarPSI at oracle t | HaarPSI at t=0 | best-HaarPSI t | PRF t (fitted kappa) | "
+             "PRF t (kappa 1) | within one step |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for tag, c in _by_scale(cal["scales"]):
+        d = {int(k): v for k, v in c["detail"].items()}
+        h = {int(k): v for k, v in c["haarpsi"].items()}
+        oracle, prf_t = int(c["oracle-t"]), cal.get("prf-t", {}).get(tag)
+        within = prf_t is not None and within_one_step(prf_t, oracle, _grid(c))
+        lines.append(
+            f"| {c['scale']:g} | {oracle} | {d[oracle]:.2f} | {d[0]:.2f} | {h[oracle]:.4f} | "
+            f"{h[0]:.4f} | {c['oracle-t-haarpsi']} | {prf_t} | "
+            f"{cal.get('prf-t-kappa1', {}).get(tag)} | {'yes' if within else 'no'} |"
+        )
+    return [*lines, ""]
+
+
+def _control_lines(control: dict[str, Any]) -> list[str]:
+    lines = ["#### Positive control: held-out frames of the prior's own training clip", "",
+             "8 crops (64 px) of bigbuckbunny frames 120, 124, 128 (training used frames "
+             f"0-112), {_level(control)}, seed 0. Detail error in dB (lower is better) / "
+             "HaarPSI.", "",
+             "| scale | oracle t (lowest detail error) | SDEdit at oracle t | bicubic | CNN | "
+             "PRF (t) | within one step |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for tag, c in _by_scale(control["scales"]):
+        m, oracle = c["metrics"], int(c["oracle-t"])
+        grid = sorted(int(k.split("-")[0][1:]) for k in m if re.match(r"t\d+-detail-", k))
+
+        def cell(name: str, m: dict = m, tag: str = tag) -> str:
+            return f"{m[f'{name}-detail-{tag}-s0']:.2f} / {m[f'{name}-haarpsi-{tag}-s0']:.4f}"
+
+        within = oracle > 0 and within_one_step(c["prf-t"], oracle, grid)
+        lines.append(
+            f"| {c['scale']:g} | {oracle} | {cell(f't{oracle}')} | {cell('bicubic')} | "
+            f"{cell('cnn')} | {cell('prf')} ({c['prf-t']:.0f}) | {'yes' if within else 'no'} |"
+        )
+    return [*lines, ""]
+
+
 def markdown(results: dict[str, Any]) -> str:
-    """The full report: prior training, calibration, test tables per scale, timing."""
+    """The full report: prior training, two-sample curve, calibration, positive control,
+    test tables per scale, timing."""
     lines: list[str] = []
-    prior = results.get("prior", {})
-    if prior:
-        lines += [
-            "#### Prior: federated vs central at equal optimizer steps",
-            "",
-            "Held-out denoising loss (noise-prediction MSE, 32 fixed crops of the held-out "
-            "images, t = 50..750, fixed noise); lower is better.",
-            "",
-            "| optimizer steps | central | federated (4 clients, FedAvg) |",
-            "|---|---|---|",
-        ]
-        central = {
-            h["step"]: h["denoise-loss"] for h in prior.get("central", {}).get("history", [])
-        }
-        federated = {
-            h["steps"]: h["denoise-loss"] for h in prior.get("federated", {}).get("history", [])
-        }
-        for step in sorted(set(central) | set(federated)):
-            c, f = central.get(step), federated.get(step)
-            lines.append(
-                f"| {step} | {'-' if c is None else f'{c:.4f}'} | "
-                f"{'-' if f is None else f'{f:.4f}'} |"
-            )
-        lines.append("")
-    cal = results.get("calibration")
-    if cal:
-        lines += ["#### Calibration (8 crops of training images): oracle t and PRF t", "",
-                  f"PRF kappa fitted on these crops: **{cal.get('kappa', float('nan')):g}**. "
-                  f"Reverse steps: {_level(cal)}.", "",
-                  "| scale | oracle t (best HaarPSI) | oracle t > 0 | HaarPSI at oracle t | "
-                  "HaarPSI at t=0 | PRF t (fitted kappa) | PRF t (kappa 1) | within one step |",
-                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for tag, c in _by_scale(cal["scales"]):
-            h = {int(k): v for k, v in c["haarpsi"].items()}
-            prf_t = cal.get("prf-t", {}).get(tag)
-            within = (
-                "yes" if prf_t is not None and abs(prf_t - c["oracle-t"]) <= GRID_STEP else "no"
-            )
-            lines.append(
-                f"| {c['scale']:g} | {c['oracle-t']} | {'yes' if c['oracle-t'] > 0 else 'no'} | "
-                f"{h[int(c['oracle-t'])]:.4f} | {h[0]:.4f} | {prf_t} | "
-                f"{cal.get('prf-t-kappa1', {}).get(tag)} | {within} |"
-            )
-        lines.append("")
+    if results.get("prior"):
+        lines += _prior_lines(results["prior"])
+    if results.get("two-sample"):
+        lines += _two_sample_lines(results["two-sample"])
+    if results.get("calibration"):
+        lines += _calibration_lines(results["calibration"])
+    if results.get("control", {}).get("scales"):
+        lines += _control_lines(results["control"])
     test = results.get("test", {}).get("scales", {})
-    for tag, s in _by_scale(test):
-        if "guided" not in s:
+    for tag, sc in _by_scale(test):
+        if "guided" not in sc:
             continue
-        prf_t = s["guided"].get(f"prf-t-{tag}")
-        image_t = s.get("per-image", {}).get(f"prf-t-{tag}")
-        lines += [f"#### Test, scale {s['scale']:g} (24 held-out crops, 64 px, "
+        prf_t = sc["guided"].get(f"prf-t-{tag}")
+        lines += [f"#### Test, scale {sc['scale']:g} (24 held-out crops, 64 px, "
                   f"{_level(results['test'])})", "",
                   "| method | " + " | ".join(METRIC_NAMES.values()) + " |",
                   "|---" * (len(METRIC_NAMES) + 1) + "|"]  # fmt: skip
-        for name, vals in method_rows(s).items():
+        for name, vals in method_rows(sc).items():
             cells = [_cell(vals[m], 4 if m in ("ssim", "haarpsi", "gmsd") else 2)
                      for m in METRIC_NAMES]  # fmt: skip
-            lines.append(f"| {_label(name, prf_t, image_t)} | " + " | ".join(cells) + " |")
-        lines.append("")
-    explore = results.get("explore-kappa1", {}).get("scales", {})
-    if explore:
-        lines += ["#### Exploratory, declared after the test: the plain rule kappa = 1", "",
-                  "Not part of the declared protocol and not used for any goal: PRF, ILVR and "
-                  "DDNM started at the PRF t of kappa = 1 instead of the fitted kappa; same test "
-                  f"crops and seeds, {_level(results['explore-kappa1'])}. HaarPSI / PSNR, "
-                  "mean ± std over seeds 0 and 1.", "",
-                  "| scale | t (kappa 1) | bicubic | PRF | ILVR-style | DDNM-style |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
-        for tag, s in _by_scale(explore):
-            rows = method_rows(s)
-            cells = [f"{_cell(rows[n]['haarpsi'], 4)} / {_cell(rows[n]['psnr'], 2)}"
-                     for n in ("bicubic", "prf", "ilvr", "ddnm") if n in rows]  # fmt: skip
-            t = s["guided"].get(f"prf-t-{tag}", float("nan"))
-            lines.append(f"| {s['scale']:g} | {t:.0f} | " + " | ".join(cells) + " |")
-        lines.append("")
-    ibp = results.get("explore-ibp")
-    if ibp:
-        r = ibp["result"]
-        tags = sorted({k.split("-")[-2] for k in r if k.startswith("ibp-psnr-")},
-                      key=lambda t: float(t[1:]))  # fmt: skip
-        lines += ["#### Exploratory, declared after the test: back-projection without the prior",
-                  "", f"`ibp`: {ibp['iterations']} back-projection steps from the bicubic input, "
-                  f"no diffusion prior (not used for any goal; run with {_level(ibp)}). "
-                  "HaarPSI / PSNR.", "",
-                  "| scale | bicubic | back-projection only |", "|---|---|---|"]  # fmt: skip
-        for tag in tags:
-            cells = [f"{r[f'{n}-haarpsi-{tag}-s0']:.4f} / {r[f'{n}-psnr-{tag}-s0']:.2f}"
-                     for n in ("bicubic", "ibp")]  # fmt: skip
-            lines.append(f"| {tag[1:]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_label(name, prf_t)} | " + " | ".join(cells) + " |")
         lines.append("")
     timing = results.get("timing")
     if timing:
@@ -213,59 +250,75 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def compact(results: dict[str, Any]) -> str:
-    """The summary of docs/diffsr.md: HaarPSI per scale and method (mean over seeds), and
-    the goal checks."""
+    """The summary of docs/diffsr.md: HaarPSI and detail error per scale and method (mean
+    over seeds), and the goal checks."""
     test = results.get("test", {}).get("scales", {})
     if not test:
         return "(study not run yet)\n"
-    scales = [s for _, s in _by_scale(test) if "guided" in s]
-    rows: dict[str, list[str]] = {}
-    for s in scales:
-        for name, vals in method_rows(s).items():
-            rows.setdefault(name, []).append(f"{_mean(vals['haarpsi']):.3f}")
-    head = "| HaarPSI (test, mean over seeds) | " + " | ".join(
-        f"x{s['scale']:g}" for s in scales) + " |"  # fmt: skip
-    lines = [head, "|---" * (len(scales) + 1) + "|"]
-    for name, cells in rows.items():
-        lines.append(f"| {_label(name, None)} | " + " | ".join(cells) + " |")
+    scales = [sc for _, sc in _by_scale(test) if "guided" in sc]
+    lines: list[str] = []
+    for metric, label in (("haarpsi", "HaarPSI (higher is better)"),
+                          ("detail", "detail error, dB (lower is better)")):  # fmt: skip
+        rows: dict[str, list[str]] = {}
+        for sc in scales:
+            for name, vals in method_rows(sc).items():
+                rows.setdefault(name, []).append(f"{_mean(vals[metric]):.3f}")
+        lines += [f"| {label}, test | " + " | ".join(f"x{sc['scale']:g}" for sc in scales)
+                  + " |", "|---" * (len(scales) + 1) + "|"]  # fmt: skip
+        lines += [f"| {_label(n, None)} | " + " | ".join(c) + " |" for n, c in rows.items()]
+        lines.append("")
     info = summary(results)
-    if "best-fixed" in info:
-        avg = info["haarpsi-avg"]
-        image = f"PRF per image {avg['prf-image']:.4f}, " if "prf-image" in avg else ""
-        lines += ["", f"Averaged over scales: PRF {avg['prf']:.4f}, {image}best single fixed t "
-                  f"({info['best-fixed'][1:]}) {avg[info['best-fixed']]:.4f}, bicubic "
-                  f"{avg['bicubic']:.4f}, CNN {avg.get('cnn', float('nan')):.4f}; PRF's t within "
-                  f"one grid step of the calibration oracle at {info['within-one-step']} of "
-                  f"{info['scales']} scales."]  # fmt: skip
+    h, d = info["haarpsi-avg"], info["detail-avg"]
+    lines.append(
+        f"Averaged over scales (HaarPSI / detail error): PRF {h['prf']:.4f} / {d['prf']:.2f}, "
+        f"bicubic {h['bicubic']:.4f} / {d['bicubic']:.2f}, CNN {h.get('cnn', float('nan')):.4f}"
+        f" / {d.get('cnn', float('nan')):.2f}. PRF's t within one grid step of the calibration "
+        f"oracle at {info['within-one-step']} of {info['scales']} scales."
+    )
+    if "control-scales" in info:
+        lines.append(
+            f"Positive control: oracle t above 0 at {info['control-oracle-above-0']} of "
+            f"{info['control-scales']} scales, PRF's t within one grid step of it at "
+            f"{info['control-within-one-step']}."
+        )
     return "\n".join(lines) + "\n"
 
 
 def plot(results: dict[str, Any], path: Path) -> Path:
-    """HaarPSI against the start step t per scale (test), with PRF's t and the oracle t."""
+    """Detail error and HaarPSI against the start step t per scale (test; control detail),
+    with PRF's t (stars)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     test = results.get("test", {}).get("scales", {})
-    cal = results.get("calibration", {}).get("scales", {})
-    fig = Figure(figsize=(7, 4.2))
-    ax = fig.subplots()
-    for i, (tag, s) in enumerate(_by_scale(test)):
-        rows = method_rows(s)
-        ts = [0] + [int(n[1:]) for n in rows if n.startswith("t") and n[1:].isdigit()]
-        hs = [_mean(rows["bicubic"]["haarpsi"])] + [
-            _mean(rows[f"t{t}"]["haarpsi"]) for t in ts[1:]]  # fmt: skip
-        color = f"C{i}"
-        ax.plot(ts, hs, "-o", color=color, ms=3, label=f"x{s['scale']:g}")
-        prf_t = s["guided"].get(f"prf-t-{tag}")
-        if prf_t is not None and "prf" in rows:
-            ax.plot([prf_t], [_mean(rows["prf"]["haarpsi"])], "*", color=color, ms=12)
-        if tag in cal:
-            ax.axvline(cal[tag]["oracle-t"], color=color, ls=":", lw=0.8)
-    ax.set_xlabel("start step t (0: bicubic)")
-    ax.set_ylabel("HaarPSI (test crops)")
-    ax.set_title("Diff-SR: fixed t (lines), PRF (stars), calibration oracle t (dotted)")
-    ax.legend(fontsize=8, ncol=3)
+    control = results.get("control", {}).get("scales", {})
+    fig = Figure(figsize=(12, 4))
+    axes = fig.subplots(1, 3)
+    panels = (("haarpsi", "HaarPSI (test)"), ("detail", "detail error, dB (test)"))
+    for ax, (metric, title) in zip(axes[:2], panels, strict=True):
+        for i, (tag, sc) in enumerate(_by_scale(test)):
+            rows = method_rows(sc)
+            ts = [int(n[1:]) for n in rows if n.startswith("t") and n[1:].isdigit()]
+            ys = [_mean(rows["bicubic"][metric])] + [_mean(rows[f"t{t}"][metric]) for t in ts]
+            ax.plot([0, *ts], ys, "-o", color=f"C{i}", ms=3, label=f"x{sc['scale']:g}")
+            prf_t = sc["guided"].get(f"prf-t-{tag}")
+            if prf_t is not None and "prf" in rows:
+                ax.plot([prf_t], [_mean(rows["prf"][metric])], "*", color=f"C{i}", ms=12)
+        ax.set_title(title)
+    ax = axes[2]
+    for i, (tag, c) in enumerate(_by_scale(control)):
+        m = c["metrics"]
+        ts = sorted(int(k.split("-")[0][1:]) for k in m if re.match(r"t\d+-detail-", k))
+        ax.plot(ts, [m[f"t{t}-detail-{tag}-s0"] for t in ts], "-o", color=f"C{i}", ms=3,
+                label=f"x{c['scale']:g}")  # fmt: skip
+        ax.plot([c["prf-t"]], [m[f"prf-detail-{tag}-s0"]], "*", color=f"C{i}", ms=12)
+    ax.set_title("detail error, dB (positive control)")
+    for ax in axes:
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("start step t (0: bicubic)")
+    axes[0].legend(fontsize=8, ncol=2)
+    fig.suptitle("Diff-SR: SDEdit at fixed t (lines), PRF (stars)")
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=90))
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=80))
     return path
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fedlab.clients.sr.report import compact, markdown, summary
+from fedlab.clients.sr.report import compact, markdown, summary, with_prior_results
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "simulations" / "results" / "diffsr"
 
 
 def _results() -> dict:
-    results = json.loads((RESULTS / "study.json").read_text())
-    results["prior"] = json.loads((RESULTS / "prior_training.json").read_text())
+    results = with_prior_results(json.loads((RESULTS / "study.json").read_text()), ROOT)
+    assert {"prior", "two-sample"} <= set(results)
     return results
 
 
@@ -29,7 +29,10 @@ def test_docs_and_study_md_are_the_committed_results():
 def test_goal_checks_are_computed_from_the_tables():
     info = summary(_results())
     assert 0 <= info["within-one-step"] <= info["scales"] == 6
-    assert set(info["haarpsi-avg"]) >= {"bicubic", "prf", "ilvr", "ddnm", "cnn"}
+    assert 0 <= info["control-within-one-step"] <= info["control-oracle-above-0"]
+    assert info["control-scales"] == 6
+    for metric in ("haarpsi", "detail"):
+        assert set(info[f"{metric}-avg"]) >= {"bicubic", "prf", "ilvr", "ddnm", "cnn"}
 
 
 def test_app_and_command_default_kappa_is_the_fitted_one():
