@@ -41,6 +41,9 @@ BUNDLED_CLIPS = {
     "carphone-distorted": "carphone_distorted.mp4",
 }
 
+#: What :func:`encode_frames` takes and :func:`decode_bytes` returns: RGB frames (FFmpeg
+#: converts to and from the stream's yuv420p) or the yuv420p planes themselves.
+PIXEL_FORMATS = ("rgb24", "yuv420p")
 
 #: FFmpeg demuxers a video may be read with: containers and raw streams that hold their own
 #: frames. Anything else is refused before its header is parsed, above all the demuxers that
@@ -109,6 +112,7 @@ class VideoInfo:
     codec: str
     width: int
     height: int
+    pixel_format: str = ""
 
 
 def _refuse_nested_open(name: str):  # noqa: ANN202
@@ -239,7 +243,8 @@ def probe_video(source: str | Path | bytes, *, name: str = "") -> VideoInfo:
     """Container, codec and frame size of a video, validated by :func:`open_video`."""
     with open_video(source, name=name) as (container, stream):
         context = stream.codec_context
-        return VideoInfo(container.format.name, context.name, context.width, context.height)
+        return VideoInfo(container.format.name, context.name, context.width, context.height,
+                         context.pix_fmt or "")  # fmt: skip
 
 
 def _decode(
@@ -253,8 +258,10 @@ def _decode(
     frame_cap: int = MAX_FRAMES,
     cap_hint: str = "; read fewer with --frames N, or pass --max-frames to raise the cap",
     max_bytes: int = MAX_CLIP_BYTES,
+    pixel_format: str = "rgb24",
 ) -> np.ndarray:
-    """Decode frames from a validated container (see :func:`read_clip` for the options)."""
+    """Decode frames from a validated container (see :func:`read_clip` for the options;
+    ``pixel_format``: :data:`PIXEL_FORMATS`)."""
     frames: list[np.ndarray] = []
     kept = 0
     name = _name(source, name)
@@ -274,7 +281,7 @@ def _decode(
                     )
                 if size is not None:
                     frame = frame.reformat(width=size[1], height=size[0])
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(frame.to_ndarray(format=pixel_format))
                 kept += 1
                 if max_frames and kept >= max_frames:
                     break
@@ -350,13 +357,17 @@ def encode_frames(
     container: str = "mp4",
     fps: int = 25,
     options: dict[str, str] | None = None,
+    pixel_format: str = "rgb24",
 ) -> EncodedStream:
     """Encode ``frames`` as one video stream (yuv420p) in a container file, in memory.
 
     Parameters
     ----------
     frames : numpy.ndarray
-        ``uint8`` ``(T, H, W, 3)``; H and W must be even (yuv420p).
+        ``uint8``: ``(T, H, W, 3)`` RGB (converted to yuv420p by FFmpeg), or with
+        ``pixel_format="yuv420p"`` the planes themselves, ``(T, 3 H / 2, W)`` as PyAV lays
+        them out (Y, then U and V at half size), encoded without any conversion. H and W must
+        be even.
     codec : str
         PyAV (FFmpeg) encoder name: ``libx264``, ``libx265``, ``ffv1``, ...
     container : str
@@ -365,6 +376,8 @@ def encode_frames(
         Frame rate; frame ``i`` has presentation time ``i / fps``.
     options : dict of str to str, optional
         The encoder's private options (x264's ``crf``, ``preset``, ``g``, ...).
+    pixel_format : str
+        ``rgb24`` or ``yuv420p`` (:data:`PIXEL_FORMATS`): what ``frames`` hold.
 
     Returns
     -------
@@ -374,16 +387,12 @@ def encode_frames(
     Raises
     ------
     FedlabError
-        For frames that are not ``uint8 (T, H, W, 3)``, no frame or an odd side.
+        For frames that are not ``uint8`` of the format's shape, no frame or an odd side.
     """
     import av
 
     frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise FedlabError(
-            f"frames must be uint8 of shape (T, H, W, 3), got {frames.dtype} {frames.shape}"
-        )
-    t, h, w, _ = frames.shape
+    t, h, w = _frame_size(frames, pixel_format)
     if t == 0 or h % 2 or w % 2:
         raise FedlabError(f"cannot encode {t} frames of {h}x{w}: need >= 1 frame, even H and W")
     buffer = io.BytesIO()
@@ -403,11 +412,29 @@ def encode_frames(
             stream.options = dict(options)
         for i, array in enumerate(frames):
             # from_ndarray needs C-contiguous rows; a cropped clip is a strided view
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=pixel_format)
             frame.pts = i
             mux(stream.encode(frame))
         mux(stream.encode())  # flush the encoder's delayed frames
     return EncodedStream(buffer.getvalue(), tuple(sizes.get(i, 0) for i in range(t)))
+
+
+def _frame_size(frames: np.ndarray, pixel_format: str) -> tuple[int, int, int]:
+    """``(T, H, W)`` of ``frames`` in ``pixel_format``, else a one-line error."""
+    if pixel_format not in PIXEL_FORMATS:
+        raise FedlabError(f"pixel format {pixel_format!r} is not one of {', '.join(PIXEL_FORMATS)}")
+    if pixel_format == "rgb24":
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise FedlabError(
+                f"frames must be uint8 of shape (T, H, W, 3), got {frames.dtype} {frames.shape}"
+            )
+        return frames.shape[0], frames.shape[1], frames.shape[2]
+    if frames.ndim != 3 or frames.dtype != np.uint8 or frames.shape[1] % 3:
+        raise FedlabError(
+            f"yuv420p planes must be uint8 of shape (T, 3 H / 2, W), got {frames.dtype} "
+            f"{frames.shape}"
+        )
+    return frames.shape[0], frames.shape[1] * 2 // 3, frames.shape[2]
 
 
 def encode_h264(
@@ -442,6 +469,7 @@ def encode_h264(
 def decode_bytes(
     data: bytes, *, name: str = "the stream", format: str | None = None,
     frame_cap: int = MAX_FRAMES, cap_hint: str = " (the frame cap)",
+    pixel_format: str = "rgb24",
 ) -> np.ndarray:  # fmt: skip
     """Decode an in-memory stream (from :func:`encode_frames`) to its RGB frames, through
     :func:`open_video`'s checks.
@@ -457,18 +485,24 @@ def decode_bytes(
         A stream with more frames is refused once the next frame is decoded.
     cap_hint : str
         Ends that refusal (why there is a cap, how to change it).
+    pixel_format : str
+        ``rgb24`` (FFmpeg converts) or ``yuv420p`` (the planes as decoded, for a yuv420p
+        stream: no conversion).
 
     Returns
     -------
     numpy.ndarray
-        ``uint8 (T, H, W, 3)``.
+        ``uint8 (T, H, W, 3)`` (rgb24) or ``(T, 3 H / 2, W)`` (yuv420p).
 
     Raises
     ------
     FedlabError
         For bytes FFmpeg cannot decode, a stream over the caps, or a stream without frames.
     """
-    return _decode(bytes(data), name=name, format=format, frame_cap=frame_cap, cap_hint=cap_hint)
+    if pixel_format not in PIXEL_FORMATS:
+        raise FedlabError(f"pixel format {pixel_format!r} is not one of {', '.join(PIXEL_FORMATS)}")
+    return _decode(bytes(data), name=name, format=format, frame_cap=frame_cap, cap_hint=cap_hint,
+                   pixel_format=pixel_format)  # fmt: skip
 
 
 def write_clip(path: str | Path, frames: np.ndarray, *, crf: int = 18, fps: int = 25) -> Path:

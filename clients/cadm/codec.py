@@ -4,18 +4,26 @@ A clip (``uint8 (T, H, W, 3)`` RGB) is sent as:
 
 1. **resolution factor r**: downsampled by ``r`` with an antialiased (area-weighted bilinear,
    torch ``antialias=True``) filter, the one downsampler used everywhere here;
-2. **bit-depth b**: each RGB channel quantised to ``b`` bits and the *index*
-   ``q = round(x (2^b - 1) / 255)`` is what the codec sees (values ``0 .. 2^b - 1``); sending
-   the index is what makes a lower bit-depth cheaper for a lossy codec (sending ``q`` shifted
-   back to 0..255 costs *more* bits than 8-bit content at the same CRF: banding);
+2. **bit-depth b**, in the codec's own pixel format: the frame goes to full-range BT.601
+   YCbCr (JPEG's) in floating point, the chroma planes are averaged over 2 x 2 pixels
+   (4:2:0, as every stream here, the full-resolution x264 baseline included), and each plane
+   is quantised to the *index* (values ``0 .. 2^b - 1``) with the step ``255 / (2^b - 1)``:
+   luma ``q = round(Y / step)``, chroma ``q = round((C - 128) / step) + 2^(b-1)``, so that
+   grey (C = 128) keeps an exact level at every ``b``.
+   The index planes are handed to the codec as its yuv420p planes, so no conversion touches
+   them (FFmpeg's RGB -> YUV -> RGB is off by 1-3 levels and subsamples colour; expanded
+   from ``b`` bits, that error grew 4-8 times). Sending the index is what makes a lower
+   bit-depth cheaper for a lossy codec (sending ``q`` shifted back to 0..255 costs *more* bits
+   than 8-bit content at the same CRF: banding);
 3. **codec**: libx264 (default), libx265 or lossless FFV1, in a Matroska container, yuv420p, at
    a CRF (ignored by FFV1), by :func:`fedlab.clients.video.encode_frames` (the one PyAV
    encoder; :func:`fedlab.clients.video.decode_bytes` decodes). The stream's bytes are the
    whole container file, measured from the encoded buffer, never estimated.
 
-The receiver decodes the stream, expands the index back to 0..255 (``x = q 255 / (2^b - 1)``)
-and upsamples (bicubic, :func:`upsample_frames`); a learned decoder (:mod:`.cadm_model`) then
-restores the frames.
+The receiver decodes the yuv420p planes as they are (through FFV1 they equal the sender's
+index planes exactly, for every ``b``), expands each back to 0..255
+(``v = q 255 / (2^b - 1)``), upsamples the chroma bilinearly, returns to RGB and upsamples the
+frame (bicubic, :func:`upsample_tensor`); a learned decoder (:mod:`.model`) then restores it.
 """
 
 from __future__ import annotations
@@ -34,6 +42,13 @@ from fedlab.limits import MAX_FRAME_SIDE
 CODECS = {"x264": "libx264", "x265": "libx265", "ffv1": "ffv1"}
 LOSSLESS = ("ffv1",)
 CONTAINER = "matroska"
+#: The pixel format of every stream: the index planes go in as they are.
+PIXEL_FORMAT = "yuv420p"
+#: Full-range BT.601 (JPEG) RGB -> YCbCr; chroma offset 128.
+_RGB_TO_YCBCR = torch.tensor([[0.299, 0.587, 0.114],
+                              [-0.168736, -0.331264, 0.5],
+                              [0.5, -0.418688, -0.081312]], dtype=torch.float64)  # fmt: skip
+_CHROMA_OFFSET = torch.tensor([0.0, 128.0, 128.0], dtype=torch.float64)
 #: The libx265 in PyAV's wheel aborted the process (heap corruption) on 44x36 and 40x32 real
 #: frames; 88x72 was fine. Smaller reduced frames are refused with a one-line error.
 X265_MIN_SIDE = 64
@@ -153,21 +168,45 @@ def upsample_tensor(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
-def quantize(frames: np.ndarray, b: int) -> np.ndarray:
-    """8-bit values -> ``b``-bit indices ``0 .. 2^b - 1`` (rounded)."""
-    if b == 8:
-        return frames
-    levels = 2**b - 1
-    return np.round(frames.astype(np.float32) * (levels / 255.0)).astype(np.uint8)
+def index_planes(frames: np.ndarray, b: int) -> np.ndarray:
+    """RGB ``uint8 (T, H, W, 3)`` -> yuv420p index planes ``uint8 (T, 3 H / 2, W)`` of ``b``
+    bits: full-range BT.601 YCbCr in float64, chroma averaged over 2 x 2, each plane
+    quantised as the module says, laid out flat as PyAV's yuv420p arrays (Y, U, V)."""
+    t, h, w, _ = frames.shape
+    x = torch.from_numpy(np.ascontiguousarray(frames)).double()
+    ycc = x @ _RGB_TO_YCBCR.T + _CHROMA_OFFSET  # (T, H, W, 3) in [0, 255]
+    luma = ycc[..., 0]
+    chroma = F.avg_pool2d(ycc[..., 1:].permute(0, 3, 1, 2), 2)  # (T, 2, H/2, W/2)
+    levels, neutral = 2**b - 1, 2 ** (b - 1)
+    step = 255.0 / levels
+
+    def index(v: torch.Tensor, zero: float, at: int) -> np.ndarray:
+        q = ((v - zero) / step).round() + at
+        return q.clamp(0, levels).to(torch.uint8).reshape(t, -1).numpy()
+
+    flat = [index(luma, 0.0, 0), index(chroma[:, 0], 128.0, neutral),
+            index(chroma[:, 1], 128.0, neutral)]  # fmt: skip
+    return np.concatenate(flat, axis=1).reshape(t, h * 3 // 2, w)
 
 
-def expand(indices: np.ndarray, b: int) -> np.ndarray:
-    """``b``-bit indices (possibly off-range after a lossy codec) -> 8-bit values."""
-    if b == 8:
-        return indices
-    levels = 2**b - 1
-    values = np.clip(indices.astype(np.float32), 0, levels) * (255.0 / levels)
-    return np.round(values).astype(np.uint8)
+def rgb_from_index_planes(planes: np.ndarray, b: int) -> torch.Tensor:
+    """yuv420p index planes ``uint8 (T, 3 H / 2, W)`` of ``b`` bits -> float RGB
+    ``(T, 3, H, W)`` in [0, 1]: each plane expanded by the step (indices past the top, which a
+    lossy codec may produce, clipped), chroma upsampled bilinearly, BT.601 full range
+    inverted."""
+    t, rows, w = planes.shape
+    h = rows * 2 // 3
+    levels, neutral = 2**b - 1, 2 ** (b - 1)
+    q = torch.from_numpy(np.ascontiguousarray(planes)).double().clamp(max=levels)
+    flat, step = q.reshape(t, -1), 255.0 / levels
+    luma = (flat[:, : h * w] * step).reshape(t, h, w)
+    chroma_q = flat[:, h * w :].reshape(t, 2, h // 2, w // 2)
+    cb, cr = ((chroma_q - neutral) * step + 128.0).unbind(1)
+    chroma = F.interpolate(torch.stack([cb, cr], 1), size=(h, w), mode="bilinear",
+                           align_corners=False)  # fmt: skip
+    ycc = torch.stack([luma, chroma[:, 0], chroma[:, 1]], dim=-1) - _CHROMA_OFFSET
+    rgb = ycc @ torch.linalg.inv(_RGB_TO_YCBCR).T
+    return (rgb / 255.0).clamp(0, 1).permute(0, 3, 1, 2).float()
 
 
 def check_encodable(frames: np.ndarray, spec: CodecSpec) -> np.ndarray:
@@ -194,16 +233,31 @@ def encode(frames: np.ndarray, spec: CodecSpec) -> Encoded:
     """
     frames = check_encodable(frames, spec)
     t, h, w, _ = frames.shape
-    sent = quantize(downsample_frames(frames, spec.r), spec.b)
+    sent = index_planes(downsample_frames(frames, spec.r), spec.b)
     options: dict[str, str] = {}
     if spec.codec == "x264":
         options = {"crf": str(spec.crf), "preset": spec.preset}
     elif spec.codec == "x265":
         params = "log-level=error:pools=none:frame-threads=1"
         options = {"crf": str(spec.crf), "preset": spec.preset, "x265-params": params}
-    stream = video.encode_frames(sent, codec=CODECS[spec.codec], container=CONTAINER,
-                                 fps=spec.fps, options=options)  # fmt: skip
+    stream = video.encode_frames(
+        sent,
+        codec=CODECS[spec.codec],
+        container=CONTAINER,
+        fps=spec.fps,
+        options=options,
+        pixel_format=PIXEL_FORMAT,
+    )
     return Encoded(stream.data, spec, t, h, w)
+
+
+def received_planes(encoded: Encoded, *, name: str = "the stream") -> np.ndarray:
+    """The decoded yuv420p index planes ``uint8 (T, 3 h / 2, w)``, as the codec returns them."""
+    # never more frames than were encoded: a stream that holds more stops at the next one
+    hint = f" ({encoded.frames} were encoded); encode the clip again"
+    return video.decode_bytes(encoded.data, name=name, format=CONTAINER,
+                              frame_cap=encoded.frames, cap_hint=hint,
+                              pixel_format=PIXEL_FORMAT)  # fmt: skip
 
 
 def receive(encoded: Encoded, *, name: str = "the stream") -> torch.Tensor:
@@ -211,20 +265,17 @@ def receive(encoded: Encoded, *, name: str = "the stream") -> torch.Tensor:
 
     This is the bicubic baseline and the conditioning input of every learned decoder.
     """
-    # never more frames than were encoded: a stream that holds more stops at the next one
-    hint = f" ({encoded.frames} were encoded); encode the clip again"
-    data = video.decode_bytes(encoded.data, name=name, format=CONTAINER, frame_cap=encoded.frames,
-                              cap_hint=hint)  # fmt: skip
-    low = expand(data, encoded.spec.b)
+    planes = received_planes(encoded, name=name)
+    low = rgb_from_index_planes(planes, encoded.spec.b)
     if len(low) != encoded.frames:
         raise FedlabError(
             f"{name} decoded to {len(low)} frames, {encoded.frames} were encoded; the stream is "
             "truncated or not the one its side file describes"
         )
     sent = (encoded.height // encoded.spec.r, encoded.width // encoded.spec.r)
-    if low.shape[1:3] != sent:  # upsampling to a size the stream never had: refuse
+    if tuple(low.shape[-2:]) != sent:  # upsampling to a size the stream never had: refuse
         raise FedlabError(
-            f"{name} holds {low.shape[2]}x{low.shape[1]} frames, but {encoded.width}x"
+            f"{name} holds {low.shape[-1]}x{low.shape[-2]} frames, but {encoded.width}x"
             f"{encoded.height} at r={encoded.spec.r} sends {sent[1]}x{sent[0]}"
         )
-    return upsample_tensor(to_tensor(low), (encoded.height, encoded.width))
+    return upsample_tensor(low, (encoded.height, encoded.width))

@@ -1,8 +1,9 @@
 """The stream side file: what ``fedlab stream encode`` writes beside a stream, and its schema.
 
 ``clip.mkv`` travels with ``clip.cadm.json``, the receiver's side information: the codec
-settings ``r``, ``b``, ``codec``, ``crf`` and the clip's ``frames``, ``height`` and ``width``
-before reduction. :func:`side_record` is the one writer and :func:`parse_side` the one schema,
+settings ``r``, ``b``, ``codec``, ``crf``, the ``pixel-format`` the index planes were sent in
+and the clip's ``frames``, ``height`` and ``width`` before reduction. :func:`side_record` is
+the one writer and :func:`parse_side` the one schema,
 which every reader goes through (:func:`read_side_file`); a record with a key the schema does
 not know is refused, so a new field cannot be written without its check (the CaDM tests hold
 the writer and the schema together). :func:`check_stream` then compares the record with the
@@ -20,7 +21,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedlab.clients.cadm.codec import CODECS, CONTAINER, CodecSpec, Encoded
+from fedlab.clients.cadm.codec import CODECS, CONTAINER, PIXEL_FORMAT, CodecSpec, Encoded
 from fedlab.clients.video import MAX_CLIP_BYTES, VideoInfo
 
 from fedlab.errors import FedlabError
@@ -40,6 +41,7 @@ KEYS = {
     "b": "bit-depth, an integer 1..8",
     "codec": f"codec, one of {', '.join(CODECS)}",
     "crf": "CRF, an integer 0..51",
+    "pixel-format": f"the stream's pixel format, {PIXEL_FORMAT!r} (the b-bit index planes)",
     "frames": "frame count, an integer >= 1 (at most --max-frames)",
     "height": f"frame height before reduction, an integer 2..{MAX_FRAME_SIDE}",
     "width": f"frame width before reduction, an integer 2..{MAX_FRAME_SIDE}",
@@ -70,7 +72,8 @@ def side_record(encoded: Encoded) -> dict:
     """The side file's content for ``encoded`` (the one writer; :func:`parse_side` reads it)."""
     spec = encoded.spec
     return {"r": spec.r, "b": spec.b, "codec": spec.codec, "crf": spec.crf,
-            "frames": encoded.frames, "height": encoded.height, "width": encoded.width}  # fmt: skip
+            "pixel-format": PIXEL_FORMAT, "frames": encoded.frames, "height": encoded.height,
+            "width": encoded.width}  # fmt: skip
 
 
 def side_text(encoded: Encoded) -> str:
@@ -138,6 +141,9 @@ def parse_side(record: object, name: str, *, max_frames: int = MAX_FRAMES) -> Si
     if not isinstance(codec, str) or codec not in CODECS:
         shown = repr(codec) if len(repr(codec)) <= 40 else f"{repr(codec)[:40]}..."
         raise FedlabError(f"{name} key 'codec' is {shown}, not one of {', '.join(CODECS)}; {_FIX}")
+    if record["pixel-format"] != PIXEL_FORMAT:
+        shown = repr(record["pixel-format"])[:40]
+        raise FedlabError(f"{name} key 'pixel-format' is {shown}, not {PIXEL_FORMAT!r} ; {_FIX}")
     r = _integer(record, "r", name, 1, MAX_FRAME_SIDE // 2)
     b = _integer(record, "b", name, 1, 8)
     crf = _integer(record, "crf", name, 0, 51)
@@ -214,6 +220,11 @@ def check_stream(side: SideInfo, info: VideoInfo, name: str, side_name: str) -> 
         raise FedlabError(
             f"{name} holds {info.codec!r} video, but its side file {side_name} says codec "
             f"{side.spec.codec!r} ({expected}); {_FIX}"
+        )
+    if info.pixel_format != PIXEL_FORMAT:
+        raise FedlabError(
+            f"{name} holds {info.pixel_format!r} frames, but its side file {side_name} says "
+            f"{PIXEL_FORMAT!r}: the index planes would be converted on decoding; {_FIX}"
         )
     sent = (side.width // side.spec.r, side.height // side.spec.r)
     if (info.width, info.height) != sent:

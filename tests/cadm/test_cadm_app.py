@@ -61,6 +61,12 @@ def test_decoder_refuses_a_pair_it_was_not_trained_on(tmp_path) -> None:
     assert out.shape == (2, 3, 20, 28)
 
 
+@pytest.mark.xfail(
+    reason="the shipped decoders were trained on the old bit-depth path (RGB indices through "
+    "FFmpeg's conversion); on the fixed path their (4, 5) label no longer helps (18.29 vs "
+    "18.34 dB): issue 34 retrains them",
+    strict=False,
+)
 def test_shipped_decoder_is_worse_with_the_wrong_pair_on_a_test_clip() -> None:
     from fedlab.clients.cadm.codec import CodecSpec, encode, receive, to_tensor
     from fedlab.clients.cadm.data import test_clip

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fedlab.clients.cadm.codec import CodecSpec, encode, expand, quantize, receive, to_tensor
+from fedlab.clients.cadm.codec import (
+    CodecSpec,
+    encode,
+    index_planes,
+    receive,
+    received_planes,
+    rgb_from_index_planes,
+    to_tensor,
+)
 from fedlab.clients.video import decode_bytes
 
 from fedlab.errors import FedlabError
@@ -63,10 +71,39 @@ def test_bytes_are_the_stream_length_and_grow_with_quality() -> None:
 
 @pytest.mark.parametrize("b", [1, 3, 5, 8])
 def test_bit_depth_round_trip_error_is_half_a_step(b) -> None:
+    # grey: both chroma planes are 128 exactly, so only the luma index rounds
     x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
-    back = expand(quantize(x, b), b).astype(int)
-    assert np.abs(back - x).max() <= 255 / (2**b - 1) / 2 + 1
-    assert quantize(x, b).max() == 2**b - 1
+    planes = index_planes(x, b)
+    back = (rgb_from_index_planes(planes, b) * 255).permute(0, 2, 3, 1).numpy()
+    assert np.abs(back - x).max() <= 255 / (2**b - 1) / 2 + 1e-3
+    assert planes[:, :16].max() == 2**b - 1 and planes[:, :16].min() == 0
+
+
+@pytest.mark.parametrize("b", range(1, 9))
+def test_lossless_codec_returns_the_senders_index_planes_exactly(b) -> None:
+    # Through FFV1 at full resolution nothing may touch the b-bit indices. The old path (RGB
+    # indices through FFmpeg's RGB -> YUV 4:2:0 -> RGB) was off by 1-3 levels.
+    from fedlab.clients.video import bundled_clip
+
+    real = bundled_clip("carphone", max_frames=3)
+    for frames in (real, clip(2, seed=b)):
+        encoded = encode(frames, CodecSpec(r=1, b=b, codec="ffv1"))
+        sent = index_planes(frames, b)
+        assert sent.max() <= 2**b - 1
+        np.testing.assert_array_equal(received_planes(encoded), sent)
+        np.testing.assert_array_equal(
+            receive(encoded).numpy(), rgb_from_index_planes(sent, b).numpy()
+        )
+
+
+def test_colour_survives_a_low_bit_depth_without_a_shift() -> None:
+    # A flat colour at b = 5 through the lossless codec comes back within the quantisation
+    # step (the review's (20, 5, 28) came back as (18, 2, 27) on the old path, index 20 as 19).
+    x = np.broadcast_to(np.array([20, 5, 28], np.uint8), (2, 32, 32, 3)).copy()
+    back = receive(encode(x, CodecSpec(r=1, b=5, codec="ffv1"))) * 255
+    step = 255 / 31
+    assert float((back - to_tensor(x) * 255).abs().max()) <= step * 1.5
+    assert abs(float((back - to_tensor(x) * 255).mean())) < step / 2
 
 
 def test_bad_inputs_are_one_line_errors() -> None:
