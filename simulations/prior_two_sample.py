@@ -3,8 +3,9 @@
 Scores :func:`fedlab.diffusion.sample_quality.two_sample_accuracy` (standardised logistic
 regression on image statistics, 5-fold held-out accuracy; 0.5 = indistinguishable) on:
 
-- the prior's samples from pure noise (``SAMPLES`` images, DDIM ``STEPS`` steps) against real
-  32-px crops of its training photos;
+- the prior's samples from pure noise (``SAMPLES`` images, DDIM ``STEPS`` steps, each
+  clean-image estimate clipped to [-1, 1] unless ``--no-clip``) against real 32-px crops of
+  its training corpus;
 - two positive controls that show the test can see what matters: real crops blurred by a
   Gaussian of ``LIGHT_BLUR`` px against real crops (must score >= 0.8), and the shipped prior
   (must score >= 0.95: its samples are saturated colour noise);
@@ -73,6 +74,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="", help="a UNet2DModel folder (default: the shipped prior)")
     p.add_argument("--label", default="shipped prior (issue 33 start)")
+    p.add_argument(
+        "--no-clip",
+        action="store_true",
+        help="sample without clipping the clean-image estimates to [-1, 1]",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     unet = load_unet(args.model or SHIPPED_PRIOR)
@@ -80,10 +86,11 @@ def main() -> None:
     size = size if isinstance(size, int) else min(size)
     reference, other = real_crops(size)
     started = time.perf_counter()
-    samples = generate(unet, make_scheduler(), SAMPLES, steps=STEPS, seed=0)
+    samples = generate(unet, make_scheduler(), SAMPLES, steps=STEPS, seed=0,
+                       clip_x0=not args.no_clip)  # fmt: skip
     record = {
         "label": args.label, "model": args.model or "shipped", "samples": SAMPLES,
-        "ddim-steps": STEPS,
+        "ddim-steps": STEPS, "clip-x0": not args.no_clip,
         "sample-seconds": round(time.perf_counter() - started, 1),
         "prior-vs-real": two_sample_accuracy(samples, reference),
         "real-vs-real": two_sample_accuracy(other, reference),

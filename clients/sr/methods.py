@@ -120,7 +120,7 @@ class DiffSR:
             eps = tiled_eps(eps, self.tile, self.tile_overlap)
         out = reverse(
             eps, self.scheduler.config, x, t, steps=self.steps,
-            progress=self.progress, desc=f"diffsr {guidance}", guidance=hook,
+            progress=self.progress, desc=f"diffsr {guidance}", guidance=hook, clip_x0=True,
         )  # fmt: skip
         h, w = size
         return ((out[..., :h, :w] + 1) / 2).clamp(0, 1)

@@ -157,13 +157,14 @@ def _two_sample_lines(records: list[dict[str, Any]]) -> list[str]:
         "from 64 real 32-px crops of the training corpus; the controls beside each row are "
         "computed on the same reference crops.",
         "",
-        "| prior | samples vs real | real vs real | blurred real vs real | sheet |",
-        "|---|---|---|---|---|",
+        "| prior | x0 clipped | samples vs real | real vs real | blurred real vs real | sheet |",
+        "|---|---|---|---|---|---|",
     ]
     for r in records:
         blur = next((v for k, v in r.items() if k.startswith("blur-")), float("nan"))
-        lines.append(f"| {r['label']} | {r['prior-vs-real']:.3f} | {r['real-vs-real']:.3f} | "
-                     f"{blur:.3f} | `{r['sheet']}` |")  # fmt: skip
+        clip = "yes" if r.get("clip-x0") else "no"
+        lines.append(f"| {r['label']} | {clip} | {r['prior-vs-real']:.3f} | "
+                     f"{r['real-vs-real']:.3f} | {blur:.3f} | `{r['sheet']}` |")  # fmt: skip
     return [*lines, ""]
 
 

@@ -77,8 +77,9 @@ def two_sample_accuracy(first: torch.Tensor, second: torch.Tensor, *, seed: int 
 
 @torch.no_grad()
 def generate(unet: Any, scheduler: Any, count: int, *, steps: int = 50, seed: int = 0,
-             batch: int = 64) -> torch.Tensor:  # fmt: skip
-    """``count`` samples from pure noise at the prior's training size, DDIM, in [0, 1]."""
+             batch: int = 64, clip_x0: bool = True) -> torch.Tensor:  # fmt: skip
+    """``count`` samples from pure noise at the prior's training size, DDIM, in [0, 1]
+    (``clip_x0``: see :func:`fedlab.diffusion.sampling.reverse`)."""
     size = unet.config.sample_size
     size = (size, size) if isinstance(size, int) else tuple(size)
     generator = torch.Generator().manual_seed(seed)
@@ -87,6 +88,7 @@ def generate(unet: Any, scheduler: Any, count: int, *, steps: int = 50, seed: in
     for start in range(0, count, batch):
         n = min(batch, count - start)
         noise = torch.randn((n, unet.config.in_channels, *size), generator=generator)
-        x = reverse(unet_eps(unet.eval()), scheduler.config, noise, top, steps=steps)
+        x = reverse(unet_eps(unet.eval()), scheduler.config, noise, top, steps=steps,
+                    clip_x0=clip_x0)  # fmt: skip
         out.append(((x + 1) / 2).clamp(0, 1))
     return torch.cat(out)

@@ -115,8 +115,11 @@ def noise_to(
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
 
-def plan(scheduler_config: Any, t_start: int, *, sampler: str, steps: int) -> tuple[Any, list[int]]:
-    """The stepping scheduler and the timesteps visited from ``t_start`` down.
+def plan(
+    scheduler_config: Any, t_start: int, *, sampler: str, steps: int, clip_x0: bool = False
+) -> tuple[Any, list[int]]:
+    """The stepping scheduler and the timesteps visited from ``t_start`` down (with
+    ``clip_x0``, a scheduler that clips each clean-image estimate to [-1, 1]).
 
     DDIM's stride is ``ceil((t_start + 1) / steps)`` rounded to a divisor-compatible value
     (DDIM steps from ``t`` to ``t - T // n``), so about ``steps`` steps are taken.
@@ -128,12 +131,13 @@ def plan(scheduler_config: Any, t_start: int, *, sampler: str, steps: int) -> tu
     total = scheduler_config.num_train_timesteps
     if not 0 <= t_start < total:
         raise FedlabError(f"start step {t_start} must be in 0..{total - 1}")
+    clip = {"clip_sample": True, "clip_sample_range": 1.0} if clip_x0 else {}
     if sampler == "ddpm":
-        sched: Any = DDPMScheduler.from_config(scheduler_config)
+        sched: Any = DDPMScheduler.from_config(scheduler_config, **clip)
         sched.set_timesteps(total)  # stride 1: previous step of t is t - 1
         return sched, list(range(t_start, -1, -1))
     stride = max(1, math.ceil((t_start + 1) / steps))
-    sched = make_ddim_scheduler(scheduler_config)
+    sched = make_ddim_scheduler(scheduler_config, **clip)
     sched.set_timesteps(total // stride)  # DDIM's step goes from t to t - total // n
     stride = total // sched.num_inference_steps
     return sched, list(range(t_start, -1, -stride))
@@ -161,6 +165,7 @@ def reverse(
     progress: bool = False,
     desc: str = "reverse",
     guidance: Guidance | None = None,
+    clip_x0: bool = False,
 ) -> torch.Tensor:
     """Run the reverse process on ``x`` (already at noise level ``t_start``) down to 0.
 
@@ -182,8 +187,14 @@ def reverse(
         Show a tqdm bar.
     guidance : callable, optional
         Applied to each step's output, see :data:`Guidance`.
+    clip_x0 : bool
+        Clip every clean-image estimate to [-1, 1] before the step uses it (Ho et al.'s
+        ``clip_denoised``, diffusers' ``clip_sample``): for image priors, whose data lie in
+        [-1, 1]. At large ``t`` the estimate divides the noise error by ``sqrt(abar_t)``
+        (about 0.006 at t = 999); unclipped, a small prior's estimate runs far out of range
+        and DDIM carries it to saturated colours.
     """
-    sched, ts = plan(scheduler_config, t_start, sampler=sampler, steps=steps)
+    sched, ts = plan(scheduler_config, t_start, sampler=sampler, steps=steps, clip_x0=clip_x0)
     iterator: Any = ts
     if progress:
         from tqdm.auto import tqdm

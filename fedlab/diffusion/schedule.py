@@ -34,12 +34,12 @@ def make_scheduler(**overrides: Any) -> DDPMScheduler:
     return DDPMScheduler(**{**SCHEDULER_CONFIG, **overrides})
 
 
-def make_ddim_scheduler(config: Any) -> DDIMScheduler:
+def make_ddim_scheduler(config: Any, **overrides: Any) -> DDIMScheduler:
     """A deterministic-capable :class:`DDIMScheduler` on the same betas as ``config``.
 
     ``set_alpha_to_one=True``: the last step goes to the clean image (``abar = 1``).
     """
-    return DDIMScheduler.from_config(config, set_alpha_to_one=True)
+    return DDIMScheduler.from_config(config, set_alpha_to_one=True, **overrides)
 
 
 def target_alpha_bar(m: float) -> float:
