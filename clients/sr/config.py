@@ -25,7 +25,9 @@ SHIPPED_CNN = shipped_weights("fedlab.clients.sr", "cnn")
 #: PRF kappa fitted on the calibration crops with the shipped prior (simulations/diffsr_study.py
 #: ``calibrate``; recorded in simulations/results/diffsr/study.json, which a test checks against
 #: this constant). The default of the diffsr app's ``prf-kappa`` and of ``fedlab sr --kappa``.
-FITTED_KAPPA = 0.0625
+#: Fitted to the start steps with the lowest detail error, it favours detail over fidelity
+#: (docs/diffsr.md); a smaller ``--kappa`` gives smaller start steps.
+FITTED_KAPPA = 16.0
 METHODS = ("bicubic", "sdedit", "prf", "ilvr", "ddnm", "cnn", "ibp")
 EVAL_IMAGES = ("heldout", "calibration", "control")
 

@@ -131,7 +131,7 @@ def _prior_lines(prior: dict[str, Any]) -> list[str]:
         "#### Prior: federated vs central at equal optimizer steps",
         "",
         "Held-out denoising loss (noise-prediction MSE, 32 fixed crops of the held-out "
-        "images, t = 50..750, fixed noise); lower is better.",
+        "images, t = 50..750, fixed noise), every 1,000 steps; lower is better.",
         "",
         "| optimizer steps | central | federated (4 clients, FedAvg) |",
         "|---|---|---|",
@@ -140,7 +140,7 @@ def _prior_lines(prior: dict[str, Any]) -> list[str]:
     federated = {
         h["steps"]: h["denoise-loss"] for h in prior.get("federated", {}).get("history", [])
     }
-    steps = sorted(set(central) | {s for s in federated if s % 1000 == 0 or s not in central})
+    steps = sorted(s for s in set(central) | set(federated) if s % 1000 == 0)
     for step in steps:
         c, f = central.get(step), federated.get(step)
         lines.append(
@@ -192,8 +192,8 @@ def _calibration_lines(cal: dict[str, Any]) -> list[str]:
 def _control_lines(control: dict[str, Any]) -> list[str]:
     lines = ["#### Positive control: held-out frames of the prior's own training clip", "",
              "8 crops (64 px) of bigbuckbunny frames 120, 124, 128 (training used frames "
-             f"0-112), {_level(control)}, seed 0. Detail error in dB (lower is better) / "
-             "HaarPSI.", "",
+             "0-112), 20 DDIM steps, seed 0. Detail error in dB (lower is better) / HaarPSI.",
+             "",
              "| scale | oracle t (lowest detail error) | SDEdit at oracle t | bicubic | CNN | "
              "PRF (t) | within one step |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for tag, c in _by_scale(control["scales"]):

@@ -46,7 +46,7 @@ def test_fedlab_sr_without_kappa_or_study_uses_the_shipped_constant(
     )
     code = fedlab_main(["sr", "--in", str(image), "--scale", "2", "--out", "out", "--steps", "1"])
     assert code == 0, capsys.readouterr().err
-    assert used == [FITTED_KAPPA] and FITTED_KAPPA == 0.0625
+    assert used == [FITTED_KAPPA] and FITTED_KAPPA == 16.0
     assert (tmp_path / "out" / "in_x2.png").is_file()
 
 
