@@ -53,6 +53,14 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 BT601_LUMA = (0.299, 0.587, 0.114)
 """ITU-R BT.601's luma weights of R, G and B (the Y row of the YIQ/NTSC transform)."""
 
+YCBCR_FULL_RANGE = (
+    BT601_LUMA,
+    (-0.168736, -0.331264, 0.5),
+    (0.5, -0.418688, -0.081312),
+)
+"""Full-range BT.601 RGB -> YCbCr (JPEG/JFIF): luma, then the blue and red colour
+differences, each chroma row summing to 0 (grey has zero chroma before the offset)."""
+
 HAAR_SCALES = 3
 """HaarPSI's number of Haar scales: fixed at the paper's 3 (piq 0.8.0's ``scales`` argument
 fails at any other value: the coarsest scale's channels are hard-coded as the weights)."""
@@ -187,6 +195,21 @@ def ssim(
             f"{inside.shape} with {int(inside.sum())} pixels set"
         )
     return float(smap[..., inside].mean(dtype=np.float64))
+
+
+def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
+    """Full-range BT.601 YCbCr of RGB values in [0, 255], channels last: ``(..., 3)`` ->
+    ``(..., 3)`` with chroma offset by 128 (:data:`YCBCR_FULL_RANGE`), in ``rgb``'s dtype."""
+    matrix = torch.tensor(YCBCR_FULL_RANGE, dtype=rgb.dtype, device=rgb.device)
+    offset = torch.tensor((0.0, 128.0, 128.0), dtype=rgb.dtype, device=rgb.device)
+    return rgb @ matrix.T + offset
+
+
+def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
+    """The exact inverse of :func:`rgb_to_ycbcr` (unclipped), channels last."""
+    matrix = torch.tensor(YCBCR_FULL_RANGE, dtype=torch.float64, device=ycc.device)
+    offset = torch.tensor((0.0, 128.0, 128.0), dtype=ycc.dtype, device=ycc.device)
+    return (ycc - offset) @ torch.linalg.inv(matrix).T.to(ycc.dtype)
 
 
 def luma(x: torch.Tensor) -> torch.Tensor:

@@ -376,3 +376,13 @@ def test_spectral_detail_error_refuses_bad_input_in_one_line():
         image_quality.spectral_detail_error(ref, ref, band=(0.3, 0.7))
     with pytest.raises(FedlabError, match="H, W >= 8"):
         image_quality.radial_power_spectrum(ref[..., :4, :4])
+
+
+def test_full_range_ycbcr_inverts_exactly_and_grey_has_neutral_chroma():
+    rgb = torch.rand(4, 5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    rgb = rgb * 255
+    back = image_quality.ycbcr_to_rgb(image_quality.rgb_to_ycbcr(rgb))
+    assert torch.allclose(back, rgb, atol=1e-9)
+    grey = torch.full((2, 3), 77.0, dtype=torch.float64)
+    ycc = image_quality.rgb_to_ycbcr(grey)
+    assert torch.allclose(ycc, torch.tensor([77.0, 128.0, 128.0], dtype=torch.float64))

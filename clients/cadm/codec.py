@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from fedlab.clients import video
 
+from fedlab import image_quality
 from fedlab.errors import FedlabError
 from fedlab.limits import MAX_FRAME_SIDE
 
@@ -44,11 +45,6 @@ LOSSLESS = ("ffv1",)
 CONTAINER = "matroska"
 #: The pixel format of every stream: the index planes go in as they are.
 PIXEL_FORMAT = "yuv420p"
-#: Full-range BT.601 (JPEG) RGB -> YCbCr; chroma offset 128.
-_RGB_TO_YCBCR = torch.tensor([[0.299, 0.587, 0.114],
-                              [-0.168736, -0.331264, 0.5],
-                              [0.5, -0.418688, -0.081312]], dtype=torch.float64)  # fmt: skip
-_CHROMA_OFFSET = torch.tensor([0.0, 128.0, 128.0], dtype=torch.float64)
 #: The libx265 in PyAV's wheel aborted the process (heap corruption) on 44x36 and 40x32 real
 #: frames; 88x72 was fine. Smaller reduced frames are refused with a one-line error.
 X265_MIN_SIDE = 64
@@ -174,7 +170,7 @@ def index_planes(frames: np.ndarray, b: int) -> np.ndarray:
     quantised as the module says, laid out flat as PyAV's yuv420p arrays (Y, U, V)."""
     t, h, w, _ = frames.shape
     x = torch.from_numpy(np.ascontiguousarray(frames)).double()
-    ycc = x @ _RGB_TO_YCBCR.T + _CHROMA_OFFSET  # (T, H, W, 3) in [0, 255]
+    ycc = image_quality.rgb_to_ycbcr(x)  # (T, H, W, 3) in [0, 255]
     luma = ycc[..., 0]
     chroma = F.avg_pool2d(ycc[..., 1:].permute(0, 3, 1, 2), 2)  # (T, 2, H/2, W/2)
     levels, neutral = 2**b - 1, 2 ** (b - 1)
@@ -204,8 +200,8 @@ def rgb_from_index_planes(planes: np.ndarray, b: int) -> torch.Tensor:
     cb, cr = ((chroma_q - neutral) * step + 128.0).unbind(1)
     chroma = F.interpolate(torch.stack([cb, cr], 1), size=(h, w), mode="bilinear",
                            align_corners=False)  # fmt: skip
-    ycc = torch.stack([luma, chroma[:, 0], chroma[:, 1]], dim=-1) - _CHROMA_OFFSET
-    rgb = ycc @ torch.linalg.inv(_RGB_TO_YCBCR).T
+    ycc = torch.stack([luma, chroma[:, 0], chroma[:, 1]], dim=-1)
+    rgb = image_quality.ycbcr_to_rgb(ycc)
     return (rgb / 255.0).clamp(0, 1).permute(0, 3, 1, 2).float()
 
 
