@@ -419,10 +419,14 @@ def encode_frames(
     return EncodedStream(buffer.getvalue(), tuple(sizes.get(i, 0) for i in range(t)))
 
 
-def _frame_size(frames: np.ndarray, pixel_format: str) -> tuple[int, int, int]:
-    """``(T, H, W)`` of ``frames`` in ``pixel_format``, else a one-line error."""
+def _check_pixel_format(pixel_format: str) -> None:
     if pixel_format not in PIXEL_FORMATS:
         raise FedlabError(f"pixel format {pixel_format!r} is not one of {', '.join(PIXEL_FORMATS)}")
+
+
+def _frame_size(frames: np.ndarray, pixel_format: str) -> tuple[int, int, int]:
+    """``(T, H, W)`` of ``frames`` in ``pixel_format``, else a one-line error."""
+    _check_pixel_format(pixel_format)
     if pixel_format == "rgb24":
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise FedlabError(
@@ -499,8 +503,7 @@ def decode_bytes(
     FedlabError
         For bytes FFmpeg cannot decode, a stream over the caps, or a stream without frames.
     """
-    if pixel_format not in PIXEL_FORMATS:
-        raise FedlabError(f"pixel format {pixel_format!r} is not one of {', '.join(PIXEL_FORMATS)}")
+    _check_pixel_format(pixel_format)
     return _decode(bytes(data), name=name, format=format, frame_cap=frame_cap, cap_hint=cap_hint,
                    pixel_format=pixel_format)  # fmt: skip
 

@@ -218,10 +218,17 @@ def _bundled(name: str, max_side: int) -> np.ndarray:
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     x = torch.from_numpy(np.ascontiguousarray(img[..., :3].transpose(2, 0, 1)))[None]
+    return shrink_to_side(x, max_side)[0].numpy()
+
+
+def shrink_to_side(x: torch.Tensor, max_side: int) -> torch.Tensor:
+    """``(N, C, H, W)`` images in [0, 1] shrunk so that the shorter side is at most
+    ``max_side`` (bicubic with antialiasing, clamped); smaller images are returned as they are.
+    The one shrink of the bundled photos and clip frames."""
     h, w = x.shape[-2:]
     factor = max_side / min(h, w)
-    if factor < 1:
-        size = (round(h * factor), round(w * factor))
-        x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
-        x = x.clamp(0.0, 1.0)
-    return x[0].numpy()
+    if factor >= 1:
+        return x
+    size = (round(h * factor), round(w * factor))
+    x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+    return x.clamp(0.0, 1.0)

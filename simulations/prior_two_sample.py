@@ -73,7 +73,7 @@ def sheet(samples: torch.Tensor, real: torch.Tensor, columns: int = 8) -> torch.
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="", help="a UNet2DModel folder (default: the shipped prior)")
-    p.add_argument("--label", default="shipped prior (issue 33 start)")
+    p.add_argument("--label", default="shipped prior")
     p.add_argument(
         "--no-clip",
         action="store_true",

@@ -143,7 +143,10 @@ def parse_side(record: object, name: str, *, max_frames: int = MAX_FRAMES) -> Si
         raise FedlabError(f"{name} key 'codec' is {shown}, not one of {', '.join(CODECS)}; {_FIX}")
     if record["pixel-format"] != PIXEL_FORMAT:
         shown = repr(record["pixel-format"])[:40]
-        raise FedlabError(f"{name} key 'pixel-format' is {shown}, not {PIXEL_FORMAT!r} ; {_FIX}")
+        raise FedlabError(
+            f"{name} key 'pixel-format' is {shown}, not {PIXEL_FORMAT!r} (older streams carried "
+            f"RGB-converted indices); {_FIX}"
+        )
     r = _integer(record, "r", name, 1, MAX_FRAME_SIDE // 2)
     b = _integer(record, "b", name, 1, 8)
     crf = _integer(record, "crf", name, 0, 51)

@@ -27,11 +27,10 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from fedlab.errors import FedlabError
-from fedlab.image_io import bundled_photo
+from fedlab.image_io import bundled_photo, shrink_to_side
 
 TRAIN_PHOTOS: tuple[str, ...] = (
     "astronaut", "camera", "coins", "rocket", "hubble_deep_field", "brick", "grass", "moon",
@@ -69,22 +68,14 @@ def load_image(name: str) -> torch.Tensor:
 
 @lru_cache(maxsize=2)
 def _clip_frames(clip: str) -> np.ndarray:
-    """Every frame of a bundled clip, shrunk (antialiased bicubic) to :data:`FRAME_SIDE`."""
+    """Every frame of a bundled clip, shrunk like the photos to :data:`FRAME_SIDE`."""
     from fedlab.clients.video import bundled_clip
 
     frames = bundled_clip(clip)
-    h, w = frames.shape[1:3]
-    size = (
-        (FRAME_SIDE, round(w * FRAME_SIDE / h))
-        if h <= w
-        else (round(h * FRAME_SIDE / w), FRAME_SIDE)
-    )
-    out = []
-    for frame in frames:
-        x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255.0
-        x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
-        out.append(x[0].clamp(0, 1).numpy())
-    return np.stack(out)
+    return np.stack([
+        shrink_to_side(torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255.0, FRAME_SIDE)[0]
+        .numpy() for f in frames
+    ])  # fmt: skip
 
 
 def client_images(partition_id: int, num_partitions: int) -> tuple[str, ...]:

@@ -62,10 +62,9 @@ def calibration_crops(
 ) -> torch.Tensor:
     """Client ``partition_id``'s calibration crops: ``count`` crops of its training images
     (one per image in turn, positions from a fixed seed)."""
-    names = client_images(partition_id, num_partitions)
     # Crops are drawn image by image from one seed, so the first images' crops do not depend
     # on the later images: load only those used (no clip is decoded for 2 crops per client).
-    names = names[: max(count, 1)] if count <= len(names) else names
+    names = client_images(partition_id, num_partitions)[:count]
     per_image = math.ceil(count / len(names))
     return fixed_crops(names, size, per_image, seed=CALIBRATION_SEED)[
         _interleave(len(names), per_image)[:count]

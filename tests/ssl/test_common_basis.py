@@ -147,13 +147,18 @@ def test_anchor_relation_federates_different_architectures(tmp_path):
     assert train_metrics["train-align-loss"] > 0 and train_metrics["relation-gap"] > 0
 
 
-def test_fedema_with_weight_averaging_runs_and_reports_mu(tmp_path):
+def _fedema_history(tmp_path, rounds: int, **keys) -> list:
+    """History of a small FedFoA+FedEMA run with ``keys`` (``fedema-scaler`` or ``-tau``)."""
     config = fedfoa.resolve_config({
-        **SMALL, "num-server-rounds": 2, "local-steps": 3, "encoders": "cnn:4",
-        "weight-averaging": True, "fedema-scaler": 0.01, "out-dir": str(tmp_path / "run"),
+        **SMALL, "num-server-rounds": rounds, "local-steps": 3, "encoders": "cnn:4",
+        "weight-averaging": True, "out-dir": str(tmp_path / "run"), **keys,
     })  # fmt: skip
-    assert run_in_process(fedfoa, config)["rounds-finished"] == 2
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert run_in_process(fedfoa, config)["rounds-finished"] == rounds
+    return json.loads((tmp_path / "run" / "history.json").read_text())
+
+
+def test_fedema_with_weight_averaging_runs_and_reports_mu(tmp_path):
+    history = _fedema_history(tmp_path, 2, **{"fedema-scaler": 0.01})
     assert history[0]["train"]["fedema-mu"] == 0.0  # round 1: no model of its own yet
     assert 0 < history[1]["train"]["fedema-mu"] <= 1
 
@@ -172,12 +177,7 @@ def test_fedema_autoscaler_fixes_lambda_at_the_first_mix():
 
 
 def test_fedema_autoscaled_run_mixes_tau_at_each_clients_first_mix(tmp_path):
-    config = fedfoa.resolve_config({
-        **SMALL, "num-server-rounds": 3, "local-steps": 3, "encoders": "cnn:4",
-        "weight-averaging": True, "fedema-tau": 0.7, "out-dir": str(tmp_path / "run"),
-    })  # fmt: skip
-    assert run_in_process(fedfoa, config)["rounds-finished"] == 3
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    history = _fedema_history(tmp_path, 3, **{"fedema-tau": 0.7})
     assert history[0]["train"]["fedema-mu"] == 0.0
     assert history[1]["train"]["fedema-mu"] == pytest.approx(0.7)
     assert 0 < history[2]["train"]["fedema-mu"] <= 1
