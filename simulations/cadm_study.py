@@ -69,7 +69,8 @@ def diffsr_restorer() -> tuple:
     return restore, param_bytes(unet)
 
 
-def run_study(frames: int) -> dict:
+def run_study(frames: int, methods_run: tuple[str, ...] = METHODS,
+              clips: tuple[str, ...] = CLIPS) -> dict:  # fmt: skip
     from fedlab.clients.cadm.config import SHIPPED_DECODER
     from fedlab.clients.cadm.data import test_clip
     from fedlab.clients.cadm.evaluate import evaluate_clip
@@ -82,18 +83,19 @@ def run_study(frames: int) -> dict:
     methods = {
         "bicubic": (None, 0),
         "cnn": (lambda up, r, b: cnn.restore(up), cnn_bytes),
-        "diffsr": diffsr_restorer(),
+        "diffsr": diffsr_restorer() if "diffsr" in methods_run else None,
         "cadm-unaware": (lambda up, r, b: unaware.restore(up, r, b), unaware.model_bytes()),
         "cadm": (lambda up, r, b: aware.restore(up, r, b), aware.model_bytes()),
     }
+    methods = {k: v for k, v in methods.items() if k in methods_run}
     rows = []
     start = time.perf_counter()
-    for name in CLIPS:
+    for name in clips:
         rows += evaluate_clip(test_clip(name, frames), name, pairs=PAIRS, crfs=CRFS,
                               x264_crfs=X264_CRFS, methods=methods, progress=True)  # fmt: skip
     return {
-        "protocol": {"clips": list(CLIPS), "frames": frames, "pairs": PAIRS, "crfs": CRFS,
-                     "x264-crfs": X264_CRFS, "methods": list(METHODS),
+        "protocol": {"clips": list(clips), "frames": frames, "pairs": PAIRS, "crfs": CRFS,
+                     "x264-crfs": X264_CRFS, "methods": list(methods),
                      "steps": aware.meta.steps, "codec": "x264", "preset": "veryfast"},
         "seconds": round(time.perf_counter() - start, 1),
         "rows": rows,
@@ -170,6 +172,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--report", action="store_true", help="rebuild outputs from study.json")
     parser.add_argument("--frames", type=int, default=FRAMES)
+    parser.add_argument("--methods", default=",".join(METHODS), help="a subset of the methods")
+    parser.add_argument("--clips", default=",".join(CLIPS), help="run these clips only")
+    parser.add_argument("--tag", default="", help="write study-TAG.json etc. (e.g. one clip)")
+    parser.add_argument("--merge", default="", help="TAG1,TAG2: join their rows into study.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
@@ -177,15 +183,22 @@ def main() -> None:
 
     from fedlab.atomic import atomic_write, atomic_write_text
 
-    path = OUT / "study.json"
-    if args.report:
+    suffix = f"-{args.tag}" if args.tag else ""
+    path = OUT / f"study{suffix}.json"
+    if args.merge:
+        parts = [json.loads((OUT / f"study-{t}.json").read_text()) for t in args.merge.split(",")]
+        study = parts[0] | {"rows": [row for part in parts for row in part["rows"]],
+                            "seconds": sum(part["seconds"] for part in parts)}  # fmt: skip
+        study["protocol"]["clips"] = [c for part in parts for c in part["protocol"]["clips"]]
+    elif args.report:
         study = json.loads(path.read_text())
     else:
-        study = run_study(args.frames)
+        study = run_study(args.frames, tuple(args.methods.split(",")),
+                          tuple(args.clips.split(",")))  # fmt: skip
     study["summary"] = summarise(study)
     atomic_write_text(path, json.dumps(study, indent=1))
-    atomic_write_text(OUT / "table.md", table(study, study["summary"]))
-    atomic_write(OUT / "rd.png", lambda p: rd_plot(study["rows"], p))
+    atomic_write_text(OUT / f"table{suffix}.md", table(study, study["summary"]))
+    atomic_write(OUT / f"rd{suffix}.png", lambda p: rd_plot(study["rows"], p))
     print(table(study, study["summary"]))  # the script's result
 
 

@@ -1,21 +1,27 @@
-"""Train CaDM's decoders and the CNN baseline (docs/cadm.md, "Training").
+"""Train CaDM's decoders and the CNN baseline (docs/cadm.md, "Training"; budget declared there).
 
-    python simulations/cadm_train.py [--rounds 5 --local-steps 50] [--only aware,unaware,cnn]
-    python simulations/cadm_train.py --only aware-central
+    python simulations/cadm_train.py patches              # every client's patches, once
+    python simulations/cadm_train.py central              # codec-aware, centrally (THE loop)
+    python simulations/cadm_train.py federated aware      # the streaming_cadm app (FedAvg)
+    python simulations/cadm_train.py federated unaware    # the same with conditioned=false
+    python simulations/cadm_train.py cnn                  # the NAS/NEMO-sized CNN, centrally
+    python simulations/cadm_train.py validate             # every model on the validation clips
+    python simulations/cadm_train.py ship                 # final models into place
 
-* ``aware``: the ``streaming_cadm`` app (run in process: the app's own server and client code,
-  FedAvg over 4 clients holding different clips), codec-aware (``conditioned=true``);
-* ``unaware``: the same app, data, steps and seed with ``conditioned=false``;
-* ``cnn``: the NAS/NEMO-sized CNN baseline, trained centrally through THE loop
-  (``fedlab.diffusion.train_with_checkpoints``) on the union of the clients' patch pairs, with
-  the same number of steps, batch size, learning rate and seed;
-* ``aware-central``: the codec-aware decoder trained centrally through the same loop on the
-  union of the clients' patches (figures only: the app's validation metrics).
+* ``central``: the codec-aware decoder trained through ``train_with_checkpoints`` on the union
+  of the 4 clients' patches, :data:`BUDGET` steps: what the decoder can reach;
+* ``federated``: the ``streaming_cadm`` app in process (its own server and client code), 4
+  clients holding different clips, the same number of steps in all (rounds x clients x local
+  steps), run in chunks of :data:`CHUNK_ROUNDS` rounds, each starting from the previous
+  chunk's decoder (``init-from``) with the chunk's index as its seed (fresh batches and
+  noise; the clips and patches are fixed by ``clip-seed``);
+* ``cnn``: the baseline through the same loop on the same union, the same steps.
 
-Writes the codec-aware decoder straight into the package data,
-``clients/cadm/weights/decoder`` (the default of ``fedlab stream decode``/``evaluate``),
-the study-only models to ``simulations/results/cadm/{decoder-unaware,cnn}`` and the run folders'
-histories under ``simulations/results/cadm/train-*``. One thread.
+Every stage resumes where it stopped (checkpoints and chunk folders under ``runs/cadm-train``,
+patches under ``runs/cadm-patches``). ``ship`` writes the federated codec-aware decoder into
+the package data (``clients/cadm/weights/decoder``, the default of ``fedlab stream``), the
+others to ``simulations/results/cadm/{decoder-unaware,decoder-central,cnn}``; ``validate``
+writes ``simulations/results/cadm/training.json``. One thread per process.
 """
 
 from __future__ import annotations
@@ -33,138 +39,214 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "results" / "cadm"
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "simulations" / "results" / "cadm"
+RUNS = ROOT / "runs" / "cadm-train"
+PATCH_CACHE = ROOT / "runs" / "cadm-patches"
+CLIENTS = 4
+LOCAL_STEPS = 50
+CHUNK_ROUNDS = 10
+BUDGET = 12000
+"""Optimizer steps of every model (batch 16, Adam 1e-3), declared before training."""
+CHECKPOINT_EVERY = 2000
 
 
-def decoder_folder(name: str) -> Path:
-    """Where the ``name`` decoder goes: the shipped (aware) one into the package data."""
-    if name == "aware":
-        from fedlab.clients.cadm.config import SHIPPED_DECODER
-
-        return SHIPPED_DECODER
-    return OUT / f"decoder-{name}"
-
-
-def app_config(conditioned: bool, args: argparse.Namespace, out_dir: Path) -> dict:
+def app_config(**overrides: object) -> dict:
+    """The study's run config of the ``streaming_cadm`` app (everything else its defaults)."""
     return {
-        "num-supernodes": 4, "num-server-rounds": args.rounds, "local-steps": args.local_steps,
-        "conditioned": conditioned, "seed": 0, "out-dir": str(out_dir),
-    }  # fmt: skip
+        "num-supernodes": CLIENTS, "local-steps": LOCAL_STEPS, "train-clips": 16,
+        "patches-per-client": 8192, "clip-seed": 0, "seed": 0, "validate-every": CHUNK_ROUNDS,
+        "patch-cache": str(PATCH_CACHE),
+    } | overrides  # fmt: skip
 
 
-def train_decoder(name: str, conditioned: bool, args: argparse.Namespace) -> dict:
+def _resolve(**overrides: object):  # noqa: ANN202
+    from fedlab.clients.cadm.app import streaming_cadm
+
+    return streaming_cadm.resolve_config(app_config(out_dir=str(RUNS / "unused"), **overrides))
+
+
+def union_patches():  # noqa: ANN201
+    from fedlab.clients.cadm.workload import CadmWorkload
+    from torch.utils.data import ConcatDataset
+
+    workload = CadmWorkload(_resolve())
+    return ConcatDataset([workload.client_dataset(p, CLIENTS) for p in range(CLIENTS)])
+
+
+def make_patches() -> dict:
+    start = time.perf_counter()
+    data = union_patches()
+    return {"patches": len(data), "seconds": round(time.perf_counter() - start, 1)}
+
+
+def train_central(name: str, model: torch.nn.Module, step, evaluate=None) -> dict:  # noqa: ANN001
+    from fedlab.diffusion import train_with_checkpoints
+    from fedlab.training import TrainConfig
+
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    result = train_with_checkpoints(
+        model, union_patches(), step,
+        TrainConfig(steps=1, batch_size=16, optimizer="adam", lr=1e-3),
+        out=RUNS / name, total_steps=BUDGET, checkpoint_every=CHECKPOINT_EVERY, seed=0,
+        evaluate=evaluate, keep=BUDGET // CHECKPOINT_EVERY,
+    )  # fmt: skip
+    return {"steps": result["step"], "seconds-this-session": round(time.perf_counter() - start, 1),
+            "history": result["history"]}  # fmt: skip
+
+
+def central_decoder() -> dict:
+    from fedlab.clients.cadm.app import decoder_from_arrays, validation_metrics
+    from fedlab.clients.cadm.workload import CadmWorkload
+    from flwr.app import ArrayRecord
+
+    config = _resolve()
+    workload = CadmWorkload(config)
+
+    def evaluate(model: torch.nn.Module) -> dict:
+        decoder = decoder_from_arrays(config, ArrayRecord(model.state_dict()))
+        return validation_metrics(config, decoder)
+
+    return train_central("central-aware", workload.build_model(), workload.step, evaluate)
+
+
+def cnn() -> dict:
+    from fedlab.clients.cadm.model import SmallSR, sr_step
+
+    torch.manual_seed(0)
+    return train_central("cnn", SmallSR(), sr_step)
+
+
+def federated(name: str) -> dict:
+    """Chunks of :data:`CHUNK_ROUNDS` rounds; a finished chunk (its ``decoder/``) is kept."""
     from fedlab.clients.cadm.app import streaming_cadm
 
     from fedlab.inprocess import run_in_process
 
-    run_dir = OUT / f"train-{name}"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    config = streaming_cadm.resolve_config(app_config(conditioned, args, run_dir))
-    start = time.perf_counter()
-    summary = run_in_process(streaming_cadm, config)
-    seconds = time.perf_counter() - start
-    target = decoder_folder(name)
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.move(str(run_dir / "decoder"), target)
-    (run_dir / "model.safetensors").unlink(missing_ok=True)  # the decoder folder holds it
-    return {"seconds": round(seconds, 1), "final": summary.get("final", {})}
+    rounds = BUDGET // (CLIENTS * LOCAL_STEPS)
+    chunks, record = rounds // CHUNK_ROUNDS, []
+    previous = ""
+    for k in range(chunks):
+        folder = RUNS / f"federated-{name}" / f"chunk-{k}"
+        if not (folder / "decoder" / "cadm.json").is_file():
+            if folder.exists():
+                shutil.rmtree(folder)  # an interrupted chunk reruns whole
+            config = streaming_cadm.resolve_config(app_config(
+                **{"num-server-rounds": CHUNK_ROUNDS, "conditioned": name == "aware",
+                   "seed": k, "init-from": previous, "out-dir": str(folder)}
+            ))  # fmt: skip
+            start = time.perf_counter()
+            run_in_process(streaming_cadm, config)
+            (folder / "seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+        summary = json.loads((folder / "summary.json").read_text())
+        record.append({"chunk": k, "seconds": float((folder / "seconds.txt").read_text()),
+                       "final": summary.get("final", {}).get("evaluate")})  # fmt: skip
+        previous = str(folder / "decoder")
+    return {"steps": chunks * CHUNK_ROUNDS * CLIENTS * LOCAL_STEPS, "chunks": record,
+            "decoder": previous}  # fmt: skip
 
 
-def train_cnn(args: argparse.Namespace) -> dict:
-    from fedlab.clients.cadm.app import streaming_cadm
-    from fedlab.clients.cadm.data import PairPatches, train_clips
-    from fedlab.clients.cadm.model import SmallSR, sr_step
-
-    from fedlab.diffusion import train_with_checkpoints
-    from fedlab.training import TrainConfig
-
-    config = streaming_cadm.resolve_config(app_config(True, args, OUT / "unused"))
-    steps = config.num_server_rounds * config.num_supernodes * config.local_steps
-    data = PairPatches(train_clips(config.train_clips, config.seed), config.pair_list(),
-                       config.crf_list(), config.patch_size,
-                       config.patches_per_client * config.num_supernodes, seed=1)  # fmt: skip
-    torch.manual_seed(config.seed)
-    model = SmallSR()
-    ckpt = OUT / "train-cnn"
-    if ckpt.exists():
-        shutil.rmtree(ckpt)
-    start = time.perf_counter()
-    result = train_with_checkpoints(
-        model, data, sr_step,
-        TrainConfig(steps=1, batch_size=config.batch_size, optimizer="adam", lr=config.lr),
-        out=ckpt, total_steps=steps, checkpoint_every=max(1, steps // 4), seed=config.seed,
-    )  # fmt: skip
-    seconds = time.perf_counter() - start
-    target = OUT / "cnn"
-    model.eval().save_pretrained(target, safe_serialization=True)
-    history = result["history"]
-    shutil.rmtree(ckpt)
-    return {"seconds": round(seconds, 1), "steps": steps, "history": history}
+MODELS = ("bicubic", "cnn", "central-aware", "federated-aware", "federated-unaware")
 
 
-def train_decoder_central(args: argparse.Namespace) -> dict:
-    """The codec-aware decoder trained centrally: THE loop on the union of the 4 clients'
-    patch pairs, the federated run's steps, batch size, learning rate and seed; the figures
-    are the app's own validation metrics. The model is not shipped (the federated one is)."""
-    import tempfile
+def model_paths() -> dict[str, Path]:
+    last = BUDGET // (CLIENTS * LOCAL_STEPS) // CHUNK_ROUNDS - 1
+    return {
+        "cnn": RUNS / "cnn", "central-aware": RUNS / "central-aware",
+        "federated-aware": RUNS / "federated-aware" / f"chunk-{last}" / "decoder",
+        "federated-unaware": RUNS / "federated-unaware" / f"chunk-{last}" / "decoder",
+    }  # fmt: skip
 
-    from fedlab.clients.cadm.app import (
-        decoder_from_arrays,
-        streaming_cadm,
-        validation_metrics,
-    )
-    from fedlab.clients.cadm.workload import CadmWorkload
+
+def _latest(folder: Path) -> Path:
+    from fedlab.diffusion.training import read_latest
+
+    return folder / read_latest(folder)["path"]
+
+
+def restorers() -> dict:
+    from diffusers import UNet2DModel
+    from fedlab.clients.cadm.app import decoder_from_arrays
+    from fedlab.clients.cadm.model import SmallSR, load_decoder
     from flwr.app import ArrayRecord
-    from torch.utils.data import ConcatDataset
 
-    from fedlab.diffusion import train_with_checkpoints
-    from fedlab.training import TrainConfig
+    paths = model_paths()
+    small = SmallSR.from_pretrained(_latest(paths["cnn"]), use_safetensors=True).eval()
+    unet = UNet2DModel.from_pretrained(_latest(paths["central-aware"]), use_safetensors=True)
+    central = decoder_from_arrays(_resolve(), ArrayRecord(unet.state_dict()))
+    aware = load_decoder(paths["federated-aware"])
+    unaware = load_decoder(paths["federated-unaware"])
+    return {
+        "bicubic": None, "cnn": lambda up, r, b: small.restore(up),
+        "central-aware": central.restore, "federated-aware": aware.restore,
+        "federated-unaware": unaware.restore,
+    }  # fmt: skip
 
-    config = streaming_cadm.resolve_config(app_config(True, args, OUT / "unused"))
-    workload = CadmWorkload(config)
-    n = config.num_supernodes
-    steps = config.num_server_rounds * n * config.local_steps
-    data = ConcatDataset([workload.client_dataset(p, n) for p in range(n)])
-    torch.manual_seed(config.seed)
-    model = workload.build_model()
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        train_with_checkpoints(
-            model, data, workload.step,
-            TrainConfig(steps=1, batch_size=config.batch_size, optimizer="adam", lr=config.lr),
-            out=Path(tmp), total_steps=steps, checkpoint_every=steps, seed=config.seed,
-        )  # fmt: skip
-    seconds = time.perf_counter() - start
-    decoder = decoder_from_arrays(config, ArrayRecord(model.state_dict()))
-    return {"seconds": round(seconds, 1), "steps": steps,
-            "validation": validation_metrics(config, decoder)}  # fmt: skip
+
+def validate() -> dict:
+    """Whole-clip PSNR of every model on both validation clips, every pair and CRF."""
+    from fedlab.clients.cadm.app import validation_psnr
+    from fedlab.clients.cadm.data import VALIDATION_CLIPS, validation_clips
+
+    config = _resolve()
+    clips = dict(zip(VALIDATION_CLIPS, validation_clips(config.clip_seed), strict=True))
+    rows = []
+    for method, restore in restorers().items():
+        for clip_name, clip in clips.items():
+            for r, b in config.pair_list():
+                for crf in config.crf_list():
+                    bic, psnr = validation_psnr(clip, r, b, crf, restore)
+                    rows.append({"method": method, "clip": clip_name, "r": r, "b": b,
+                                 "crf": crf, "psnr": psnr, "gain": psnr - bic})  # fmt: skip
+    return {"rows": rows}
+
+
+def ship() -> dict:
+    from diffusers import UNet2DModel
+    from fedlab.clients.cadm.app import decoder_from_arrays
+    from fedlab.clients.cadm.config import SHIPPED_DECODER
+    from fedlab.clients.cadm.model import SmallSR
+    from flwr.app import ArrayRecord
+
+    paths = model_paths()
+    for target, source in ((SHIPPED_DECODER, paths["federated-aware"]),
+                           (OUT / "decoder-unaware", paths["federated-unaware"])):  # fmt: skip
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target)
+    unet = UNet2DModel.from_pretrained(_latest(paths["central-aware"]), use_safetensors=True)
+    shutil.rmtree(OUT / "decoder-central", ignore_errors=True)
+    decoder_from_arrays(_resolve(), ArrayRecord(unet.state_dict())).save(OUT / "decoder-central")
+    small = SmallSR.from_pretrained(_latest(paths["cnn"]), use_safetensors=True)
+    shutil.rmtree(OUT / "cnn", ignore_errors=True)
+    small.save_pretrained(OUT / "cnn", safe_serialization=True)
+    return {"shipped": str(SHIPPED_DECODER.relative_to(ROOT))}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--local-steps", type=int, default=50)
-    parser.add_argument("--only", default="aware,unaware,cnn")
+    parser.add_argument("stage", choices=("patches", "central", "federated", "cnn", "validate",
+                                          "ship"))  # fmt: skip
+    parser.add_argument("name", nargs="?", choices=("aware", "unaware"), default="aware")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
-    OUT.mkdir(parents=True, exist_ok=True)
-    record_path = OUT / "training.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    for name in args.only.split(","):
-        if name == "cnn":
-            record[name] = train_cnn(args)
-        elif name == "aware-central":
-            record[name] = train_decoder_central(args)
-        else:
-            record[name] = train_decoder(name, name == "aware", args)
-        record[name]["rounds"], record[name]["local-steps"] = args.rounds, args.local_steps
-        from fedlab.atomic import atomic_write_text
+    from fedlab.atomic import atomic_write_text
 
-        atomic_write_text(record_path, json.dumps(record, indent=2))
-        logging.info("%s: %s", name, json.dumps(record[name])[:300])
+    stages = {
+        "patches": make_patches,
+        "central": central_decoder,
+        "cnn": cnn,
+        "validate": validate,
+        "ship": ship,
+        "federated": lambda: federated(args.name),
+    }
+    result = stages[args.stage]()
+    key = f"{args.stage}-{args.name}" if args.stage == "federated" else args.stage
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"training-{key}.json"
+    atomic_write_text(path, json.dumps(result, indent=1))
+    logging.info("%s: %s", key, json.dumps(result)[:400])
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 from fedlab.clients.cadm.codec import CodecSpec, encode, receive, to_tensor
 from fedlab.clients.cadm.config import CadmConfig
 from fedlab.clients.cadm.data import validation_clips
-from fedlab.clients.cadm.model import CadmDecoder, DecoderMeta, pair_key
+from fedlab.clients.cadm.model import CadmDecoder, DecoderMeta, load_decoder, pair_key
 from fedlab.clients.cadm.workload import CadmWorkload
 from fedlab.strategies.fedavg import build_strategy
 from flwr.app import ArrayRecord, MetricRecord
@@ -30,6 +30,7 @@ from fedlab import image_quality
 from fedlab.app_check import check_by_building
 from fedlab.appspec import AppSpec
 from fedlab.client import WEIGHT_TRAINING_HANDLERS
+from fedlab.errors import FedlabError
 from fedlab.run_folder import RunFolder
 from fedlab.server import run_federation, seed_everything
 
@@ -45,20 +46,27 @@ def decoder_from_arrays(config: CadmConfig, arrays: ArrayRecord) -> CadmDecoder:
     return CadmDecoder(unet.eval(), meta)
 
 
+def validation_psnr(
+    clip: np.ndarray, r: int, b: int, crf: int, restore: Any = None
+) -> tuple[float, float]:  # fmt: skip
+    """Whole-clip PSNR (MSE over all frames) of the bicubic reception and of ``restore(up, r,
+    b)`` (bicubic again when None) on one clip sent at ``(r, b)`` and ``crf`` (x264)."""
+    up = receive(encode(clip, CodecSpec(r=r, b=b, crf=crf)))
+    ref = to_tensor(clip)
+    out = up if restore is None else restore(up, r, b)
+    return image_quality.psnr(up, ref), image_quality.psnr(out, ref)
+
+
 def validation_metrics(config: CadmConfig, decoder: CadmDecoder) -> dict[str, float]:
     """PSNR of bicubic and decoder on the validation clips at every pair (middle CRF)."""
     crfs = config.crf_list()
     crf = crfs[len(crfs) // 2]
     out: dict[str, float] = {}
     for r, b in config.pair_list():
-        bic, dec = [], []
-        for clip in validation_clips(config.seed):
-            up = receive(encode(clip, CodecSpec(r=r, b=b, crf=crf)))
-            ref = to_tensor(clip)
-            bic.append(image_quality.psnr(up, ref))  # whole-clip PSNR (MSE over all frames)
-            dec.append(image_quality.psnr(decoder.restore(up, r, b), ref))
-        out[f"psnr-bicubic-{pair_key(r, b)}"] = float(np.mean(bic))
-        out[f"psnr-decoder-{pair_key(r, b)}"] = float(np.mean(dec))
+        both = [validation_psnr(clip, r, b, crf, decoder.restore)
+                for clip in validation_clips(config.clip_seed)]  # fmt: skip
+        out[f"psnr-bicubic-{pair_key(r, b)}"] = float(np.mean([x[0] for x in both]))
+        out[f"psnr-decoder-{pair_key(r, b)}"] = float(np.mean([x[1] for x in both]))
     out["psnr-bicubic"] = float(np.mean([v for k, v in out.items() if "bicubic-" in k]))
     out["psnr-decoder"] = float(np.mean([v for k, v in out.items() if "decoder-" in k]))
     out["psnr-gain"] = out["psnr-decoder"] - out["psnr-bicubic"]
@@ -68,12 +76,26 @@ def validation_metrics(config: CadmConfig, decoder: CadmDecoder) -> dict[str, fl
 def cadm_server(grid: Grid, config: CadmConfig, run: RunFolder) -> dict[str, Any]:
     workload = CadmWorkload(config)
     seed_everything(config.seed)
-    initial = ArrayRecord(workload.build_model().state_dict())
+    model = workload.build_model()
+    if config.init_from:
+        decoder = load_decoder(config.init_from)
+        try:
+            model.load_state_dict(decoder.unet.state_dict())
+        except RuntimeError:
+            raise FedlabError(
+                f"init-from {config.init_from!r} holds another UNet than unet={config.unet!r}; "
+                "give a decoder trained with the same unet or leave init-from empty"
+            ) from None
+        log.info("starting from %s", config.init_from)
+    initial = ArrayRecord(model.state_dict())
     last: dict[str, ArrayRecord] = {}
 
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        torch.set_num_threads(1)
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         last["arrays"] = arrays
+        final = server_round == config.num_server_rounds
+        if server_round % config.validate_every and not final:
+            return None
+        torch.set_num_threads(1)
         return MetricRecord(validation_metrics(config, decoder_from_arrays(config, arrays)))
 
     summary = run_federation(

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from fedlab.clients.shipped import shipped_weights
 
-from fedlab.config import check_choice, check_positive
+from fedlab.config import check_choice, check_non_negative, check_positive
 from fedlab.errors import FedlabError
 from fedlab.key_groups import LocalTrainingKeys, RunConfig, SamplingKeys, StrategyKeys
 
@@ -74,9 +74,13 @@ class CadmConfig(LocalTrainingKeys, SamplingKeys, StrategyKeys, RunConfig):
     patch_size: int = 32
     patches_per_client: int = 4096
     train_clips: int = 8
+    clip_seed: int = 0
     sample_steps: int = 1
     focus_prob: float = 0.75
     save_decoder: bool = True
+    validate_every: int = 1
+    init_from: str = ""
+    patch_cache: str = ""
 
     KEY_HELP: ClassVar[dict[str, str]] = {
         "unet": "decoder UNet: tiny (tests), cpu (about 0.27 M parameters) or gpu",
@@ -86,15 +90,24 @@ class CadmConfig(LocalTrainingKeys, SamplingKeys, StrategyKeys, RunConfig):
         "patch_size": "side of the training patches in pixels (multiple of 8)",
         "patches_per_client": "random patches in one pass over a client's encoded clips",
         "train_clips": "training clips in all (clip k goes to client k mod N)",
+        "clip_seed": "draws the training and validation clips and patches (seed draws batches "
+        "and noise), so runs with other seeds train on the same data",
         "sample_steps": "DDIM steps of the decoder (validation and the saved default)",
         "focus_prob": "share of training examples drawn at the decoder's own DDIM timesteps",
         "save_decoder": "write the final decoder (UNet + cadm.json) to run/decoder",
+        "validate_every": "rounds between the server's validation (the last round always)",
+        "init_from": "start from this decoder folder (a run's decoder/; same pairs, conditioning "
+        "and unet); empty: a fresh UNet",
+        "patch_cache": "folder where each client's precomputed training patches are stored and "
+        "found again (safetensors); empty: computed in memory by each process",
     }
 
     def validate(self) -> None:
         super().validate()
         check_choice(self, "unet", DECODER_UNETS)
-        check_positive(self, "patch_size", "patches_per_client", "train_clips", "sample_steps")
+        check_non_negative(self, "clip_seed")
+        check_positive(self, "patch_size", "patches_per_client", "train_clips", "sample_steps",
+                       "validate_every")  # fmt: skip
         if self.patch_size % 8:
             raise FedlabError(f"patch-size must be a multiple of 8, got {self.patch_size}")
         for r, _ in self.pair_list():
@@ -106,6 +119,10 @@ class CadmConfig(LocalTrainingKeys, SamplingKeys, StrategyKeys, RunConfig):
         self.crf_list()
         if not 0 <= self.focus_prob <= 1:
             raise FedlabError(f"focus-prob must lie in [0, 1], got {self.focus_prob}")
+        if self.init_from:
+            from fedlab.clients.cadm.model import check_init_from
+
+            check_init_from(self.init_from, self.pair_list(), self.conditioned)
 
     def pair_list(self) -> list[tuple[int, int]]:
         return parse_pairs(self.pairs)

@@ -227,6 +227,25 @@ def load_decoder(folder: str | Path, *, max_parameters: int | None = None) -> Ca
     return CadmDecoder(unet, meta)
 
 
+def check_init_from(folder: str | Path, pairs: list[tuple[int, int]], conditioned: bool) -> None:
+    """The pre-Ray check of ``init-from``: a decoder folder trained on the same pairs and
+    conditioning (one-line errors naming the folder and the mismatch)."""
+    label = where(Path(folder), "init-from")
+    hint = "give a decoder folder (a streaming_cadm run's decoder/) or leave init-from empty"
+    path = Path(folder)
+    if not (path / META_FILE).is_file():
+        raise FedlabError(f"{label} has no {META_FILE}; {hint}")
+    raw = read_json_object(path / META_FILE, label, hint=hint)
+    meta = validate_record(raw, DECODER_META_FIELDS, label, META_FILE, hint, extra_keys=False)
+    theirs = [tuple(p) for p in meta["pairs"]]
+    if theirs != list(pairs) or meta["conditioned"] != conditioned:
+        raise FedlabError(
+            f"{label} was trained on pairs {theirs} with conditioned={meta['conditioned']}; this "
+            f"run has pairs {list(pairs)} with conditioned={conditioned}: use the same pairs and "
+            "conditioning, or leave init-from empty"
+        )
+
+
 class SmallSR(ModelMixin, ConfigMixin):
     """The NAS/NEMO-sized baseline: ``out = up + f(up)``, a few residual blocks.
 

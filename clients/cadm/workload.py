@@ -15,7 +15,7 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 from fedlab.clients.cadm.config import CadmConfig
-from fedlab.clients.cadm.data import PairPatches, client_clips, validation_clips
+from fedlab.clients.cadm.data import PairPatches, PatchTensors, patch_tensors, validation_clips
 from fedlab.clients.cadm.model import (
     RESIDUAL_SCALE,
     T_START,
@@ -28,14 +28,13 @@ from fedlab.client import derive_seed
 from fedlab.workload import Workload
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=8)
 def _client_patches(pid: int, num: int, count: int, seed: int, pairs: tuple, crfs: tuple,
-                    patch: int, patches: int) -> PairPatches:  # fmt: skip
-    """Encoded clips of one client, memoised per process (a ClientApp is rebuilt each round;
-    the patches are a pure function of these arguments)."""
-    clips = client_clips(pid, num, count, seed)
-    return PairPatches(clips, list(pairs), list(crfs), patch, patches,
-                       derive_seed(seed, "cadm-patches", pid))  # fmt: skip
+                    patch: int, patches: int, cache: str) -> PatchTensors:  # fmt: skip
+    """One client's precomputed patches, memoised per process (a ClientApp is rebuilt each
+    round; a worker serves several clients) and stored in ``cache`` when one is given."""
+    return patch_tensors(pid, num, clips=count, seed=seed, pairs=list(pairs), crfs=list(crfs),
+                         patch=patch, count=patches, cache=cache)  # fmt: skip
 
 
 def inference_timesteps(steps: int) -> list[int]:
@@ -87,18 +86,18 @@ class CadmWorkload(Workload):
         return build_decoder_unet(c.unet, num_pairs=len(c.pair_list()),
                                   conditioned=c.conditioned, sample_size=c.patch_size)  # fmt: skip
 
-    def client_dataset(self, partition_id: int, num_partitions: int) -> PairPatches:
+    def client_dataset(self, partition_id: int, num_partitions: int) -> PatchTensors:
         c = self.config
-        return _client_patches(partition_id, num_partitions, c.train_clips, c.seed,
+        return _client_patches(partition_id, num_partitions, c.train_clips, c.clip_seed,
                                tuple(c.pair_list()), tuple(c.crf_list()), c.patch_size,
-                               c.patches_per_client)  # fmt: skip
+                               c.patches_per_client, c.patch_cache)  # fmt: skip
 
     @cached_property
     def _test(self) -> PairPatches:
         c = self.config
         crfs = c.crf_list()
-        return PairPatches(validation_clips(c.seed), c.pair_list(), [crfs[len(crfs) // 2]],
-                           c.patch_size, 64, derive_seed(c.seed, "cadm-val"))  # fmt: skip
+        return PairPatches(validation_clips(c.clip_seed), c.pair_list(), [crfs[len(crfs) // 2]],
+                           c.patch_size, 64, derive_seed(c.clip_seed, "cadm-val"))  # fmt: skip
 
     def test_dataset(self) -> PairPatches:
         return self._test
