@@ -168,6 +168,24 @@ def table(study: dict, summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fix_table(before: dict, after: dict) -> str:
+    """What the bit-depth fix alone moved: the same models, the old path against the fixed one
+    (means over CRFs and clips, per method and pair)."""
+    lines = ["| method | (r, b) | stream KB old -> fixed | PSNR old -> fixed (change) | "
+             "VMAF old -> fixed |", "|---|---|---|---|---|"]  # fmt: skip
+    for key, new in after["summary"]["per-pair"].items():
+        old = before["summary"]["per-pair"].get(key)
+        if old is None:
+            continue
+        method, _, pair = key.rpartition(" ")
+        lines.append(
+            f"| {method} | {pair} | {old['bytes'] / 1e3:.2f} -> {new['bytes'] / 1e3:.2f} | "
+            f"{old['psnr']:.2f} -> {new['psnr']:.2f} ({new['psnr'] - old['psnr']:+.2f}) | "
+            f"{old['vmaf']:.1f} -> {new['vmaf']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--report", action="store_true", help="rebuild outputs from study.json")
@@ -176,6 +194,12 @@ def main() -> None:
     parser.add_argument("--clips", default=",".join(CLIPS), help="run these clips only")
     parser.add_argument("--tag", default="", help="write study-TAG.json etc. (e.g. one clip)")
     parser.add_argument("--merge", default="", help="TAG1,TAG2: join their rows into study.json")
+    parser.add_argument(
+        "--fix-table",
+        default="",
+        metavar="BEFORE,AFTER",
+        help="tags of two study JSONs: write table-fix.md (what the fix moved)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
@@ -183,6 +207,12 @@ def main() -> None:
 
     from fedlab.atomic import atomic_write, atomic_write_text
 
+    if args.fix_table:
+        before, after = (json.loads((OUT / f"study-{t}.json").read_text())
+                         for t in args.fix_table.split(","))  # fmt: skip
+        atomic_write_text(OUT / "table-fix.md", fix_table(before, after))
+        print(fix_table(before, after))
+        return
     suffix = f"-{args.tag}" if args.tag else ""
     path = OUT / f"study{suffix}.json"
     if args.merge:

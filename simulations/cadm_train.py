@@ -6,6 +6,7 @@
     python simulations/cadm_train.py federated unaware    # the same with conditioned=false
     python simulations/cadm_train.py cnn                  # the NAS/NEMO-sized CNN, centrally
     python simulations/cadm_train.py validate             # every model on the validation clips
+    python simulations/cadm_train.py report               # its table (table-validation.md)
     python simulations/cadm_train.py ship                 # final models into place
 
 * ``central``: the codec-aware decoder trained through ``train_with_checkpoints`` on the union
@@ -80,35 +81,42 @@ def make_patches() -> dict:
     return {"patches": len(data), "seconds": round(time.perf_counter() - start, 1)}
 
 
-def train_central(name: str, model: torch.nn.Module, step, evaluate=None) -> dict:  # noqa: ANN001
+def train_central(name: str, model: torch.nn.Module, step, evaluate=None,  # noqa: ANN001
+                  steps: int = BUDGET) -> dict:  # fmt: skip
     from fedlab.diffusion import train_with_checkpoints
     from fedlab.training import TrainConfig
 
     start = time.perf_counter()
     torch.manual_seed(0)
+    every = min(CHECKPOINT_EVERY, steps)
     result = train_with_checkpoints(
         model, union_patches(), step,
         TrainConfig(steps=1, batch_size=16, optimizer="adam", lr=1e-3),
-        out=RUNS / name, total_steps=BUDGET, checkpoint_every=CHECKPOINT_EVERY, seed=0,
-        evaluate=evaluate, keep=BUDGET // CHECKPOINT_EVERY,
+        out=RUNS / name, total_steps=steps, checkpoint_every=every, seed=0,
+        evaluate=evaluate, keep=max(1, steps // every),
     )  # fmt: skip
     return {"steps": result["step"], "seconds-this-session": round(time.perf_counter() - start, 1),
             "history": result["history"]}  # fmt: skip
 
 
-def central_decoder() -> dict:
+def central_decoder(variant: dict | None = None, steps: int = BUDGET, tag: str = "") -> dict:
+    """The codec-aware decoder centrally; ``variant`` (run-config keys) and ``steps`` make a
+    probe of another setting in ``central-aware-<tag>`` (not the declared run)."""
     from fedlab.clients.cadm.app import decoder_from_arrays, validation_metrics
     from fedlab.clients.cadm.workload import CadmWorkload
     from flwr.app import ArrayRecord
 
-    config = _resolve()
+    config = _resolve(**(variant or {}))
     workload = CadmWorkload(config)
 
     def evaluate(model: torch.nn.Module) -> dict:
         decoder = decoder_from_arrays(config, ArrayRecord(model.state_dict()))
         return validation_metrics(config, decoder)
 
-    return train_central("central-aware", workload.build_model(), workload.step, evaluate)
+    name = f"central-aware-{tag}" if tag else "central-aware"
+    return train_central(name, workload.build_model(), workload.step, evaluate, steps) | {
+        "variant": variant or {}
+    }
 
 
 def cnn() -> dict:
@@ -185,21 +193,69 @@ def restorers() -> dict:
 
 
 def validate() -> dict:
-    """Whole-clip PSNR of every model on both validation clips, every pair and CRF."""
+    """Whole-clip PSNR gain over bicubic of every model, every pair and CRF, on the validation
+    clips (never trained on) and on the 16 training clips; means per set, model and pair."""
+    import numpy as np
     from fedlab.clients.cadm.app import validation_psnr
-    from fedlab.clients.cadm.data import VALIDATION_CLIPS, validation_clips
+    from fedlab.clients.cadm.data import VALIDATION_CLIPS, train_clips, validation_clips
 
     config = _resolve()
-    clips = dict(zip(VALIDATION_CLIPS, validation_clips(config.clip_seed), strict=True))
+    sets = {
+        "validation": dict(zip(VALIDATION_CLIPS, validation_clips(config.clip_seed), strict=True)),
+        "training": {f"train-{k}": clip
+                     for k, clip in enumerate(train_clips(config.train_clips, config.clip_seed))},
+    }  # fmt: skip
     rows = []
     for method, restore in restorers().items():
-        for clip_name, clip in clips.items():
-            for r, b in config.pair_list():
-                for crf in config.crf_list():
-                    bic, psnr = validation_psnr(clip, r, b, crf, restore)
-                    rows.append({"method": method, "clip": clip_name, "r": r, "b": b,
-                                 "crf": crf, "psnr": psnr, "gain": psnr - bic})  # fmt: skip
-    return {"rows": rows}
+        for set_name, clips in sets.items():
+            for clip_name, clip in clips.items():
+                for r, b in config.pair_list():
+                    for crf in config.crf_list():
+                        bic, psnr = validation_psnr(clip, r, b, crf, restore)
+                        rows.append({"set": set_name, "method": method, "clip": clip_name,
+                                     "r": r, "b": b, "crf": crf, "psnr": psnr,
+                                     "gain": psnr - bic})  # fmt: skip
+    means: dict = {}
+    for row in rows:
+        key = f"{row['set']} {row['method']} r{row['r']}b{row['b']}"
+        means.setdefault(key, []).append(row["gain"])
+    return {"mean-gain-db": {k: float(np.mean(v)) for k, v in means.items()}, "rows": rows}
+
+
+def validation_table(result: dict) -> str:
+    """Markdown: mean PSNR gain over bicubic (dB; over clips and CRFs) per set, model, pair."""
+    means = result["mean-gain-db"]
+    pairs = list(dict.fromkeys(k.rpartition(" ")[2] for k in means))
+    lines = ["| clips | model | " + " | ".join(pairs) + " |",
+             "|---|---|" + "---|" * len(pairs)]  # fmt: skip
+    for set_name in ("validation", "training"):
+        for method in MODELS[1:]:
+            cells = [f"{means[f'{set_name} {method} {p}']:+.2f}" for p in pairs]
+            lines.append(f"| {set_name} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def curve_table(central: dict, federated: dict[str, dict]) -> str:
+    """Markdown: validation gain over bicubic (dB, middle CRF, mean of both clips) along
+    training: the central run's checkpoints and the federated runs' chunks."""
+    pairs = [k[len("psnr-decoder-"):] for k in central["history"][0]
+             if k.startswith("psnr-decoder-")]  # fmt: skip
+
+    def cells(metrics: dict) -> str:
+        gains = [metrics[f"psnr-decoder-{p}"] - metrics[f"psnr-bicubic-{p}"] for p in pairs]
+        return " | ".join(f"{g:+.3f}" for g in gains) + f" | {metrics['psnr-gain']:+.3f}"
+
+    lines = ["| run | steps | train loss | " + " | ".join(pairs) + " | mean | seconds |",
+             "|---|---|---|" + "---|" * (len(pairs) + 2)]  # fmt: skip
+    for h in central["history"]:
+        lines.append(f"| central aware | {h['step']} | {h['train-loss']:.4f} | {cells(h)} | "
+                     f"{h['seconds']:.0f} |")  # fmt: skip
+    per_chunk = CHUNK_ROUNDS * CLIENTS * LOCAL_STEPS
+    for name, result in federated.items():
+        for c in result["chunks"]:
+            lines.append(f"| federated {name} | {(c['chunk'] + 1) * per_chunk} | - | "
+                         f"{cells(c['final'])} | {c['seconds']:.0f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def ship() -> dict:
@@ -226,16 +282,38 @@ def ship() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("stage", choices=("patches", "central", "federated", "cnn", "validate",
-                                          "ship"))  # fmt: skip
+                                          "report", "ship"))  # fmt: skip
     parser.add_argument("name", nargs="?", choices=("aware", "unaware"), default="aware")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="central only: a probe with these run-config keys (needs --tag)",
+    )
+    parser.add_argument("--steps", type=int, default=BUDGET, help="central probe only")
+    parser.add_argument("--tag", default="", help="central probe only: names its folder")
     args = parser.parse_args()
+    if (args.set or args.steps != BUDGET) and not (args.stage == "central" and args.tag):
+        parser.error("--set and --steps make a central probe: give stage central and --tag")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     from fedlab.atomic import atomic_write_text
 
+    if args.stage == "report":
+        table = validation_table(json.loads((OUT / "training-validate.json").read_text()))
+        atomic_write_text(OUT / "table-validation.md", table)
+        central = json.loads((OUT / "training-central.json").read_text())
+        federated = {n: json.loads((OUT / f"training-federated-{n}.json").read_text())
+                     for n in ("aware", "unaware")}  # fmt: skip
+        curve = curve_table(central, federated)
+        atomic_write_text(OUT / "table-training.md", curve)
+        print(curve + "\n" + table)
+        return
+    variant = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.set)}
     stages = {
         "patches": make_patches,
-        "central": central_decoder,
+        "central": lambda: central_decoder(variant, args.steps, args.tag),
         "cnn": cnn,
         "validate": validate,
         "ship": ship,
@@ -243,6 +321,7 @@ def main() -> None:
     }
     result = stages[args.stage]()
     key = f"{args.stage}-{args.name}" if args.stage == "federated" else args.stage
+    key = f"{key}-{args.tag}" if args.tag else key
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"training-{key}.json"
     atomic_write_text(path, json.dumps(result, indent=1))

@@ -42,7 +42,8 @@ def decoder_from_arrays(config: CadmConfig, arrays: ArrayRecord) -> CadmDecoder:
     unet = workload.build_model()
     unet.load_state_dict(arrays.to_torch_state_dict())
     meta = DecoderMeta(pairs=[list(p) for p in config.pair_list()],
-                       conditioned=config.conditioned, steps=config.sample_steps)  # fmt: skip
+                       conditioned=config.conditioned, steps=config.sample_steps,
+                       residual_scale=config.residual_scale)  # fmt: skip
     return CadmDecoder(unet.eval(), meta)
 
 
@@ -62,9 +63,9 @@ def validation_metrics(config: CadmConfig, decoder: CadmDecoder) -> dict[str, fl
     crfs = config.crf_list()
     crf = crfs[len(crfs) // 2]
     out: dict[str, float] = {}
+    clips = validation_clips(config.clip_seed, config.validation_frames)
     for r, b in config.pair_list():
-        both = [validation_psnr(clip, r, b, crf, decoder.restore)
-                for clip in validation_clips(config.clip_seed)]  # fmt: skip
+        both = [validation_psnr(clip, r, b, crf, decoder.restore) for clip in clips]
         out[f"psnr-bicubic-{pair_key(r, b)}"] = float(np.mean([x[0] for x in both]))
         out[f"psnr-decoder-{pair_key(r, b)}"] = float(np.mean([x[1] for x in both]))
     out["psnr-bicubic"] = float(np.mean([v for k, v in out.items() if "bicubic-" in k]))

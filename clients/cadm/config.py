@@ -77,8 +77,10 @@ class CadmConfig(LocalTrainingKeys, SamplingKeys, StrategyKeys, RunConfig):
     clip_seed: int = 0
     sample_steps: int = 1
     focus_prob: float = 0.75
+    residual_scale: float = 0.1
     save_decoder: bool = True
     validate_every: int = 1
+    validation_frames: int = 16
     init_from: str = ""
     patch_cache: str = ""
 
@@ -93,8 +95,11 @@ class CadmConfig(LocalTrainingKeys, SamplingKeys, StrategyKeys, RunConfig):
         "clip_seed": "draws the training and validation clips and patches (seed draws batches "
         "and noise), so runs with other seeds train on the same data",
         "sample_steps": "DDIM steps of the decoder (validation and the saved default)",
+        "residual_scale": "the decoder predicts (clean - bicubic) / residual-scale (in (0, 1])",
         "focus_prob": "share of training examples drawn at the decoder's own DDIM timesteps",
         "save_decoder": "write the final decoder (UNet + cadm.json) to run/decoder",
+        "validation_frames": "first frames of each validation clip the server checks (at most "
+        "16 of bigbuckbunny 112-127, 8 of the procedural clip)",
         "validate_every": "rounds between the server's validation (the last round always)",
         "init_from": "start from this decoder folder (a run's decoder/; same pairs, conditioning "
         "and unet); empty: a fresh UNet",
@@ -107,7 +112,7 @@ class CadmConfig(LocalTrainingKeys, SamplingKeys, StrategyKeys, RunConfig):
         check_choice(self, "unet", DECODER_UNETS)
         check_non_negative(self, "clip_seed")
         check_positive(self, "patch_size", "patches_per_client", "train_clips", "sample_steps",
-                       "validate_every")  # fmt: skip
+                       "validate_every", "validation_frames")  # fmt: skip
         if self.patch_size % 8:
             raise FedlabError(f"patch-size must be a multiple of 8, got {self.patch_size}")
         for r, _ in self.pair_list():
@@ -117,12 +122,15 @@ class CadmConfig(LocalTrainingKeys, SamplingKeys, StrategyKeys, RunConfig):
                     "use r in 1, 2, 3, 4, 6, 8, 12, 16, 24, 48"
                 )
         self.crf_list()
+        if not 0 < self.residual_scale <= 1:
+            raise FedlabError(f"residual-scale must lie in (0, 1], got {self.residual_scale}")
         if not 0 <= self.focus_prob <= 1:
             raise FedlabError(f"focus-prob must lie in [0, 1], got {self.focus_prob}")
         if self.init_from:
             from fedlab.clients.cadm.model import check_init_from
 
-            check_init_from(self.init_from, self.pair_list(), self.conditioned)
+            check_init_from(self.init_from, self.pair_list(), self.conditioned,
+                            self.residual_scale)  # fmt: skip
 
     def pair_list(self) -> list[tuple[int, int]]:
         return parse_pairs(self.pairs)

@@ -53,6 +53,8 @@ PAN_PHOTOS = (
 )  # fmt: skip
 """The Diff-SR training photos (``clients.sr.data.TRAIN_PHOTOS``) large enough to pan over
 (``microaneurysms``, 102 px, is not); never a test photo."""
+PHOTO_SIDE = 256
+"""Shorter side of the photos panned over (the Diff-SR corpus's size)."""
 PATCH_FORMAT = 2
 """Bumped whenever the patch recipe changes, so that an old cache entry is never reused."""
 
@@ -88,10 +90,10 @@ def photo_pan(index: int, seed: int, *, side: int = CLIP_SIDE,
     """A camera pan over a bundled training photo: a ``side`` x ``side`` window moving at a
     constant sub-pixel velocity (up to :data:`PAN_SPEED` px per frame on each axis, bilinear
     resampling), photo, start and velocity placed by ``(seed, index)``. ``uint8 (T, s, s, 3)``."""
-    from fedlab.clients.sr.data import load_image
+    from fedlab.image_io import bundled_photo
 
     rng = np.random.default_rng(derive_seed(seed, "cadm-pan", index) % 2**32)
-    photo = load_image(PAN_PHOTOS[int(rng.integers(len(PAN_PHOTOS)))])
+    photo = bundled_photo(PAN_PHOTOS[int(rng.integers(len(PAN_PHOTOS)))], PHOTO_SIDE)
     _, h, w = photo.shape
     velocity = rng.uniform(-PAN_SPEED, PAN_SPEED, size=2) * (frames - 1)
     room = np.array([h - side - 1, w - side - 1]) - np.abs(velocity)
@@ -139,12 +141,14 @@ def client_clips(partition_id: int, num_partitions: int, count: int, seed: int) 
 VALIDATION_CLIPS = ("bigbuckbunny-112-127", "procedural-heldout")
 
 
-def validation_clips(seed: int) -> list[np.ndarray]:
+def validation_clips(seed: int, frames: int = 16) -> list[np.ndarray]:
     """Clips never trained on (named by :data:`VALIDATION_CLIPS`): bigbuckbunny frames
-    112-127 (176x320) and a procedural clip from its own seed stream (8 frames)."""
+    112-127 (176x320) and a procedural clip from its own seed stream (8 frames at 96x96), each
+    cut to its first ``frames`` frames."""
     first, last = BBB_VALIDATION_FRAMES
-    bbb = np.ascontiguousarray(_bigbuckbunny()[first:last, 2:178])
-    return [bbb, procedural_clip(derive_seed(seed, "cadm-val", 0), frames=8)]
+    bbb = np.ascontiguousarray(_bigbuckbunny()[first : min(last, first + frames), 2:178])
+    procedural = procedural_clip(derive_seed(seed, "cadm-val", 0), frames=8)[:frames]
+    return [bbb, np.ascontiguousarray(procedural)]
 
 
 def test_clip(name: str, frames: int = 30) -> np.ndarray:

@@ -227,9 +227,10 @@ def load_decoder(folder: str | Path, *, max_parameters: int | None = None) -> Ca
     return CadmDecoder(unet, meta)
 
 
-def check_init_from(folder: str | Path, pairs: list[tuple[int, int]], conditioned: bool) -> None:
-    """The pre-Ray check of ``init-from``: a decoder folder trained on the same pairs and
-    conditioning (one-line errors naming the folder and the mismatch)."""
+def check_init_from(folder: str | Path, pairs: list[tuple[int, int]], conditioned: bool,
+                    residual_scale: float = RESIDUAL_SCALE) -> None:  # fmt: skip
+    """The pre-Ray check of ``init-from``: a decoder folder trained on the same pairs,
+    conditioning and residual scale (one-line errors naming the folder and the mismatch)."""
     label = where(Path(folder), "init-from")
     hint = "give a decoder folder (a streaming_cadm run's decoder/) or leave init-from empty"
     path = Path(folder)
@@ -243,6 +244,11 @@ def check_init_from(folder: str | Path, pairs: list[tuple[int, int]], conditione
             f"{label} was trained on pairs {theirs} with conditioned={meta['conditioned']}; this "
             f"run has pairs {list(pairs)} with conditioned={conditioned}: use the same pairs and "
             "conditioning, or leave init-from empty"
+        )
+    if meta["residual_scale"] != residual_scale:
+        raise FedlabError(
+            f"{label} predicts residuals at scale {meta['residual_scale']}, this run at "
+            f"residual-scale={residual_scale}: use the same scale or leave init-from empty"
         )
 
 

@@ -1,7 +1,7 @@
 """The CaDM workload: the conditional decoder UNet trained on (clean, received) patch pairs.
 
 The step (for THE loop, :func:`fedlab.training.train`): the residual target
-``z = (clean - up) / RESIDUAL_SCALE`` is noised to a uniform ``t`` (DDPM forward process),
+``z = (clean - up) / residual_scale`` is noised to a uniform ``t`` (DDPM forward process),
 concatenated with the conditioning frame ``up`` and the UNet regresses ``z`` (x0-prediction,
 MSE), told the ``(r, b)`` pair as a class label (label 0 for every pair when unaware).
 """
@@ -45,7 +45,7 @@ def inference_timesteps(steps: int) -> list[int]:
 
 
 def diffusion_step(scheduler, conditioned: bool, focus: list[int] | None = None,  # noqa: ANN001
-                   focus_prob: float = 0.5):  # noqa: ANN201  # fmt: skip
+                   focus_prob: float = 0.5, residual_scale: float = RESIDUAL_SCALE):  # noqa: ANN201  # fmt: skip
     """The decoder's training step (see the module docstring).
 
     With ``focus`` (the inference timesteps), a share ``focus_prob`` of the examples is drawn
@@ -56,7 +56,7 @@ def diffusion_step(scheduler, conditioned: bool, focus: list[int] | None = None,
 
     def step(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
         clean, up, labels = batch
-        z = (clean - up) / RESIDUAL_SCALE
+        z = (clean - up) / residual_scale
         noise = torch.randn_like(z)
         t = torch.randint(0, total, (len(z),), device=z.device)
         if focus:
@@ -96,8 +96,9 @@ class CadmWorkload(Workload):
     def _test(self) -> PairPatches:
         c = self.config
         crfs = c.crf_list()
-        return PairPatches(validation_clips(c.clip_seed), c.pair_list(), [crfs[len(crfs) // 2]],
-                           c.patch_size, 64, derive_seed(c.clip_seed, "cadm-val"))  # fmt: skip
+        clips = validation_clips(c.clip_seed, c.validation_frames)
+        return PairPatches(clips, c.pair_list(), [crfs[len(crfs) // 2]], c.patch_size, 64,
+                           derive_seed(c.clip_seed, "cadm-val"))  # fmt: skip
 
     def test_dataset(self) -> PairPatches:
         return self._test
@@ -106,4 +107,5 @@ class CadmWorkload(Workload):
              ) -> tuple[torch.Tensor, Mapping[str, float]]:  # fmt: skip
         c = self.config
         focus = inference_timesteps(c.sample_steps) if c.focus_prob > 0 else None
-        return diffusion_step(self.scheduler, c.conditioned, focus, c.focus_prob)(model, batch)
+        step = diffusion_step(self.scheduler, c.conditioned, focus, c.focus_prob, c.residual_scale)
+        return step(model, batch)
