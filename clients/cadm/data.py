@@ -231,6 +231,12 @@ class PatchTensors(Dataset):
     def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
         self.clean, self.up, self.label = tensors["clean"], tensors["up"], tensors["label"]
         n = len(self.label)
+        kinds = (self.clean.dtype, self.up.dtype, self.label.dtype)
+        if kinds != (torch.uint8, torch.uint8, torch.int64) or self.clean.ndim != 4:
+            raise FedlabError(
+                f"patch tensors hold dtypes {kinds} and clean shape {tuple(self.clean.shape)}; "
+                "expected uint8 (N, 3, p, p) patches and int64 labels: delete the cache file"
+            )
         if self.clean.shape[0] != n or self.up.shape != self.clean.shape or n == 0:
             raise FedlabError(
                 f"patch tensors disagree in shape (clean {tuple(self.clean.shape)}, up "

@@ -68,3 +68,15 @@ def test_a_corrupt_patch_cache_is_a_one_line_error(tmp_path) -> None:
     with pytest.raises(FedlabError, match="is unreadable .*; delete it") as err:
         _patches(tmp_path)
     assert len(str(err.value).splitlines()) == 1
+
+
+def test_a_patch_cache_of_other_dtypes_is_refused(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    _patches(tmp_path)
+    (path,) = tmp_path.glob("cadm-patches-*.safetensors")
+    tensors = {"clean": torch.zeros(2, 3, 16, 16), "up": torch.zeros(2, 3, 16, 16),
+               "label": torch.zeros(2, dtype=torch.long)}  # fmt: skip
+    save_file(tensors, str(path))
+    with pytest.raises(FedlabError, match="expected uint8 .* delete the cache file"):
+        _patches(tmp_path)
