@@ -6,17 +6,21 @@ import logging
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from fedlab.client import check_failure_injection
+from fedlab.client import check_failure_injection, partition_of
+from fedlab.client_state import client_state_mod
 from fedlab.extras import require
 from fedlab.flower_compat import Mod
 from fedlab.key_groups import RunConfig
 from fedlab.run_folder import RunFolder, default_run_dir
+
+if TYPE_CHECKING:
+    from fedlab.checkpoint import Checkpoint
 
 log = logging.getLogger("fedlab")
 
@@ -80,15 +84,27 @@ class AppSpec:
             merged.update(layer)
         return self.config_cls.from_mapping(merged, owner=f"app {self.name!r}")
 
-    def run_server(self, grid: Grid, config: RunConfig) -> dict[str, Any]:
-        """Create the run folder, save the config, run the server function."""
+    def run_server(
+        self,
+        grid: Grid,
+        config: RunConfig,
+        *,
+        launch: Mapping[str, Any] | None = None,
+        resume_from: Checkpoint | None = None,
+    ) -> dict[str, Any]:
+        """Create the run folder, save the config, run the server function.
+
+        ``launch`` (how the app was named: ``app-reference``, ``app-dir``) goes into
+        ``config.json``; ``resume_from`` continues the run folder from that checkpoint.
+        """
         if not log.handlers:  # under `flwr run` nobody configured our logger: print round lines
             handler = logging.StreamHandler(sys.stdout)
             handler.setFormatter(logging.Formatter("%(message)s"))
             log.addHandler(handler)
             log.setLevel(logging.INFO)
         run = RunFolder(config.out_dir or default_run_dir(self.name))
-        run.write_config(self.name, config.to_json(), config.seed, config.warnings())
+        run.resume_from = resume_from
+        run.write_config(self.name, config.to_json(), config.seed, config.warnings(), launch=launch)
         log.info("run folder: %s", run.path)
         for warning in config.warnings():
             log.warning("%s", warning)
@@ -105,7 +121,10 @@ class AppSpec:
 
     def client_app(self, config: RunConfig) -> ClientApp:
         """The ClientApp of ``config``: its handlers, wrapped in ``client_mods(config)``."""
-        app = ClientApp(mods=self.client_mods(config) if self.client_mods else None)
+        mods = self.client_mods(config) if self.client_mods else []
+        if config.out_dir:  # outermost, so that it saves what every other mod changed
+            mods = [client_state_mod(config.out_dir, lambda c: partition_of(c)[0]), *mods]
+        app = ClientApp(mods=mods or None)
         register = {"train": app.train, "evaluate": app.evaluate, "query": app.query}
         for kind, handler in self.client_handlers.items():
             register[kind]()(_bind(handler, config))

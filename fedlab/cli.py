@@ -74,14 +74,23 @@ def simulation_parser() -> argparse.ArgumentParser:
         description="Run a fedlab app (an AppSpec) under Flower's simulation engine with Ray.",
     )
     p.add_argument(
-        "--app", required=True, help="module:attr of an AppSpec, e.g. fedlab.apps:fedavg"
+        "--app",
+        default=None,
+        help="module:attr of an AppSpec, e.g. fedlab.apps:fedavg (with --resume: the recorded one)",
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a stopped run from its last finished round (Ctrl-C, SIGKILL, a crash); "
+        "with --run-config num-server-rounds=N, extend a finished one; no other key may change",
     )
     p.add_argument(
         "--app-dir",
-        default=".",
+        default=None,
         help="look for the --app module (and a run config's module:attr names) in this folder, "
         "put first on the import path here and in Ray's workers, as uvicorn does (default: the "
-        "current folder)",
+        "current folder; with --resume: the recorded one)",
     )
     p.add_argument(
         "--num-supernodes",
@@ -206,11 +215,9 @@ def preflight(spec: Any, config: Any) -> None:
 
 @_guard
 def flower_simulation_main(argv: Sequence[str] | None = None) -> int:
-    args = simulation_parser().parse_args(_without_debug(argv))
+    parser = simulation_parser()
+    args = parser.parse_args(_without_debug(argv))
     setup_logging(args.verbose)
-    add_app_dir(args.app_dir)
-    spec = resolve_app(args.app)
-    layers = [collect_overrides(args.run_config)]
     cli: dict[str, Any] = {}
     if args.num_supernodes is not None:
         cli["num-supernodes"] = args.num_supernodes
@@ -218,6 +225,13 @@ def flower_simulation_main(argv: Sequence[str] | None = None) -> int:
         cli["seed"] = args.seed
     if args.gpu == "off":
         cli["device"] = "cpu"
+    if args.resume:
+        return _resume(args, cli)
+    if not args.app:
+        parser.error("--app is required (or --resume RUN_DIR to continue a run)")
+    app_dir = add_app_dir(args.app_dir or ".")
+    spec = resolve_app(args.app)
+    layers = [collect_overrides(args.run_config)]
     config = spec.resolve_config(*layers, cli)
     if config.num_supernodes < 1:
         raise FedlabError(f"num-supernodes must be >= 1, got {config.num_supernodes}")
@@ -238,11 +252,38 @@ def flower_simulation_main(argv: Sequence[str] | None = None) -> int:
         print(f"ok: app {spec.name!r}, {len(config.keys())} keys valid, pre-Ray check passed")
         return 0
     prepare_run_folder(out, overwrite=args.overwrite)
+    launch = {"app-reference": args.app, "app-dir": str(app_dir)}
+    return _simulate_and_report(args, spec, config, launch, None)
+
+
+def _resume(args: argparse.Namespace, cli: dict[str, Any]) -> int:
+    from fedlab.resume import app_reference, plan_resume, recorded_launch
+
+    if args.out or args.overwrite or args.check or args.list_keys:
+        raise FedlabError(
+            "--resume continues the run in RUN_DIR: --out, --overwrite, --check and "
+            "--list-keys do not apply to it"
+        )
+    run_dir = Path(args.resume).resolve()
+    recorded = recorded_launch(run_dir)
+    app_dir = args.app_dir or recorded.get("app-dir") or "."
+    add_app_dir(app_dir if Path(app_dir).is_dir() else ".")
+    spec = resolve_app(app_reference(recorded, args.app))
+    overrides = {**collect_overrides(args.run_config), **cli}
+    plan = plan_resume(run_dir, recorded, spec, overrides)
+    preflight(spec, plan.config)
+    return _simulate_and_report(args, spec, plan.config, plan.launch, plan.checkpoint)
+
+
+def _simulate_and_report(
+    args: argparse.Namespace, spec: Any, config: Any, launch: dict[str, Any], checkpoint: Any
+) -> int:
     from fedlab.simulation import simulate
 
-    interrupted = simulate(
-        spec, config, gpu=args.gpu, ray_address=args.ray_address, verbose=args.verbose
-    )
+    out = Path(config.out_dir)
+    interrupted = simulate(spec, config, gpu=args.gpu, ray_address=args.ray_address,
+                           verbose=args.verbose, launch=launch,
+                           resume_from=checkpoint)  # fmt: skip
     summary_path = out / "summary.json"
     if not summary_path.is_file():
         print(f"error: the run ended without a summary; see the log above ({out})", file=sys.stderr)

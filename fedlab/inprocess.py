@@ -14,6 +14,7 @@ from typing import Any
 from flwr.app import Context, Error, Message, RecordDict
 
 from fedlab.appspec import AppSpec
+from fedlab.checkpoint import Checkpoint
 from fedlab.errors import FedlabError
 from fedlab.flower_compat import CLIENT_APP_RAISED_EXCEPTION, ensure_task_identity
 from fedlab.key_groups import RunConfig
@@ -76,15 +77,21 @@ class InProcessGrid:
 
 
 def run_in_process(
-    spec: AppSpec, config: RunConfig, *, stop: StopRequest | None = None
+    spec: AppSpec,
+    config: RunConfig,
+    *,
+    stop: StopRequest | None = None,
+    resume_from: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Run ``spec`` for ``config.num_supernodes`` nodes in this process; return the summary.
 
     Like ``flwr.simulation.run_simulation``, it gives the process a Flower task identity when it
     has none, because Flower refuses to build messages without one. Setting ``stop`` (from
     another thread or a callback) ends the run before its next round, as Ctrl-C does under Ray.
+    ``resume_from`` continues ``config.out_dir`` from that checkpoint, with fresh clients (as
+    after a restart) whose state comes from the run folder.
     """
     ensure_task_identity()
     grid = InProcessGrid(spec, config, config.num_supernodes)
     grid.stop_request = stop
-    return spec.run_server(grid, config)  # type: ignore[arg-type]
+    return spec.run_server(grid, config, resume_from=resume_from)  # type: ignore[arg-type]

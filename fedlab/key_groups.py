@@ -67,6 +67,11 @@ class RunConfig(Config):
             )
         return self.WORKLOAD
 
+    def rounds_schedule(self) -> str | None:
+        """Why this run's schedule depends on ``num-server-rounds`` (so a resumed run may not
+        be extended), or None. Apps whose keys shape rounds by their count override this."""
+        return None
+
     def validate(self) -> None:
         super().validate()
         check_positive(self, "num_server_rounds", "round_timeout")

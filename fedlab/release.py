@@ -29,6 +29,9 @@ from typing import Any
 from fedlab.errors import FedlabError
 
 PRIVATE_DIR = "server-private"
+#: The clients' own state between rounds (fedlab.client_state): never released, never the
+#: server's to read.
+CLIENT_PRIVATE_DIR = "client-state"
 MANIFEST = "release.json"
 MANIFEST_FORMAT = "fedlab-release/1"
 #: Files a run folder may release, each a plain file at the folder's top level.
@@ -123,6 +126,7 @@ def write_manifest(run_dir: Path, policy: ReleasePolicy | None) -> dict[str, Any
         "privacy-claim": policy.mode if policy else "none",
         "release": [*RELEASE_FILES, MANIFEST],
         "server-private": f"{PRIVATE_DIR}/",
+        "client-private": f"{CLIENT_PRIVATE_DIR}/",
     }
     if policy is not None:
         manifest["released-round-keys"] = policy.allowlist()

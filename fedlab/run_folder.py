@@ -11,18 +11,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from fedlab.checkpoint import Checkpoint
+
 from fedlab.atomic import atomic_write, atomic_write_bytes, atomic_write_json
+from fedlab.errors import FedlabError
 from fedlab.history_plot import Panel, history_figure
 from fedlab.release import ReleasePolicy, private_dir, private_log, write_manifest
 
+#: Summary entries only server-private/summary.json holds under a policy: timings and the
+#: run's interruptions are facts about the server's machine, which no accountant composes.
+PRIVATE_SUMMARY_KEYS = ("seconds", "checkpoint", "resumes")
 PACKAGES = ("fedlab", "flwr", "ray", "torch", "numpy", "opacus", "diffusers", "dp-accounting")
 
 
@@ -40,6 +47,22 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def read_config_json(run_path: str | Path) -> dict[str, Any] | None:
+    """A run folder's ``config.json``, or None if it has none; one-line error if unreadable."""
+    import json
+
+    path = Path(run_path) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise FedlabError(f"{path} is unreadable ({exc}); it is not a fedlab run folder") from None
+    if not isinstance(content, dict):
+        raise FedlabError(f"{path} holds no JSON object; it is not a fedlab run folder")
+    return content
 
 
 class RunFolder:
@@ -71,15 +94,39 @@ class RunFolder:
         self.plot_every = plot_every
         self.plot_panels = tuple(plot_panels) if plot_panels is not None else None
         self._last_plot = time.monotonic()
+        #: The checkpoint a resumed run continues from (``flower-simulation --resume``).
+        self.resume_from: Checkpoint | None = None
 
     def write_config(
-        self, app: str, config: Mapping[str, Any], seed: int, warnings: list[str] | None = None
+        self,
+        app: str,
+        config: Mapping[str, Any],
+        seed: int,
+        warnings: list[str] | None = None,
+        *,
+        launch: Mapping[str, Any] | None = None,
     ) -> None:
-        content = {"app": app, "seed": seed, "run-config": dict(config)}
+        """``config.json``: the app, its resolved run config, warnings and package versions.
+
+        ``launch`` holds how the app was named (``app-reference``, ``app-dir``) so that
+        ``flower-simulation --resume`` finds it again. A resumed run keeps the versions the run
+        started with and adds the resuming ones when they differ.
+        """
+        content: dict[str, Any] = {"app": app, "seed": seed, "run-config": dict(config)}
+        content.update(launch or {})
         if warnings:
             content["warnings"] = list(warnings)
-        content["versions"] = package_versions()
+        versions = package_versions()
+        content["versions"] = versions
+        previous = self.read_config()
+        if previous and previous.get("versions") not in (None, versions):
+            content["versions"] = previous["versions"]
+            content["versions-on-resume"] = versions
         atomic_write_json(self.path / "config.json", content)
+
+    def read_config(self) -> dict[str, Any] | None:
+        """The run folder's ``config.json``, or None if it has none (a new run)."""
+        return read_config_json(self.path)
 
     @property
     def private_path(self) -> Path:
@@ -124,17 +171,40 @@ class RunFolder:
                 logger.propagate = propagate
             handler.close()
 
-    def add_round(self, record: dict[str, Any]) -> None:
+    def add_round(
+        self, record: dict[str, Any], *, before_publishing: Callable[[], None] | None = None
+    ) -> None:
         """Record a finished round: its released part in ``history.json``; under a policy the
-        whole record in ``server-private/rounds.json``."""
+        whole record in ``server-private/rounds.json``.
+
+        ``before_publishing`` runs once the record is in :attr:`history` but before any file
+        shows it (the round's checkpoint: whatever was published is then in a checkpoint).
+        """
         if self.policy is not None:
             self.private_history.append(record)
-            atomic_write_json(self.private_path / "rounds.json", self.private_history)
             record = self.policy.release_record(record)
         self.history.append(record)
-        atomic_write_json(self.path / "history.json", self.history)
+        if before_publishing is not None:
+            before_publishing()
+        self._write_histories()
         if time.monotonic() - self._last_plot >= self.plot_every:
             self.write_plot()
+
+    def restore_rounds(
+        self, history: list[dict[str, Any]], private_history: list[dict[str, Any]]
+    ) -> None:
+        """Continue from a checkpoint's round records (after :meth:`set_release_policy`): any
+        round recorded after it, and not checkpointed, is dropped from the files."""
+        self.history = list(history)
+        self.private_history = list(private_history) if self.policy is not None else []
+        self._write_histories()
+        for stale in (self.path / "summary.json", self.path / "server-private" / "summary.json"):
+            stale.unlink(missing_ok=True)  # the last session's: this one writes its own
+
+    def _write_histories(self) -> None:
+        if self.policy is not None:
+            atomic_write_json(self.private_path / "rounds.json", self.private_history)
+        atomic_write_json(self.path / "history.json", self.history)
 
     def write_model(self, arrays: Mapping[str, np.ndarray]) -> None:
         from safetensors.numpy import save
@@ -151,7 +221,8 @@ class RunFolder:
             atomic_write_json(self.private_path / "summary.json", {
                 **summary, "final": self.private_history[-1] if self.private_history else None,
             })  # fmt: skip
-            summary.pop("seconds", None)
+            for key in PRIVATE_SUMMARY_KEYS:
+                summary.pop(key, None)
             summary["final"] = self.history[-1] if self.history else None
         atomic_write_json(self.path / "summary.json", summary)
 

@@ -10,6 +10,7 @@ ends the run at a round boundary when a :class:`StopRequest` (Ctrl-C) asks it to
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -22,6 +23,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedlab.checkpoint import Checkpointer, prune_checkpoints, restore
+from fedlab.client_state import client_state_bytes, roll_back_client_state
 from fedlab.errors import FedlabError, RunStopped
 from fedlab.key_groups import RunConfig
 from fedlab.release import policy_of, private_log
@@ -34,6 +37,9 @@ CLIENT_INFO = "client"  # ConfigRecord name under which clients report their par
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 # A grid carrying a StopRequest under this attribute lets whoever drives the run end it early.
 STOP_REQUEST_ATTR = "stop_request"
+#: Crash tests: the server stops for good right after checkpointing this round (before
+#: publishing it and before the next round sends anything), so a SIGKILL lands at a known point.
+HOLD_AFTER_ROUND_ENV = "FEDLAB_HOLD_AFTER_ROUND"
 
 
 class StopRequest:
@@ -130,6 +136,11 @@ class RoundRecorder(StrategyWrapper):
         For the progress line.
     stop : StopRequest, optional
         Checked as each round starts: once set, the run stops with its reason.
+    first_round : int
+        Rounds already finished (a resumed run): Flower's loop counts from 1 again, and every
+        round number the inner strategy sees is shifted by this.
+    checkpointer : Checkpointer, optional
+        Writes each round's checkpoint before the round is published.
     """
 
     def __init__(
@@ -139,18 +150,24 @@ class RoundRecorder(StrategyWrapper):
         min_replies: int,
         num_rounds: int,
         stop: StopRequest | None = None,
+        *,
+        first_round: int = 0,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         super().__init__(inner)
         self.run = run
         self.min_replies = min_replies
         self.num_rounds = num_rounds
         self.stop = stop
+        self.first_round = first_round
+        self.checkpointer = checkpointer
         self._round: dict[str, Any] = {}
         self._started = 0.0
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        server_round += self.first_round
         # Checked before any message goes out, so every recorded round is a whole one.
         if self.stop is not None and self.stop.is_set():
             raise RunStopped(f"round {server_round} not started: {self.stop.reason}")
@@ -162,6 +179,7 @@ class RoundRecorder(StrategyWrapper):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self.first_round
         replies = _in_partition_order(replies)
         broken = [r for r in replies if not r.has_error() and not is_finite_reply(r)]
         if broken:
@@ -189,9 +207,15 @@ class RoundRecorder(StrategyWrapper):
         self._round["train"] = _plain(metrics)
         return arrays, metrics
 
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.inner.configure_evaluate(server_round + self.first_round, arrays, config, grid)
+
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
+        server_round += self.first_round
         metrics = self.inner.aggregate_evaluate(server_round, _in_partition_order(replies))
         if metrics is not None:
             self._round["client-evaluate"] = _plain(metrics)
@@ -200,11 +224,23 @@ class RoundRecorder(StrategyWrapper):
     def end_round(
         self, server_round: int, arrays: ArrayRecord, evaluation: MetricRecord | None
     ) -> None:
-        """Called after the round's central evaluation: write the run folder and one line."""
+        """Called after the round's central evaluation (``server_round`` already shifted by
+        ``first_round``): checkpoint, write the run folder and one line."""
         record = {"round": server_round, "sampled": 0, "replies": 0, "failures": 0, **self._round}
         record["evaluate"] = _plain(evaluation)
         record["seconds"] = round(time.perf_counter() - self._started, 3)
-        self.run.add_round(record)
+
+        def checkpoint() -> None:
+            if self.checkpointer is not None:
+                self.checkpointer.write(server_round, arrays, self.run.history,
+                                        self.run.private_history)  # fmt: skip
+            if HOLD_AFTER_ROUND_ENV in os.environ and int(os.environ[HOLD_AFTER_ROUND_ENV]) == \
+                    server_round:  # fmt: skip
+                log.warning("%s=%d: holding here so that a test can kill the run",
+                            HOLD_AFTER_ROUND_ENV, server_round)  # fmt: skip
+                threading.Event().wait()
+
+        self.run.add_round(record, before_publishing=checkpoint)
         self.run.write_model({k: v.numpy() for k, v in arrays.items()})
         released = self.run.history[-1]  # what the terminal may show: the release
         line = f"round {server_round}/{self.num_rounds}  " + _metrics_line(released)
@@ -286,7 +322,9 @@ def run_federation(
     ``flower-simulation``), at the start of the next round.
     """
     seed_everything(config.seed)
-    started = time.perf_counter()
+    resume = run.resume_from
+    checkpointer: Checkpointer | None = None
+    resumes = list(resume.document.get("resumes", [])) + [resume.round] if resume else []
     stopped = None
     stop: StopRequest | None = getattr(grid, STOP_REQUEST_ATTR, None)
     try:
@@ -301,22 +339,41 @@ def run_federation(
                 "accountant composes; set min-replies=0 (a missing reply counts as a zero update)"
             )
         run.set_release_policy(policy)
+        first_round, restore_random = 0, None
+        if resume is not None:
+            restore_random = restore(resume, strategy)
+            run.restore_rounds(resume.history, resume.private_history)
+            initial_arrays, first_round = resume.arrays, resume.round
+            roll_back_client_state(run.path, first_round)
+            log.info("resuming %s after round %d of %d", run.path, first_round,
+                     config.num_server_rounds)  # fmt: skip
+        checkpointer = Checkpointer(
+            run.path,
+            strategy,
+            {"app": config_app_name(run), "planned": config.num_server_rounds,
+             "resumes": resumes},
+            seconds_before=resume.document["seconds"] if resume else 0.0,
+        )  # fmt: skip
         recorder = RoundRecorder(
-            strategy, run, config.min_replies, config.num_server_rounds, stop=stop
-        )
+            strategy, run, config.min_replies, config.num_server_rounds, stop=stop,
+            first_round=first_round, checkpointer=checkpointer,
+        )  # fmt: skip
 
         def evaluate_and_record(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
             if server_round == 0:
                 return None
+            server_round += first_round
             evaluation = evaluate_fn(server_round, arrays) if evaluate_fn else None
             recorder.end_round(server_round, arrays, evaluation)
             return evaluation
 
+        if restore_random is not None:
+            restore_random()
         with run.private_logging():
             recorder.start(
                 grid=ordered,  # type: ignore[arg-type]
                 initial_arrays=initial_arrays,
-                num_rounds=config.num_server_rounds,
+                num_rounds=config.num_server_rounds - first_round,
                 timeout=config.round_timeout,
                 train_config=train_config or ConfigRecord(),
                 evaluate_fn=evaluate_and_record,
@@ -327,12 +384,24 @@ def run_federation(
             # A second Ctrl-C ends the clients mid-round: the missing replies are its doing.
             stopped = f"{stopped} (after: {stop.reason})"
         log.warning("run stopped early: %s (finished rounds are kept in %s)", stopped, run.path)
-    summary = {
+    summary: dict[str, Any] = {
         "rounds-finished": len(run.history),
         "rounds-planned": config.num_server_rounds,
         "stopped-early": stopped,
-        "seconds": round(time.perf_counter() - started, 2),
+        "seconds": round(checkpointer.elapsed(), 2) if checkpointer else 0.0,
         "final": run.history[-1] if run.history else None,
     }
+    if checkpointer is not None:
+        summary["checkpoint"] = {**checkpointer.cost(),
+                                 "client-state-bytes": client_state_bytes(run.path)}  # fmt: skip
+    if resumes:
+        summary["resumes"] = [{"after-round": r} for r in resumes]
+    if len(run.history) == config.num_server_rounds:
+        prune_checkpoints(run.path, keep=1)  # what extending the run needs
     run.write_summary(summary)
     return summary
+
+
+def config_app_name(run: RunFolder) -> str:
+    """The app name ``config.json`` records (checked again on resume)."""
+    return str((run.read_config() or {}).get("app", ""))

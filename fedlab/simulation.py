@@ -68,12 +68,15 @@ def simulate(
     gpu: str = "auto",
     ray_address: str | None = None,
     verbose: bool = False,
+    launch: dict[str, Any] | None = None,
+    resume_from: Any = None,
 ) -> str | None:
     """Run ``spec`` with ``config`` on ``config.num_supernodes`` virtual SuperNodes under Ray.
 
     Returns why the run was interrupted (Ctrl-C), or None. A first SIGINT ends the run after the
     current round (``summary.json`` says so); a second ends it at once (exit status 130). Either
-    way, and on a normal end, no process started by the run is left behind.
+    way, and on a normal end, no process started by the run is left behind. ``launch`` and
+    ``resume_from`` go to :meth:`~fedlab.appspec.AppSpec.run_server`.
     """
     from flwr.serverapp import Grid, ServerApp
 
@@ -89,7 +92,8 @@ def simulate(
     @server_app.main()
     def main(grid: Grid, context: Any) -> None:
         # The grid carries the stop request to fedlab.server.run_federation.
-        spec.run_server(_GridWithStop(grid, stop), config)  # type: ignore[arg-type]
+        spec.run_server(_GridWithStop(grid, stop), config, launch=launch,  # type: ignore[arg-type]
+                        resume_from=resume_from)  # fmt: skip
 
     already_running = descendants(os.getpid())
     # Ray's workers are the raylet's children: when it exits first they would be orphaned to

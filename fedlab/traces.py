@@ -194,6 +194,16 @@ class TraceWriter:
             std=std,
         )
         self.records = [r for r in self.records if r.target_id != record.target_id] + [record]
+        self._write_manifest()
+        return record
+
+    def truncate(self, count: int) -> None:
+        """Keep only the first ``count`` records (a resumed run drops what it runs again)."""
+        if count < len(self.records):
+            self.records = self.records[:count]
+            self._write_manifest()
+
+    def _write_manifest(self) -> None:
         atomic_write_json(
             self.path / MANIFEST,
             {
@@ -202,7 +212,6 @@ class TraceWriter:
                 "records": [r.to_json() for r in self.records],
             },
         )
-        return record
 
 
 class TraceReader:

@@ -173,6 +173,21 @@ class CentralDP(ClientSampling):
         noise too, the local mechanism's public figures. Nothing else."""
         return ReleasePolicy("central", {**LOCAL_RELEASE_KEYS, **CENTRAL_RELEASE_KEYS})
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The accountant's composition so far and the adaptive clip norm, besides the base's."""
+        state = super().checkpoint_state()
+        state["accountant-runs"] = [[list(m), count] for m, count in self.accountant.runs]
+        state["clip-norm"] = float(self.clip_norm)
+        return state
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        super().restore_state(state)
+        self.accountant.runs = [[(float(m[0]), float(m[1])), int(count)]
+                                for m, count in state["accountant-runs"]]  # fmt: skip
+        self.accountant._cache.clear()
+        if self.adaptive is not None:
+            self.adaptive.clip_norm = float(state["clip-norm"])
+
     @property
     def clip_norm(self) -> float:
         """The current C."""

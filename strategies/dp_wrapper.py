@@ -141,6 +141,14 @@ class ClientSampling(StrategyWrapper):
             return None
         return ReleasePolicy(self.release, LOCAL_RELEASE_KEYS if self.release == "local" else {})
 
+    # -- checkpoints (fedlab.checkpoint) --------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What the next round depends on: the running worst client-reported epsilons."""
+        return {"worst": dict(self._worst)}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        self._worst = {k: float(v) for k, v in state["worst"].items()}
+
     # -- hooks for subclasses -------------------------------------------------------------------
     def before_round(self, server_round: int) -> None:
         """Called before sampling (the budget check of central DP)."""

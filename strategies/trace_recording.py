@@ -104,6 +104,15 @@ class TraceRecording(StrategyWrapper):
         self._global_paths: dict[int, str] = {}
         self._round_lr: dict[int, float] = {}
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The trace's position: the rounds recorded so far."""
+        return {"records": len(self.writer.records)}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Forget records written after the checkpoint (a round in flight when the run stopped,
+        which runs again)."""
+        self.writer.truncate(int(state["records"]))
+
     def records_round(self, server_round: int) -> bool:
         """Whether ``server_round`` is recorded."""
         return self.rounds is None or server_round in self.rounds

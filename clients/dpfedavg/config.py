@@ -121,6 +121,14 @@ class DPFedAvgConfig(TraceKeys, LocalTrainingKeys, DataKeys, WorkloadKeys, Strat
         with the number of connected nodes."""
         return self.num_supernodes > 0
 
+    def rounds_schedule(self) -> str | None:
+        if self.central and self.target_epsilon and self.noise_multiplier == 0:
+            return (
+                "the noise multiplier was derived from target-epsilon for the planned rounds; "
+                "more rounds at that noise would exceed target-epsilon"
+            )
+        return None
+
     def warnings(self) -> list[str]:
         return [SEEDED_NOISE_WARNING] if self.private and self.dp_seeded_noise else []
 

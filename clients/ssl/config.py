@@ -179,6 +179,13 @@ class SSLConfig(LocalTrainingKeys, DataKeys, SamplingKeys, StrategyKeys, RunConf
                 "or use relation-features=projector"
             )
 
+    def rounds_schedule(self) -> str | None:
+        if self.fedfoa_schedule != "constant" and self.fedfoa_lambda > 0:
+            return f"fedfoa-schedule={self.fedfoa_schedule} shapes the pull over the planned rounds"
+        if self.relation_objective == "fedsc":
+            return "FedSC's local weight alpha falls linearly over the planned rounds"
+        return None
+
     def probe_rounds(self) -> set[int]:
         """Rounds after which the linear probe runs: every ``probe-every`` and the last."""
         k = self.probe_every

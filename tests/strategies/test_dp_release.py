@@ -24,6 +24,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedlab.apps import dpfedavg
 from fedlab.cli import fedlab_main
+from fedlab.client_state import STATE_DIR
 from fedlab.errors import FedlabError
 from fedlab.inprocess import run_in_process
 from fedlab.release import MANIFEST, PRIVATE_DIR, RELEASE_CLASSES, RELEASE_FILES, copy_release
@@ -50,7 +51,8 @@ MODES = {
 #: Top-level keys of the other release files, all public inputs or copies of released rounds.
 CONFIG_KEYS = {"app", "seed", "run-config", "warnings", "versions"}
 SUMMARY_KEYS = {"rounds-finished", "rounds-planned", "stopped-early", "final"}
-MANIFEST_KEYS = {"format", "privacy-claim", "release", "server-private", "released-round-keys",
+MANIFEST_KEYS = {"format", "privacy-claim", "release", "server-private", "client-private",
+                 "released-round-keys",
                  "classes"}  # fmt: skip
 EXACT_COUNTS = {"sampled", "replies", "failures", "seconds", "dp-sampled", "dp-unclipped-exact",
                 "dp-sample-epsilon-max", "dp-sample-steps", "dp-sample-epsilon"}  # fmt: skip
@@ -106,8 +108,11 @@ def test_every_released_key_is_documented_and_no_exact_count_is_released(runs, m
     claim, _ = MODES[mode]
     folder = runs[mode]
     allowed = documented_allowlist()[claim]
-    released = sorted(p.name for p in folder.iterdir() if p.name != PRIVATE_DIR)
+    released = sorted(p.name for p in folder.iterdir() if p.name not in (PRIVATE_DIR, STATE_DIR))
     assert set(released) <= {*RELEASE_FILES, MANIFEST}, released
+    if (folder / STATE_DIR).exists():  # the clients' own state (privacy ledgers), never released
+        assert (folder / STATE_DIR / "README.txt").read_text().startswith("Client-private")
+        assert STATE_DIR not in json.loads((folder / MANIFEST).read_text())["release"]
     history = json.loads((folder / "history.json").read_text())
     summary = json.loads((folder / "summary.json").read_text())
     assert len(history) == SMALL["num-server-rounds"]
