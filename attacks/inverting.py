@@ -14,6 +14,7 @@ import time
 
 import torch
 from fedlab.attacks.base import Attack, AttackInput, AttackResult
+from fedlab.attacks.dlg import match_evaluation
 from fedlab.attacks.idlg import recover_labels
 from torch import nn
 
@@ -99,7 +100,6 @@ class InvertingGradients(Attack):
         low: torch.Tensor,
         high: torch.Tensor,
     ) -> tuple[torch.Tensor, float, list[float]]:
-        params = list(model.parameters())
         x = x0.clone().requires_grad_(True)
         opt = torch.optim.Adam([x], lr=self.lr)
         n = self.max_iterations
@@ -108,17 +108,15 @@ class InvertingGradients(Attack):
         )
         history: list[float] = []
 
-        def objective() -> torch.Tensor:
-            task = nn.functional.cross_entropy(model(x), labels)
-            dummy = torch.autograd.grad(task, params, create_graph=True)
-            return cosine_distance(dummy, target) + self.tv * total_variation(x)
+        def match(dummy: list[torch.Tensor], tgt: list[torch.Tensor]) -> torch.Tensor:
+            return cosine_distance(dummy, tgt) + self.tv * total_variation(x)
+
+        evaluate = match_evaluation(model, target, labels=labels, match=match)
 
         best, stalls, window, used = math.inf, 0, math.inf, 0
         for it in range(n):
-            opt.zero_grad()
-            loss = objective()
-            loss.backward()
-            x.grad.sign_()
+            loss, (grad,) = evaluate(x)
+            x.grad = grad.sign()
             opt.step()
             sched.step()
             with torch.no_grad():
@@ -141,7 +139,7 @@ class InvertingGradients(Attack):
                     break
         self._used += used
         with torch.enable_grad():
-            final = float(objective().detach())
+            final = float(evaluate(x)[0])
         return x.detach(), final, history
 
     def reconstruct(self, inp: AttackInput) -> AttackResult:

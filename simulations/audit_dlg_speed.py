@@ -174,6 +174,7 @@ def ours(x: torch.Tensor, label: int) -> dict[str, Any]:
     total = time.perf_counter() - t0 - clock["off"]
     return {
         "seconds": clock["reached"] if clock["reached"] is not None else total,
+        "total": total,
         "reached": clock["reached"] is not None,
         "best_psnr": clock["best"],
         "final_psnr": image_quality.psnr(x[0], result.images[0]),
