@@ -14,9 +14,11 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedlab.client import check_failure_injection, partition_of
 from fedlab.client_state import client_state_mod
+from fedlab.errors import FedlabError
 from fedlab.extras import require
 from fedlab.flower_compat import Mod
 from fedlab.key_groups import RunConfig
+from fedlab.population import population_mod
 from fedlab.run_folder import RunFolder, default_run_dir
 
 if TYPE_CHECKING:
@@ -124,6 +126,13 @@ class AppSpec:
         mods = self.client_mods(config) if self.client_mods else []
         if config.out_dir:  # outermost, so that it saves what every other mod changed
             mods = [client_state_mod(config.out_dir, lambda c: partition_of(c)[0]), *mods]
+        if getattr(config, "population", 0):
+            if not config.out_dir:
+                raise FedlabError(
+                    "population mode keeps each client's state in the run folder, not in a "
+                    "worker: set out-dir (flower-simulation sets it)"
+                )
+            mods = [population_mod, *mods]  # one call per client id, each in its own context
         app = ClientApp(mods=mods or None)
         register = {"train": app.train, "evaluate": app.evaluate, "query": app.query}
         for kind, handler in self.client_handlers.items():

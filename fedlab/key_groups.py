@@ -138,7 +138,7 @@ class DataKeys(Config):
     shards_per_partition: int = 2
 
     KEY_HELP: ClassVar[dict[str, str]] = {
-        "dataset": "dataset name from the DATASETS registry (digits, patches, ...)",
+        "dataset": "dataset name from the DATASETS registry (digits, patches, ...), or synthetic",
         "data_path": "local folder or file of a user dataset in its standard format",
         "image_size": "resize images to this side in pixels; 0: the dataset's own size",
         "test_fraction": "share of the data held out for server-side evaluation",
@@ -158,6 +158,43 @@ class DataKeys(Config):
                 f"dirichlet-alpha must be > 0, got {self.dirichlet_alpha}; "
                 "small values (0.1) give very non-IID partitions"
             )
+
+
+@dataclass
+class PopulationKeys(Config):
+    """A client population larger than the simulated workers (:mod:`fedlab.population`), and
+    the Synthetic(alpha, beta) data that gives any population its clients
+    (``dataset=synthetic``, :mod:`fedlab.data.synthetic`)."""
+
+    population: int = 0
+    synthetic_alpha: float = 1.0
+    synthetic_beta: float = 1.0
+    synthetic_max_size: int = 10_000
+    synthetic_iid: bool = False
+    eval_clients: int = 100
+
+    #: Held-out clients have the ids HELD_OUT_BASE, HELD_OUT_BASE + 1, ...: never in a population.
+    HELD_OUT_BASE: ClassVar[int] = 10**9
+
+    KEY_HELP: ClassVar[dict[str, str]] = {
+        "population": "clients the server samples from; 0: one per node (num-supernodes)",
+        "synthetic_alpha": "Synthetic(alpha, beta): how far the clients' models differ",
+        "synthetic_beta": "Synthetic(alpha, beta): how far the clients' inputs differ",
+        "synthetic_max_size": "cap on a synthetic client's examples (0: the paper's uncapped law)",
+        "synthetic_iid": "Synthetic-IID: one model for every client (learnable on unseen clients)",
+        "eval_clients": "held-out synthetic clients the server evaluates on (ids from 10^9)",
+    }
+
+    def validate(self) -> None:
+        super().validate()
+        check_range(self, "population", 0, self.HELD_OUT_BASE - 1)
+        check_non_negative(self, "synthetic_alpha", "synthetic_beta", "synthetic_max_size")
+        check_range(self, "eval_clients", 1, 100_000)
+
+    @property
+    def num_clients(self) -> int:
+        """N: the population, or one client per node."""
+        return self.population or getattr(self, "num_supernodes", 0)
 
 
 @dataclass

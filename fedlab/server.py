@@ -27,6 +27,7 @@ from fedlab.checkpoint import Checkpointer, prune_checkpoints, restore
 from fedlab.client_state import client_state_bytes, roll_back_client_state
 from fedlab.errors import FedlabError, RunStopped
 from fedlab.key_groups import RunConfig
+from fedlab.population import PopulationGrid
 from fedlab.release import policy_of, private_log
 from fedlab.run_folder import RunFolder
 from fedlab.strategy_wrapper import StrategyWrapper
@@ -329,7 +330,10 @@ def run_federation(
     stop: StopRequest | None = getattr(grid, STOP_REQUEST_ATTR, None)
     try:
         ordered = PartitionOrderedGrid(grid, config.num_supernodes)
-        num_nodes = len(ordered.get_node_ids())
+        population = int(getattr(config, "population", 0))
+        # With a population, strategies sample client ids 0..N-1 and the nodes are workers.
+        rounds_grid = PopulationGrid(ordered, population) if population else ordered
+        num_nodes = population or len(ordered.get_node_ids())
         strategy = strategy_factory(num_nodes)
         policy = policy_of(strategy)
         if policy is not None and config.min_replies > 0:
@@ -371,7 +375,7 @@ def run_federation(
             restore_random()
         with run.private_logging():
             recorder.start(
-                grid=ordered,  # type: ignore[arg-type]
+                grid=rounds_grid,  # type: ignore[arg-type]
                 initial_arrays=initial_arrays,
                 num_rounds=config.num_server_rounds - first_round,
                 timeout=config.round_timeout,

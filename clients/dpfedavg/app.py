@@ -13,6 +13,7 @@ from typing import Any
 
 from fedlab.clients.dpfedavg.config import DPFedAvgConfig
 from fedlab.clients.dpfedavg.dpsgd import DPSGDSession, OpacusCompatible
+from fedlab.clients.dpfedavg.synthetic import SyntheticWorkload
 from fedlab.clients.supervised.app import central_evaluation, initial_arrays, with_trace_recording
 from fedlab.strategies.dp_accounting import noise_for_target
 from fedlab.strategies.dp_adaptive import AdaptiveClipping
@@ -37,8 +38,10 @@ log = logging.getLogger("fedlab")
 
 
 def dp_workload(config: DPFedAvgConfig) -> Workload:
-    """The config's workload, with Opacus-compatible models when ``dp-sgd`` is on."""
-    workload = build_workload(config)
+    """The config's workload (Synthetic(alpha, beta) with ``dataset=synthetic``), with
+    Opacus-compatible models when ``dp-sgd`` is on."""
+    synthetic = config.dataset == "synthetic"
+    workload = SyntheticWorkload(config) if synthetic else build_workload(config)
     return OpacusCompatible(workload) if config.dp_sgd else workload
 
 

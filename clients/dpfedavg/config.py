@@ -16,6 +16,7 @@ from fedlab.errors import FedlabError
 from fedlab.key_groups import (
     DataKeys,
     LocalTrainingKeys,
+    PopulationKeys,
     RunConfig,
     StrategyKeys,
     TraceKeys,
@@ -26,7 +27,9 @@ DP_MODES = ("none", "central-server", "central-client", "local")
 
 
 @dataclass
-class DPFedAvgConfig(TraceKeys, LocalTrainingKeys, DataKeys, WorkloadKeys, StrategyKeys, RunConfig):
+class DPFedAvgConfig(
+    PopulationKeys, TraceKeys, LocalTrainingKeys, DataKeys, WorkloadKeys, StrategyKeys, RunConfig
+):
     """DP-FedAvg keys on top of the training groups (:mod:`fedlab.key_groups`); no
     ``fraction-train``: the DP wrapper samples clients itself (``sampling``, ``sample-rate``).
 
@@ -112,14 +115,14 @@ class DPFedAvgConfig(TraceKeys, LocalTrainingKeys, DataKeys, WorkloadKeys, Strat
         DP it draws from :meth:`noise_source`, so the sample stays secret."""
         source = self.noise_source() if self.private else None
         return ClientSampler(self.sampling, self.sample_rate,
-                             population or self.num_supernodes, self.seed, source)  # fmt: skip
+                             population or self.num_clients, self.seed, source)  # fmt: skip
 
     @property
     def population_known(self) -> bool:
         """Whether N is fixed by the config; ``num-supernodes=0`` (``flwr run``) leaves it to
         the federation, and :func:`fedlab.clients.dpfedavg.app.build_dp_strategy` validates again
         with the number of connected nodes."""
-        return self.num_supernodes > 0
+        return self.num_clients > 0
 
     def rounds_schedule(self) -> str | None:
         if self.central and self.target_epsilon and self.noise_multiplier == 0:
@@ -185,11 +188,11 @@ class DPFedAvgConfig(TraceKeys, LocalTrainingKeys, DataKeys, WorkloadKeys, Strat
             raise FedlabError(
                 f"target-epsilon must be > 0 (or 0 for none), got {self.target_epsilon}"
             )
-        if self.delta >= 1 / self.num_supernodes:
+        if self.delta >= 1 / self.num_clients:
             message = (
-                f"delta={self.delta} >= 1/num-supernodes = {1 / self.num_supernodes:.3g}: a "
+                f"delta={self.delta} >= 1/N = {1 / self.num_clients:.3g}: a "
                 "mechanism that reveals one client's update outright meets this delta; use "
-                f"delta < {1 / self.num_supernodes:.3g} (e.g. 1/N^1.1)"
+                f"delta < {1 / self.num_clients:.3g} (e.g. 1/N^1.1)"
             )
             warnings.warn(message, UserWarning, stacklevel=2)
         if self.adaptive_clipping:

@@ -147,6 +147,27 @@ def runs_of(app: str, tmp: Path) -> list[dict[str, Any]]:
                 "min-replies": 2,
                 "sample-rate": 0.4,
             },
+            {  # a population larger than the workers, on synthetic clients
+                **supervised,
+                "fraction-train": None,
+                "model": None,
+                "workload": None,
+                "dp-mode": "none",
+                "min-replies": 0,
+                "sampling": "fixed",
+                "record-traces": None,
+                "trace-rounds": None,
+                "trace-clients": None,
+                "trace-batch-size": None,
+                "dataset": "synthetic",
+                "population": 40,
+                "sample-rate": 0.1,
+                "synthetic-alpha": 0.5,
+                "synthetic-beta": 0.5,
+                "synthetic-max-size": 200,
+                "synthetic-iid": True,
+                "eval-clients": 3,
+            },
         ],  # fmt: skip
         "fedfoa": [
             {

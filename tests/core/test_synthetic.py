@@ -74,3 +74,22 @@ def test_bad_parameters_are_one_line_errors():
         SyntheticFederation(min_size=50, max_size=10)
     with pytest.raises(FedlabError, match="negative"):
         SyntheticFederation().size(-1)
+
+
+def test_the_model_mean_u_never_changes_a_label_so_unseen_clients_are_at_chance():
+    fed = SyntheticFederation(alpha=1.0, seed=8)
+    for client in (0, 1, 2):
+        x, y = fed.client_data(client)
+        weights, bias, _ = fed.client_model(client)
+        u = float(fed._rng(client, 1).normal(0.0, fed.alpha))  # the first draw of the stream
+        centred = np.argmax(x.astype(np.float64) @ (weights - u) + (bias - u), axis=1)
+        np.testing.assert_array_equal(y, centred)
+
+
+def test_synthetic_iid_shares_one_model_across_clients():
+    fed = SyntheticFederation(iid=True, seed=5)
+    w0, b0, v0 = fed.client_model(0)
+    w1, b1, v1 = fed.client_model(1)
+    np.testing.assert_array_equal(w0, w1)
+    np.testing.assert_array_equal(b0, b1)
+    assert np.all(v0 == v0[0]) and v0[0] != v1[0]

@@ -54,7 +54,7 @@ def test_bad_input_is_one_line_error(values, match):
 
 
 def test_delta_at_least_one_over_n_warns():
-    with pytest.warns(UserWarning, match="delta=0.02 >= 1/num-supernodes"):
+    with pytest.warns(UserWarning, match="delta=0.02 >= 1/N"):
         config(delta=0.02)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
