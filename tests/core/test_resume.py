@@ -205,6 +205,25 @@ def test_dp_run_resumed_reports_the_uninterrupted_epsilons(tmp_path, monkeypatch
     assert private["resumes"] == [{"after-round": 3}]
 
 
+def test_local_dp_run_resumed_reports_the_uninterrupted_epsilons(tmp_path, monkeypatch):
+    settings = {"num-server-rounds": 4, "num-supernodes": 4, "sample-rate": 0.5,
+                "sampling": "fixed", "dp-mode": "local", "local-epsilon": 4.0, "clip-norm": 0.5,
+                "dp-seeded-noise": True, "local-epochs": 1, "device": "cpu", "seed": 3}  # fmt: skip
+    run_in_process(dpfedavg, dpfedavg.resolve_config(settings, {"out-dir": str(tmp_path / "ref")}))
+    run_and_resume(dpfedavg, settings, tmp_path / "resumed", monkeypatch, crash_round=2)
+    a = json.loads((tmp_path / "ref" / "history.json").read_text())
+    b = json.loads((tmp_path / "resumed" / "history.json").read_text())
+    assert without_timings(a) == without_timings(b)
+    assert b[-1]["train"]["dp-local-epsilon-total-max"] >= 8.0  # some client released twice
+    store_a = ClientStateStore(tmp_path / "ref" / "client-state")
+    store_b = ClientStateStore(tmp_path / "resumed" / "client-state")
+    for client in range(4):
+        ledger_a, ledger_b = store_a.load(client, 10), store_b.load(client, 10)
+        assert (ledger_a is None) == (ledger_b is None)
+        if ledger_a is not None:
+            assert dict(ledger_a["dp-local"]) == dict(ledger_b["dp-local"])
+
+
 def test_a_reply_in_flight_counts_as_released_but_the_model_rolls_back(tmp_path):
     store = ClientStateStore(tmp_path)
     for server_round in (1, 3, 4):  # round 4 was in flight when the run stopped after round 3
