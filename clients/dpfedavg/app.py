@@ -54,8 +54,9 @@ def build_dp_strategy(config: DPFedAvgConfig, num_nodes: int) -> Strategy:
     """
     if not config.population_known:
         config = config.replace(num_supernodes=num_nodes)
-    inner = build_strategy(config, num_nodes, **inner_kwargs())
-    sampler = config.sampler(num_nodes)
+    clients = config.population or num_nodes  # with a population, nodes are only its workers
+    inner = build_strategy(config, clients, **inner_kwargs())
+    sampler = config.sampler(clients)
     if not config.central:
         release = "local" if config.local else "sample-level" if config.dp_sgd else "none"
         return ClientSampling(inner, sampler, release=release)

@@ -4,6 +4,7 @@ by client id, state per client id and never per worker (in process)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -134,3 +135,18 @@ def test_population_mode_needs_a_run_folder_for_client_state():
     config = dpfedavg.resolve_config(SYNTHETIC, {"population": 100})
     with pytest.raises(FedlabError, match="out-dir"):
         dpfedavg.client_app(config)
+
+
+def test_the_pre_ray_check_samples_over_the_population_not_the_workers(capsys):
+    from fedlab.cli import flower_simulation_main
+
+    logger = logging.getLogger("fedlab")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    keys = ["dataset=synthetic", "population=10000", "sample-rate=0.01"]
+    argv = ["--app", "fedlab.apps:dpfedavg", "--num-supernodes", "10", "--check",
+            "--run-config", *keys]  # fmt: skip
+    try:
+        assert flower_simulation_main(argv) == 0, capsys.readouterr().err
+    finally:  # it points fedlab's logger at the captured stdout
+        logger.handlers[:], logger.level, logger.propagate = saved
+    assert "pre-Ray check passed" in capsys.readouterr().out
