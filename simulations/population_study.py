@@ -107,7 +107,35 @@ def main() -> None:
             out.write_text(json.dumps({"protocol": __doc__, "cells": done}, indent=2))
             print(json.dumps({k: v for k, v in done[-1].items() if k != "accuracy-by-round"}),
                   flush=True)  # fmt: skip
+    plot(done, out.with_suffix(".png"))
     print(table(done))
+
+
+def plot(done: list[dict[str, Any]], path: Path) -> None:
+    """Epsilon at z = 1 (a) and accuracy at epsilon 1 beside no DP (b), against N."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    fixed = sorted((c for c in done if c["part"] == "a" and c["synthetic-iid"]),
+                   key=lambda c: c["population"])  # fmt: skip
+    left.plot([c["population"] for c in fixed], [c["epsilon"] for c in fixed], "o-")
+    left.axhline(1.0, color="grey", lw=0.8, ls=":")
+    left.set(xscale="log", xlabel="population N (100 clients per round)",
+             ylabel="epsilon after 50 rounds", title="(a) z = 1, delta = 1e-7")  # fmt: skip
+    for label, keep in (("epsilon = 1", lambda c: "target" in c),
+                        ("no DP", lambda c: c.get("dp-mode") == "none")):  # fmt: skip
+        rows = sorted((c for c in done if c["part"] == "b" and keep(c)),
+                      key=lambda c: c["population"])  # fmt: skip
+        right.plot([c["population"] for c in rows], [100 * c["accuracy"] for c in rows], "o-",
+                   label=label)  # fmt: skip
+    right.set(xscale="log", xlabel="population N (100 clients per round)",
+              ylabel="accuracy on held-out clients (%)", title="(b) Synthetic-IID")  # fmt: skip
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
 
 
 def table(done: list[dict[str, Any]]) -> str:
