@@ -33,8 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import psutil
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -42,6 +41,8 @@ BIN = Path(sys.executable).parent
 
 def run_measured(cmd: list[str]) -> tuple[float, int, str]:
     """Run ``cmd``; return (wall seconds, peak summed RSS in bytes of its process tree, output)."""
+    import psutil  # installed with Ray
+
     start = time.perf_counter()
     with tempfile.TemporaryFile(mode="w+") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -60,7 +61,9 @@ def run_measured(cmd: list[str]) -> tuple[float, int, str]:
     return time.perf_counter() - start, peak, output
 
 
-def _rss(process: psutil.Process) -> int:
+def _rss(process: Any) -> int:
+    import psutil
+
     try:
         return process.memory_info().rss
     except psutil.Error:

@@ -36,3 +36,13 @@ def test_every_published_epsilon_is_the_independent_composition(simulation_scrip
         assert cell["epsilon"] == pytest.approx(accountant.get_epsilon(study.DELTA), rel=1e-9)
         if "target" in cell:
             assert cell["epsilon"] <= cell["target"]
+
+
+def test_the_benchmark_table_is_the_scripts_rendering_and_meets_its_goal(simulation_script):
+    bench = simulation_script("population_bench")
+    results = json.loads((RESULTS / "bench.json").read_text())
+    assert bench.table(results) in (ROOT / "docs" / "dp.md").read_text()
+    rows = {row["population"]: row["ours"] for row in results["rows"]}
+    small, large = rows[1000], rows[1_000_000]
+    assert large["median-round-seconds"] <= 1.5 * small["median-round-seconds"]
+    assert large["peak-rss-mb"] <= 1.2 * small["peak-rss-mb"]
