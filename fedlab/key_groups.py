@@ -169,6 +169,9 @@ class PopulationKeys(Config):
     population: int = 0
     synthetic_alpha: float = 1.0
     synthetic_beta: float = 1.0
+    synthetic_size_mu: float = 4.0
+    synthetic_size_sigma: float = 2.0
+    synthetic_min_size: int = 50
     synthetic_max_size: int = 10_000
     synthetic_iid: bool = False
     eval_clients: int = 100
@@ -180,6 +183,9 @@ class PopulationKeys(Config):
         "population": "clients the server samples from; 0: one per node (num-supernodes)",
         "synthetic_alpha": "Synthetic(alpha, beta): how far the clients' models differ",
         "synthetic_beta": "Synthetic(alpha, beta): how far the clients' inputs differ",
+        "synthetic_size_mu": "client sizes: floor(LogNormal(mu, sigma)) + min-size (paper: 4)",
+        "synthetic_size_sigma": "client sizes: the log-normal's sigma (paper: 2)",
+        "synthetic_min_size": "client sizes: examples added to every draw (paper: 50)",
         "synthetic_max_size": "cap on a synthetic client's examples (0: the paper's uncapped law)",
         "synthetic_iid": "Synthetic-IID: one model for every client (learnable on unseen clients)",
         "eval_clients": "held-out synthetic clients the server evaluates on (ids from 10^9)",
@@ -188,7 +194,10 @@ class PopulationKeys(Config):
     def validate(self) -> None:
         super().validate()
         check_range(self, "population", 0, self.HELD_OUT_BASE - 1)
-        check_non_negative(self, "synthetic_alpha", "synthetic_beta", "synthetic_max_size")
+        check_non_negative(self, "synthetic_alpha", "synthetic_beta", "synthetic_max_size",
+                           "synthetic_size_sigma")  # fmt: skip
+        check_range(self, "synthetic_size_mu", -10.0, 20.0)
+        check_range(self, "synthetic_min_size", 1, 10**7)
         check_range(self, "eval_clients", 1, 100_000)
 
     @property

@@ -47,7 +47,10 @@ class SyntheticWorkload(Workload):
     def federation(self) -> SyntheticFederation:
         cfg = self.config
         return SyntheticFederation(alpha=cfg.synthetic_alpha, beta=cfg.synthetic_beta,
-                                   seed=cfg.seed, max_size=cfg.synthetic_max_size,
+                                   seed=cfg.seed, size_mu=cfg.synthetic_size_mu,
+                                   size_sigma=cfg.synthetic_size_sigma,
+                                   min_size=cfg.synthetic_min_size,
+                                   max_size=cfg.synthetic_max_size,
                                    iid=cfg.synthetic_iid)  # fmt: skip
 
     def build_model(self) -> nn.Module:
