@@ -150,3 +150,18 @@ def test_the_pre_ray_check_samples_over_the_population_not_the_workers(capsys):
     finally:  # it points fedlab's logger at the captured stdout
         logger.handlers[:], logger.level, logger.propagate = saved
     assert "pre-Ray check passed" in capsys.readouterr().out
+
+
+def test_traces_record_population_clients_by_their_ids(tmp_path):
+    from fedlab.traces import TraceReader
+
+    config = dpfedavg.resolve_config({
+        "num-supernodes": 2, "population": 12, "sample-rate": 0.25, "sampling": "fixed",
+        "dp-mode": "none", "num-server-rounds": 1, "record-traces": True, "trace-batch-size": 2,
+        "device": "cpu", "seed": 3, "out-dir": str(tmp_path),
+    })  # fmt: skip
+    run_in_process(dpfedavg, config)
+    records = TraceReader(tmp_path / "server-private" / "traces").records
+    clients = sorted(r.client for r in records)
+    assert len(clients) == 3 and len(set(clients)) == 3 and max(clients) < 12
+    assert any(c >= 2 for c in clients)  # ids of the population, not of the two workers
