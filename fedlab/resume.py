@@ -70,7 +70,9 @@ def plan_resume(
     before = dict(recorded["run-config"])
     config = spec.resolve_config(before, overrides).replace(out_dir=str(run_dir))
     after = json.loads(json.dumps(config.to_json()))
-    changed = [k for k in after if k not in (EXTENDABLE, "out-dir") and after[k] != before.get(k)]
+    # The run's folder and machine may change: out-dir (a moved folder), device (another host).
+    free = (EXTENDABLE, "out-dir", "device")
+    changed = [k for k in after if k not in free and after[k] != before.get(k)]
     if changed:
         key = changed[0]
         raise FedlabError(
