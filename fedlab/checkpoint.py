@@ -149,11 +149,19 @@ def restore_strategy_state(strategy: Strategy, saved: list[dict[str, Any]], sour
         state = entry["state"]
         if state is None:
             continue
-        if callable(getattr(type(s), "restore_state", None)):
-            s.restore_state(state)  # type: ignore[attr-defined]
-        else:
-            for name, value in state.items():
-                setattr(s, name, value)
+        try:
+            if callable(getattr(type(s), "restore_state", None)):
+                s.restore_state(state)  # type: ignore[attr-defined]
+                continue
+            # Only the attributes FLOWER_STATE names: the file never chooses what is set.
+            attributes = next(a for cls, a in FLOWER_STATE.items() if isinstance(s, cls))
+            for name in attributes:
+                setattr(s, name, state[name])
+        except (KeyError, TypeError, ValueError, StopIteration) as exc:
+            raise FedlabError(
+                f"checkpoint {source} holds no usable state for {type(s).__name__} ({exc!r:.100}); "
+                "resume from an earlier checkpoint by deleting this file, or start the run again"
+            ) from None
 
 
 # -- random streams ----------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from fedlab.atomic import atomic_write_bytes
 from fedlab.errors import FedlabError
 from fedlab.flower_compat import Mod
-from fedlab.release import CLIENT_PRIVATE_DIR
+from fedlab.release import CLIENT_PRIVATE_DIR, private_log
 
 log = logging.getLogger("fedlab")
 
@@ -187,7 +187,8 @@ def roll_back_client_state(run_path: str | Path, last_round: int) -> None:
     """Before a resumed run's first round: see :meth:`ClientStateStore.roll_back`."""
     rolled = ClientStateStore(Path(run_path) / STATE_DIR).roll_back(last_round)
     if rolled:
-        log.info("%d client(s) had replied in round %d before the stop: their states roll "
+        # How many replied is an exact count: server-private under a release policy.
+        private_log.info("%d client(s) had replied in round %d before the stop: their states roll "
                  "back to round %d, their privacy ledgers count that reply", rolled,
                  last_round + 1, last_round)  # fmt: skip
 

@@ -20,7 +20,6 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 
 from fedlab.errors import FedlabError
-from fedlab.flower_compat import Mod
 
 VIRTUAL_CLIENTS = "virtual-clients"  # a worker's bundle: client-ids, population
 _ERROR = "virtual-error"  # a failed client inside a bundled reply: code, reason
@@ -145,8 +144,3 @@ def population_mod(msg: Message, context: Context, call_next: Any) -> Message:
         for name, part in reply.content.items():
             out[f"{index}/{name}"] = part
     return Message(out, reply_to=msg)
-
-
-def population_mods() -> list[Mod]:
-    """The mods a population run needs outermost (before the client-state mod)."""
-    return [population_mod]

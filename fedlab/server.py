@@ -348,7 +348,6 @@ def run_federation(
             restore_random = restore(resume, strategy)
             run.restore_rounds(resume.history, resume.private_history)
             initial_arrays, first_round = resume.arrays, resume.round
-            roll_back_client_state(run.path, first_round)
             log.info("resuming %s after round %d of %d", run.path, first_round,
                      config.num_server_rounds)  # fmt: skip
         checkpointer = Checkpointer(
@@ -371,9 +370,11 @@ def run_federation(
             recorder.end_round(server_round, arrays, evaluation)
             return evaluation
 
-        if restore_random is not None:
-            restore_random()
         with run.private_logging():
+            if resume is not None:
+                roll_back_client_state(run.path, first_round)  # logs a count: inside
+            if restore_random is not None:
+                restore_random()
             recorder.start(
                 grid=rounds_grid,  # type: ignore[arg-type]
                 initial_arrays=initial_arrays,

@@ -327,3 +327,13 @@ def test_resuming_with_another_fedlab_version_warns(tmp_path, caplog):
         plan = plan_resume(out, recorded, fedavg, {"num-server-rounds": 3})
     assert plan.checkpoint.round == 2 and plan.config.num_server_rounds == 3
     assert "started with fedlab 0.0.1" in caplog.text
+
+
+def test_a_checkpoint_never_chooses_which_strategy_attributes_are_set(tmp_path):
+    path = checkpoint_path(tmp_path, 1)
+    state = [{"class": "FedAdam", "state": {"m_t": None, "v_t": None, "eta": 1e9}}]
+    fresh = FedAdam()
+    restore_strategy_state(fresh, state, path)
+    assert fresh.eta == FedAdam().eta  # not in FLOWER_STATE: ignored
+    with pytest.raises(FedlabError, match="no usable state for FedAdam"):
+        restore_strategy_state(FedAdam(), [{"class": "FedAdam", "state": {"m_t": None}}], path)
