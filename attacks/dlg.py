@@ -234,9 +234,9 @@ class DLG(Attack):
     rel_tol : float
         Success: loss below ``rel_tol * ||target gradient||^2``; the attempt stops there. The
         default 1e-10 is rarely reached in float32, so a run usually uses its budget; 1e-7 ends
-        one at about 35-36 dB, 1.5 times the evaluations to 30 dB, on the two bench images it
-        was read from (camera, coins), about 12 dB below the default's final PSNR
-        (docs/audit.md, "Cost of one gradient-match evaluation").
+        one at 35-38 dB, 1.4-1.8 times its time to 30 dB, on the two bench images it was read
+        from (camera, coins; three seeds), against 45-51 dB with the budget (docs/audit.md,
+        "Where DLG could stop"). The loss at a given PSNR depends on the model.
     restart_tol : float
         An attempt whose relative loss stays above this triggers a restart.
     seed : int

@@ -1,9 +1,12 @@
-"""One attack on one target, as a picklable job for a process pool (one torch thread each).
+"""The attacks of one setting, as a picklable job for a process pool (one torch thread each).
 
-A job reads the trace the audit recorded, optionally denoises the target, runs the attack with
-the audit's cap and plateau stop, scores it against the ground truth and writes its row (and the
-reconstruction) atomically; a job whose row exists is not run again (resume), unless that row
-is an error, which is retried.
+A job holds one item per (target, denoiser, attack). It reads the trace the audit recorded,
+denoises each target once for all of its attacks (a denoiser costs about as much as an attack),
+runs the attacks with the audit's cap and plateau stop, scores each against the ground truth and
+writes its row (and the reconstruction) atomically. An attack that offers ``reconstruct_many``
+(inverting gradients) attacks all of the setting's targets at once, as one batched problem on
+their shared model; the others go one target at a time. An item whose row exists is not run
+again (resume), unless that row is an error, which is retried.
 """
 
 from __future__ import annotations
@@ -49,27 +52,89 @@ def init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Run one job (see the module docstring); returns its row."""
+def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run one job (see the module docstring); returns a row per item, in its order."""
     torch.set_num_threads(1)
-    out = Path(job["out"])
-    if out.exists():
-        done = json.loads(out.read_text())
-        if done.get("status") != "error":  # an errored row is retried on resume
-            return done
-    row: dict[str, Any] = {k: job[k] for k in ("setting", "target", "attack", "denoiser", "kind")}
-    try:
-        row.update(_attack(job, out))
-    except FedlabError as exc:
-        row.update(status="error", error=" ".join(str(exc).split()))
-    except Exception as exc:  # noqa: BLE001  one failed target must not end the audit
-        log.exception("%s: unexpected error", job["target"])
-        row.update(status="error", error=f"{type(exc).__name__}: {exc}")
-    atomic_write_json(out, row)
+    rows: dict[int, dict[str, Any]] = {}
+    pending: dict[str, list[int]] = {}  # attack -> items still to run
+    for n, item in enumerate(job["items"]):
+        out = Path(item["out"])
+        if out.exists():
+            done = json.loads(out.read_text())
+            if done.get("status") != "error":  # an errored row is retried on resume
+                rows[n] = done
+                continue
+        pending.setdefault(item["attack"], []).append(n)
+    inputs: dict[tuple[str, str], dict[str, Any]] = {}  # (target, denoiser): read once
+    for attack, items in pending.items():
+        ready = []
+        for n in items:
+            item = job["items"][n]
+            key = (item["target"], item["denoiser"])
+            try:
+                if key not in inputs:
+                    inputs[key] = _attack_input({**job, **item})
+            except Exception as exc:  # noqa: BLE001  one failed target must not end the audit
+                inputs[key] = {"error": exc}
+            if "error" in inputs[key]:
+                rows[n] = _finish(job, item, _error_row(item, inputs[key]["error"]))
+            elif inputs[key].get("skipped"):
+                reason = inputs[key]["skipped"]
+                rows[n] = _finish(job, item, {"status": "skipped", "reason": reason})
+            else:
+                ready.append(n)
+        rows.update(_run_attack(job, attack, ready, inputs))
+    return [rows[n] for n in range(len(job["items"]))]
+
+
+def _run_attack(
+    job: dict[str, Any], name: str, items: list[int], inputs: dict[tuple[str, str], Any]
+) -> dict[int, dict[str, Any]]:
+    """Attack ``name`` on the ready ``items``: batched when it offers ``reconstruct_many``."""
+    if not items:
+        return {}
+    attack = make_attack(name, job["max_iterations"], job["patience"], job["seed"])
+    targets = [inputs[(job["items"][n]["target"], job["items"][n]["denoiser"])] for n in items]
+    results: list[Any] = []
+    if hasattr(attack, "reconstruct_many") and len(items) > 1:
+        try:
+            results = attack.reconstruct_many([t["input"] for t in targets])
+        except FedlabError:
+            results = []  # not one model: one at a time below
+        except Exception as exc:  # noqa: BLE001
+            log.exception("%s: unexpected error in the batched %s", job["setting"], name)
+            results = [exc] * len(items)
+    rows = {}
+    for k, (n, target) in enumerate(zip(items, targets, strict=True)):
+        item = job["items"][n]
+        try:
+            res = results[k] if results else attack.reconstruct(target["input"])
+            if isinstance(res, Exception):
+                raise res
+            row = _scored(item, target, res, Path(item["out"]))
+        except Exception as exc:  # noqa: BLE001  one failed target must not end the audit
+            row = _error_row(item, exc)
+        rows[n] = _finish(job, item, row)
+    return rows
+
+
+def _error_row(item: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, FedlabError):
+        return {"status": "error", "error": " ".join(str(exc).split())}
+    log.error("%s: unexpected error: %s: %s", item["target"], type(exc).__name__, exc)
+    return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _finish(job: dict[str, Any], item: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    row = {"setting": job["setting"], **{k: item[k] for k in ("target", "denoiser", "kind")}}
+    row["attack"] = item["attack"]
+    row.update(result)
+    atomic_write_json(Path(item["out"]), row)
     return row
 
 
-def _attack(job: dict[str, Any], out: Path) -> dict[str, Any]:
+def _attack_input(job: dict[str, Any]) -> dict[str, Any]:
+    """What the attacks of ``job`` are given, denoised if asked, and the ground truths."""
     from fedlab.traces import TraceReader
 
     reader = TraceReader(job["trace"], strict=True)
@@ -90,13 +155,17 @@ def _attack(job: dict[str, Any], out: Path) -> dict[str, Any]:
         )
     if job["denoiser"] != "none":
         if not noisy(inp):
-            return {"status": "skipped", "reason": "no noise on what the server sees"}
+            return {"skipped": "no noise on what the server sees"}
         from fedlab.attacks.pgla.compose import denoise_attack_input
         from fedlab.attacks.pgla.denoisers import load_denoiser
 
         inp = denoise_attack_input(inp, load_denoiser(job["denoiser"], job["denoiser_dir"]))
-    attack = make_attack(job["attack"], job["max_iterations"], job["patience"], job["seed"])
-    res = attack.reconstruct(inp)
+    return {"input": inp, "truths": truths}
+
+
+def _scored(item: dict[str, Any], target: dict[str, Any], res: Any, out: Path) -> dict[str, Any]:
+    inp: AttackInput = target["input"]
+    truths = target["truths"]
     scored = [
         metrics.score(inp.to_unit_range(images), labels, res.images, res.labels)
         for images, labels in truths
@@ -107,7 +176,7 @@ def _attack(job: dict[str, Any], out: Path) -> dict[str, Any]:
         out.with_suffix(".safetensors"), {"truth": images, "reconstruction": res.images}
     )
     label_ok = None
-    if job["kind"] == "trace" and res.labels is not None:
+    if item["kind"] == "trace" and res.labels is not None:
         label_ok = scored[best]["label_accuracy"]
     elif res.labels is not None:  # the aggregate: the label of the closest participant's image
         label_ok = float(int(res.labels[0]) == int(truths[best][1][0]))

@@ -437,8 +437,13 @@ def write_report(
     settings: dict[str, Any],
     rows: list[dict[str, Any]],
     seconds: float,
+    attack_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Write ``audit.json`` and ``report.html`` atomically; return the JSON object."""
+    """Write ``audit.json`` and ``report.html`` atomically; return the JSON object.
+
+    ``attack_seconds``: wall time of the attack stage, from the first attack job handed out to
+    the last row back (None: not measured).
+    """
     extra = summarise(settings, rows, audit.targets)
     compact = {
         n: {k: v for k, v in s.items() if k not in ("statistics", "sampled")}
@@ -448,6 +453,7 @@ def write_report(
         "app": app,
         "config": audit.to_json(),
         "seconds": round(seconds, 1),
+        "attack-seconds": None if attack_seconds is None else round(attack_seconds, 1),
         "boundary": extra["boundary"],
         "boundary-unknown": extra["boundary-unknown"],
         "unknown": extra["unknown"],

@@ -257,7 +257,8 @@ def run_setting(spec: AppSpec, plan: Planned, audit: AuditConfig, folder: Path) 
 def plan_jobs(
     plan: Planned, result: dict[str, Any], audit: AuditConfig, folder: Path
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The attack jobs of one setting, and its targets' threshold figures."""
+    """The attack job of one setting (every target, denoiser and attack), and its targets'
+    threshold figures."""
     from fedlab import image_quality
     from fedlab.traces import TraceReader
     from fedlab.workload import build_workload
@@ -277,7 +278,6 @@ def plan_jobs(
     for r in targets:
         images = reader.attack_input(r).to_unit_range(reader.ground_truth(r)[0])
         baseline.extend(image_quality.psnr(img, mean_image) for img in images)
-    jobs = []
     common = {
         "setting": plan.name,
         "trace": str(trace),
@@ -285,12 +285,12 @@ def plan_jobs(
         "patience": audit.patience,
         "seed": audit.seed,
     }
+    items = []
     for r in targets:
-        for attack in audit.attacks:
-            for den in audit.denoisers:
-                jobs.append(
+        for den in audit.denoisers:
+            for attack in audit.attacks:
+                items.append(
                     {
-                        **common,
                         "kind": "trace",
                         "target": r.target_id,
                         "record": r.target_id,
@@ -302,25 +302,22 @@ def plan_jobs(
                     }
                 )
     if result.get("aggregate") and targets and audit.attack_aggregate:
+        name = f"aggregate-{audit.trace_round}"
         for attack in audit.attacks:
-            jobs.append(
+            items.append(
                 {
-                    **common,
                     "kind": "aggregate",
-                    "target": f"aggregate-{audit.trace_round}",
+                    "target": name,
                     "record": targets[0].target_id,
                     "truth_records": [r.target_id for r in records],
                     "aggregate": result["aggregate"],
                     "attack": attack,
                     "denoiser": "none",
                     "denoiser_dir": None,
-                    "out": str(
-                        folder
-                        / "attacks"
-                        / _job_name(f"aggregate-{audit.trace_round}", attack, "none")
-                    ),
+                    "out": str(folder / "attacks" / _job_name(name, attack, "none")),
                 }
             )
+    jobs = [{**common, "items": items}] if items else []
     info = {
         "targets": [r.target_id for r in targets],
         "num-classes": test.num_classes,
@@ -366,9 +363,13 @@ def run_audit(spec: AppSpec, audit: AuditConfig, out: Path, app: str) -> dict[st
         pool = ProcessPoolExecutor(
             max_workers=audit.workers, mp_context=get_context("spawn"), initializer=init_worker
         )
+        # The workers start (and import torch) now, while the settings run or are planned.
+        for _ in range(audit.workers):
+            pool.submit(init_worker)
     futures: list[Future] = []
     inline: list[dict[str, Any]] = []
     settings: dict[str, Any] = {}
+    attacks_started: float | None = None
     try:
         for plan in tqdm(plans, desc="settings", unit="setting"):
             folder = out / "settings" / plan.name
@@ -378,17 +379,21 @@ def run_audit(spec: AppSpec, audit: AuditConfig, out: Path, app: str) -> dict[st
             if pool is None:
                 inline.extend(jobs)
             else:
+                attacks_started = attacks_started or time.perf_counter()
                 futures.extend(pool.submit(run_job, job) for job in jobs)
         rows = []
         if pool is None:
-            for job in tqdm(inline, desc="attacks", unit="target"):
-                rows.append(run_job(job))
+            attacks_started = time.perf_counter()
+            for job in tqdm(inline, desc="attacks", unit="setting"):
+                rows.extend(run_job(job))
         else:
             for fut in tqdm(
-                as_completed(futures), total=len(futures), desc="attacks", unit="target"
+                as_completed(futures), total=len(futures), desc="attacks", unit="setting"
             ):
-                rows.append(fut.result())
+                rows.extend(fut.result())
+        attack_seconds = time.perf_counter() - (attacks_started or time.perf_counter())
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    return write_report(out, audit, app, settings, rows, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return write_report(out, audit, app, settings, rows, seconds, attack_seconds)

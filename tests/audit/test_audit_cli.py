@@ -32,6 +32,7 @@ def test_no_dp_leaks_and_is_reconstructed(tiny_audit: tuple[Path, dict]) -> None
     cell = s["attacks"]["trace:idlg:none"]
     assert cell["n"] == 1 and cell["succeeds"]
     assert cell["psnr-median"] > s["psnr-threshold"] + 20
+    assert 0 < data["attack-seconds"] < data["seconds"]
 
 
 def test_local_dp_small_epsilon_holds(tiny_audit: tuple[Path, dict]) -> None:
