@@ -10,8 +10,8 @@ Two routes, the same numbers up to float rounding (``tests/attacks/test_batched.
 * DLG's LeNet (:class:`fedlab.attacks.models.LeNet` with sigmoid activations): the first-order
   gradients are written out (``unfold`` and batched matrix products, the per-sample gradients of
   each layer summed per problem), so every problem's gradient comes out of one forward pass;
-  autograd takes the second order. ``simulations/attack_speed_floor.py`` measured it at 1.4-1.9 ms
-  per problem for eight problems, against 2.7-4.0 ms for one problem through autograd;
+  autograd takes the second order. ``simulations/attack_speed_floor.py`` measured it at 1.0-1.5 ms
+  per problem for eight problems, against 2.2-2.8 ms for one problem through autograd;
 * any other model: :func:`torch.func.vmap` over :func:`torch.func.grad` of a
   ``functional_call``, which is correct for any ``nn.Module`` without buffers that change in the
   forward pass, and slower.

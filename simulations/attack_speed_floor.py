@@ -18,8 +18,9 @@ Variants of the same evaluation (same inputs, same loss value up to float roundi
 * ``no-mkldnn``: ``inputs-only`` with oneDNN convolutions off (PyTorch's im2col kernels);
 * ``func``: ``torch.func.grad`` of a ``functional_call`` (the functional form);
 * ``compiled``: ``func`` under ``torch.compile`` (``--compile``; about a minute of compilation);
-* ``batched-K``: K restarts at once, hand-written per-sample gradients (unfold and batched
-  matrix products, the first-order gradient by hand, the second by autograd), time per restart.
+* ``batched-K``: K restarts at once through :func:`fedlab.attacks.batched.per_problem_gradients`
+  (for this LeNet: per-sample gradients written out with unfold and batched matrix products, the
+  second order by autograd), time per restart.
 
 The floor of a model is the fastest one-target variant (``batched-1`` included); ``batched-K``
 for K > 1 is reported beside it, per target, since it needs several problems at once. Median
@@ -44,9 +45,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from fedlab.attacks.base import ModelSpec, soft_cross_entropy
+from fedlab.attacks.batched import per_problem_gradients
 from fedlab.attacks.dlg import gradient_l2, match_evaluation
 from fedlab.attacks.inverting import cosine_distance, total_variation
-from torch import nn
 
 from fedlab.atomic import atomic_write_json
 
@@ -176,55 +177,25 @@ def func_variant(
 
 
 def batched_variant(p: dict[str, Any], obj: dict[str, Any], k: int) -> Callable[[], torch.Tensor]:
-    """K restarts at once: per-restart gradients by hand (unfold + bmm), autograd for the rest."""
-    model = p["model"]
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    fc = model.fc
+    """K restarts at once through :func:`fedlab.attacks.batched.per_problem_gradients`."""
+    grads_of = per_problem_gradients(p["model"])
     target = p["target"]
-    x = p["x"].repeat(k, 1, 1, 1).requires_grad_(True)
-    logits = p["logits"].repeat(k, 1).requires_grad_(True) if obj["soft"] else None
+    x = p["x"].repeat(k, 1, 1, 1, 1).requires_grad_(True)
+    logits = p["logits"].repeat(k, 1, 1).requires_grad_(True) if obj["soft"] else None
     variables = [x] + ([logits] if logits is not None else [])
-    classes = fc.out_features
-    onehot = F.one_hot(p["labels"], classes).float().repeat(k, 1)
-
-    def per_restart_grads() -> list[torch.Tensor]:
-        a, cols, acts, shapes = x, [], [], []
-        for conv in convs:
-            side = a.shape[-1]
-            out = (side + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
-            u = F.unfold(a, conv.kernel_size, padding=conv.padding, stride=conv.stride)
-            s = torch.sigmoid(conv.weight.detach().flatten(1) @ u + conv.bias.detach()[:, None])
-            cols.append(u)
-            acts.append(s)
-            shapes.append(a.shape[-2:])
-            a = s.view(k, -1, out, out)
-        h = a.flatten(1)
-        z = h @ fc.weight.detach().T + fc.bias.detach()
-        y = torch.softmax(logits, dim=-1) if logits is not None else onehot
-        dz = torch.softmax(z, dim=-1) * y.sum(-1, keepdim=True) - y
-        grads = [dz[:, :, None] * h[:, None, :], dz]
-        da = dz @ fc.weight.detach()
-        for i in reversed(range(len(convs))):
-            dpre = da.view_as(acts[i]) * acts[i] * (1 - acts[i])
-            grads = [dpre @ cols[i].transpose(1, 2), dpre.sum(-1), *grads]
-            if i:
-                du = convs[i].weight.detach().flatten(1).T @ dpre
-                c = convs[i]
-                da = F.fold(du, shapes[i], c.kernel_size, padding=c.padding, stride=c.stride)
-                da = da.flatten(1)
-        return grads
+    labels = p["labels"].repeat(k, 1)
 
     def run() -> torch.Tensor:
-        grads = per_restart_grads()
-        shaped = [g.reshape(k, *t.shape) for g, t in zip(grads, target, strict=True)]
+        y = torch.softmax(logits, dim=-1) if logits is not None else labels
+        shaped = grads_of(x, y)
         if obj["loss"] == "l2":
             loss = sum(((g - t) ** 2).sum() for g, t in zip(shaped, target, strict=True))
         else:
             dot = sum((g * t).flatten(1).sum(1) for g, t in zip(shaped, target, strict=True))
             dn = sum((g**2).flatten(1).sum(1) for g in shaped)
             tn = math.sqrt(float(sum((t**2).sum() for t in target)))
-            tv = (x[..., 1:] - x[..., :-1]).abs().mean((1, 2, 3))
-            tv = tv + (x[..., 1:, :] - x[..., :-1, :]).abs().mean((1, 2, 3))
+            tv = (x[..., 1:] - x[..., :-1]).abs().flatten(1).mean(1)
+            tv = tv + (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
             loss = (1 - dot / (dn.sqrt() * tn + 1e-12) + TV * tv).sum()
         torch.autograd.grad(loss, variables)
         return loss / k
