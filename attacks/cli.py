@@ -80,6 +80,10 @@ def _attack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-iterations", type=integer(1, 10**9), default=None, help="per attempt")
     p.add_argument("--restarts", type=integer(0, 1000), default=None, help="extra attempts")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the attack's random starts")
+    p.add_argument(
+        "--batch", type=integer(1, 4096), default=1,
+        help="attack up to N targets of one round at once (ig; default 1)",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="output folder (re-run the same to resume)")
     p.add_argument("--check", action="store_true", help=CHECK_HELP)
 
@@ -123,9 +127,13 @@ def run_targets(
     targets: Iterable[Target],
     out: Path,
     source: str,
-    total: int | None = None,
+    batch: int = 1,
 ) -> dict[str, Any]:
     """Attack each target not yet in ``out/results.json``; returns the results object.
+
+    With ``batch`` > 1 and an attack that offers ``reconstruct_many`` (inverting gradients),
+    up to ``batch`` consecutive targets of one model are attacked at once; targets of several
+    models fall back to one at a time. Results are written after each group.
 
     Raises
     ------
@@ -143,39 +151,63 @@ def run_targets(
                 f"not {name!r} on {source!r}; give another --out"
             )
         results["targets"] = old.get("targets", {})
-    for target_id, make_input, truth in tqdm(list(targets), total=total, desc=name, unit="target"):
-        if results["targets"].get(target_id, {}).get("status") == "ok":
-            continue
-        try:
-            inp = make_input()
-            res = attack.reconstruct(inp)
-            row: dict[str, Any] = {
-                "status": "ok",
-                "loss": res.loss,
-                "iterations": res.iterations,
-                "restarts": res.restarts,
-                "seconds": res.seconds,
-            }
+    pending = [t for t in targets if results["targets"].get(t[0], {}).get("status") != "ok"]
+    together = batch if hasattr(attack, "reconstruct_many") else 1
+    bar = tqdm(total=len(pending), desc=name, unit="target")
+    for start in range(0, len(pending), together):
+        chunk = pending[start : start + together]
+        ready = []
+        for target_id, make_input, truth in chunk:
             try:
-                images, labels = truth()
-            except FedlabError as exc:  # attackable but not scorable
-                row["score_error"] = str(exc)
-            else:
-                images = inp.to_unit_range(images)
-                row.update(metrics.score(images, labels, res.images, res.labels))
-                atomic_save_tensors(
-                    out / "reconstructions" / f"{_safe(target_id)}.safetensors",
-                    {"truth": images, "reconstruction": res.images},
-                )
-        except FedlabError as exc:
-            logger.error("%s: %s", target_id, exc)
-            row = {"status": "error", "error": _one_line(str(exc))}
-        except Exception as exc:  # an unforeseen failure costs this target, not the others
-            logger.exception("%s: unexpected error", target_id)
-            row = {"status": "error", "error": _one_line(f"{type(exc).__name__}: {exc}")}
-        results["targets"][target_id] = row
+                ready.append((target_id, make_input(), truth))
+            except Exception as exc:  # noqa: BLE001  a bad target costs itself, not the others
+                results["targets"][target_id] = _error_row(target_id, exc)
+        attacked: list[Any] = []
+        if len(ready) > 1:
+            try:
+                attacked = attack.reconstruct_many([inp for _, inp, _ in ready])  # type: ignore[attr-defined]
+            except FedlabError as exc:  # e.g. targets of several rounds: one at a time below
+                logger.info("%s: attacking one target at a time (%s)", name, exc)
+        for k, (target_id, inp, truth) in enumerate(ready):
+            try:
+                res = attacked[k] if attacked else attack.reconstruct(inp)
+                row = _scored_row(res, inp, truth, out / "reconstructions" / f"{_safe(target_id)}")
+            except Exception as exc:  # noqa: BLE001  an unforeseen failure costs this target
+                row = _error_row(target_id, exc)
+            results["targets"][target_id] = row
         atomic_write_json(path, results)
+        bar.update(len(chunk))
+    bar.close()
     return results
+
+
+def _scored_row(res: Any, inp: Any, truth: Callable[[], Any], stem: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "status": "ok",
+        "loss": res.loss,
+        "iterations": res.iterations,
+        "restarts": res.restarts,
+        "seconds": res.seconds,
+    }
+    try:
+        images, labels = truth()
+    except FedlabError as exc:  # attackable but not scorable
+        row["score_error"] = str(exc)
+    else:
+        images = inp.to_unit_range(images)
+        row.update(metrics.score(images, labels, res.images, res.labels))
+        atomic_save_tensors(
+            stem.with_suffix(".safetensors"), {"truth": images, "reconstruction": res.images}
+        )
+    return row
+
+
+def _error_row(target_id: str, exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, FedlabError):
+        logger.error("%s: %s", target_id, exc)
+        return {"status": "error", "error": _one_line(str(exc))}
+    logger.exception("%s: unexpected error", target_id, exc_info=exc)
+    return {"status": "error", "error": _one_line(f"{type(exc).__name__}: {exc}")}
 
 
 def print_table(results: dict[str, Any]) -> None:
@@ -288,7 +320,8 @@ def attack_command(args: argparse.Namespace) -> int:
             raise FedlabError(f"--out {str(out)!r} is a file, not a folder; give a folder")
         print(f"ok: {len(targets)} targets of {args.trace} for {args.attack}; results in {out}")
         return 0
-    results = run_targets(attack, args.attack, targets, out, str(Path(args.trace).resolve()))
+    source = str(Path(args.trace).resolve())
+    results = run_targets(attack, args.attack, targets, out, source, batch=args.batch)
     return _finish(results, out)
 
 
@@ -314,7 +347,9 @@ def bench_attacks_command(args: argparse.Namespace) -> int:
                 return case_input(case)[1:]
 
             targets.append((case.target_id, make, truth))
-        results = run_targets(attack, name, targets, out / name, "bench:dlg-setting")
+        results = run_targets(
+            attack, name, targets, out / name, "bench:dlg-setting", batch=args.batch
+        )
         ids = {c.target_id for c in bench_cases(images, tuple(args.seeds))}
         rows = [r for t, r in results["targets"].items() if t in ids and r["status"] == "ok"]
         summary[name] = summarize(rows)

@@ -105,3 +105,21 @@ def test_nothing_attackable_exits_2_and_unknown_selection_is_refused(tmp_path):
         )
     with pytest.raises(FedlabError, match="holds results of attack 'dlg'"):
         _run(["attack", "--trace", str(trace), "--attack", "ig", "--out", str(out)])
+
+
+def test_batched_targets_of_one_round_match_one_at_a_time(tmp_path):
+    trace = tmp_path / "trace"
+    _trace(trace, clients=(0, 1, 2))
+    corrupt = trace / "round-0001" / "client-0002.safetensors"
+    corrupt.write_bytes(corrupt.read_bytes()[:200])  # a bad target costs itself only
+    common = ["attack", "--trace", str(trace), "--attack", "ig", "--max-iterations", "120"]
+    assert _run([*common, "--out", str(tmp_path / "one")]) == 0
+    assert _run([*common, "--batch", "3", "--out", str(tmp_path / "batched")]) == 0
+    one = json.loads((tmp_path / "one" / "results.json").read_text())["targets"]
+    many = json.loads((tmp_path / "batched" / "results.json").read_text())["targets"]
+    assert many["round-1/client-2"]["status"] == "error"
+    for target in ("round-1/client-0", "round-1/client-1"):
+        assert many[target]["status"] == "ok"
+        assert many[target]["iterations"] == one[target]["iterations"]
+        assert many[target]["label_accuracy"] == one[target]["label_accuracy"]
+        assert abs(many[target]["psnr"] - one[target]["psnr"]) <= 0.5
