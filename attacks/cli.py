@@ -168,6 +168,8 @@ def run_targets(
                 attacked = attack.reconstruct_many([inp for _, inp, _ in ready])  # type: ignore[attr-defined]
             except FedlabError as exc:  # e.g. targets of several rounds: one at a time below
                 logger.info("%s: attacking one target at a time (%s)", name, exc)
+            except Exception:  # noqa: BLE001  the batch failed: each target gets its own chance
+                logger.exception("%s: batched attack failed; one target at a time", name)
         for k, (target_id, inp, truth) in enumerate(ready):
             try:
                 res = attacked[k] if attacked else attack.reconstruct(inp)

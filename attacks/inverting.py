@@ -258,7 +258,8 @@ class InvertingGradients(Attack):
         Raises
         ------
         FedlabError
-            The targets do not share one model (its spec, parameters or normalisation).
+            The targets do not share one model (its spec, parameters or normalisation) or
+            their batch size.
         """
         t0 = time.perf_counter()
         if not inputs:
@@ -267,8 +268,9 @@ class InvertingGradients(Attack):
         for other in inputs[1:]:
             if not _same_model(first, other):
                 raise FedlabError(
-                    "reconstruct_many: the targets must share one model (the same round's "
-                    "global parameters, spec and normalisation); group them by round first"
+                    "reconstruct_many: the targets must share one model and batch size (the "
+                    "same round's global parameters, spec, normalisation and images per "
+                    "target); group them by round first"
                 )
         model = first.build_model()
         low, high = first.input_bounds()
@@ -313,6 +315,7 @@ def _same_model(a: AttackInput, b: AttackInput) -> bool:
     return (
         a.model == b.model
         and a.image_shape == b.image_shape
+        and a.batch_size == b.batch_size
         and a.mean == b.mean
         and a.std == b.std
         and len(a.params) == len(b.params)

@@ -123,3 +123,23 @@ def test_batched_targets_of_one_round_match_one_at_a_time(tmp_path):
         assert many[target]["iterations"] == one[target]["iterations"]
         assert many[target]["label_accuracy"] == one[target]["label_accuracy"]
         assert abs(many[target]["psnr"] - one[target]["psnr"]) <= 0.5
+
+
+def test_a_failed_batch_falls_back_to_one_target_at_a_time(tmp_path, monkeypatch):
+    from fedlab.attacks.inverting import InvertingGradients
+
+    alone = InvertingGradients.reconstruct_many
+
+    def broken(self, inputs, **kwargs):  # several targets fail, one at a time works
+        if len(inputs) > 1:
+            raise RuntimeError("out of memory")
+        return alone(self, inputs, **kwargs)
+
+    monkeypatch.setattr(InvertingGradients, "reconstruct_many", broken)
+    trace = tmp_path / "trace"
+    _trace(trace)
+    argv = ["attack", "--trace", str(trace), "--attack", "ig", "--max-iterations", "20",
+            "--batch", "2", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert _run(argv) == 0
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["targets"]
+    assert [r["status"] for r in rows.values()] == ["ok", "ok"]

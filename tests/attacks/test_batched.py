@@ -89,3 +89,11 @@ def test_targets_of_different_models_are_refused():
     other = fedsgd_input(crop_image("coffee", 16)[None], torch.tensor([1]), seed=1)
     with pytest.raises(FedlabError, match="share one model"):
         InvertingGradients(max_iterations=10).reconstruct_many([inputs[0], other])
+
+
+def test_targets_of_different_batch_sizes_are_refused():
+    inputs, _ = _targets()
+    pair = torch.stack([crop_image("coffee", 16), crop_image("chelsea", 16)])
+    two = fedsgd_input(pair, torch.tensor([1, 3]), seed=0)
+    with pytest.raises(FedlabError, match="batch size"):
+        InvertingGradients(max_iterations=10).reconstruct_many([inputs[0], two])
