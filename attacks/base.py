@@ -10,6 +10,7 @@ are re-exported here for attacks.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from torch import nn
 from fedlab.attack_input import AttackInput, ModelSpec
 from fedlab.errors import FedlabError
 
+logger = logging.getLogger(f"fedlab.{__name__}")
+
 __all__ = [
     "Attack",
     "AttackInput",
@@ -27,6 +30,7 @@ __all__ = [
     "ModelSpec",
     "head_gradients",
     "labels_from_weight_gradient",
+    "reconstruct_each",
     "soft_cross_entropy",
 ]
 
@@ -70,6 +74,31 @@ class Attack(ABC):
     @abstractmethod
     def reconstruct(self, inp: AttackInput) -> AttackResult:
         """Reconstruct the client's batch from what the server saw."""
+
+
+def reconstruct_each(
+    attack: Attack, inputs: Sequence[AttackInput]
+) -> list[AttackResult | Exception]:
+    """Every input's result, or the exception that ended its attack, in order.
+
+    Batched when the attack offers ``reconstruct_many`` (inverting gradients) and there are
+    several inputs; when the batch is refused (targets of several models) or fails, each input
+    gets an attack of its own, so one bad target costs only itself.
+    """
+    if len(inputs) > 1 and hasattr(attack, "reconstruct_many"):
+        try:
+            return list(attack.reconstruct_many(list(inputs)))  # type: ignore[attr-defined]
+        except FedlabError as exc:
+            logger.info("%s: one target at a time (%s)", attack.name, exc)
+        except Exception:  # noqa: BLE001  the batch failed: each target gets its own chance
+            logger.exception("%s: the batched attack failed; one target at a time", attack.name)
+    results: list[AttackResult | Exception] = []
+    for inp in inputs:
+        try:
+            results.append(attack.reconstruct(inp))
+        except Exception as exc:  # noqa: BLE001  returned: the caller records it for the target
+            results.append(exc)
+    return results
 
 
 def labels_from_weight_gradient(

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from fedlab.attacks import metrics
-from fedlab.attacks.base import Attack, AttackInput
+from fedlab.attacks.base import Attack, AttackInput, reconstruct_each
 from tqdm import tqdm
 
 from fedlab.atomic import atomic_save_tensors, atomic_write_json
@@ -152,7 +152,7 @@ def run_targets(
             )
         results["targets"] = old.get("targets", {})
     pending = [t for t in targets if results["targets"].get(t[0], {}).get("status") != "ok"]
-    together = batch if hasattr(attack, "reconstruct_many") else 1
+    together = batch if hasattr(attack, "reconstruct_many") else 1  # one row written per group
     bar = tqdm(total=len(pending), desc=name, unit="target")
     for start in range(0, len(pending), together):
         chunk = pending[start : start + together]
@@ -162,17 +162,11 @@ def run_targets(
                 ready.append((target_id, make_input(), truth))
             except Exception as exc:  # noqa: BLE001  a bad target costs itself, not the others
                 results["targets"][target_id] = _error_row(target_id, exc)
-        attacked: list[Any] = []
-        if len(ready) > 1:
+        attacked = reconstruct_each(attack, [inp for _, inp, _ in ready])
+        for (target_id, inp, truth), res in zip(ready, attacked, strict=True):
             try:
-                attacked = attack.reconstruct_many([inp for _, inp, _ in ready])  # type: ignore[attr-defined]
-            except FedlabError as exc:  # e.g. targets of several rounds: one at a time below
-                logger.info("%s: attacking one target at a time (%s)", name, exc)
-            except Exception:  # noqa: BLE001  the batch failed: each target gets its own chance
-                logger.exception("%s: batched attack failed; one target at a time", name)
-        for k, (target_id, inp, truth) in enumerate(ready):
-            try:
-                res = attacked[k] if attacked else attack.reconstruct(inp)
+                if isinstance(res, Exception):
+                    raise res
                 row = _scored_row(res, inp, truth, out / "reconstructions" / f"{_safe(target_id)}")
             except Exception as exc:  # noqa: BLE001  an unforeseen failure costs this target
                 row = _error_row(target_id, exc)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from fedlab.attacks import metrics
-from fedlab.attacks.base import AttackInput
+from fedlab.attacks.base import AttackInput, reconstruct_each
 from fedlab.attacks.inverting import InvertingGradients
 
 from fedlab.atomic import atomic_save_tensors, atomic_write_json
@@ -95,20 +95,13 @@ def _run_attack(
         return {}
     attack = make_attack(name, job["max_iterations"], job["patience"], job["seed"])
     targets = [inputs[(job["items"][n]["target"], job["items"][n]["denoiser"])] for n in items]
-    results: list[Any] = []
-    if hasattr(attack, "reconstruct_many") and len(items) > 1:
-        try:
-            results = attack.reconstruct_many([t["input"] for t in targets])
-        except FedlabError:
-            results = []  # not one model: one at a time below
-        except Exception:  # noqa: BLE001  the batch failed: each target gets its own chance
-            log.exception("%s: batched %s failed; one target at a time", job["setting"], name)
-            results = []
+    results = reconstruct_each(attack, [t["input"] for t in targets])
     rows = {}
-    for k, (n, target) in enumerate(zip(items, targets, strict=True)):
+    for n, target, res in zip(items, targets, results, strict=True):
         item = job["items"][n]
         try:
-            res = results[k] if results else attack.reconstruct(target["input"])
+            if isinstance(res, Exception):
+                raise res
             row = _scored(item, target, res, Path(item["out"]))
         except Exception as exc:  # noqa: BLE001  one failed target must not end the audit
             row = _error_row(item, exc)
