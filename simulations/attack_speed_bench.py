@@ -28,12 +28,14 @@ per minute; the pool's start-up is included.
     OMP_NUM_THREADS=1 python simulations/attack_speed_bench.py \\
         --dlg-git-dir path/to/a/clone/of/mit-han-lab/dlg [--skip-original] [--targets N]
 
-Writes ``simulations/results/attacks/speed-bench.json`` (and ``.md``).
+Writes ``simulations/results/attacks/speed-bench.json`` (and ``.md``). ``--throughput-only``
+reruns the throughput alone into that file (when the first run's shared the machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -170,16 +172,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", type=int, default=len(CROPS))
     parser.add_argument("--workers", type=int, default=2, help="0: no throughput run")
     parser.add_argument("--out", default=str(OUT / "speed-bench.json"))
+    parser.add_argument(
+        "--throughput-only", action="store_true",
+        help="rerun only the throughput into an existing --out (the earlier figure is kept as "
+        "throughput_earlier)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    if args.dlg_git_dir is None and not args.skip_original:
+    if args.dlg_git_dir is None and not (args.skip_original or args.throughput_only):
         parser.error("give --dlg-git-dir, or --skip-original")
     torch.set_num_threads(1)
     names = list(CROPS)[: args.targets]
-    result: dict[str, Any] = {"threads": 1, "cap_s": args.cap_s, "images": names}
-    result["latency"] = latency(args, names)
-    if args.workers:
-        result["throughput"] = throughput(args.workers, len(names))
     out = Path(args.out)
+    if args.throughput_only:
+        result = json.loads(out.read_text())
+        result["throughput_earlier"] = result.get("throughput")
+        result["throughput"] = throughput(args.workers or 2, len(result["images"]))
+    else:
+        result = {"threads": 1, "cap_s": args.cap_s, "images": names}
+        result["latency"] = latency(args, names)
+        if args.workers:
+            result["throughput"] = throughput(args.workers, len(names))
     atomic_write_json(out, result)
     atomic_write_text(out.with_suffix(".md"), table(result))
     print(table(result))
